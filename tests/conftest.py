@@ -1,0 +1,57 @@
+"""Shared fixtures: the real bundled embedder, the sample FAQ, temp databases and config files."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+
+from retrieval.corpus import FaqEntry, load_faq
+from retrieval.embedder import SentenceTransformerEmbedder
+from retrieval.index import FaqIndex
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_FAQ = ROOT / "data" / "faq.yaml"
+
+
+@pytest.fixture(scope="session")
+def minilm() -> SentenceTransformerEmbedder:
+    """The bundled all-MiniLM-L6-v2, loaded once per test session."""
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture(scope="session")
+def sample_entries() -> list[FaqEntry]:
+    """The sample FAQ shipped in data/."""
+    return load_faq(SAMPLE_FAQ)
+
+
+@pytest.fixture(scope="session")
+def sample_index(minilm: SentenceTransformerEmbedder, sample_entries: list[FaqEntry]) -> FaqIndex:
+    """A FAISS index over the sample FAQ, built with the real embedder."""
+    return FaqIndex.build(sample_entries, minilm)
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's own SUPPORTBOT_* variables out of the tests."""
+    for name in list(os.environ):
+        if name.startswith("SUPPORTBOT_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """A supportbot.yaml using the sample FAQ, with index and database in a temp folder."""
+    path = tmp_path / "supportbot.yaml"
+    path.write_text(
+        f"retrieval:\n  faq_path: {SAMPLE_FAQ}\n  index_dir: index\n"
+        "storage:\n  database_url: sqlite+aiosqlite:///bot.db\n",
+        encoding="utf-8",
+    )
+    return path

@@ -1,0 +1,132 @@
+"""The supportbot command line, in-process and as the installed console script."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bot.cli import app
+from bot.storage import ConversationStore
+
+runner = CliRunner()
+
+
+def run(config: Path, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["--config", str(config), *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_config_show_prints_effective_settings(config_file: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_PERSONA__COMPANY_NAME", "Acme Outdoor")
+    code, stdout, _ = run(config_file, "config", "show")
+    assert code == 0
+    assert "company_name: Acme Outdoor" in stdout
+    assert f"index_dir: {config_file.parent / 'index'}" in stdout
+
+
+def test_bad_config_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "supportbot.yaml"
+    config.write_text("retrieval:\n  top_k: many\n")
+    code, stdout, stderr = run(config, "config", "show")
+    assert code == 1 and stdout == ""
+    assert "retrieval.top_k" in stderr and f"{config}, line 2" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    code, _, stderr = run(tmp_path / "nope.yaml", "config", "show")
+    assert code == 1 and "not found" in stderr
+
+
+def test_bad_faq_names_file_and_line(tmp_path: Path) -> None:
+    faq = tmp_path / "faq.yaml"
+    faq.write_text("entries:\n  - id: a\n    questions: [q]\n    answer: ''\n")
+    config = tmp_path / "supportbot.yaml"
+    config.write_text("retrieval:\n  faq_path: faq.yaml\n")
+    code, _, stderr = run(config, "index")
+    assert code == 1
+    assert f"{faq}, line 4: field 'answer': missing or empty answer" in " ".join(stderr.split())
+    assert "Traceback" not in stderr
+
+
+def test_index_then_ask_json(config_file: Path) -> None:
+    code, _, stderr = run(config_file, "index")
+    assert code == 0, stderr
+    assert "indexed 54 entries" in stderr or "indexed" in stderr
+    assert (config_file.parent / "index" / "meta.json").is_file()
+    code, stdout, stderr = run(config_file, "ask", "--json", "How can I track my order?")
+    assert code == 0, stderr
+    reply = json.loads(stdout)
+    assert reply["decision"] == "answer"
+    assert [s["id"] for s in reply["sources"]] == ["track-order"]
+    assert reply["confidence"] > 0.99 and reply["latency_ms"] > 0
+    assert "rebuilt" not in stderr, "a fresh index is loaded, not rebuilt"
+
+
+def test_stale_index_is_rebuilt_with_a_notice(config_file: Path, tmp_path: Path) -> None:
+    assert run(config_file, "index")[0] == 0
+    faq = tmp_path / "faq.yaml"
+    shutil.copy(Path(__file__).parent.parent / "data" / "faq.yaml", faq)
+    faq.write_text(faq.read_text().replace("track my order", "follow my order"))
+    config_file.write_text(config_file.read_text().replace(
+        str(Path(__file__).parent.parent / "data" / "faq.yaml"), str(faq)))
+    code, stdout, stderr = run(config_file, "ask", "--json", "follow my order")
+    assert code == 0
+    assert "rebuilt the index" in stderr and "FAQ corpus changed" in stderr
+    assert json.loads(stdout)["decision"] == "answer"
+
+
+def test_stale_index_is_refused_when_rebuild_is_off(config_file: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL__AUTO_REBUILD", "false")
+    code, _, stderr = run(config_file, "ask", "hello")
+    assert code == 1
+    assert "no index in" in stderr and "supportbot index" in stderr
+
+
+@pytest.mark.slow
+def test_console_script_ask_json_end_to_end(config_file: Path) -> None:
+    """The installed `supportbot` command, as scripts call it: stdout is one JSON object."""
+    exe = shutil.which("supportbot", path=str(Path(sys.executable).parent))
+    assert exe, "the supportbot console script is installed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([exe, "--config", str(config_file), "ask", "--json",
+                           "What's the capital of Australia?"],
+                          capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    reply = json.loads(proc.stdout)
+    assert proc.stdout.count("\n") == 1
+    assert reply["decision"] == "fallback" and reply["question"].startswith("What's")
+
+
+@pytest.mark.slow
+def test_terminal_chat_end_to_end(config_file: Path) -> None:
+    """A whole chat through the console script; every turn lands in the database."""
+    exe = shutil.which("supportbot", path=str(Path(sys.executable).parent))
+    assert exe
+    script = "How can I track my order?\nwhat is the capital of australia\n/reset\nhuman\n/quit\n"
+    proc = subprocess.run([exe, "--config", str(config_file), "chat"], input=script,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "How can I help you today?" in proc.stdout
+    assert "(answer" in proc.stdout and "(fallback" in proc.stdout and "(handoff" in proc.stdout
+    assert "-- new conversation --" in proc.stdout
+
+    async def stored() -> dict[str, int]:
+        store = ConversationStore(f"sqlite+aiosqlite:///{config_file.parent / 'bot.db'}")
+        try:
+            return await store.counts()
+        finally:
+            await store.close()
+
+    assert asyncio.run(stored()) == {"conversations": 2, "messages": 6}

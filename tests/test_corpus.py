@@ -1,0 +1,124 @@
+"""FAQ loaders: the sample corpus, the three formats, and every kind of bad file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from retrieval.corpus import FaqEntry, corpus_hash, load_faq
+from retrieval.errors import CorpusError
+
+YAML_GOOD = """\
+company: Test
+entries:
+  - id: track
+    questions:
+      - How do I track my order?
+      - where is my package
+    answer: Use the tracking link.
+    tags: [orders]
+    link: https://x.example/track
+  - id: returns
+    questions: ["How do I return an item?"]
+    answer: Within 30 days.
+"""
+JSONL_GOOD = "\n".join(json.dumps(row) for row in [
+    {"id": "track", "questions": ["How do I track my order?", "where is my package"],
+     "answer": "Use the tracking link.", "tags": ["orders"], "link": "https://x.example/track"},
+    {"id": "returns", "questions": ["How do I return an item?"], "answer": "Within 30 days."},
+]) + "\n"
+CSV_GOOD = """\
+id,questions,answer,tags,link
+track,How do I track my order?|where is my package,Use the tracking link.,orders,https://x.example/track
+returns,How do I return an item?,Within 30 days.,,
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_sample_faq_is_realistic(sample_entries: list[FaqEntry]) -> None:
+    assert len(sample_entries) >= 40
+    assert all(len(e.questions) >= 3 for e in sample_entries)
+    assert all(e.answer and e.link for e in sample_entries)
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("faq.yaml", YAML_GOOD), ("faq.jsonl", JSONL_GOOD), ("faq.csv", CSV_GOOD)])
+def test_formats_load_the_same_entries(tmp_path: Path, name: str, text: str) -> None:
+    entries = load_faq(write(tmp_path, name, text))
+    assert entries == [
+        FaqEntry("track", ("How do I track my order?", "where is my package"),
+                 "Use the tracking link.", ("orders",), "https://x.example/track"),
+        FaqEntry("returns", ("How do I return an item?",), "Within 30 days."),
+    ]
+    assert entries[0].question == "How do I track my order?"
+
+
+def test_hash_depends_on_content_not_format(tmp_path: Path) -> None:
+    from_yaml = corpus_hash(load_faq(write(tmp_path, "a.yaml", YAML_GOOD)))
+    from_csv = corpus_hash(load_faq(write(tmp_path, "a.csv", CSV_GOOD)))
+    changed = corpus_hash(load_faq(write(tmp_path, "b.yaml", YAML_GOOD.replace("30", "14"))))
+    assert from_yaml == from_csv != changed
+
+
+BAD = [
+    # name, text, line, field, fragment of the message
+    ("dup.yaml", YAML_GOOD.replace("id: returns", "id: track"), 10, "id",
+     "duplicate id 'track' (first defined at line 3)"),
+    ("empty-answer.yaml", YAML_GOOD.replace("Within 30 days.", "''"), 12, "answer",
+     "missing or empty answer"),
+    ("typo.yaml", YAML_GOOD.replace("    link:", "    lnk:"), 9, "lnk", "unknown field"),
+    ("no-questions.yaml", YAML_GOOD.replace('questions: ["How do I return an item?"]',
+                                            "questions: []"), 11, "questions",
+     "at least one non-empty question"),
+    ("syntax.yaml", YAML_GOOD.replace("[orders]", "[orders"), 9, None, "invalid YAML"),
+    ("entries.yaml", "company: x\nentries: 3\n", 2, "entries", "expected a list of entries"),
+    ("bad.jsonl", JSONL_GOOD + '{"id": "x", "answer": \n', 3, None, "invalid JSON"),
+    ("list.jsonl", '["not", "an", "object"]\n', 1, None, "must be a JSON object"),
+    ("wide.csv", CSV_GOOD + "x,q,a,t,l,extra\n", 4, None, "more fields than the header's 5"),
+    ("narrow.csv", CSV_GOOD + "x,q\n", 4, None, "fewer fields than the header's 5"),
+    ("header.csv", "id,question_text,answer\n1,q,a\n", 1, None,
+     "header lacks column(s): questions"),
+    ("empty.csv", CSV_GOOD.replace("Within 30 days.", ""), 3, "answer", "missing or empty answer"),
+    ("empty.yaml", "", None, None, "no FAQ entries in file"),
+    ("faq.txt", "hello", None, None, "unknown FAQ format '.txt'"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "line", "field", "fragment"), BAD,
+                         ids=[row[0] for row in BAD])
+def test_bad_files_name_file_line_and_field(tmp_path: Path, name: str, text: str,
+                                            line: int | None, field: str | None,
+                                            fragment: str) -> None:
+    path = write(tmp_path, name, text)
+    with pytest.raises(CorpusError) as caught:
+        load_faq(path)
+    error = caught.value
+    assert fragment in str(error)
+    assert str(path) in str(error)
+    assert (error.line, error.field) == (line, field)
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = YAML_GOOD.replace("Use the tracking link.", "''").replace("Within 30 days.", "''")
+    with pytest.raises(CorpusError) as caught:
+        load_faq(write(tmp_path, "two.yaml", text))
+    assert [p.line for p in caught.value.problems] == [7, 12]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match="FAQ file not found"):
+        load_faq(tmp_path / "nope.yaml")
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("id,questions,answer\n1,caf\xe9?,yes\n".encode("latin-1"))
+    with pytest.raises(CorpusError, match="not UTF-8"):
+        load_faq(path)
