@@ -151,7 +151,8 @@ async def _open(settings: Settings) -> Any:
     with _progress("building FAQ index", None) as advance:
         built, why = open_index(settings, progress=advance)
     if why:
-        err.print(f"[yellow]rebuilt the index[/]: {escape(why.split(';')[0])}")
+        verb = "built" if why.startswith("no index") else "rebuilt"
+        err.print(f"[yellow]{verb} the FAQ index[/]: {escape(why.split(';')[0])}")
     return await open_runtime(settings, built)
 
 

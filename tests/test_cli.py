@@ -81,7 +81,7 @@ def test_stale_index_is_rebuilt_with_a_notice(config_file: Path, tmp_path: Path)
         str(Path(__file__).parent.parent / "data" / "faq.yaml"), str(faq)))
     code, stdout, stderr = run(config_file, "ask", "--json", "follow my order")
     assert code == 0
-    assert "rebuilt the index" in stderr and "FAQ corpus changed" in stderr
+    assert "rebuilt the FAQ index" in stderr and "FAQ corpus changed" in stderr
     assert json.loads(stdout)["decision"] == "answer"
 
 
