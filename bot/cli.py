@@ -85,18 +85,26 @@ def ask(ctx: typer.Context,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
         conversation_id: Annotated[str | None, typer.Option(
             help="Continue this conversation (default: a new one).")] = None,
-        user_id: Annotated[str, typer.Option(help="Who is asking.")] = "cli") -> None:
+        user_id: Annotated[str, typer.Option(help="Who is asking.")] = "cli",
+        candidates: Annotated[int | None, typer.Option(
+            min=1, max=16, help="Generate this many candidates (model.generation.n) and "
+            "show them all with their grounding scores.")] = None) -> None:
     """Answer one question; with --json, stdout holds exactly one JSON object."""
     with _user_errors():
         settings = _settings(ctx)
+        if candidates is not None:
+            settings.model.generation.n = candidates
         message = UserMessage(text=question, channel="cli", user_id=user_id,
                               conversation_id=conversation_id or uuid.uuid4().hex)
         reply = asyncio.run(_ask(settings, message))
     if as_json:
         payload: dict[str, Any] = {"question": question, **reply.to_dict()}
         sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
-    else:
-        _show_reply(settings, reply)
+        return
+    _show_reply(settings, reply)
+    for i, candidate in enumerate(reply.candidates if candidates else [], start=1):
+        out.print(f"[dim]  candidate {i} (grounding {candidate.score:.2f}): "
+                  f"{escape(candidate.text)}[/]")
 
 
 async def _ask(settings: Settings, message: UserMessage) -> BotReply:
@@ -139,28 +147,57 @@ async def _chat(settings: Settings, user_id: str) -> None:
                 continue
             message = UserMessage(text=text, conversation_id=conversation, channel="terminal",
                                   user_id=user_id)
-            _show_reply(settings, await runtime.manager.handle(message))
+            streamed: list[str] = []
+
+            def on_token(piece: str, streamed: list[str] = streamed) -> None:
+                if not streamed:
+                    out.print(f"[bold green]{escape(persona.bot_name)}[/]: ", end="")
+                streamed.append(piece)
+                out.file.write(piece)
+                out.file.flush()
+
+            reply = await runtime.manager.handle(message, on_token=on_token)
+            if streamed:
+                out.print()
+                if reply.decision is Decision.GENERATE:
+                    _show_detail(reply)
+                    continue
+                out.print("[dim]  (that answer was not grounded in the FAQ: withdrawn)[/]")
+            _show_reply(settings, reply)
     finally:
         await runtime.close()
 
 
 async def _open(settings: Settings) -> Any:
     """Open the index (rebuilding it with a progress bar if needed) and the runtime."""
-    from bot.runtime import open_index, open_runtime
+    from bot.runtime import generator_factory, open_index, open_runtime
 
     with _progress("building FAQ index", None) as advance:
         built, why = open_index(settings, progress=advance)
     if why:
         verb = "built" if why.startswith("no index") else "rebuilt"
         err.print(f"[yellow]{verb} the FAQ index[/]: {escape(why.split(';')[0])}")
-    return await open_runtime(settings, built)
+
+    def loading(name: str) -> None:
+        from bot.generation.bundled import needs_conversion
+
+        first = needs_conversion(name, settings.model.cache_dir)
+        note = f" (first use: converting the bundled GGUF into {settings.model.cache_dir}, " \
+            "~20 s, once)" if first else ""
+        err.print(f"[dim]loading the model {escape(name)}{note}...[/]")
+
+    return await open_runtime(settings, built, generator_factory(settings.model, loading))
 
 
 def _show_reply(settings: Settings, reply: BotReply) -> None:
     name = escape(settings.persona.bot_name)
     out.print(f"[bold green]{name}[/]: {escape(reply.text)}")
+    _show_detail(reply)
+
+
+def _show_detail(reply: BotReply) -> None:
     detail = f"{reply.decision.value} · confidence {reply.confidence:.2f}"
-    if reply.decision in (Decision.ANSWER, Decision.CLARIFY) and reply.faq_ids:
+    if reply.faq_ids:
         detail += " · " + ", ".join(reply.faq_ids)
     out.print(f"[dim]  ({escape(detail)} · {reply.latency_ms:.0f} ms)[/]")
 

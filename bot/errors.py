@@ -25,3 +25,11 @@ class StorageError(SupportbotError):
 
 class InputError(SupportbotError):
     """A user message cannot be handled as given (empty, too long)."""
+
+
+class ModelError(SupportbotError):
+    """The generator model or its adapter cannot be found or loaded."""
+
+
+class GenerationError(SupportbotError):
+    """A reply cannot be generated as configured (for example, the prompt cannot fit)."""

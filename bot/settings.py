@@ -12,12 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.errors import SettingsError
+from bot.generation.bundled import BUNDLED_GENERATOR
 from retrieval.embedder import BUNDLED_EMBEDDER
 
 DEFAULT_CONFIG = Path("supportbot.yaml")
 ENV_PREFIX = "SUPPORTBOT_"
 ENV_DELIMITER = "__"
-BUNDLED_GENERATOR = "SmolLM2-135M-Instruct"
 
 
 class _Section(BaseModel):
@@ -31,9 +31,9 @@ class PersonaSettings(_Section):
                               description="Company the bot speaks for.")
     bot_name: str = Field("Kes", min_length=1, description="Name the bot introduces itself with.")
     system_prompt: str = Field(
-        "You are {bot_name}, the customer-support assistant of {company_name}. Answer only from "
-        "the FAQ entries you are given, briefly and politely. If they do not cover the question, "
-        "say so and offer to pass the customer to a human colleague.",
+        "You are {bot_name}, the support assistant of {company_name}. Answer the customer's "
+        "question with the facts from the FAQ, in one to three sentences. Do not add anything "
+        "that is not in the FAQ.",
         min_length=1, description="System prompt for generation; {bot_name} and {company_name} "
         "are filled in.")
     greeting: str = Field("Hi, I'm {bot_name} from {company_name}. How can I help you today?",
@@ -64,12 +64,22 @@ class PersonaSettings(_Section):
 class GenerationSettings(_Section):
     """Sampling parameters for the generator (used by the generated branch)."""
 
-    temperature: float = Field(0.3, ge=0.0, le=5.0, description="0 means greedy decoding.")
+    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 means greedy decoding.")
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     top_k: int = Field(50, ge=0, description="Sample among the k likeliest tokens; 0 disables.")
-    max_new_tokens: int = Field(160, ge=1, le=4096, description="Longest reply in tokens.")
-    repetition_penalty: float = Field(1.1, ge=1.0, le=3.0, description="1.0 disables.")
+    max_new_tokens: int = Field(100, ge=1, le=4096, description="Longest reply in tokens.")
+    repetition_penalty: float = Field(1.05, ge=1.0, le=3.0, description="1.0 disables.")
     n: int = Field(1, ge=1, le=16, description="Candidates generated; the best grounded is sent.")
+    candidate_temperature: float = Field(
+        0.7, gt=0.0, le=5.0, description="With n > 1 and temperature 0, candidates are sampled "
+        "at this temperature (greedy decoding would give n copies of one answer).")
+
+    @property
+    def sampling_temperature(self) -> float:
+        """The temperature actually used: 0 (greedy) only for a single candidate."""
+        if self.temperature == 0 and self.n > 1:
+            return self.candidate_temperature
+        return self.temperature
 
 
 class ModelSettings(_Section):
@@ -79,6 +89,10 @@ class ModelSettings(_Section):
                             description="Bundled name, a local folder, or a hub id.")
     adapter: Path | None = Field(None, description="Folder of a LoRA adapter to load, if any.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if available.")
+    context_tokens: int = Field(2048, ge=256, le=131072,
+                                description="Prompt + reply budget (capped at the model's own).")
+    cache_dir: Path = Field(Path("~/.cache/supportbot/models").expanduser(),
+                            description="Where the bundled GGUF is converted to safetensors once.")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
 
 
@@ -109,7 +123,15 @@ class RetrievalSettings(_Section):
 class DialogueSettings(_Section):
     """Policy knobs of the dialogue manager."""
 
-    clarify: bool = Field(True, description="Offer 'Did you mean' for middling matches.")
+    middle: Literal["generate", "clarify", "fallback"] = Field(
+        "generate", description="Between suggest and answer threshold: a grounded generated "
+        "answer, 'Did you mean', or the fallback.")
+    prompt_entries: int = Field(1, ge=1, le=10, description="Retrieved FAQ entries put in the "
+                                "prompt (more helps larger models; the 135M one mixes them up).")
+    history_turns: int = Field(4, ge=0, le=50,
+                               description="Recent messages given to the model and to retrieval.")
+    min_grounding: float = Field(0.6, ge=0.0, le=1.0, description="A generated answer scoring "
+                                 "below this is not sent; 'Did you mean' is offered instead.")
     max_input_chars: int = Field(2000, ge=1, description="Longer messages are refused.")
     handoff_keywords: list[str] = Field(
         default_factory=lambda: ["human", "agent", "real person", "operator",
@@ -185,7 +207,7 @@ def _parse_yaml(path: Path, text: str) -> dict[str, Any]:
 def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     """Make relative paths in the file relative to the file's folder, not the working directory."""
     for section, key in (("retrieval", "faq_path"), ("retrieval", "index_dir"),
-                         ("model", "adapter")):
+                         ("model", "adapter"), ("model", "cache_dir")):
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             data[section][key] = str(base / value)

@@ -51,6 +51,8 @@ class Message(Base):
     scores: Mapped[list[float]] = mapped_column(JSON, default=list)
     confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # How the reply came about: retrieval query, prompt size, candidates and their scores, ...
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class ConversationStore:
@@ -101,7 +103,7 @@ class ConversationStore:
                 conversation_id=message.conversation_id, role="bot", text=reply.text,
                 decision=reply.decision.value, faq_ids=[s.id for s in used],
                 scores=[round(s.score, 4) for s in used], confidence=reply.confidence,
-                latency_ms=reply.latency_ms))
+                latency_ms=reply.latency_ms, meta=_meta(reply)))
 
     async def history(self, conversation_id: str, limit: int = 20) -> list[Message]:
         """The last `limit` messages of a conversation, oldest first."""
@@ -133,3 +135,10 @@ class ConversationStore:
 
     def _safe_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
+
+
+def _meta(reply: BotReply) -> dict[str, Any]:
+    meta = dict(reply.meta)
+    if reply.candidates:
+        meta["candidates"] = [{"text": c.text, "score": c.score} for c in reply.candidates]
+    return meta

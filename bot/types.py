@@ -12,6 +12,7 @@ class Decision(str, Enum):
     """What the dialogue manager decided to do with a message."""
 
     ANSWER = "answer"  # a confident FAQ match: the FAQ answer is sent
+    GENERATE = "generate"  # a middling match: the model writes an answer grounded in the FAQ
     CLARIFY = "clarify"  # a middling match: "Did you mean ...?"
     FALLBACK = "fallback"  # nothing matches: say so and offer a human
     HANDOFF = "handoff"  # the customer asked for a human
@@ -38,6 +39,14 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """A generated answer and its grounding score."""
+
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
 class BotReply:
     """The bot's answer: text plus decision, sources, confidence and timing."""
 
@@ -48,6 +57,8 @@ class BotReply:
     suggestions: list[Source] = field(default_factory=list)
     confidence: float = 0.0
     latency_ms: float = 0.0
+    candidates: list[Candidate] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def faq_ids(self) -> list[str]:

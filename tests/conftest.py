@@ -37,6 +37,14 @@ def sample_index(minilm: SentenceTransformerEmbedder, sample_entries: list[FaqEn
     return FaqIndex.build(sample_entries, minilm)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random chat model (real tokenizer, real Llama architecture) saved to a folder."""
+    from tests.tiny_models import build_tiny_chat_model
+
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-model"))
+
+
 @pytest.fixture(autouse=True)
 def _no_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the developer's own SUPPORTBOT_* variables out of the tests."""

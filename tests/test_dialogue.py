@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.dialogue import DialogueManager
+from bot.generation.transformers_generator import TransformersGenerator
 from bot.settings import Settings
 from bot.storage import ConversationStore
 from bot.types import Decision, UserMessage
@@ -100,7 +101,7 @@ async def test_number_without_pending_question_is_not_a_pick(
 async def test_clarify_can_be_switched_off(sample_index: FaqIndex,
                                            store: ConversationStore) -> None:
     dm = middling(sample_index, store, NEAR_MISS)
-    dm.dialogue.clarify = False
+    dm.dialogue.middle = "fallback"
     reply = await dm.handle(UserMessage(NEAR_MISS, conversation_id="c"))
     assert reply.decision is Decision.FALLBACK
 
@@ -142,3 +143,90 @@ async def test_every_turn_is_stored(sample_index: FaqIndex, store: ConversationS
     assert len(bots[1].faq_ids) == len(bots[1].scores) >= 2
     assert all(b.latency_ms is not None and b.latency_ms > 0 for b in bots)
     assert all(b.confidence is not None for b in bots)
+
+
+# --- the generated branch, on a tiny random model ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tiny_model_dir: Path) -> TransformersGenerator:
+    return TransformersGenerator.load(str(tiny_model_dir), device="cpu")
+
+
+def generating(index: FaqIndex, store: ConversationStore, generator: TransformersGenerator,
+               min_grounding: float, loads: list[int] | None = None) -> DialogueManager:
+    """A manager whose thresholds put NEAR_MISS in the generated band."""
+    settings = Settings()
+    score = index.search(NEAR_MISS, top_k=1)[0].score
+    settings.retrieval.answer_threshold = score + 0.05
+    settings.retrieval.suggest_threshold = score - 0.15
+    settings.dialogue.min_grounding = min_grounding
+    settings.model.generation.max_new_tokens = 16
+
+    def factory() -> TransformersGenerator:
+        if loads is not None:
+            loads.append(1)
+        return generator
+
+    return DialogueManager(index, store, settings.persona, settings.retrieval, settings.dialogue,
+                           settings.model.generation, factory)
+
+
+async def test_middle_band_generates_a_grounded_answer(
+        sample_index: FaqIndex, store: ConversationStore,
+        tiny_generator: TransformersGenerator) -> None:
+    loads: list[int] = []
+    dm = generating(sample_index, store, tiny_generator, min_grounding=0.0, loads=loads)
+    first = await dm.handle(UserMessage("How can I track my order?", conversation_id="c"))
+    assert first.decision is Decision.ANSWER and loads == [], "FAQ answers never load the model"
+    reply = await dm.handle(UserMessage(NEAR_MISS, conversation_id="c"))
+    assert loads == [1] and dm.generator_loaded
+    assert reply.decision is Decision.GENERATE
+    assert reply.text == reply.candidates[0].text and reply.confidence == reply.candidates[0].score
+    assert reply.sources and reply.sources[0].id == sample_index.search(NEAR_MISS)[0].entry.id
+    assert reply.meta["prompt_tokens"] > 0 and reply.meta["history_messages"] == 2
+    await dm.handle(UserMessage(NEAR_MISS, conversation_id="c"))
+    assert loads == [1], "loaded once"
+    stored = (await store.history("c"))[3]
+    assert stored.decision == "generate" and stored.faq_ids == [s.id for s in reply.sources]
+    assert stored.meta["candidates"][0]["text"] == reply.text
+    assert stored.meta["retrieval_query"] == NEAR_MISS
+
+
+async def test_ungrounded_generation_falls_back_to_did_you_mean(
+        sample_index: FaqIndex, store: ConversationStore,
+        tiny_generator: TransformersGenerator) -> None:
+    dm = generating(sample_index, store, tiny_generator, min_grounding=0.99)
+    reply = await dm.handle(UserMessage(NEAR_MISS, conversation_id="c"))
+    assert reply.decision is Decision.CLARIFY and reply.suggestions
+    assert reply.meta["rejected"].startswith("grounding")
+    assert len(reply.candidates) == 1, "the rejected candidate is kept for review"
+
+
+async def test_streaming_sends_pieces_as_they_come(
+        sample_index: FaqIndex, store: ConversationStore,
+        tiny_generator: TransformersGenerator) -> None:
+    dm = generating(sample_index, store, tiny_generator, min_grounding=0.0)
+    pieces: list[str] = []
+    reply = await dm.handle(UserMessage(NEAR_MISS, conversation_id="c"), on_token=pieces.append)
+    assert pieces, "the text arrived through the sink (word by word for real text)"
+    assert "".join(pieces).strip().startswith(reply.text)
+
+
+async def test_candidates_are_ranked(sample_index: FaqIndex, store: ConversationStore,
+                                     tiny_generator: TransformersGenerator) -> None:
+    dm = generating(sample_index, store, tiny_generator, min_grounding=0.0)
+    dm.generation.n = 3
+    reply = await dm.handle(UserMessage(NEAR_MISS, conversation_id="c"))
+    scores = [c.score for c in reply.candidates]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+
+
+async def test_follow_up_uses_the_previous_question(sample_index: FaqIndex,
+                                                    store: ConversationStore) -> None:
+    dm = manager(sample_index, store)
+    await dm.handle(UserMessage("How do I return an item?", conversation_id="c"))
+    reply = await dm.handle(UserMessage("and how long does that take?", conversation_id="c"))
+    assert reply.meta["retrieval_query"] == "How do I return an item? and how long does that take?"
+    fresh = await dm.handle(UserMessage("what is the capital of australia", conversation_id="c"))
+    assert fresh.meta["retrieval_query"] == "what is the capital of australia"

@@ -1,0 +1,169 @@
+"""Generation speed and end-to-end latency on the bundled SmolLM2-135M, against baselines.
+
+Run: HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_generation.py [--tokens 64] [--turns 12]
+
+Figures, each with its baseline measured in the same run:
+1. tokens/s of one stream through TransformersGenerator.stream vs raw `model.generate` on the
+   same model, prompt and settings (goal: >= 0.95 of it);
+2. tokens/s of 8 prompts in one batch vs the same 8 prompts one at a time;
+3. cold start of `supportbot ask --json` on a question that needs generation: first run (the
+   GGUF is converted into an empty cache) and cached; baseline: an FAQ-answer ask (no model);
+4. median latency of an FAQ answer and of a generated answer (DialogueManager.handle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTIONS = [
+    "how do I opt out of promotional emails",
+    "can I trade these trousers for a medium instead of a small",
+    "my parcel hasn't shown up, can I see where it is",
+    "payment didnt work, it says transaction unsuccessful",
+    "where do I put my discount voucher at checkout",
+    "how much assembly is needed when a mountain bike is delivered to my house",
+    "the tent pole was snapped when I opened the package",
+    "can you post to a PO box in the states",
+]
+
+
+def new_tokens(generator: Any, output: Any, prompt_len: int) -> int:
+    """Generated tokens in a batch output, not counting anything after each row's EOS."""
+    eos = generator.tokenizer.eos_token_id
+    total = 0
+    for row in output[:, prompt_len:].tolist():
+        total += row.index(eos) + 1 if eos in row else len(row)
+    return total
+
+
+def speed(tokens: int) -> dict[str, float]:
+    import torch
+
+    from bot.generation.transformers_generator import TransformersGenerator
+    from bot.settings import GenerationSettings, Settings
+
+    settings = Settings()
+    gen = TransformersGenerator.load(settings.model.base_model, cache_dir=settings.model.cache_dir)
+    params = GenerationSettings(temperature=0, max_new_tokens=tokens, repetition_penalty=1.0)
+    prompts = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    config = gen.generation_config(params)
+    # Greedy and the same config on both sides: the stream produces exactly the raw tokens.
+    long_answer = [{"role": "user", "content": "Describe in detail, step by step, how a customer "
+                                               "returns a jacket to an online shop."}]
+
+    def raw(batch_prompts: list[Any]) -> tuple[int, float]:
+        batch = gen.encode(batch_prompts)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = gen.model.generate(**batch, generation_config=config)
+        return new_tokens(gen, out, batch["input_ids"].shape[1]), time.perf_counter() - started
+
+    raw([long_answer])  # warm-up
+    # 1. one stream through the generator vs raw generate, alternating, best of 3 each
+    raw_rates, stream_rates = [], []
+    for _ in range(3):
+        n, seconds = raw([long_answer])
+        raw_rates.append(n / seconds)
+        started = time.perf_counter()
+        pieces = list(gen.stream(long_answer, params))
+        seconds = time.perf_counter() - started
+        assert pieces
+        stream_rates.append(n / seconds)
+    # 2. 8 prompts in one batch vs one at a time
+    n_batch, t_batch = raw(prompts)
+    singles = [raw([p]) for p in prompts]
+    n_single, t_single = sum(n for n, _ in singles), sum(t for _, t in singles)
+    return {"raw": max(raw_rates), "stream": max(stream_rates),
+            "batch": n_batch / t_batch, "single": n_single / t_single}
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    return time.perf_counter() - started
+
+
+def cold_start(work: Path) -> dict[str, float]:
+    exe = shutil.which("supportbot", path=str(Path(sys.executable).parent)) or "supportbot"
+    config = work / "supportbot.yaml"
+    config.write_text(f"retrieval:\n  faq_path: {ROOT / 'data' / 'faq.yaml'}\n  index_dir: index\n"
+                      "storage:\n  database_url: sqlite+aiosqlite:///bot.db\n"
+                      f"model:\n  cache_dir: {work / 'models'}\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    base = [exe, "--config", str(config), "ask", "--json"]
+    faq = timed([*base, "How can I track my order?"], env)  # also builds the index
+    faq = min(faq, timed([*base, "How can I track my order?"], env))
+    first = timed([*base, QUESTIONS[0]], env)
+    cached = statistics.median(timed([*base, QUESTIONS[0]], env) for _ in range(3))
+    return {"first": first, "cached": cached, "faq": faq}
+
+
+async def latency(turns: int, work: Path) -> dict[str, Any]:
+    from bot.runtime import open_index, open_runtime
+    from bot.settings import Settings
+    from bot.types import Decision, UserMessage
+
+    settings = Settings()
+    settings.retrieval.faq_path = ROOT / "data" / "faq.yaml"
+    settings.retrieval.index_dir = work / "index"
+    settings.storage.database_url = f"sqlite+aiosqlite:///{work}/latency.db"
+    index, _ = open_index(settings)
+    runtime = await open_runtime(settings, index)
+    manager = runtime.manager
+    faq_questions = [e.question for e in index.entries][:turns]
+    held_out = yaml.safe_load((ROOT / "data" / "faq_eval.yaml").read_text())["paraphrases"]
+    middle = [p["text"] for p in held_out
+              if settings.retrieval.suggest_threshold <= index.search(p["text"])[0].score
+              < settings.retrieval.answer_threshold][:turns]
+    assert manager.generator is not None  # load it now: loading is not latency
+    faq_ms, gen_ms, decisions = [], [], []
+    for i, q in enumerate(faq_questions):
+        reply = await manager.handle(UserMessage(q, conversation_id=f"faq-{i}"))
+        if reply.decision is Decision.ANSWER:
+            faq_ms.append(reply.latency_ms)
+    for i, q in enumerate(middle):
+        reply = await manager.handle(UserMessage(q, conversation_id=f"gen-{i}"))
+        gen_ms.append(reply.latency_ms)
+        decisions.append(reply.decision.value)
+    await runtime.close()
+    return {"faq": statistics.median(faq_ms), "gen": statistics.median(gen_ms),
+            "generated": decisions.count("generate"), "middle": len(middle)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per generation")
+    parser.add_argument("--turns", type=int, default=12, help="messages per latency figure")
+    args = parser.parse_args()
+    s = speed(args.tokens)
+    print(f"1 stream: generator.stream {s['stream']:.1f} tok/s vs raw model.generate "
+          f"{s['raw']:.1f} tok/s -> {s['stream'] / s['raw']:.3f} of raw (goal >= 0.95)")
+    print(f"8 prompts: one batch {s['batch']:.1f} tok/s vs one at a time {s['single']:.1f} tok/s "
+          f"-> {s['batch'] / s['single']:.2f}x")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        cold = cold_start(work)
+        lat = asyncio.run(latency(args.turns, work))
+    print(f"cold start `supportbot ask --json`, generated answer: first run (converts the GGUF) "
+          f"{cold['first']:.1f} s, cached {cold['cached']:.1f} s; baseline FAQ-answer ask "
+          f"{cold['faq']:.1f} s")
+    print(f"median latency: FAQ answer {lat['faq']:.0f} ms, generated-band turn {lat['gen']:.0f} "
+          f"ms ({lat['generated']} of {lat['middle']} held-out middle-band questions got a "
+          "generated answer; the rest failed the grounding check and got 'Did you mean')")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Prompt building within a token budget, counted by a real (tiny) tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.errors import GenerationError
+from bot.generation.prompt import EXAMPLE, build_prompt
+from bot.generation.transformers_generator import TransformersGenerator
+from bot.settings import PersonaSettings
+from retrieval.corpus import FaqEntry
+
+ENTRIES = [FaqEntry(f"e{i}", (f"question {i}?",), f"Answer number {i}. " * 8) for i in range(3)]
+HISTORY = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " * 10}
+           for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def count(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+    return TransformersGenerator.load(str(tiny_model_dir), device="cpu").count_tokens
+
+
+def test_everything_fits_in_a_large_budget(count) -> None:  # type: ignore[no-untyped-def]
+    built = build_prompt(PersonaSettings(), ENTRIES, HISTORY, "Where is it?", count, 10_000)
+    roles = [m["role"] for m in built.messages]
+    assert roles[0] == "system" and built.messages[1:3] == EXAMPLE
+    assert built.messages[3:-1] == HISTORY
+    final = built.messages[-1]["content"]
+    assert final.startswith("FAQ:\n- Answer number 0.") and final.endswith("Question: Where is it?")
+    assert built.entry_ids == ["e0", "e1", "e2"] and built.history_messages == 6
+    assert built.tokens == count(built.messages)
+    assert "Kes" in built.messages[0]["content"], "persona fields are filled in"
+
+
+def test_oldest_history_goes_first_then_entries(count) -> None:  # type: ignore[no-untyped-def]
+    full = build_prompt(PersonaSettings(), ENTRIES, HISTORY, "Where is it?", count, 10_000)
+    budget = full.tokens - 20
+    built = build_prompt(PersonaSettings(), ENTRIES, HISTORY, "Where is it?", count, budget)
+    assert built.tokens <= budget
+    assert built.entry_ids == ["e0", "e1", "e2"], "entries stay while history can give way"
+    assert 0 < built.history_messages < 6
+    assert built.messages[-1 - built.history_messages:-1] == HISTORY[-built.history_messages:]
+    no_history = build_prompt(PersonaSettings(), ENTRIES, [], "Where is it?", count, 10_000)
+    tighter = no_history.tokens - 10
+    built = build_prompt(PersonaSettings(), ENTRIES, HISTORY, "Where is it?", count, tighter)
+    assert built.history_messages == 0 and built.entry_ids == ["e0", "e1"]
+    assert built.tokens <= tighter
+
+
+def test_last_entry_and_question_are_shortened(count) -> None:  # type: ignore[no-untyped-def]
+    one = build_prompt(PersonaSettings(), ENTRIES[:1], [], "Where is it? " * 20, count, 10_000)
+    budget = one.tokens - 40
+    built = build_prompt(PersonaSettings(), ENTRIES, HISTORY, "Where is it? " * 20, count, budget)
+    assert built.tokens <= budget and built.entry_ids == ["e0"]
+    with pytest.raises(GenerationError, match="cannot fit in 50 tokens"):
+        build_prompt(PersonaSettings(), ENTRIES, HISTORY, "Where is it?", count, 50)
