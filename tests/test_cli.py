@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from bot.cli import app
 from bot.storage import ConversationStore
+from tests.conftest import SAMPLE_FAQ
 
 runner = CliRunner()
 
@@ -130,3 +131,23 @@ def test_terminal_chat_end_to_end(config_file: Path) -> None:
             await store.close()
 
     assert asyncio.run(stored()) == {"conversations": 2, "messages": 6}
+
+
+def test_ask_candidates_json_on_a_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """--candidates N generates N answers and shows each with its grounding score."""
+    config = tmp_path / "supportbot.yaml"
+    config.write_text(
+        f"retrieval:\n  faq_path: {SAMPLE_FAQ}\n  index_dir: index\n"
+        "  answer_threshold: 0.99\n  suggest_threshold: 0.1\n"
+        f"model:\n  base_model: {tiny_model_dir}\n  generation:\n    max_new_tokens: 8\n"
+        "dialogue:\n  min_grounding: 0.0\n"
+        "storage:\n  database_url: sqlite+aiosqlite:///bot.db\n")
+    code, stdout, stderr = run(config, "ask", "--json", "--candidates", "3",
+                               "do you sell kayaks made of carbon")
+    assert code == 0, stderr
+    reply = json.loads(stdout)
+    assert reply["decision"] == "generate"
+    scores = [c["score"] for c in reply["candidates"]]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+    assert reply["text"] == reply["candidates"][0]["text"]
+    assert reply["meta"]["model"] == str(tiny_model_dir)
