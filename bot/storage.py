@@ -6,7 +6,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, func, select
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import (
+    JSON,
+    Connection,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    func,
+    select,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -74,14 +86,20 @@ class ConversationStore:
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
 
     async def init(self) -> None:
-        """Create the tables (and a SQLite file's folder) if they do not exist yet."""
+        """Bring the schema up to date with the migrations (creating a SQLite file's folder)."""
         try:
             if self._sqlite_file is not None:
                 self._sqlite_file.parent.mkdir(parents=True, exist_ok=True)
             async with self._engine.begin() as conn:
-                await conn.run_sync(Base.metadata.create_all)
+                await conn.run_sync(_upgrade_to_head)
         except (SQLAlchemyError, OSError) as exc:
             raise StorageError(f"cannot open database {self._safe_url()}: {exc}") from exc
+
+    async def revision(self) -> str | None:
+        """The schema revision the database is at (None before the first migration)."""
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision())
 
     async def close(self) -> None:
         """Release the connection pool."""
@@ -135,6 +153,18 @@ class ConversationStore:
 
     def _safe_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from bot.migrations import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
 
 
 def _meta(reply: BotReply) -> dict[str, Any]:
