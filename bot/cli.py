@@ -157,6 +157,8 @@ async def _chat(settings: Settings, user_id: str) -> None:
                 out.file.flush()
 
             reply = await runtime.manager.handle(message, on_token=on_token)
+            if "generation_error" in reply.meta:
+                err.print(f"[yellow]generation failed[/]: {escape(reply.meta['generation_error'])}")
             if streamed:
                 out.print()
                 if reply.decision is Decision.GENERATE:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from bot.errors import GenerationError, ModelError
 from bot.generation.base import ChatMessage, Generator
 from bot.generation.prompt import build_prompt
 from bot.generation.ranking import grounding_scores
@@ -142,8 +143,13 @@ class DialogueManager:
             if middle == "generate" and self._generator_factory is None:
                 middle = "clarify"
             if middle == "generate":
-                reply = await asyncio.to_thread(self._generate, conversation, text, hits,
-                                                history, on_token)
+                try:
+                    reply = await asyncio.to_thread(self._generate, conversation, text, hits,
+                                                    history, on_token)
+                except (ModelError, GenerationError) as exc:
+                    # The customer still gets a useful turn; the cause is stored with it.
+                    reply = replace(self._clarify(conversation, hits),
+                                    meta={"generation_error": str(exc)})
             elif middle == "clarify":
                 reply = self._clarify(conversation, hits)
             else:

@@ -9,6 +9,7 @@ import pytest
 
 from bot.dialogue import DialogueManager
 from bot.generation.transformers_generator import TransformersGenerator
+from bot.runtime import generator_factory
 from bot.settings import Settings
 from bot.storage import ConversationStore
 from bot.types import Decision, UserMessage
@@ -230,3 +231,20 @@ async def test_follow_up_uses_the_previous_question(sample_index: FaqIndex,
     assert reply.meta["retrieval_query"] == "How do I return an item? and how long does that take?"
     fresh = await dm.handle(UserMessage("what is the capital of australia", conversation_id="c"))
     assert fresh.meta["retrieval_query"] == "what is the capital of australia"
+
+
+async def test_a_model_that_cannot_load_degrades_to_did_you_mean(
+        sample_index: FaqIndex, store: ConversationStore, tmp_path: Path) -> None:
+    settings = Settings()
+    score = sample_index.search(NEAR_MISS, top_k=1)[0].score
+    settings.retrieval.answer_threshold = score + 0.05
+    settings.retrieval.suggest_threshold = score - 0.15
+    settings.model.base_model = str(tmp_path / "no-such-model")
+    dm = DialogueManager(sample_index, store, settings.persona, settings.retrieval,
+                         settings.dialogue, settings.model.generation,
+                         generator_factory(settings.model))
+    reply = await dm.handle(UserMessage(NEAR_MISS, conversation_id="c"))
+    assert reply.decision is Decision.CLARIFY and reply.suggestions
+    assert "cannot load model" in reply.meta["generation_error"]
+    stored = await store.last_bot_message("c")
+    assert stored is not None and "cannot load model" in stored.meta["generation_error"]

@@ -1,0 +1,247 @@
+"""The `supportbot` command line: config, index, ask and chat."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bot.errors import SupportbotError
+from bot.settings import DEFAULT_CONFIG, Settings, load_settings, settings_to_yaml
+from bot.types import BotReply, Decision, UserMessage
+from retrieval.errors import RetrievalError
+
+app = typer.Typer(help="supportbot: a customer-service bot on your own hardware.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+USER_ERRORS = (SupportbotError, RetrievalError)
+
+
+@app.callback()
+def _root(ctx: typer.Context, config: Annotated[Path | None, typer.Option(
+        "--config", "-c", envvar="SUPPORTBOT_CONFIG",
+        help=f"Settings file (default: ./{DEFAULT_CONFIG} if it exists).")] = None) -> None:
+    """Read settings once, at the edge, and hand them to the command."""
+    ctx.obj = config
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    path = ctx.find_root().obj
+    return load_settings(path, explicit=path is not None)
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context) -> None:
+    """Print the effective settings (file, then SUPPORTBOT_* environment) as YAML."""
+    with _user_errors():
+        settings = _settings(ctx)
+    out.print(settings_to_yaml(settings), end="", markup=False)
+
+
+@app.command()
+def index(ctx: typer.Context, faq: Annotated[Path | None, typer.Option(
+        help="FAQ file to index (default: retrieval.faq_path).")] = None) -> None:
+    """Embed every FAQ phrasing with the configured embedder and save a FAISS index."""
+    with _user_errors():
+        settings = _settings(ctx)
+        if faq is not None:
+            settings.retrieval.faq_path = faq
+        from retrieval.corpus import load_faq
+        from retrieval.embedder import SentenceTransformerEmbedder
+        from retrieval.index import FaqIndex
+
+        started = time.perf_counter()
+        entries = load_faq(settings.retrieval.faq_path)
+        embedder = SentenceTransformerEmbedder(settings.retrieval.embedder)
+        total = sum(len(e.questions) for e in entries)
+        with _progress("embedding phrasings", total) as advance:
+            built = FaqIndex.build(entries, embedder, progress=advance)
+        built.save(settings.retrieval.index_dir)
+        err.print(f"indexed {len(entries)} entries ({built.size} phrasings, "
+                  f"dimension {embedder.dimension}, embedder {embedder.name}) "
+                  f"into {settings.retrieval.index_dir} in {time.perf_counter() - started:.1f} s")
+
+
+@app.command()
+def ask(ctx: typer.Context,
+        question: Annotated[str, typer.Argument(help="The customer's question.")],
+        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+        conversation_id: Annotated[str | None, typer.Option(
+            help="Continue this conversation (default: a new one).")] = None,
+        user_id: Annotated[str, typer.Option(help="Who is asking.")] = "cli",
+        candidates: Annotated[int | None, typer.Option(
+            min=1, max=16, help="Generate this many candidates (model.generation.n) and "
+            "show them all with their grounding scores.")] = None) -> None:
+    """Answer one question; with --json, stdout holds exactly one JSON object."""
+    with _user_errors():
+        settings = _settings(ctx)
+        if candidates is not None:
+            settings.model.generation.n = candidates
+        message = UserMessage(text=question, channel="cli", user_id=user_id,
+                              conversation_id=conversation_id or uuid.uuid4().hex)
+        reply = asyncio.run(_ask(settings, message))
+    if as_json:
+        payload: dict[str, Any] = {"question": question, **reply.to_dict()}
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        return
+    _show_reply(settings, reply)
+    for i, candidate in enumerate(reply.candidates if candidates else [], start=1):
+        out.print(f"[dim]  candidate {i} (grounding {candidate.score:.2f}): "
+                  f"{escape(candidate.text)}[/]")
+
+
+async def _ask(settings: Settings, message: UserMessage) -> BotReply:
+    runtime = await _open(settings)
+    try:
+        return await runtime.manager.handle(message)
+    finally:
+        await runtime.close()
+
+
+@app.command()
+def chat(ctx: typer.Context, user_id: Annotated[str, typer.Option(
+        help="Who is chatting.")] = "terminal") -> None:
+    """Chat in the terminal. /reset starts a new conversation, /quit leaves."""
+    with _user_errors():
+        settings = _settings(ctx)
+        asyncio.run(_chat(settings, user_id))
+
+
+async def _chat(settings: Settings, user_id: str) -> None:
+    runtime = await _open(settings)
+    persona = settings.persona
+    conversation = uuid.uuid4().hex
+    out.print(f"[bold green]{escape(persona.bot_name)}[/]: "
+              f"{escape(persona.render(persona.greeting))}")
+    out.print("[dim](/reset starts over, /quit leaves)[/]")
+    try:
+        while True:
+            try:
+                text = out.input("[bold]You[/]: ")
+            except (EOFError, KeyboardInterrupt):
+                out.print()
+                break
+            command = text.strip().lower()
+            if command in ("/quit", "/exit"):
+                break
+            if command == "/reset":
+                conversation = uuid.uuid4().hex
+                out.print("[dim]-- new conversation --[/]")
+                continue
+            message = UserMessage(text=text, conversation_id=conversation, channel="terminal",
+                                  user_id=user_id)
+            streamed: list[str] = []
+
+            def on_token(piece: str, streamed: list[str] = streamed) -> None:
+                if not streamed:
+                    out.print(f"[bold green]{escape(persona.bot_name)}[/]: ", end="")
+                streamed.append(piece)
+                out.file.write(piece)
+                out.file.flush()
+
+            reply = await runtime.manager.handle(message, on_token=on_token)
+            if streamed:
+                out.print()
+                if reply.decision is Decision.GENERATE:
+                    _show_detail(reply)
+                    continue
+                out.print("[dim]  (that answer was not grounded in the FAQ: withdrawn)[/]")
+            _show_reply(settings, reply)
+    finally:
+        await runtime.close()
+
+
+async def _open(settings: Settings) -> Any:
+    """Open the index (rebuilding it with a progress bar if needed) and the runtime."""
+    from bot.runtime import generator_factory, open_index, open_runtime
+
+    with _progress("building FAQ index", None) as advance:
+        built, why = open_index(settings, progress=advance)
+    if why:
+        verb = "built" if why.startswith("no index") else "rebuilt"
+        err.print(f"[yellow]{verb} the FAQ index[/]: {escape(why.split(';')[0])}")
+
+    def loading(name: str) -> None:
+        from bot.generation.bundled import needs_conversion
+
+        first = needs_conversion(name, settings.model.cache_dir)
+        note = f" (first use: converting the bundled GGUF into {settings.model.cache_dir}, " \
+            "~20 s, once)" if first else ""
+        err.print(f"[dim]loading the model {escape(name)}{note}...[/]")
+
+    return await open_runtime(settings, built, generator_factory(settings.model, loading))
+
+
+def _show_reply(settings: Settings, reply: BotReply) -> None:
+    name = escape(settings.persona.bot_name)
+    out.print(f"[bold green]{name}[/]: {escape(reply.text)}")
+    _show_detail(reply)
+
+
+def _show_detail(reply: BotReply) -> None:
+    detail = f"{reply.decision.value} · confidence {reply.confidence:.2f}"
+    if reply.faq_ids:
+        detail += " · " + ", ".join(reply.faq_ids)
+    out.print(f"[dim]  ({escape(detail)} · {reply.latency_ms:.0f} ms)[/]")
+
+
+@contextmanager
+def _progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr that appears only once work is reported."""
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"),
+                        TimeElapsedColumn(), console=err, transient=True)
+    task = progress.add_task(description, total=total, rate="")
+    started = time.perf_counter()
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        if not progress.live.is_started:
+            progress.start()
+        done += n
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        progress.update(task, advance=n, rate=f"{rate:,.0f} phrasings/s")
+
+    try:
+        yield advance
+    finally:
+        if progress.live.is_started:
+            progress.stop()
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn user-facing errors into a message on stderr and exit status 1, never a traceback."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        err.print(f"[bold red]error[/]: {escape(str(exc))}")
+        raise typer.Exit(1) from None
+
+
+def main() -> None:
+    """Console entry point."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The default Generator: transformers (+ peft for a LoRA adapter) on CUDA with bf16, else CPU."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot.errors import ModelError
+from bot.generation.base import Prompt
+from bot.generation.bundled import resolve_model_path
+from bot.settings import GenerationSettings
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def pick_device(setting: str) -> tuple[str, torch.dtype]:
+    """'auto' takes CUDA (bf16 where supported, else fp16) when there is one, else CPU fp32."""
+    import torch
+
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ModelError("model.device is 'cuda' but torch sees no CUDA device")
+        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return "cpu", torch.float32
+
+
+class TransformersGenerator:
+    """Batched and streamed chat completion with a transformers causal LM."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 name: str = "model", context_tokens: int | None = None) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
+        limit = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+        self.context_tokens = min(context_tokens, limit) if context_tokens else limit
+        self._lock = threading.Lock()  # one generate at a time per model
+
+    @classmethod
+    def load(cls, base_model: str, adapter: Path | None = None, device: str = "auto",
+             cache_dir: Path | None = None, context_tokens: int | None = None
+             ) -> TransformersGenerator:
+        """Load the base model (bundled, local folder or hub id) and merge an optional adapter."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        cache_dir = cache_dir or Path.home() / ".cache" / "supportbot" / "models"
+        path = resolve_model_path(base_model, cache_dir)
+        device_name, dtype = pick_device(device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load model '{base_model}' from {path}: {exc}") from exc
+        if adapter is not None:
+            model = _with_adapter(model, adapter)
+        model.to(device_name)
+        return cls(model, tokenizer, name=base_model, context_tokens=context_tokens)
+
+    @property
+    def device(self) -> Any:
+        """Where the model's weights are."""
+        return self.model.device
+
+    def render(self, prompt: Prompt) -> str:
+        """The prompt as the model sees it, chat template applied, ready for the reply."""
+        text = self.tokenizer.apply_chat_template(prompt, tokenize=False,
+                                                  add_generation_prompt=True)
+        return str(text)
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        """Tokens the templated prompt takes."""
+        return len(self.tokenizer(self.render(prompt), add_special_tokens=False)["input_ids"])
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationSettings) -> list[list[str]]:
+        """One forward pass per step for the whole batch; params.n completions per prompt."""
+        import torch
+
+        if not prompts:
+            return []
+        batch = self.encode(prompts)
+        config = self.generation_config(params)
+        with self._lock, torch.inference_mode():
+            output = self.model.generate(**batch, generation_config=config)
+        new_tokens = output[:, batch["input_ids"].shape[1]:]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        n = params.n
+        return [[t.strip() for t in texts[i * n:(i + 1) * n]] for i in range(len(prompts))]
+
+    def stream(self, prompt: Prompt, params: GenerationSettings) -> Iterator[str]:
+        """Yield text pieces as they are decoded (always one completion: n is ignored)."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        batch = self.encode([prompt])
+        config = self.generation_config(params.model_copy(update={"n": 1}))
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
+                                        skip_special_tokens=True)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    self.model.generate(**batch, generation_config=config, streamer=streamer)
+            except BaseException as exc:  # surfaced in the consumer below
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, name="generate-stream", daemon=True)
+        worker.start()
+        for piece in streamer:
+            if piece:
+                yield piece
+        worker.join()
+        if failure:
+            raise failure[0]
+
+    def encode(self, prompts: Sequence[Prompt]) -> Any:
+        """Template and tokenize prompts into one left-padded batch on the model's device."""
+        texts = [self.render(p) for p in prompts]
+        return self.tokenizer(texts, return_tensors="pt", padding=True,
+                              add_special_tokens=False).to(self.device)
+
+    def generation_config(self, params: GenerationSettings) -> Any:
+        """A transformers GenerationConfig for these settings (greedy when temperature is 0)."""
+        from transformers import GenerationConfig
+
+        temperature = params.sampling_temperature
+        sample = temperature > 0
+        options: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "repetition_penalty": params.repetition_penalty,
+            "do_sample": sample,
+            "num_return_sequences": params.n,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.tokenizer.eos_token_id,
+        }
+        if sample:
+            options.update(temperature=temperature, top_p=params.top_p,
+                           top_k=params.top_k or None)
+        return GenerationConfig(**options)
+
+
+def _with_adapter(model: PreTrainedModel, adapter: Path) -> PreTrainedModel:
+    """Load a LoRA adapter with peft and merge it, so inference costs what the base model costs."""
+    from peft import PeftModel
+
+    if not (adapter / "adapter_config.json").is_file():
+        raise ModelError(f"model.adapter: {adapter} is not a peft adapter folder "
+                         "(no adapter_config.json)")
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"cannot load adapter {adapter}: {exc}") from exc
+    merged: PreTrainedModel = peft_model.merge_and_unload()
+    return merged

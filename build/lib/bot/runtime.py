@@ -1,0 +1,69 @@
+"""Assemble a running bot from settings: corpus, embedder, index, store, dialogue manager."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.dialogue import DialogueManager
+from bot.generation.base import Generator
+from bot.settings import ModelSettings, Settings
+from bot.storage import ConversationStore
+from retrieval.corpus import load_faq
+from retrieval.embedder import Embedder, ProgressCallback, SentenceTransformerEmbedder
+from retrieval.index import FaqIndex
+
+
+@dataclass
+class Runtime:
+    """The parts of a running bot; close() releases the database."""
+
+    manager: DialogueManager
+    store: ConversationStore
+    index: FaqIndex
+
+    async def close(self) -> None:
+        """Release resources held by the runtime."""
+        await self.store.close()
+
+
+def open_index(settings: Settings, embedder: Embedder | None = None,
+               progress: ProgressCallback | None = None) -> tuple[FaqIndex, str | None]:
+    """Load the FAQ and its saved index; rebuild it when missing or stale and auto_rebuild is on.
+
+    Returns the index and why it was rebuilt (None when the saved one was used).
+    """
+    entries = load_faq(settings.retrieval.faq_path)
+    embedder = embedder or SentenceTransformerEmbedder(settings.retrieval.embedder)
+    return FaqIndex.load_or_build(settings.retrieval.index_dir, entries, embedder,
+                                  rebuild=settings.retrieval.auto_rebuild, progress=progress)
+
+
+def generator_factory(model: ModelSettings,
+                      on_load: Callable[[str], None] | None = None) -> Callable[[], Generator]:
+    """A function that loads the configured generator when first called (not before)."""
+
+    def load() -> Generator:
+        from bot.generation.transformers_generator import TransformersGenerator
+
+        if on_load is not None:
+            on_load(model.base_model)
+        return TransformersGenerator.load(model.base_model, adapter=model.adapter,
+                                          device=model.device, cache_dir=model.cache_dir,
+                                          context_tokens=model.context_tokens)
+
+    return load
+
+
+async def open_runtime(settings: Settings, index: FaqIndex,
+                       generator: Callable[[], Generator] | None = None) -> Runtime:
+    """Build the bot around an index; the database tables are created if missing.
+
+    `generator` defaults to a lazy loader of the configured model.
+    """
+    store = ConversationStore(settings.storage.database_url)
+    await store.init()
+    manager = DialogueManager(index, store, settings.persona, settings.retrieval,
+                              settings.dialogue, settings.model.generation,
+                              generator or generator_factory(settings.model))
+    return Runtime(manager, store, index)

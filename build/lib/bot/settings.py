@@ -1,0 +1,276 @@
+"""Settings: one typed object read from supportbot.yaml, then SUPPORTBOT_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bot.errors import SettingsError
+from bot.generation.bundled import BUNDLED_GENERATOR
+from retrieval.embedder import BUNDLED_EMBEDDER
+
+DEFAULT_CONFIG = Path("supportbot.yaml")
+ENV_PREFIX = "SUPPORTBOT_"
+ENV_DELIMITER = "__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PersonaSettings(_Section):
+    """Who the bot is and the fixed texts it says."""
+
+    company_name: str = Field("Kestrel Outfitters", min_length=1,
+                              description="Company the bot speaks for.")
+    bot_name: str = Field("Kes", min_length=1, description="Name the bot introduces itself with.")
+    system_prompt: str = Field(
+        "You are {bot_name}, the support assistant of {company_name}. Answer the customer's "
+        "question with the facts from the FAQ, in one to three sentences. Do not add anything "
+        "that is not in the FAQ.",
+        min_length=1, description="System prompt for generation; {bot_name} and {company_name} "
+        "are filled in.")
+    greeting: str = Field("Hi, I'm {bot_name} from {company_name}. How can I help you today?",
+                          description="First message in an interactive chat.")
+    fallback_text: str = Field(
+        "Sorry, I don't have an answer to that. Would you like me to pass you to a human "
+        "colleague? Type 'human' and I'll connect you.", min_length=1,
+        description="Reply when nothing in the FAQ matches.")
+    handoff_text: str = Field(
+        "I'm passing you to a human colleague now. Someone from our team will reply here as "
+        "soon as possible.", min_length=1, description="Reply when handing off to a human.")
+    clarify_text: str = Field("I'm not quite sure what you mean. Did you mean:", min_length=1,
+                              description="Lead-in before the 'Did you mean' suggestions.")
+    clarify_footer: str = Field(
+        "Reply with a number, or ask your question in other words.",
+        description="Line after the suggestions.")
+    empty_text: str = Field("Please type your question.", min_length=1,
+                            description="Reply to an empty message.")
+    too_long_text: str = Field(
+        "Your message is too long for me; please keep it under {max_chars} characters.",
+        min_length=1, description="Reply to a message over dialogue.max_input_chars.")
+
+    def render(self, text: str, **extra: object) -> str:
+        """Fill {bot_name}, {company_name} and any extra fields into a persona text."""
+        return text.format(bot_name=self.bot_name, company_name=self.company_name, **extra)
+
+
+class GenerationSettings(_Section):
+    """Sampling parameters for the generator (used by the generated branch)."""
+
+    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 means greedy decoding.")
+    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    top_k: int = Field(50, ge=0, description="Sample among the k likeliest tokens; 0 disables.")
+    max_new_tokens: int = Field(100, ge=1, le=4096, description="Longest reply in tokens.")
+    repetition_penalty: float = Field(1.05, ge=1.0, le=3.0, description="1.0 disables.")
+    n: int = Field(1, ge=1, le=16, description="Candidates generated; the best grounded is sent.")
+    candidate_temperature: float = Field(
+        0.7, gt=0.0, le=5.0, description="With n > 1 and temperature 0, candidates are sampled "
+        "at this temperature (greedy decoding would give n copies of one answer).")
+
+    @property
+    def sampling_temperature(self) -> float:
+        """The temperature actually used: 0 (greedy) only for a single candidate."""
+        if self.temperature == 0 and self.n > 1:
+            return self.candidate_temperature
+        return self.temperature
+
+
+class ModelSettings(_Section):
+    """The generator model and its optional LoRA adapter."""
+
+    base_model: str = Field(BUNDLED_GENERATOR,
+                            description="Bundled name, a local folder, or a hub id.")
+    adapter: Path | None = Field(None, description="Folder of a LoRA adapter to load, if any.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if available.")
+    context_tokens: int = Field(2048, ge=256, le=131072,
+                                description="Prompt + reply budget (capped at the model's own).")
+    cache_dir: Path = Field(Path("~/.cache/supportbot/models").expanduser(),
+                            description="Where the bundled GGUF is converted to safetensors once.")
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+
+
+class RetrievalSettings(_Section):
+    """The FAQ corpus, the embedder and the decision thresholds."""
+
+    embedder: str = Field(BUNDLED_EMBEDDER,
+                          description="Bundled name, a local sentence-transformers folder, or id.")
+    faq_path: Path = Field(Path("data/faq.yaml"), description="FAQ file (.yaml, .jsonl, .csv).")
+    index_dir: Path = Field(Path(".supportbot/index"), description="Where the index is saved.")
+    top_k: int = Field(5, ge=1, le=50, description="FAQ entries retrieved per message.")
+    answer_threshold: float = Field(0.70, ge=-1.0, le=1.0,
+                                    description="Cosine score at or above which the FAQ answers.")
+    suggest_threshold: float = Field(0.45, ge=-1.0, le=1.0,
+                                     description="Score at or above which 'Did you mean' offers.")
+    max_suggestions: int = Field(3, ge=1, le=5, description="Questions offered in 'Did you mean'.")
+    auto_rebuild: bool = Field(True, description="Rebuild a missing or stale index on start.")
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> RetrievalSettings:
+        if self.suggest_threshold > self.answer_threshold:
+            raise ValueError(
+                f"suggest_threshold ({self.suggest_threshold}) must not exceed "
+                f"answer_threshold ({self.answer_threshold})")
+        return self
+
+
+class DialogueSettings(_Section):
+    """Policy knobs of the dialogue manager."""
+
+    middle: Literal["generate", "clarify", "fallback"] = Field(
+        "generate", description="Between suggest and answer threshold: a grounded generated "
+        "answer, 'Did you mean', or the fallback.")
+    prompt_entries: int = Field(1, ge=1, le=10, description="Retrieved FAQ entries put in the "
+                                "prompt (more helps larger models; the 135M one mixes them up).")
+    history_turns: int = Field(4, ge=0, le=50,
+                               description="Recent messages given to the model and to retrieval.")
+    min_grounding: float = Field(0.6, ge=0.0, le=1.0, description="A generated answer scoring "
+                                 "below this is not sent; 'Did you mean' is offered instead.")
+    max_input_chars: int = Field(2000, ge=1, description="Longer messages are refused.")
+    handoff_keywords: list[str] = Field(
+        default_factory=lambda: ["human", "agent", "real person", "operator",
+                                 "talk to someone", "speak to someone", "representative"],
+        description="A message that is one of these (or asks for one) goes to a human.")
+
+
+class StorageSettings(_Section):
+    """Where conversations are stored."""
+
+    database_url: str = Field("sqlite+aiosqlite:///.supportbot/supportbot.db",
+                              description="Any async SQLAlchemy URL.")
+
+
+class Settings(BaseSettings):
+    """All settings; sources in order of precedence: environment, then file, then defaults."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER,
+                                      extra="forbid", nested_model_default_partial_update=True)
+
+    persona: PersonaSettings = Field(default_factory=PersonaSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    dialogue: DialogueSettings = Field(default_factory=DialogueSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's contents arrive as init arguments; the environment overrides them.
+        return (env_settings, init_settings)
+
+
+def load_settings(path: Path | None = None, explicit: bool = False) -> Settings:
+    """Read settings from a YAML file (if it exists) and the environment.
+
+    With `explicit`, a missing file is an error (the user named it); otherwise defaults apply.
+    Relative paths in the file are taken relative to the file's folder.
+    """
+    path = path or DEFAULT_CONFIG
+    text, data = "", {}
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        data = _parse_yaml(path, text)
+        _resolve_relative(data, path.parent)
+    elif explicit:
+        raise SettingsError([f"settings file {path} not found"], path)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise SettingsError([_describe(err, path, text, data) for err in exc.errors()],
+                            path if text else None) from exc
+
+
+def _parse_yaml(path: Path, text: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise SettingsError([f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"], path) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(["the file must hold a mapping of sections (persona, model, ...)"],
+                            path)
+    return data
+
+
+def _resolve_relative(data: dict[str, Any], base: Path) -> None:
+    """Make relative paths in the file relative to the file's folder, not the working directory."""
+    for section, key in (("retrieval", "faq_path"), ("retrieval", "index_dir"),
+                         ("model", "adapter"), ("model", "cache_dir")):
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            data[section][key] = str(base / value)
+    storage = data.get("storage")
+    if not isinstance(storage, dict):
+        return
+    url = storage.get("database_url")
+    if isinstance(url, str) and url.startswith("sqlite") and ":///" in url:
+        head, file = url.split(":///", 1)
+        if file and not file.startswith("/") and not file.startswith(":memory:"):
+            storage["database_url"] = f"{head}:///{base.resolve() / file}"
+
+
+def _describe(err: Mapping[str, Any], path: Path, text: str, data: dict[str, Any]) -> str:
+    """One line per validation error: dotted key, message, value, and where it came from."""
+    loc = [str(part) for part in err["loc"]]
+    key = ".".join(loc)
+    message = str(err["msg"]).removeprefix("Value error, ")
+    value = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(
+        err.get("input"), dict) else ""
+    env_name = ENV_PREFIX + ENV_DELIMITER.join(loc).upper()
+    if env_name in os.environ:
+        source = f"environment variable {env_name}"
+    elif _in_file(data, loc):
+        line = _yaml_line(text, loc)
+        source = f"{path}" + (f", line {line}" if line else "")
+    else:
+        source = "defaults"
+    if err["type"] == "extra_forbidden":
+        message = "unknown setting (check the spelling; `supportbot config show` lists them)"
+        value = ""
+    return f"{key}: {message}{value} [{source}]"
+
+
+def _in_file(data: Mapping[str, Any], loc: list[str]) -> bool:
+    node: Any = data
+    for part in loc:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _yaml_line(text: str, loc: list[str]) -> int | None:
+    """The 1-based line of the key at `loc` in the YAML text, if it can be found."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            return line
+        for key_node, value_node in node.value:
+            if str(key_node.value) == part:
+                line, node = key_node.start_mark.line + 1, value_node
+                break
+        else:
+            return line
+    return line
+
+
+def settings_to_yaml(settings: Settings) -> str:
+    """The effective settings as YAML, in the same shape as supportbot.yaml."""
+    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False, allow_unicode=True,
+                          width=100)

@@ -1,0 +1,72 @@
+"""The messages that cross the boundary between channels and the dialogue manager."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Decision(str, Enum):
+    """What the dialogue manager decided to do with a message."""
+
+    ANSWER = "answer"  # a confident FAQ match: the FAQ answer is sent
+    GENERATE = "generate"  # a middling match: the model writes an answer grounded in the FAQ
+    CLARIFY = "clarify"  # a middling match: "Did you mean ...?"
+    FALLBACK = "fallback"  # nothing matches: say so and offer a human
+    HANDOFF = "handoff"  # the customer asked for a human
+    INVALID = "invalid"  # empty or over-long input
+
+
+@dataclass(frozen=True)
+class UserMessage:
+    """A customer's message as a channel hands it over."""
+
+    text: str
+    conversation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    channel: str = "terminal"
+    user_id: str = "local"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A FAQ entry the reply drew on (or offered), with its retrieval score."""
+
+    id: str
+    question: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A generated answer and its grounding score."""
+
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
+class BotReply:
+    """The bot's answer: text plus decision, sources, confidence and timing."""
+
+    text: str
+    decision: Decision
+    conversation_id: str
+    sources: list[Source] = field(default_factory=list)
+    suggestions: list[Source] = field(default_factory=list)
+    confidence: float = 0.0
+    latency_ms: float = 0.0
+    candidates: list[Candidate] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def faq_ids(self) -> list[str]:
+        """Ids of the FAQ entries used (or offered)."""
+        return [s.id for s in (self.sources or self.suggestions)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        data = asdict(self)
+        data["decision"] = self.decision.value
+        return data

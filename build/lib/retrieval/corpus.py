@@ -1,0 +1,250 @@
+"""FAQ corpus: the FaqEntry record and loaders for YAML, JSONL and CSV files."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from retrieval.errors import CorpusError, CorpusProblem
+
+FIELDS = ("id", "questions", "answer", "tags", "link")
+LIST_SEPARATOR = "|"
+
+
+@dataclass(frozen=True)
+class FaqEntry:
+    """One FAQ entry: an id, the phrasings customers use, the answer, and optional tags and link."""
+
+    id: str
+    questions: tuple[str, ...]
+    answer: str
+    tags: tuple[str, ...] = field(default_factory=tuple)
+    link: str | None = None
+
+    @property
+    def question(self) -> str:
+        """The canonical phrasing (the first one)."""
+        return self.questions[0]
+
+
+@dataclass(frozen=True)
+class _RawRow:
+    """A row as read from a file, before validation, with the line of the row and of each key."""
+
+    data: dict[str, Any]
+    line: int
+    field_lines: dict[str, int]
+
+
+def load_faq(path: Path | str) -> list[FaqEntry]:
+    """Load and validate a FAQ file (.yaml, .yml, .jsonl, .csv); CorpusError names every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError.single(path, "FAQ file not found")
+    suffix = path.suffix.lower()
+    readers = {".yaml": _read_yaml, ".yml": _read_yaml, ".jsonl": _read_jsonl, ".csv": _read_csv}
+    if suffix not in readers:
+        raise CorpusError.single(path, f"unknown FAQ format '{suffix}' (use .yaml, .jsonl or .csv)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise CorpusError.single(path, reason) from exc
+    problems: list[CorpusProblem] = []
+    rows = readers[suffix](path, text, problems)
+    entries = _validate(path, rows, problems)
+    if not entries and not problems:
+        problems.append(CorpusProblem(path, "no FAQ entries in file"))
+    if problems:
+        raise CorpusError(problems)
+    return entries
+
+
+def corpus_hash(entries: Iterable[FaqEntry]) -> str:
+    """A content hash of the corpus: equal for equal entries, whatever format they came from."""
+    payload = json.dumps([asdict(e) for e in entries], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+# --- readers: text -> raw rows with line numbers -------------------------------------------
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A YAML loader that keeps the line of every mapping and of each of its keys."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = loader.construct_mapping(node, deep=True)
+    mapping["__line__"] = node.start_mark.line + 1
+    mapping["__lines__"] = {
+        str(key_node.value): key_node.start_mark.line + 1 for key_node, _ in node.value
+    }
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_yaml(path: Path, text: str, problems: list[CorpusProblem]) -> list[_RawRow]:
+    try:
+        doc = yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        problems.append(CorpusProblem(path, f"invalid YAML: {reason}", line))
+        return []
+    if isinstance(doc, dict):
+        items = doc.get("entries")
+        if not isinstance(items, list):
+            line = doc["__lines__"].get("entries", doc["__line__"])
+            problems.append(CorpusProblem(path, "expected a list of entries", line, "entries"))
+            return []
+    elif isinstance(doc, list):
+        items = doc
+    elif doc is None:
+        items = []
+    else:
+        problems.append(CorpusProblem(
+            path, "expected a list of entries or a mapping with 'entries'"))
+        return []
+    rows = []
+    for item in items:
+        if not isinstance(item, dict):
+            problems.append(CorpusProblem(path, f"an entry must be a mapping, got {item!r}"))
+            continue
+        line, lines = item.pop("__line__"), item.pop("__lines__")
+        rows.append(_RawRow(_strip_lines(item), line, lines))
+    return rows
+
+
+def _strip_lines(value: Any) -> Any:
+    """Remove the loader's line bookkeeping from nested values."""
+    if isinstance(value, dict):
+        return {k: _strip_lines(v) for k, v in value.items() if k not in ("__line__", "__lines__")}
+    if isinstance(value, list):
+        return [_strip_lines(v) for v in value]
+    return value
+
+
+def _read_jsonl(path: Path, text: str, problems: list[CorpusProblem]) -> list[_RawRow]:
+    rows = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            problems.append(CorpusProblem(
+                path, f"invalid JSON: {exc.msg} (column {exc.colno})", number))
+            continue
+        if not isinstance(item, dict):
+            problems.append(CorpusProblem(path, "each line must be a JSON object", number))
+            continue
+        rows.append(_RawRow(item, number, dict.fromkeys(item, number)))
+    return rows
+
+
+def _read_csv(path: Path, text: str, problems: list[CorpusProblem]) -> list[_RawRow]:
+    reader = csv.DictReader(text.splitlines(), restkey="__extra__")
+    header = [h.strip() for h in reader.fieldnames or []]
+    reader.fieldnames = header
+    missing = [name for name in ("id", "answer") if name not in header]
+    if "questions" not in header and "question" not in header:
+        missing.insert(1, "questions")
+    if missing:
+        problems.append(CorpusProblem(path, f"header lacks column(s): {', '.join(missing)}", 1))
+        return []
+    rows = []
+    for record in reader:
+        line = reader.line_num
+        if "__extra__" in record:
+            problems.append(CorpusProblem(
+                path, f"row has more fields than the header's {len(header)}", line))
+            continue
+        if any(value is None for value in record.values()):
+            problems.append(CorpusProblem(
+                path, f"row has fewer fields than the header's {len(header)}", line))
+            continue
+        item: dict[str, Any] = {k: v for k, v in record.items() if v != "" or k in ("id", "answer")}
+        for key in ("questions", "question", "tags"):
+            if key in item:
+                item[key] = [part.strip() for part in item[key].split(LIST_SEPARATOR)]
+        rows.append(_RawRow(item, line, dict.fromkeys(item, line)))
+    return rows
+
+
+# --- validation: raw rows -> entries --------------------------------------------------------
+
+
+def _validate(path: Path, rows: list[_RawRow], problems: list[CorpusProblem]) -> list[FaqEntry]:
+    entries: list[FaqEntry] = []
+    first_line: dict[str, int] = {}
+    for row in rows:
+        before = len(problems)
+        entry = _entry(path, row, problems)
+        if entry is None or len(problems) > before:
+            continue
+        if entry.id in first_line:
+            problems.append(CorpusProblem(
+                path, f"duplicate id '{entry.id}' (first defined at line {first_line[entry.id]})",
+                row.field_lines.get("id", row.line), "id"))
+            continue
+        first_line[entry.id] = row.line
+        entries.append(entry)
+    return entries
+
+
+def _entry(path: Path, row: _RawRow, problems: list[CorpusProblem]) -> FaqEntry | None:
+    data = dict(row.data)
+    if "question" in data and "questions" not in data:
+        data["questions"] = data.pop("question")
+
+    def problem(name: str, message: str) -> None:
+        problems.append(CorpusProblem(path, message, row.field_lines.get(name, row.line), name))
+
+    for name in data:
+        if name not in FIELDS:
+            problem(name, f"unknown field (expected one of: {', '.join(FIELDS)})")
+    raw_id = data.get("id")
+    entry_id = str(raw_id).strip() if isinstance(raw_id, (str, int)) else ""
+    if not entry_id:
+        problem("id", "missing or empty id")
+    questions = list(_strings(data.get("questions")))
+    if not questions or not all(questions):
+        problem("questions", "needs at least one non-empty question")
+    answer = data.get("answer")
+    if not isinstance(answer, str) or not answer.strip():
+        problem("answer", "missing or empty answer")
+    tags = data.get("tags", [])
+    if isinstance(tags, str):
+        tags = [t.strip() for t in tags.split(",")]
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
+        problem("tags", "tags must be a list of non-empty strings")
+    link = data.get("link")
+    if link is not None and not isinstance(link, str):
+        problem("link", "link must be a string")
+    if not entry_id or not questions or not isinstance(answer, str) or not isinstance(tags, list):
+        return None
+    return FaqEntry(
+        id=entry_id,
+        questions=tuple(q.strip() for q in questions),
+        answer=answer.strip(),
+        tags=tuple(str(t).strip() for t in tags),
+        link=link.strip() if isinstance(link, str) and link.strip() else None,
+    )
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value.strip()
+    elif isinstance(value, list):
+        for item in value:
+            yield item.strip() if isinstance(item, str) else ""

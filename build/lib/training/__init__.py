@@ -1,0 +1,3 @@
+"""Fine-tuning on support transcripts (LoRA SFT); filled in by the training issue."""
+
+from __future__ import annotations
