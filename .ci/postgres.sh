@@ -6,6 +6,9 @@ if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(pg_lsclusters -h 2>/dev
   apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
 fi
+if [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then   # installed, but its cluster was dropped
+  pg_createcluster "$(ls /usr/lib/postgresql | sort -V | tail -n 1)" main >&2
+fi
 read -r version cluster port _ < <(pg_lsclusters -h | head -n 1)
 pg_ctlcluster "$version" "$cluster" start >&2 2>/dev/null || true   # already running is fine
 for _ in $(seq 30); do
