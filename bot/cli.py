@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from bot.errors import SupportbotError
 from bot.settings import DEFAULT_CONFIG, Settings, load_settings, settings_to_yaml
 from bot.types import BotReply, Decision, UserMessage
 from retrieval.errors import RetrievalError
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
 
 app = typer.Typer(help="supportbot: a customer-service bot on your own hardware.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -170,7 +173,7 @@ async def _chat(settings: Settings, user_id: str) -> None:
         await runtime.close()
 
 
-async def _open(settings: Settings) -> Any:
+async def _open(settings: Settings) -> Runtime:
     """Open the index (rebuilding it with a progress bar if needed) and the runtime."""
     from bot.runtime import generator_factory, open_index, open_runtime
 

@@ -46,7 +46,7 @@ def normalise(text: str) -> str:
 
 def _simple(text: str) -> str:
     """Lower-case words only, for matching short replies like 'the second one' or 'yes'."""
-    return " ".join(re.sub(r"[^\w\s#.]", " ", text.casefold()).replace(".", " ").split())
+    return " ".join(re.sub(r"[^\w\s#]", " ", text.casefold()).split())
 
 
 @dataclass(frozen=True)
