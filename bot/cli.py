@@ -207,6 +207,53 @@ def _show_detail(reply: BotReply) -> None:
     out.print(f"[dim]  ({escape(detail)} · {reply.latency_ms:.0f} ms)[/]")
 
 
+@app.command()
+def history(ctx: typer.Context,
+            conversation_id: Annotated[str | None, typer.Argument(
+                help="Show this conversation turn by turn (default: list recent ones).")] = None,
+            last: Annotated[int, typer.Option(min=1, help="How many conversations to list, or "
+                                              "messages to show.")] = 20) -> None:
+    """Review stored conversations: what customers asked and what the bot decided."""
+    with _user_errors():
+        settings = _settings(ctx)
+        asyncio.run(_history(settings, conversation_id, last))
+
+
+async def _history(settings: Settings, conversation_id: str | None, last: int) -> None:
+    from rich.table import Table
+
+    from bot.storage import ConversationStore
+
+    store = ConversationStore(settings.storage.database_url)
+    try:
+        await store.init()
+        if conversation_id is None:
+            table = Table("conversation", "channel", "user", "last active", "messages")
+            for conversation, n in await store.recent_conversations(last):
+                table.add_row(conversation.id, conversation.channel, conversation.user_id,
+                              f"{conversation.updated_at:%Y-%m-%d %H:%M:%S}", str(n))
+            out.print(table)
+            return
+        messages = await store.history(conversation_id, limit=last)
+        if not messages:
+            raise SupportbotError(f"no conversation '{conversation_id}' in "
+                                  f"{settings.storage.database_url}")
+        for m in messages:
+            if m.role == "user":
+                out.print(f"[bold]customer[/] {m.created_at:%H:%M:%S}: {escape(m.text)}")
+                continue
+            out.print(f"[bold green]bot[/] {m.created_at:%H:%M:%S}: {escape(m.text)}")
+            detail = f"{m.decision} · confidence {m.confidence or 0:.2f}"
+            if m.faq_ids:
+                detail += " · " + ", ".join(f"{i} {s:.2f}" for i, s in
+                                            zip(m.faq_ids, m.scores, strict=False))
+            if m.meta.get("rejected"):
+                detail += f" · rejected: {m.meta['rejected']}"
+            out.print(f"[dim]  ({escape(detail)} · {m.latency_ms or 0:.0f} ms)[/]")
+    finally:
+        await store.close()
+
+
 @contextmanager
 def _progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on stderr that appears only once work is reported."""

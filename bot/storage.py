@@ -92,8 +92,11 @@ class ConversationStore:
                 self._sqlite_file.parent.mkdir(parents=True, exist_ok=True)
             async with self._engine.begin() as conn:
                 await conn.run_sync(_upgrade_to_head)
+        except StorageError:
+            raise
         except (SQLAlchemyError, OSError) as exc:
-            raise StorageError(f"cannot open database {self._safe_url()}: {exc}") from exc
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise StorageError(f"cannot open database {self._safe_url()}: {reason}") from exc
 
     async def revision(self) -> str | None:
         """The schema revision the database is at (None before the first migration)."""
@@ -144,6 +147,17 @@ class ConversationStore:
         async with self._sessions() as session:
             return await session.get(Conversation, conversation_id)
 
+    async def recent_conversations(self, limit: int = 20) -> list[tuple[Conversation, int]]:
+        """The most recently active conversations, newest first, with their message counts."""
+        async with self._sessions() as session:
+            counted = (select(Message.conversation_id, func.count().label("n"))
+                       .group_by(Message.conversation_id).subquery())
+            rows = await session.execute(
+                select(Conversation, func.coalesce(counted.c.n, 0))
+                .outerjoin(counted, counted.c.conversation_id == Conversation.id)
+                .order_by(Conversation.updated_at.desc()).limit(limit))
+            return [(conversation, int(n)) for conversation, n in rows.all()]
+
     async def counts(self) -> dict[str, Any]:
         """Numbers of conversations and messages stored."""
         async with self._sessions() as session:
@@ -158,8 +172,17 @@ class ConversationStore:
 def _upgrade_to_head(connection: Connection) -> None:
     from alembic import command
     from alembic.config import Config
+    from sqlalchemy import inspect
 
     from bot.migrations import MIGRATIONS_DIR
+
+    tables = set(inspect(connection).get_table_names())
+    current = MigrationContext.configure(connection).get_current_revision()
+    if "conversations" in tables and current is None:
+        raise StorageError(
+            f"the database at {connection.engine.url.render_as_string(hide_password=True)} has "
+            "supportbot tables but no migration history (a pre-release build made it); move it "
+            "away or point storage.database_url at a new database")
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

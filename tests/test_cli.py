@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -151,3 +152,22 @@ def test_ask_candidates_json_on_a_tiny_model(tmp_path: Path, tiny_model_dir: Pat
     assert len(scores) == 3 and scores == sorted(scores, reverse=True)
     assert reply["text"] == reply["candidates"][0]["text"]
     assert reply["meta"]["model"] == str(tiny_model_dir)
+
+
+def test_history_lists_and_shows_conversations(config_file: Path) -> None:
+    for question in ("How can I track my order?", "What's the capital of Australia?"):
+        code, _, stderr = run(config_file, "ask", "--conversation-id", "conv-1", question)
+        assert code == 0, stderr
+    assert run(config_file, "ask", "--conversation-id", "conv-2", "human")[0] == 0
+    code, stdout, _ = run(config_file, "history")
+    assert code == 0
+    assert stdout.index("conv-2") < stdout.index("conv-1"), "newest first"
+    assert re.search(r"conv-1\s*│.*│\s*4\s*│", stdout), "conv-1 holds 4 messages"
+    assert re.search(r"conv-2\s*│.*│\s*2\s*│", stdout)
+    code, stdout, _ = run(config_file, "history", "conv-1")
+    assert code == 0
+    assert "customer" in stdout and "How can I track my order?" in stdout
+    assert "answer · confidence 1.00 · track-order 1.00" in stdout
+    assert "fallback" in stdout
+    code, _, stderr = run(config_file, "history", "nope")
+    assert code == 1 and "no conversation 'nope'" in stderr

@@ -116,3 +116,19 @@ async def test_migrations_build_exactly_the_models(store: ConversationStore) -> 
         diff = await conn.run_sync(
             lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata))
     assert diff == []
+
+
+async def test_a_database_without_migration_history_is_refused(tmp_path: Path) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from bot.storage import Base
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/old.db"
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)  # how pre-release builds made the schema
+    await engine.dispose()
+    store = ConversationStore(url)
+    with pytest.raises(StorageError, match="no migration history"):
+        await store.init()
+    await store.close()
