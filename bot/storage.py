@@ -109,7 +109,14 @@ class ConversationStore:
         await self._engine.dispose()
 
     async def record_turn(self, message: UserMessage, reply: BotReply) -> None:
-        """Store the user's message and the bot's reply in one transaction."""
+        """Store the user's message and the bot's reply in one transaction (both or neither)."""
+        try:
+            await self._record_turn(message, reply)
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise StorageError(f"cannot store the turn in {self._safe_url()}: {reason}") from exc
+
+    async def _record_turn(self, message: UserMessage, reply: BotReply) -> None:
         async with self._sessions.begin() as session:
             conversation = await session.get(Conversation, message.conversation_id)
             if conversation is None:

@@ -132,3 +132,15 @@ async def test_a_database_without_migration_history_is_refused(tmp_path: Path) -
     with pytest.raises(StorageError, match="no migration history"):
         await store.init()
     await store.close()
+
+
+async def test_a_failed_write_is_a_storage_error_and_stores_nothing(
+        store: ConversationStore) -> None:
+    from sqlalchemy import text
+
+    async with store._engine.begin() as conn:
+        await conn.execute(text("DROP TABLE messages"))
+    with pytest.raises(StorageError, match="cannot store the turn"):
+        await store.record_turn(UserMessage("hi", conversation_id="c"),
+                                BotReply("hello", Decision.FALLBACK, "c"))
+    assert await store.get_conversation("c") is None, "the conversation row was rolled back"
