@@ -44,13 +44,17 @@ def generator_factory(model: ModelSettings,
     """A function that loads the configured generator when first called (not before)."""
 
     def load() -> Generator:
+        from bot.generation.batching import BatchingGenerator
         from bot.generation.transformers_generator import TransformersGenerator
 
         if on_load is not None:
             on_load(model.base_model)
-        return TransformersGenerator.load(model.base_model, adapter=model.adapter,
-                                          device=model.device, cache_dir=model.cache_dir,
-                                          context_tokens=model.context_tokens)
+        generator = TransformersGenerator.load(model.base_model, adapter=model.adapter,
+                                               device=model.device, cache_dir=model.cache_dir,
+                                               context_tokens=model.context_tokens)
+        if model.max_batch == 1:
+            return generator
+        return BatchingGenerator(generator, model.max_batch, model.batch_window_ms / 1000)
 
     return load
 

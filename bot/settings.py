@@ -91,6 +91,10 @@ class ModelSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if available.")
     context_tokens: int = Field(2048, ge=256, le=131072,
                                 description="Prompt + reply budget (capped at the model's own).")
+    max_batch: int = Field(8, ge=1, le=256, description="Prompts of concurrent conversations "
+                           "generated in one batch (1 turns batching off).")
+    batch_window_ms: float = Field(10.0, ge=0.0, le=1000.0, description="How long a request "
+                                   "waits for others to share its batch.")
     cache_dir: Path = Field(Path("~/.cache/supportbot/models").expanduser(),
                             description="Where the bundled GGUF is converted to safetensors once.")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
