@@ -228,10 +228,13 @@ async def _history(settings: Settings, conversation_id: str | None, last: int) -
     try:
         await store.init()
         if conversation_id is None:
-            table = Table("conversation", "channel", "user", "last active", "messages")
+            table = Table("channel", "user", "last active", "messages")
+            # The id is what `history ID` takes, so it is never cut short with an ellipsis.
+            table.add_column("conversation", no_wrap=True, min_width=32)
             for conversation, n in await store.recent_conversations(last):
-                table.add_row(conversation.id, conversation.channel, conversation.user_id,
-                              f"{conversation.updated_at:%Y-%m-%d %H:%M:%S}", str(n))
+                table.add_row(conversation.channel, conversation.user_id,
+                              f"{conversation.updated_at:%Y-%m-%d %H:%M:%S}", str(n),
+                              conversation.id)
             out.print(table)
             return
         messages = await store.history(conversation_id, limit=last)
