@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bot.errors import SupportbotError
 from bot.settings import DEFAULT_CONFIG, Settings, load_settings, settings_to_yaml
 from bot.types import BotReply, Decision, UserMessage
-from retrieval.errors import RetrievalError
+from retrieval.errors import IndexMissingError, IndexStaleError, RetrievalError
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -179,9 +179,11 @@ async def _open(settings: Settings) -> Runtime:
 
     with _progress("building FAQ index", None) as advance:
         built, why = open_index(settings, progress=advance)
-    if why:
-        verb = "built" if why.startswith("no index") else "rebuilt"
-        err.print(f"[yellow]{verb} the FAQ index[/]: {escape(why.split(';')[0])}")
+    if isinstance(why, IndexMissingError):
+        err.print(f"[yellow]built the FAQ index[/] in {escape(str(why.index_dir))}")
+    elif isinstance(why, IndexStaleError):
+        err.print(f"[yellow]rebuilt the FAQ index[/] in {escape(str(why.index_dir))}: "
+                  f"{escape('; '.join(why.reasons))}")
 
     def loading(name: str) -> None:
         from bot.generation.bundled import needs_conversion

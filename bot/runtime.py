@@ -11,6 +11,7 @@ from bot.settings import ModelSettings, Settings
 from bot.storage import ConversationStore
 from retrieval.corpus import load_faq
 from retrieval.embedder import Embedder, ProgressCallback, SentenceTransformerEmbedder
+from retrieval.errors import IndexMissingError, IndexStaleError
 from retrieval.index import FaqIndex
 
 
@@ -28,7 +29,8 @@ class Runtime:
 
 
 def open_index(settings: Settings, embedder: Embedder | None = None,
-               progress: ProgressCallback | None = None) -> tuple[FaqIndex, str | None]:
+               progress: ProgressCallback | None = None
+               ) -> tuple[FaqIndex, IndexMissingError | IndexStaleError | None]:
     """Load the FAQ and its saved index; rebuild it when missing or stale and auto_rebuild is on.
 
     Returns the index and why it was rebuilt (None when the saved one was used).

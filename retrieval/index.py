@@ -137,17 +137,19 @@ class FaqIndex:
     @classmethod
     def load_or_build(cls, index_dir: Path | str, entries: Sequence[FaqEntry],
                       embedder: Embedder, rebuild: bool = True,
-                      progress: ProgressCallback | None = None) -> tuple[FaqIndex, str | None]:
+                      progress: ProgressCallback | None = None
+                      ) -> tuple[FaqIndex, IndexMissingError | IndexStaleError | None]:
         """Load the saved index, or (re)build and save it when missing or stale and rebuild is set.
 
-        Returns the index and why it was rebuilt (None when loaded as it was).
+        Returns the index and why it was rebuilt: the error that loading raised (None when the
+        saved index was used as it was).
         """
         try:
             return cls.load(index_dir, entries, embedder), None
         except (IndexMissingError, IndexStaleError) as exc:
             if not rebuild:
                 raise
-            why = str(exc)
+            why = exc
         index = cls.build(entries, embedder, progress=progress)
         index.save(index_dir)
         return index, why
