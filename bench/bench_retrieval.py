@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from common import ROOT
 
 from bot.settings import RetrievalSettings
 from retrieval.corpus import load_faq
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.index import FaqIndex
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:

@@ -95,8 +95,8 @@ class ConversationStore:
         except StorageError:
             raise
         except (SQLAlchemyError, OSError) as exc:
-            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            raise StorageError(f"cannot open database {self._safe_url()}: {reason}") from exc
+            raise StorageError(
+                f"cannot open database {self._safe_url()}: {_first_line(exc)}") from exc
 
     async def revision(self) -> str | None:
         """The schema revision the database is at (None before the first migration)."""
@@ -113,8 +113,8 @@ class ConversationStore:
         try:
             await self._record_turn(message, reply)
         except SQLAlchemyError as exc:
-            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            raise StorageError(f"cannot store the turn in {self._safe_url()}: {reason}") from exc
+            raise StorageError(
+                f"cannot store the turn in {self._safe_url()}: {_first_line(exc)}") from exc
 
     async def _record_turn(self, message: UserMessage, reply: BotReply) -> None:
         async with self._sessions.begin() as session:
@@ -174,6 +174,11 @@ class ConversationStore:
 
     def _safe_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's own message, without the SQL statement SQLAlchemy appends."""
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
 
 
 def _upgrade_to_head(connection: Connection) -> None:
