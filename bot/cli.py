@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bot.errors import SupportbotError
 from bot.settings import DEFAULT_CONFIG, Settings, load_settings, settings_to_yaml
-from bot.types import BotReply, Decision, UserMessage
+from bot.types import BotReply, TextEvent, UserMessage
 from retrieval.errors import IndexMissingError, IndexStaleError, RetrievalError
 
 if TYPE_CHECKING:
@@ -150,25 +150,18 @@ async def _chat(settings: Settings, user_id: str) -> None:
                 continue
             message = UserMessage(text=text, conversation_id=conversation, channel="terminal",
                                   user_id=user_id)
-            streamed: list[str] = []
-
-            def on_token(piece: str, streamed: list[str] = streamed) -> None:
-                if not streamed:
-                    out.print(f"[bold green]{escape(persona.bot_name)}[/]: ", end="")
-                streamed.append(piece)
-                out.file.write(piece)
-                out.file.flush()
-
-            reply = await runtime.manager.handle(message, on_token=on_token)
-            if "generation_error" in reply.meta:
-                err.print(f"[yellow]generation failed[/]: {escape(reply.meta['generation_error'])}")
-            if streamed:
-                out.print()
-                if reply.decision is Decision.GENERATE:
-                    _show_detail(reply)
-                    continue
-                out.print("[dim]  (that answer was not grounded in the FAQ: withdrawn)[/]")
-            _show_reply(settings, reply)
+            out.print(f"[bold green]{escape(persona.bot_name)}[/]: ", end="")
+            reply: BotReply | None = None
+            async for event in runtime.manager.stream(message):
+                if isinstance(event, TextEvent):  # verified text: it is never withdrawn
+                    out.file.write(event.text)
+                    out.file.flush()
+                else:
+                    reply = event
+            out.print()
+            assert reply is not None
+            _show_detail(reply)
+            _show_problems(reply)
     finally:
         await runtime.close()
 
@@ -200,6 +193,15 @@ def _show_reply(settings: Settings, reply: BotReply) -> None:
     name = escape(settings.persona.bot_name)
     out.print(f"[bold green]{name}[/]: {escape(reply.text)}")
     _show_detail(reply)
+    _show_problems(reply)
+
+
+def _show_problems(reply: BotReply) -> None:
+    """What went wrong behind a turn, for the operator at the terminal (stderr)."""
+    for key, label in (("generation_error", "generation failed"), ("error", "turn failed"),
+                       ("storage_error", "not stored")):
+        if key in reply.meta:
+            err.print(f"[yellow]{label}[/]: {escape(str(reply.meta[key]))}")
 
 
 def _show_detail(reply: BotReply) -> None:

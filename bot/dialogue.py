@@ -1,41 +1,47 @@
-"""DialogueManager: turns a UserMessage into a BotReply by policy over FAQ retrieval."""
+"""DialogueManager: turns a UserMessage into a stream of verified text and one final BotReply."""
 
 from __future__ import annotations
 
 import asyncio
-import re
+import contextlib
+import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from bot.errors import GenerationError, ModelError
+from bot.errors import GenerationError, ModelError, StorageError
 from bot.generation.base import ChatMessage, Generator
+from bot.generation.batching import BatchingGenerator, as_batching
 from bot.generation.prompt import build_prompt
 from bot.generation.ranking import grounding_scores
 from bot.generation.text import tidy_reply
+from bot.generation.verified import Check, VerifiedStream, generated_pieces, one_piece
+from bot.intents import AFFIRMATIVE, FOLLOW_UP, NEGATIVE, Intents, pick, simple
 from bot.settings import DialogueSettings, GenerationSettings, PersonaSettings, RetrievalSettings
 from bot.storage import ConversationStore, Message
-from bot.types import BotReply, Candidate, Decision, Source, UserMessage
+from bot.types import (
+    BotReply,
+    Candidate,
+    ConversationStatus,
+    Decision,
+    Source,
+    TextEvent,
+    UserMessage,
+)
 from retrieval.corpus import FaqEntry
 from retrieval.index import FaqHit, FaqIndex
 
-TokenSink = Callable[[str], None]  # receives generated text pieces, from a worker thread
+log = logging.getLogger(__name__)
 
-_ORDINALS = {"one": 1, "first": 1, "1st": 1, "two": 2, "second": 2, "2nd": 2,
-             "three": 3, "third": 3, "3rd": 3, "four": 4, "fourth": 4, "4th": 4,
-             "five": 5, "fifth": 5, "5th": 5}
-_PICK = re.compile(r"^(?:the\s+)?(?:number\s+|no\.?\s*|#\s*)?(\w+)(?:\s+one)?(?:\s+please)?$")
-_NEGATIVE = {"no", "nope", "none", "neither", "none of these", "none of them", "none of those",
-             "no thanks", "no thank you", "something else"}
-_AFFIRMATIVE = {"yes", "y", "yes please", "yeah", "yep", "sure", "ok", "okay", "please",
-                "please do", "yes connect me"}
-_HANDOFF_MAX_WORDS = 8
+Event = TextEvent | BotReply
+TokenSink = Callable[[str], None]  # receives verified text pieces, on the event loop
+
 # A short message that starts like a follow-up or points back ("and how long does that take?")
 # is also searched together with the previous question; that wins if it scores clearly higher.
 _FOLLOW_UP_MAX_WORDS = 10
-_FOLLOW_UP = re.compile(r"^(?:and|also|but|so|or|what about|how about|then)\b|"
-                        r"\b(?:it|that|this|those|these|them|they|one|there)\b")
 _FOLLOW_UP_GAIN = 0.05
 
 
@@ -44,25 +50,40 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def _simple(text: str) -> str:
-    """Lower-case words only, for matching short replies like 'the second one' or 'yes'."""
-    return " ".join(re.sub(r"[^\w\s#]", " ", text.casefold()).split())
-
-
 @dataclass(frozen=True)
 class _Retrieved:
     hits: list[FaqHit]
     query: str
 
 
+@dataclass
+class _Turn:
+    """What a turn has shown so far, so that an interrupted or failed turn stores exactly that."""
+
+    shown: list[str] = field(default_factory=list)
+    decision: Decision = Decision.ERROR
+    sources: list[Source] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.shown)
+
+
 class DialogueManager:
     """Decides per message: FAQ answer, generated grounded answer, 'Did you mean', fallback with
-    a human offer, or handoff. The generator is loaded on first use, never before."""
+    a human offer, or handoff. The generator is loaded on first use, never before.
+
+    `stream(message)` is the one API every channel uses: it yields `TextEvent`s of verified text
+    and then the authoritative `BotReply`, whose text is exactly the events' text and exactly
+    what is stored. Turns of one conversation run in order, different conversations concurrently.
+    """
 
     def __init__(self, index: FaqIndex, store: ConversationStore, persona: PersonaSettings,
                  retrieval: RetrievalSettings, dialogue: DialogueSettings,
                  generation: GenerationSettings | None = None,
-                 generator: Callable[[], Generator] | None = None) -> None:
+                 generator: Callable[[], Generator] | None = None,
+                 executor: ThreadPoolExecutor | None = None) -> None:
         self.index = index
         self.store = store
         self.persona = persona
@@ -70,20 +91,20 @@ class DialogueManager:
         self.dialogue = dialogue
         self.generation = generation or GenerationSettings()
         self._generator_factory = generator
-        self._generator: Generator | None = None
+        self._generator: BatchingGenerator | None = None
         self._generator_lock = threading.Lock()
+        # Embedding (retrieval, grounding checks) runs here; generation has its own thread.
+        self._executor = executor or ThreadPoolExecutor(2, thread_name_prefix="retrieval")
         self._by_id = {entry.id: entry for entry in index.entries}
-        keywords = sorted((_simple(k) for k in dialogue.handoff_keywords), key=len, reverse=True)
-        self._handoff = re.compile(r"\b(?:" + "|".join(map(re.escape, keywords)) + r")\b") \
-            if keywords else None
+        self.intents = Intents(dialogue.handoff_keywords)
 
     @property
-    def generator(self) -> Generator | None:
+    def generator(self) -> BatchingGenerator | None:
         """The generator, loading it now if it is configured and not loaded yet."""
         if self._generator is None and self._generator_factory is not None:
             with self._generator_lock:
                 if self._generator is None:
-                    self._generator = self._generator_factory()
+                    self._generator = as_batching(self._generator_factory())
         return self._generator
 
     @property
@@ -91,51 +112,149 @@ class DialogueManager:
         """Whether the model has been loaded (it loads when a turn first needs it)."""
         return self._generator is not None
 
-    async def handle(self, message: UserMessage, on_token: TokenSink | None = None) -> BotReply:
-        """Decide, reply, and store the turn; latency covers deciding, not storing.
+    def close(self) -> None:
+        """Stop the generator's worker (cancelling what runs) and release the model."""
+        with self._generator_lock:
+            generator, self._generator = self._generator, None
+        if generator is not None:
+            generator.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
-        With `on_token`, a generated answer is streamed piece by piece as it is written; the
-        returned reply is authoritative (a streamed answer that fails the grounding check is
-        replaced by 'Did you mean').
+    async def handle(self, message: UserMessage, on_token: TokenSink | None = None) -> BotReply:
+        """Run a turn to its end and return the reply; `on_token` gets the verified pieces.
+
+        If `on_token` raises, the turn stops (generation included) and the error propagates.
         """
-        started = time.perf_counter()
-        reply = await self._decide(message, on_token)
-        reply = replace(reply, latency_ms=round((time.perf_counter() - started) * 1000, 2))
-        await self.store.record_turn(message, reply)
+        reply: BotReply | None = None
+        async with contextlib.aclosing(self.stream(message)) as events:
+            async for event in events:
+                if isinstance(event, TextEvent):
+                    if on_token is not None:
+                        on_token(event.text)
+                else:
+                    reply = event
+        assert reply is not None
         return reply
 
-    async def _decide(self, message: UserMessage, on_token: TokenSink | None) -> BotReply:
+    async def stream(self, message: UserMessage) -> AsyncGenerator[Event, None]:
+        """Verified text events, then the final reply; the turn is stored before that reply.
+
+        Any failure inside the turn becomes an apology (decision `error`), logged and stored;
+        if the consumer goes away, generation stops and what was shown is stored.
+        """
+        started = time.perf_counter()
+        turn = _Turn()
+        reply: BotReply | None = None
+        async with self.store.turn_lock(message.conversation_id):
+            try:
+                async for event in self._turn(message, turn):
+                    if isinstance(event, TextEvent):
+                        turn.shown.append(event.text)
+                        yield event
+                    else:
+                        reply = event
+            except (GeneratorExit, asyncio.CancelledError):
+                turn.meta["interrupted"] = True
+                await self._store(message, self._partial(message, turn, started))
+                raise
+            except Exception as exc:
+                log.exception("turn failed in conversation %s", message.conversation_id)
+                apology = ("\n" if turn.shown else "") + self.persona.render(
+                    self.persona.error_text)
+                turn.shown.append(apology)
+                turn.meta["error"] = f"{type(exc).__name__}: {exc}"
+                turn.decision = Decision.ERROR
+                yield TextEvent(apology)
+                reply = self._partial(message, turn, started)
+            assert reply is not None
+            reply = replace(reply, latency_ms=round((time.perf_counter() - started) * 1000, 2))
+            if reply.text != turn.text:  # the contract: stored and returned == shown
+                raise AssertionError("reply text differs from the text shown")
+            reply = await self._store(message, reply)
+        yield reply
+
+    def _partial(self, message: UserMessage, turn: _Turn, started: float) -> BotReply:
+        return BotReply(turn.text, turn.decision, message.conversation_id, sources=turn.sources,
+                        meta=dict(turn.meta),
+                        latency_ms=round((time.perf_counter() - started) * 1000, 2))
+
+    async def _store(self, message: UserMessage, reply: BotReply) -> BotReply:
+        """Store the turn; a storage failure is logged and noted, and the customer still has it."""
+        limit = self.dialogue.max_input_chars
+        stored = message if len(message.text) <= limit else replace(message,
+                                                                    text=message.text[:limit])
+        status = ConversationStatus.HANDOFF if reply.decision is Decision.HANDOFF else None
+        try:
+            await self.store.record_turn(stored, reply, status=status)
+        except StorageError as exc:
+            log.error("turn not stored in conversation %s: %s", message.conversation_id, exc)
+            return replace(reply, meta={**reply.meta, "storage_error": str(exc)})
+        return reply
+
+    async def _turn(self, message: UserMessage, turn: _Turn) -> AsyncIterator[Event]:
+        """The policy; yields text events and then one reply whose text is their sum."""
+        reply: BotReply | None = None
+        async for event in self._decide(message, turn):
+            if isinstance(event, BotReply):
+                reply = event
+            else:
+                yield event
+        assert reply is not None
+        if not turn.shown and reply.text:  # a reply that was not streamed goes out as one piece
+            turn.decision = reply.decision
+            yield TextEvent(reply.text)
+        yield reply
+
+    async def _decide(self, message: UserMessage, turn: _Turn) -> AsyncIterator[Event]:
         text = normalise(message.text)
         conversation = message.conversation_id
         if not text:
-            return BotReply(self.persona.render(self.persona.empty_text), Decision.INVALID,
-                            conversation, confidence=1.0)
+            yield BotReply(self.persona.render(self.persona.empty_text), Decision.INVALID,
+                           conversation, confidence=1.0)
+            return
         if len(text) > self.dialogue.max_input_chars:
-            return BotReply(
+            yield BotReply(
                 self.persona.render(self.persona.too_long_text,
                                     max_chars=self.dialogue.max_input_chars),
-                Decision.INVALID, conversation, confidence=1.0)
-        simple = _simple(text)
-        if self._wants_human(simple):
-            return self._handoff_reply(conversation)
+                Decision.INVALID, conversation, confidence=1.0,
+                meta={"input_chars": len(message.text)})
+            return
+        if await self.store.conversation_status(conversation) is ConversationStatus.HANDOFF:
+            yield BotReply(self.persona.render(self.persona.waiting_text), Decision.WAITING,
+                           conversation, confidence=1.0)
+            return
+        plain = simple(text)
+        if self.intents.wants_human(text):
+            yield self._handoff_reply(conversation)
+            return
+        if self.intents.asks_identity(plain):
+            yield BotReply(self.persona.render(self.persona.identity_text), Decision.ANSWER,
+                           conversation, confidence=1.0, meta={"intent": "identity"})
+            return
         last = await self.store.last_bot_message(conversation)
         if last is not None and last.decision == Decision.CLARIFY.value:
-            picked = self._pick(simple, last.faq_ids)
+            picked = pick(plain, [self._by_id[i] for i in last.faq_ids if i in self._by_id])
             if picked is not None:
                 score = dict(zip(last.faq_ids, last.scores, strict=False)).get(picked.id, 0.0)
-                return self._answer(conversation, FaqHit(picked, score, picked.question))
-            if simple in _NEGATIVE:
-                return self._fallback(conversation, 1.0)
+                yield self._answer(conversation, FaqHit(picked, score, picked.question))
+                return
+            if plain in NEGATIVE:
+                yield self._fallback(conversation, 1.0)
+                return
         if (last is not None and last.decision == Decision.FALLBACK.value
-                and simple in _AFFIRMATIVE):
-            return self._handoff_reply(conversation)
+                and plain in AFFIRMATIVE):
+            yield self._handoff_reply(conversation)
+            return
         history = await self.store.history(conversation, limit=self.dialogue.history_turns) \
             if self.dialogue.history_turns else []
-        found = await asyncio.to_thread(self._retrieve, text, history)
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(self._executor, self._retrieve, text, history)
         hits = found.hits
         top = hits[0].score if hits else 0.0
-        meta = {"retrieval_query": found.query,
-                "retrieved": [{"id": h.entry.id, "score": round(h.score, 4)} for h in hits]}
+        turn.meta.update({"retrieval_query": found.query,
+                          "retrieved": [{"id": h.entry.id, "score": round(h.score, 4)}
+                                        for h in hits]})
+        reply: BotReply
         if hits and top >= self.retrieval.answer_threshold:
             reply = self._answer(conversation, hits[0])
         elif hits and top >= self.retrieval.suggest_threshold:
@@ -143,26 +262,35 @@ class DialogueManager:
             if middle == "generate" and self._generator_factory is None:
                 middle = "clarify"
             if middle == "generate":
+                generated: BotReply | None = None
                 try:
-                    reply = await asyncio.to_thread(self._generate, conversation, text, hits,
-                                                    history, on_token)
+                    async for event in self._generate(conversation, text, hits, history, turn):
+                        if isinstance(event, BotReply):
+                            generated = event
+                        else:
+                            yield event
                 except (ModelError, GenerationError) as exc:
+                    if turn.shown:
+                        raise
                     # The customer still gets a useful turn; the cause is stored with it.
-                    reply = replace(self._clarify(conversation, hits),
-                                    meta={"generation_error": str(exc)})
+                    log.warning("generation failed, offering 'Did you mean': %s", exc)
+                    generated = replace(self._clarify(conversation, hits),
+                                        meta={"generation_error": str(exc)})
+                assert generated is not None
+                reply = generated
             elif middle == "clarify":
                 reply = self._clarify(conversation, hits)
             else:
                 reply = self._fallback(conversation, top)
         else:
             reply = self._fallback(conversation, top)
-        return replace(reply, meta={**meta, **reply.meta})
+        yield replace(reply, meta={**turn.meta, **reply.meta})
 
     def _retrieve(self, text: str, history: list[Message]) -> _Retrieved:
         """Search the message; a short follow-up is also searched with the previous question."""
         previous = next((m.text for m in reversed(history) if m.role == "user"), None)
         if (previous is None or len(text.split()) > _FOLLOW_UP_MAX_WORDS
-                or not _FOLLOW_UP.search(_simple(text))):
+                or not FOLLOW_UP.search(simple(text))):
             return _Retrieved(self.index.search(text, self.retrieval.top_k), text)
         combined = f"{previous} {text}"
         alone, joined = self.index.search_many([text, combined], self.retrieval.top_k)
@@ -170,10 +298,12 @@ class DialogueManager:
             return _Retrieved(joined, combined)
         return _Retrieved(alone, text)
 
-    def _generate(self, conversation: str, text: str, hits: list[FaqHit],
-                  history: list[Message], on_token: TokenSink | None) -> BotReply:
-        """Write an answer grounded in the top entries; rank candidates; refuse ungrounded ones."""
-        generator = self.generator
+    async def _generate(self, conversation: str, text: str, hits: list[FaqHit],
+                        history: list[Message], turn: _Turn) -> AsyncIterator[Event]:
+        """Write an answer grounded in the top entries; release it sentence by sentence as each
+        passes the grounding check; with nothing released, offer 'Did you mean'."""
+        loop = asyncio.get_running_loop()
+        generator = await loop.run_in_executor(None, lambda: self.generator)
         assert generator is not None
         params = self.generation
         sources = [h for h in hits if h.score >= self.retrieval.suggest_threshold]
@@ -184,32 +314,63 @@ class DialogueManager:
         prompt = build_prompt(self.persona, [h.entry for h in sources], chat, text,
                               generator.count_tokens,
                               generator.context_tokens - params.max_new_tokens)
-        started = time.perf_counter()
-        if on_token is not None and params.n == 1:
-            pieces = []
-            for piece in generator.stream(prompt.messages, params):
-                pieces.append(piece)
-                on_token(piece)
-            texts = ["".join(pieces)]
-        else:
-            texts = generator.generate([prompt.messages], params)[0]
-        texts = [tidy_reply(t) for t in texts]
-        seconds = time.perf_counter() - started
         used = [h for h in sources if h.entry.id in prompt.entry_ids]
-        scores = grounding_scores(texts, [h.entry for h in used], self.index.embedder)
-        candidates = sorted((Candidate(t, s) for t, s in zip(texts, scores, strict=True)),
-                            key=lambda c: c.score, reverse=True)
-        best = candidates[0]
-        meta = {"prompt_tokens": prompt.tokens, "prompt_entries": prompt.entry_ids,
-                "history_messages": prompt.history_messages,
-                "generation_seconds": round(seconds, 3), "model": generator.name}
-        if best.score < self.dialogue.min_grounding:
-            meta["rejected"] = f"grounding {best.score:.2f} < {self.dialogue.min_grounding}"
-            reply = self._clarify(conversation, hits)
-            return replace(reply, candidates=candidates, meta=meta)
-        return BotReply(best.text, Decision.GENERATE, conversation,
-                        sources=[_source(h) for h in used], confidence=best.score,
-                        candidates=candidates, meta=meta)
+        entries = [h.entry for h in used]
+        turn.decision = Decision.GENERATE
+        turn.sources = [_source(h) for h in used]
+        turn.meta.update({"prompt_tokens": prompt.tokens, "prompt_entries": prompt.entry_ids,
+                          "history_messages": prompt.history_messages, "model": generator.name})
+        started = time.perf_counter()
+        cancel = threading.Event()
+        candidates: list[Candidate] = []
+        if params.n == 1:
+            pieces = generated_pieces(generator, prompt.messages, params, cancel)
+        else:  # n candidates, ranked by grounding; the best is then checked like a stream
+            texts = [tidy_reply(t) for t in (await asyncio.wrap_future(
+                generator.submit([prompt.messages], params, cancel=cancel)))[0]]
+            scores = await loop.run_in_executor(
+                self._executor, grounding_scores, texts, entries, self.index.embedder)
+            candidates = sorted((Candidate(t, s) for t, s in zip(texts, scores, strict=True)),
+                                key=lambda c: c.score, reverse=True)
+            pieces = one_piece(candidates[0].text)
+
+        async def check(sentence: str) -> Check:
+            return await loop.run_in_executor(self._executor, self._check, sentence, entries)
+
+        verified = VerifiedStream(pieces, check, cancel.set,
+                                  per_sentence=self.dialogue.release == "sentence")
+        async for piece in verified:
+            yield TextEvent(piece)
+        outcome = verified.outcome
+        meta: dict[str, Any] = {
+            "generation_seconds": round(time.perf_counter() - started, 3),
+            "generated": outcome.raw,
+            "checks": [{"text": c.text, "score": c.score, "supported": c.supported,
+                        **({"reason": c.reason} if c.reason else {})} for c in outcome.checks]}
+        if outcome.cut_off:
+            meta["cut_off"] = outcome.cut_off
+        if not candidates:
+            candidates = [Candidate(tidy_reply(outcome.raw), min(
+                (c.score for c in outcome.checks), default=0.0))]
+        if not outcome.released:
+            reason = outcome.rejected.reason if outcome.rejected else "no complete sentence"
+            meta["rejected"] = f"grounding: {reason}"
+            yield replace(self._clarify(conversation, hits), candidates=candidates, meta=meta)
+            return
+        if outcome.rejected is not None:
+            meta["held_back"] = outcome.rejected.reason
+        released = [c for c in outcome.checks if c.supported]
+        confidence = min(c.score for c in released)
+        yield BotReply(outcome.released, Decision.GENERATE, conversation,
+                       sources=turn.sources, confidence=confidence, candidates=candidates,
+                       meta=meta)
+
+    def _check(self, sentence: str, entries: list[FaqEntry]) -> Check:
+        """The grounding check on one sentence against the FAQ entries in the prompt."""
+        score = grounding_scores([sentence], entries, self.index.embedder)[0]
+        supported = score >= self.dialogue.min_grounding
+        reason = "" if supported else f"unsupported ({score:.2f} < {self.dialogue.min_grounding})"
+        return Check(sentence, score, supported, reason)
 
     def _fallback(self, conversation: str, top: float) -> BotReply:
         return BotReply(self.persona.render(self.persona.fallback_text), Decision.FALLBACK,
@@ -234,26 +395,6 @@ class DialogueManager:
     def _handoff_reply(self, conversation: str) -> BotReply:
         return BotReply(self.persona.render(self.persona.handoff_text), Decision.HANDOFF,
                         conversation, confidence=1.0)
-
-    def _wants_human(self, simple: str) -> bool:
-        """A short message that names a human (agent, operator, ...) asks for a handoff."""
-        if self._handoff is None or len(simple.split()) > _HANDOFF_MAX_WORDS:
-            return False
-        return self._handoff.search(simple) is not None
-
-    def _pick(self, simple: str, offered_ids: list[str]) -> FaqEntry | None:
-        """The offered entry the user chose by number, ordinal or by repeating its question."""
-        offered = [self._by_id[i] for i in offered_ids if i in self._by_id]
-        match = _PICK.match(simple)
-        if match:
-            token = match.group(1)
-            number = int(token) if token.isdigit() else _ORDINALS.get(token)
-            if number is not None and 1 <= number <= len(offered):
-                return offered[number - 1]
-        for entry in offered:
-            if any(_simple(q) == simple for q in entry.questions):
-                return entry
-        return None
 
 
 def _source(hit: FaqHit) -> Source:

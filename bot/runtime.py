@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bot.dialogue import DialogueManager
@@ -17,14 +18,15 @@ from retrieval.index import FaqIndex
 
 @dataclass
 class Runtime:
-    """The parts of a running bot; close() releases the database."""
+    """The parts of a running bot; close() stops generation and releases model and database."""
 
     manager: DialogueManager
     store: ConversationStore
     index: FaqIndex
 
     async def close(self) -> None:
-        """Release resources held by the runtime."""
+        """Stop the generator's worker (releasing the model), then close the database."""
+        self.manager.close()
         await self.store.close()
 
 
@@ -54,11 +56,26 @@ def generator_factory(model: ModelSettings,
         generator = TransformersGenerator.load(model.base_model, adapter=model.adapter,
                                                device=model.device, cache_dir=model.cache_dir,
                                                context_tokens=model.context_tokens)
-        if model.max_batch == 1:
-            return generator
-        return BatchingGenerator(generator, model.max_batch, model.batch_window_ms / 1000)
+        return BatchingGenerator(generator, model.max_batch, model.batch_window_ms / 1000,
+                                 initializer=torch_threads(model.threads))
 
     return load
+
+
+def torch_threads(threads: int) -> Callable[[], None] | None:
+    """A thread initializer that sets torch's thread count for that thread (0: leave it).
+
+    torch's intra-op thread count is per thread, so each worker sets its own.
+    """
+    if not threads:
+        return None
+
+    def initialize() -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    return initialize
 
 
 async def open_runtime(settings: Settings, index: FaqIndex,
@@ -68,8 +85,14 @@ async def open_runtime(settings: Settings, index: FaqIndex,
     `generator` defaults to a lazy loader of the configured model.
     """
     store = ConversationStore(settings.storage.database_url)
-    await store.init()
+    try:
+        await store.init()
+    except BaseException:
+        await store.close()
+        raise
+    executor = ThreadPoolExecutor(2, thread_name_prefix="retrieval",
+                                  initializer=torch_threads(settings.retrieval.threads))
     manager = DialogueManager(index, store, settings.persona, settings.retrieval,
                               settings.dialogue, settings.model.generation,
-                              generator or generator_factory(settings.model))
+                              generator or generator_factory(settings.model), executor)
     return Runtime(manager, store, index)

@@ -55,6 +55,17 @@ class PersonaSettings(_Section):
     too_long_text: str = Field(
         "Your message is too long for me; please keep it under {max_chars} characters.",
         min_length=1, description="Reply to a message over dialogue.max_input_chars.")
+    error_text: str = Field(
+        "Sorry, something went wrong on our side. Please try again in a moment, or type "
+        "'human' to reach a colleague.", min_length=1,
+        description="Reply when a turn fails (the error is logged and stored).")
+    waiting_text: str = Field(
+        "A colleague from our team has your conversation and will reply here soon.",
+        min_length=1, description="Reply while a handed-off conversation waits for a human.")
+    identity_text: str = Field(
+        "I'm {bot_name}, the virtual assistant of {company_name}. I can answer questions "
+        "from our help pages; type 'human' to reach a colleague.", min_length=1,
+        description="Reply to 'are you a human or a bot?'.")
 
     def render(self, text: str, **extra: object) -> str:
         """Fill {bot_name}, {company_name} and any extra fields into a persona text."""
@@ -95,6 +106,8 @@ class ModelSettings(_Section):
                            "generated in one batch (1 turns batching off).")
     batch_window_ms: float = Field(10.0, ge=0.0, le=1000.0, description="How long a request "
                                    "waits for others to share its batch.")
+    threads: int = Field(0, ge=0, le=256, description="Torch threads of the model's worker "
+                         "thread (0: torch's default, all cores). See bench/README.md.")
     cache_dir: Path = Field(Path("~/.cache/supportbot/models").expanduser(),
                             description="Where the bundled GGUF is converted to safetensors once.")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
@@ -114,6 +127,9 @@ class RetrievalSettings(_Section):
                                      description="Score at or above which 'Did you mean' offers.")
     max_suggestions: int = Field(3, ge=1, le=5, description="Questions offered in 'Did you mean'.")
     auto_rebuild: bool = Field(True, description="Rebuild a missing or stale index on start.")
+    threads: int = Field(1, ge=0, le=64, description="Torch threads of each of the two "
+                         "retrieval workers (0: torch's default). One query at a time runs "
+                         "fastest on one thread while the model generates: bench/README.md.")
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> RetrievalSettings:
@@ -136,7 +152,11 @@ class DialogueSettings(_Section):
                                description="Recent messages given to the model and to retrieval.")
     min_grounding: float = Field(0.6, ge=0.0, le=1.0, description="A generated answer scoring "
                                  "below this is not sent; 'Did you mean' is offered instead.")
-    max_input_chars: int = Field(2000, ge=1, description="Longer messages are refused.")
+    max_input_chars: int = Field(2000, ge=1, description="Longer messages are refused (and "
+                                 "stored cut to this length).")
+    release: Literal["sentence", "answer"] = Field(
+        "sentence", description="Generated text reaches the customer sentence by sentence, each "
+        "once it passes the grounding check, or only as a whole checked answer.")
     handoff_keywords: list[str] = Field(
         default_factory=lambda: ["human", "agent", "real person", "operator",
                                  "talk to someone", "speak to someone", "representative"],

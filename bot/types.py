@@ -17,6 +17,8 @@ class Decision(str, Enum):
     FALLBACK = "fallback"  # nothing matches: say so and offer a human
     HANDOFF = "handoff"  # the customer asked for a human
     INVALID = "invalid"  # empty or over-long input
+    WAITING = "waiting"  # the conversation is with a human: the bot only says a colleague replies
+    ERROR = "error"  # the turn failed; the customer got an apology, the cause is logged and stored
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,13 @@ class UserMessage:
     conversation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     channel: str = "terminal"
     user_id: str = "local"
+
+
+@dataclass(frozen=True)
+class TextEvent:
+    """Verified text for the customer, in order; a turn's pieces add up to its reply's text."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -70,3 +79,4 @@ class BotReply:
         data = asdict(self)
         data["decision"] = self.decision.value
         return data
+

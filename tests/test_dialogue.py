@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bot.dialogue import DialogueManager
+from bot.generation.batching import BatchingGenerator
 from bot.generation.transformers_generator import TransformersGenerator
 from bot.runtime import generator_factory
 from bot.settings import Settings
 from bot.storage import ConversationStore
-from bot.types import Decision, UserMessage
+from bot.types import BotReply, ConversationStatus, Decision, TextEvent, UserMessage
 from retrieval.index import FaqIndex
+from tests.fakes import ScriptedGenerator
+
+pytestmark = pytest.mark.timeout(120)
 
 NEAR_MISS = "what's the time limit for sending stuff back"
 
@@ -132,6 +137,43 @@ async def test_invalid_input(sample_index: FaqIndex, store: ConversationStore, t
     assert reply.decision is Decision.INVALID and fragment in reply.text
 
 
+async def test_over_long_input_is_stored_as_a_bounded_prefix(
+        sample_index: FaqIndex, store: ConversationStore) -> None:
+    await manager(sample_index, store).handle(UserMessage("y" * 500_000, conversation_id="c"))
+    user, bot = await store.history("c")
+    assert user.text == "y" * 2000 and bot.meta["input_chars"] == 500_000
+
+
+@pytest.mark.parametrize("text", ["I don't want a human", "no human please",
+                                  "is this a human or a bot?", "are you a real person?",
+                                  "I do not want to talk to an agent"])
+async def test_refusing_or_asking_about_a_human_does_not_hand_off(
+        sample_index: FaqIndex, store: ConversationStore, text: str) -> None:
+    reply = await manager(sample_index, store).handle(UserMessage(text, conversation_id="c"))
+    assert reply.decision is not Decision.HANDOFF
+    assert await store.conversation_status("c") is ConversationStatus.BOT
+
+
+async def test_identity_question_gets_an_honest_answer(sample_index: FaqIndex,
+                                                       store: ConversationStore) -> None:
+    reply = await manager(sample_index, store).handle(
+        UserMessage("is this a human or a bot?", conversation_id="c"))
+    assert "virtual assistant" in reply.text and reply.meta["intent"] == "identity"
+
+
+async def test_after_a_handoff_the_bot_waits_for_the_human(sample_index: FaqIndex,
+                                                           store: ConversationStore) -> None:
+    dm = manager(sample_index, store)
+    handoff = await dm.handle(UserMessage("No, I want a human", conversation_id="c"))
+    assert handoff.decision is Decision.HANDOFF
+    assert await store.conversation_status("c") is ConversationStatus.HANDOFF
+    reply = await dm.handle(UserMessage("How can I track my order?", conversation_id="c"))
+    assert reply.decision is Decision.WAITING and "colleague" in reply.text
+    assert await store.set_status("c", ConversationStatus.BOT)
+    reply = await dm.handle(UserMessage("How can I track my order?", conversation_id="c"))
+    assert reply.decision is Decision.ANSWER, "released back to the bot"
+
+
 async def test_every_turn_is_stored(sample_index: FaqIndex, store: ConversationStore) -> None:
     dm = middling(sample_index, store, NEAR_MISS)
     for text in ["How can I track my order?", NEAR_MISS, "1", "what's the weather on mars"]:
@@ -146,81 +188,210 @@ async def test_every_turn_is_stored(sample_index: FaqIndex, store: ConversationS
     assert all(b.confidence is not None for b in bots)
 
 
-# --- the generated branch, on a tiny random model ------------------------------------------
+# --- the generated branch ---------------------------------------------------------------------
+
+FAITHFUL = ('Go to "My orders", choose the order and click "Return items", then select the items '
+            "and a reason.")
+INVENTED = "Call us on 0800 123 456 and we will collect it for free."
+SECOND = ("Drop the parcel off at any carrier drop-off point within 14 days of registering the "
+          "return.")
 
 
-@pytest.fixture(scope="module")
-def tiny_generator(tiny_model_dir: Path) -> TransformersGenerator:
-    return TransformersGenerator.load(str(tiny_model_dir), device="cpu")
-
-
-def generating(index: FaqIndex, store: ConversationStore, generator: TransformersGenerator,
-               min_grounding: float, loads: list[int] | None = None) -> DialogueManager:
+def generating(index: FaqIndex, store: ConversationStore, generator: object,
+               min_grounding: float = 0.6, loads: list[int] | None = None,
+               **dialogue: object) -> DialogueManager:
     """A manager whose thresholds put NEAR_MISS in the generated band."""
     settings = Settings()
     score = index.search(NEAR_MISS, top_k=1)[0].score
     settings.retrieval.answer_threshold = score + 0.05
     settings.retrieval.suggest_threshold = score - 0.15
     settings.dialogue.min_grounding = min_grounding
-    settings.model.generation.max_new_tokens = 16
+    for key, value in dialogue.items():
+        setattr(settings.dialogue, key, value)
+    settings.model.generation.max_new_tokens = 60
 
-    def factory() -> TransformersGenerator:
+    def factory() -> object:
         if loads is not None:
             loads.append(1)
         return generator
 
     return DialogueManager(index, store, settings.persona, settings.retrieval, settings.dialogue,
-                           settings.model.generation, factory)
+                           settings.model.generation, factory)  # type: ignore[arg-type]
+
+
+async def collect(dm: DialogueManager, message: UserMessage) -> tuple[list[str], BotReply]:
+    """The text events of a turn and its final reply."""
+    pieces: list[str] = []
+    reply = None
+    async for event in dm.stream(message):
+        if isinstance(event, TextEvent):
+            pieces.append(event.text)
+        else:
+            reply = event
+    assert isinstance(reply, BotReply)
+    return pieces, reply
 
 
 async def test_middle_band_generates_a_grounded_answer(
-        sample_index: FaqIndex, store: ConversationStore,
-        tiny_generator: TransformersGenerator) -> None:
+        sample_index: FaqIndex, store: ConversationStore) -> None:
     loads: list[int] = []
-    dm = generating(sample_index, store, tiny_generator, min_grounding=0.0, loads=loads)
+    scripted = ScriptedGenerator(f"{FAITHFUL} {SECOND}")
+    dm = generating(sample_index, store, scripted, loads=loads)
     first = await dm.handle(UserMessage("How can I track my order?", conversation_id="c"))
     assert first.decision is Decision.ANSWER and loads == [], "FAQ answers never load the model"
-    reply = await dm.handle(UserMessage(NEAR_MISS, conversation_id="c"))
+    pieces, reply = await collect(dm, UserMessage(NEAR_MISS, conversation_id="c"))
     assert loads == [1] and dm.generator_loaded
     assert reply.decision is Decision.GENERATE
-    assert reply.text == reply.candidates[0].text and reply.confidence == reply.candidates[0].score
-    assert reply.sources and reply.sources[0].id == sample_index.search(NEAR_MISS)[0].entry.id
+    assert pieces == [FAITHFUL, " " + SECOND], "released sentence by sentence"
+    assert reply.text == FAITHFUL + " " + SECOND
+    assert reply.sources and reply.sources[0].id == "how-to-return"
     assert reply.meta["prompt_tokens"] > 0 and reply.meta["history_messages"] == 2
+    assert [c["supported"] for c in reply.meta["checks"]] == [True, True]
     await dm.handle(UserMessage(NEAR_MISS, conversation_id="c"))
     assert loads == [1], "loaded once"
     stored = (await store.history("c"))[3]
-    assert stored.decision == "generate" and stored.faq_ids == [s.id for s in reply.sources]
-    assert stored.meta["candidates"][0]["text"] == reply.text
+    assert stored.decision == "generate" and stored.text == reply.text
+    assert stored.faq_ids == ["how-to-return"]
     assert stored.meta["retrieval_query"] == NEAR_MISS
 
 
-async def test_ungrounded_generation_falls_back_to_did_you_mean(
-        sample_index: FaqIndex, store: ConversationStore,
-        tiny_generator: TransformersGenerator) -> None:
-    dm = generating(sample_index, store, tiny_generator, min_grounding=0.99)
-    reply = await dm.handle(UserMessage(NEAR_MISS, conversation_id="c"))
+async def test_an_unsupported_sentence_never_reaches_the_customer(
+        sample_index: FaqIndex, store: ConversationStore) -> None:
+    scripted = ScriptedGenerator(f"{FAITHFUL} {INVENTED} {SECOND}", seconds_per_token=0.005)
+    dm = generating(sample_index, store, scripted)
+    pieces, reply = await collect(dm, UserMessage(NEAR_MISS, conversation_id="c"))
+    assert pieces == [FAITHFUL] and reply.text == FAITHFUL
+    assert reply.decision is Decision.GENERATE
+    assert "0800" not in "".join(pieces) and reply.meta["held_back"]
+    produced = scripted.tokens[0]
+    assert produced < len(f"{FAITHFUL} {INVENTED} {SECOND}".split()), "generation was stopped"
+    stored = await store.last_bot_message("c")
+    assert stored is not None and stored.text == FAITHFUL, "stored exactly what was shown"
+
+
+async def test_an_unsupported_first_sentence_gives_did_you_mean(
+        sample_index: FaqIndex, store: ConversationStore) -> None:
+    dm = generating(sample_index, store, ScriptedGenerator(f"{INVENTED} {FAITHFUL}"))
+    pieces, reply = await collect(dm, UserMessage(NEAR_MISS, conversation_id="c"))
     assert reply.decision is Decision.CLARIFY and reply.suggestions
+    assert pieces == [reply.text] and "0800" not in reply.text
     assert reply.meta["rejected"].startswith("grounding")
-    assert len(reply.candidates) == 1, "the rejected candidate is kept for review"
+    assert reply.candidates and "0800" in reply.candidates[0].text, "kept for review, not shown"
 
 
-async def test_streaming_sends_pieces_as_they_come(
+@pytest.mark.parametrize("release", ["sentence", "answer"])
+async def test_release_modes_show_the_same_checked_text(
+        sample_index: FaqIndex, store: ConversationStore, release: str) -> None:
+    dm = generating(sample_index, store, ScriptedGenerator(f"{FAITHFUL} {SECOND} And then"),
+                    release=release)
+    pieces, reply = await collect(dm, UserMessage(NEAR_MISS, conversation_id="c"))
+    assert "".join(pieces) == reply.text == f"{FAITHFUL} {SECOND}", "cut-off tail dropped"
+    assert len(pieces) == (2 if release == "sentence" else 1)
+    assert reply.meta["cut_off"] == "And then"
+
+
+async def test_consumer_leaving_stops_generation_and_stores_what_was_shown(
+        sample_index: FaqIndex, store: ConversationStore) -> None:
+    words = f"{FAITHFUL} {SECOND} " * 3
+    scripted = ScriptedGenerator(words.strip(), seconds_per_token=0.01)
+    dm = generating(sample_index, store, scripted, min_grounding=0.0)
+    stream = dm.stream(UserMessage(NEAR_MISS, conversation_id="c"))
+    first = await anext(stream)
+    assert isinstance(first, TextEvent) and first.text == FAITHFUL
+    await stream.aclose()  # the client went away
+    steps_at_close = scripted.steps
+    await asyncio.sleep(0.2)
+    assert scripted.tokens and scripted.steps - steps_at_close <= 1, \
+        "the model stopped within one token step of the consumer leaving"
+    assert scripted.tokens[0] < len(words.split())
+    stored = await store.last_bot_message("c")
+    assert stored is not None and stored.text == FAITHFUL and stored.meta["interrupted"]
+
+
+async def test_a_failing_token_sink_stops_the_turn(sample_index: FaqIndex,
+                                                   store: ConversationStore) -> None:
+    scripted = ScriptedGenerator(f"{FAITHFUL} {SECOND} " * 5, seconds_per_token=0.01)
+    dm = generating(sample_index, store, scripted, min_grounding=0.0)
+
+    def sink(text: str) -> None:
+        raise ConnectionError("client gone")
+
+    with pytest.raises(ConnectionError):
+        await dm.handle(UserMessage(NEAR_MISS, conversation_id="c"), on_token=sink)
+    steps_at_failure = scripted.steps
+    await asyncio.sleep(0.2)
+    assert scripted.steps - steps_at_failure <= 1, "generation stopped"
+    assert scripted.tokens[0] < len(f"{FAITHFUL} {SECOND} ".split()) * 5
+
+
+async def test_generation_failure_inside_a_turn_is_an_apology_and_the_chat_goes_on(
         sample_index: FaqIndex, store: ConversationStore,
-        tiny_generator: TransformersGenerator) -> None:
-    dm = generating(sample_index, store, tiny_generator, min_grounding=0.0)
-    pieces: list[str] = []
-    reply = await dm.handle(UserMessage(NEAR_MISS, conversation_id="c"), on_token=pieces.append)
-    assert pieces, "the text arrived through the sink (word by word for real text)"
-    assert "".join(pieces).strip().startswith(reply.text)
+        caplog: pytest.LogCaptureFixture) -> None:
+    scripted = ScriptedGenerator(FAITHFUL, fail=RuntimeError("CUDA out of memory"))
+    dm = generating(sample_index, store, scripted)
+    pieces, reply = await collect(dm, UserMessage(NEAR_MISS, conversation_id="c"))
+    assert reply.decision is Decision.ERROR and "went wrong" in reply.text
+    assert pieces == [reply.text] and "out of memory" in reply.meta["error"]
+    assert "turn failed" in caplog.text
+    rows = await store.history("c")
+    assert [(r.role, r.decision) for r in rows] == [("user", None), ("bot", "error")]
+    scripted.fail = None
+    _, again = await collect(dm, UserMessage(NEAR_MISS, conversation_id="c"))
+    assert again.decision is Decision.GENERATE, "the conversation goes on"
 
 
-async def test_candidates_are_ranked(sample_index: FaqIndex, store: ConversationStore,
-                                     tiny_generator: TransformersGenerator) -> None:
-    dm = generating(sample_index, store, tiny_generator, min_grounding=0.0)
+async def test_a_storage_failure_is_an_apology_not_a_crash(
+        sample_index: FaqIndex, tmp_path: Path) -> None:
+    broken = ConversationStore(f"sqlite+aiosqlite:///{tmp_path}/broken.db")
+    await broken.init()
+    async with broken._engine.begin() as conn:  # the database loses its tables under the bot
+        await conn.exec_driver_sql("DROP TABLE messages")
+    try:
+        dm = manager(sample_index, broken)
+        for text in ["How can I track my order?", "what's the weather like"]:
+            reply = await dm.handle(UserMessage(text, conversation_id="c"))
+            assert reply.decision is Decision.ERROR and "went wrong" in reply.text
+            assert "no such table" in reply.meta["error"]
+            assert "cannot store the turn" in reply.meta["storage_error"]
+    finally:
+        await broken.close()
+
+
+async def test_concurrent_conversations_share_a_batch(sample_index: FaqIndex,
+                                                      store: ConversationStore) -> None:
+    scripted = ScriptedGenerator(lambda q: f"{FAITHFUL}", seconds_per_token=0.02)
+    dm = generating(sample_index, store, BatchingGenerator(scripted, max_batch=8, window_s=0.3))
+    replies = await asyncio.gather(*(dm.handle(UserMessage(NEAR_MISS, conversation_id=f"c{i}"))
+                                     for i in range(8)))
+    assert [r.decision for r in replies] == [Decision.GENERATE] * 8
+    assert [r.conversation_id for r in replies] == [f"c{i}" for i in range(8)]
+    assert scripted.batches == [8], "eight conversations, one forward pass per step"
+    dm.close()
+
+
+async def test_turns_of_one_conversation_run_in_order(sample_index: FaqIndex,
+                                                      store: ConversationStore) -> None:
+    dm = manager(sample_index, store)
+    texts = [f"How can I track my order? ({i})" for i in range(6)]
+    await asyncio.gather(*(dm.handle(UserMessage(t, conversation_id="new")) for t in texts))
+    rows = await store.history("new", limit=100)
+    assert [r.role for r in rows] == ["user", "bot"] * 6, "each turn stored whole, in turn"
+
+
+async def test_candidates_are_ranked_and_the_best_is_checked(
+        sample_index: FaqIndex, store: ConversationStore) -> None:
+    answers = iter([INVENTED, FAITHFUL, "Returns are easy."])
+
+    class Candidates(ScriptedGenerator):
+        def generate(self, prompts, params, on_text=None, should_stop=None):  # type: ignore[no-untyped-def]
+            return [[next(answers) for _ in range(params.n)] for _ in prompts]
+
+    dm = generating(sample_index, store, Candidates(""))
     dm.generation.n = 3
     reply = await dm.handle(UserMessage(NEAR_MISS, conversation_id="c"))
     scores = [c.score for c in reply.candidates]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+    assert reply.decision is Decision.GENERATE and reply.text == FAITHFUL
 
 
 async def test_follow_up_uses_the_previous_question(sample_index: FaqIndex,
@@ -231,6 +402,24 @@ async def test_follow_up_uses_the_previous_question(sample_index: FaqIndex,
     assert reply.meta["retrieval_query"] == "How do I return an item? and how long does that take?"
     fresh = await dm.handle(UserMessage("what is the capital of australia", conversation_id="c"))
     assert fresh.meta["retrieval_query"] == "what is the capital of australia"
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tiny_model_dir: Path) -> TransformersGenerator:
+    return TransformersGenerator.load(str(tiny_model_dir), device="cpu")
+
+
+async def test_the_real_stream_path_on_a_tiny_model(
+        sample_index: FaqIndex, store: ConversationStore,
+        tiny_generator: TransformersGenerator) -> None:
+    dm = generating(sample_index, store, tiny_generator, min_grounding=0.0)
+    pieces, reply = await collect(dm, UserMessage(NEAR_MISS, conversation_id="c"))
+    assert reply.decision in (Decision.GENERATE, Decision.CLARIFY)
+    assert "".join(pieces) == reply.text
+    assert reply.meta["generated"], "the model wrote something"
+    stored = await store.last_bot_message("c")
+    assert stored is not None and stored.text == reply.text
+    dm.close()
 
 
 async def test_a_model_that_cannot_load_degrades_to_did_you_mean(

@@ -1,14 +1,17 @@
-"""The Generator interface: a batch of chat prompts in, n completions each out; or a stream."""
+"""The Generator interface: a batch of chat prompts in, n completions each out, optionally
+streamed row by row and stopped row by row."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from bot.settings import GenerationSettings
 
 ChatMessage = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 Prompt = list[ChatMessage]
+TextSink = Callable[[int, str], None]  # (prompt index in the batch, new text)
+StopCheck = Callable[[int], bool]  # (prompt index) -> stop generating that row now
 
 
 class Generator(Protocol):
@@ -21,10 +24,13 @@ class Generator(Protocol):
         """Tokens the prompt takes once the chat template is applied."""
         ...
 
-    def generate(self, prompts: Sequence[Prompt], params: GenerationSettings) -> list[list[str]]:
-        """Complete every prompt in one batch: params.n completions per prompt."""
-        ...
+    def generate(self, prompts: Sequence[Prompt], params: GenerationSettings,
+                 on_text: TextSink | None = None,
+                 should_stop: StopCheck | None = None) -> list[list[str]]:
+        """Complete every prompt in one batch: params.n completions per prompt.
 
-    def stream(self, prompt: Prompt, params: GenerationSettings) -> Iterator[str]:
-        """Complete one prompt, yielding text pieces as the tokens are produced."""
+        With `on_text` (and n == 1), each prompt's text is also handed over piece by piece as it
+        is produced. `should_stop` is asked after every token; a prompt for which it answers True
+        stops there (its completion so far is returned).
+        """
         ...

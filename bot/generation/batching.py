@@ -1,98 +1,172 @@
-"""BatchingGenerator: concurrent generate() calls with equal settings share one forward pass."""
+"""BatchingGenerator: generation on its own thread; concurrent requests share one forward pass.
+
+Callers never block a thread while they wait: `submit` returns a future (asyncio code awaits it
+with `asyncio.wrap_future`), so a turn that waits for the model does not hold a pool thread that
+FAQ turns need. Streams are batched too: each request may carry a text sink and a cancel event.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bot.generation.base import Generator, Prompt
+from bot.generation.base import Generator, Prompt, StopCheck, TextSink
 from bot.settings import GenerationSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class _Request:
-    prompts: Sequence[Prompt]
+    prompts: list[Prompt]
     params: GenerationSettings
-    done: threading.Event = field(default_factory=threading.Event)
-    result: list[list[str]] | None = None
-    error: BaseException | None = None
+    on_text: TextSink | None
+    cancel: threading.Event
+    future: concurrent.futures.Future[list[list[str]]] = field(
+        default_factory=concurrent.futures.Future)
+
+
+class GeneratorClosedError(RuntimeError):
+    """The generator was closed while a request was waiting."""
 
 
 class BatchingGenerator:
-    """Wraps a Generator so that conversations generating at the same time are batched.
+    """Wraps a Generator: one worker thread runs queued requests in batches.
 
-    A caller's request waits at most `window_s` for others with the same settings; then one
-    worker thread runs them as one batch of at most `max_batch` prompts. On CPU, 8 prompts in
-    one batch give about 5x the tokens per second of 8 one after another (bench/README.md).
-    Streaming is not batched: it goes straight to the wrapped generator.
+    A request waits at most `window_s` for others with the same settings; then the worker runs
+    up to `max_batch` prompts as one batch. On CPU, 8 prompts in one batch give about 5x the
+    tokens per second of 8 one after another (bench/README.md). A request whose `cancel` event
+    is set stops after the current token; the others in its batch go on.
     """
 
-    def __init__(self, inner: Generator, max_batch: int = 8, window_s: float = 0.01) -> None:
+    def __init__(self, inner: Generator, max_batch: int = 8, window_s: float = 0.01,
+                 initializer: Callable[[], None] | None = None) -> None:
         self.inner = inner
+        self.initializer = initializer  # run first on the worker thread (e.g. torch threads)
         self.name = inner.name
         self.context_tokens = inner.context_tokens
         self.max_batch = max_batch
         self.window_s = window_s
+        self.batches: list[int] = []  # sizes of the batches run, newest last (for benchmarks)
         self._pending: list[_Request] = []
         self._cond = threading.Condition()
+        self._closed = False
         self._worker: threading.Thread | None = None
+        self._running: list[_Request] = []
 
     def count_tokens(self, prompt: Prompt) -> int:
         """Delegated to the wrapped generator."""
         return self.inner.count_tokens(prompt)
 
-    def stream(self, prompt: Prompt, params: GenerationSettings) -> Iterator[str]:
-        """Delegated to the wrapped generator (a stream is one conversation's own)."""
-        return self.inner.stream(prompt, params)
-
-    def generate(self, prompts: Sequence[Prompt], params: GenerationSettings) -> list[list[str]]:
-        """Queue the prompts, wait for the batch they join, and return their completions."""
-        if not prompts:
-            return []
-        request = _Request(list(prompts), params)
+    def submit(self, prompts: Sequence[Prompt], params: GenerationSettings,
+               on_text: TextSink | None = None, cancel: threading.Event | None = None
+               ) -> concurrent.futures.Future[list[list[str]]]:
+        """Queue prompts for the next batch they fit in; the future holds their completions."""
+        request = _Request(list(prompts), params, on_text, cancel or threading.Event())
+        if not request.prompts:
+            request.future.set_result([])
+            return request.future
         with self._cond:
+            if self._closed:
+                raise GeneratorClosedError("the generator is closed")
             self._pending.append(request)
             if self._worker is None:
                 self._worker = threading.Thread(target=self._run, name="generate-batcher",
-                                                daemon=True)
+                                                 daemon=True)
                 self._worker.start()
             self._cond.notify_all()
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
-        assert request.result is not None
-        return request.result
+        return request.future
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationSettings,
+                 on_text: TextSink | None = None,
+                 should_stop: StopCheck | None = None) -> list[list[str]]:
+        """The Generator interface, blocking: queue, wait for the batch, return completions."""
+        cancel = threading.Event()
+        future = self.submit(prompts, params, on_text, cancel)
+        if should_stop is None:
+            return future.result()
+        while True:  # poll the caller's stop check while waiting
+            try:
+                return future.result(timeout=0.05)
+            except concurrent.futures.TimeoutError:
+                if any(should_stop(i) for i in range(len(prompts))):
+                    cancel.set()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Cancel what is running, fail what waits, and stop the worker thread."""
+        with self._cond:
+            self._closed = True
+            waiting, self._pending = self._pending, []
+            self._cond.notify_all()
+            for request in self._running:
+                request.cancel.set()
+        for request in waiting:
+            request.future.set_exception(GeneratorClosedError("the generator was closed"))
+        if self._worker is not None:
+            self._worker.join(timeout)
 
     def _run(self) -> None:
-        while True:
-            batch = self._next_batch()
-            prompts = [p for r in batch for p in r.prompts]
-            try:
-                results = self.inner.generate(prompts, batch[0].params)
-            except BaseException as exc:  # every waiting caller gets the failure
-                for request in batch:
-                    request.error = exc
-                    request.done.set()
-                continue
-            start = 0
-            for request in batch:
-                request.result = results[start:start + len(request.prompts)]
-                start += len(request.prompts)
-                request.done.set()
+        if self.initializer is not None:
+            self.initializer()
+        while (batch := self._next_batch()) is not None:
+            with self._cond:
+                self._running = batch
+            self._run_batch(batch)
+            with self._cond:
+                self._running = []
 
-    def _next_batch(self) -> list[_Request]:
+    def _run_batch(self, batch: list[_Request]) -> None:
+        rows: list[tuple[_Request, int]] = [(r, i) for r in batch for i in range(len(r.prompts))]
+        prompts = [r.prompts[i] for r, i in rows]
+        streaming = any(r.on_text is not None for r in batch)
+
+        def on_text(row: int, text: str) -> None:
+            request, i = rows[row]
+            if request.on_text is not None and not request.cancel.is_set():
+                request.on_text(i, text)
+
+        def should_stop(row: int) -> bool:
+            return rows[row][0].cancel.is_set()
+
+        self.batches.append(len(prompts))
+        try:
+            results = self.inner.generate(prompts, batch[0].params,
+                                          on_text=on_text if streaming else None,
+                                          should_stop=should_stop)
+        except Exception as exc:  # every waiting caller gets the failure; the worker goes on
+            log.warning("generation failed for a batch of %d: %s", len(prompts), exc)
+            for request in batch:
+                request.future.set_exception(exc)
+            return
+        start = 0
+        for request in batch:
+            request.future.set_result(results[start:start + len(request.prompts)])
+            start += len(request.prompts)
+
+    def _next_batch(self) -> list[_Request] | None:
         """Wait for a request, give others `window_s` to join, take those that fit together."""
         with self._cond:
-            while not self._pending:
-                self._cond.wait()
+            while True:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return None
+                # A request cancelled before its batch started is dropped unrun.
+                for request in [r for r in self._pending if r.cancel.is_set()]:
+                    self._pending.remove(request)
+                    request.future.set_result([[""] * request.params.n for _ in request.prompts])
+                if self._pending:
+                    break
             deadline = time.monotonic() + self.window_s
             first = self._pending[0]
             while sum(len(r.prompts) for r in self._pending
                       if r.params == first.params) < self.max_batch:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self._closed:
                     break
                 self._cond.wait(remaining)
             batch: list[_Request] = []
@@ -104,3 +178,12 @@ class BatchingGenerator:
                     size += len(request.prompts)
                     self._pending.remove(request)
             return batch
+
+
+def as_batching(generator: Generator, max_batch: int = 1,
+                window_s: float = 0.0) -> BatchingGenerator:
+    """The generator itself if it already batches, else wrapped (max_batch 1: one at a time)."""
+    if isinstance(generator, BatchingGenerator):
+        return generator
+    return BatchingGenerator(generator, max_batch, window_s)
+

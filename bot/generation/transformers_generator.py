@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import ModelError
-from bot.generation.base import Prompt
+from bot.generation.base import Prompt, StopCheck, TextSink
 from bot.generation.bundled import resolve_model_path
 from bot.settings import GenerationSettings
 
@@ -78,46 +79,60 @@ class TransformersGenerator:
         """Tokens the templated prompt takes."""
         return len(self.tokenizer(self.render(prompt), add_special_tokens=False)["input_ids"])
 
-    def generate(self, prompts: Sequence[Prompt], params: GenerationSettings) -> list[list[str]]:
-        """One forward pass per step for the whole batch; params.n completions per prompt."""
+    def generate(self, prompts: Sequence[Prompt], params: GenerationSettings,
+                 on_text: TextSink | None = None,
+                 should_stop: StopCheck | None = None) -> list[list[str]]:
+        """One forward pass per step for the whole batch; params.n completions per prompt.
+
+        `on_text` receives each prompt's new text as tokens are decoded (n == 1 only);
+        `should_stop` is asked after every step and ends the rows it answers True for.
+        """
         import torch
+        from transformers import StoppingCriteriaList
 
         if not prompts:
             return []
+        n = params.n
         batch = self.encode(prompts)
         config = self.generation_config(params)
+        options: dict[str, Any] = {}
+        if on_text is not None and n == 1:
+            options["streamer"] = _RowStreamer(self.tokenizer, len(prompts), on_text)
+        if should_stop is not None:
+            options["stopping_criteria"] = StoppingCriteriaList([_StopRows(should_stop, n)])
         with self._lock, torch.inference_mode():
-            output = self.model.generate(**batch, generation_config=config)
+            output = self.model.generate(**batch, generation_config=config, **options)
         new_tokens = output[:, batch["input_ids"].shape[1]:]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        n = params.n
         return [[t.strip() for t in texts[i * n:(i + 1) * n]] for i in range(len(prompts))]
 
     def stream(self, prompt: Prompt, params: GenerationSettings) -> Iterator[str]:
-        """Yield text pieces as they are decoded (always one completion: n is ignored)."""
-        import torch
-        from transformers import TextIteratorStreamer
+        """Yield text pieces as they are decoded (always one completion: n is ignored).
 
-        batch = self.encode([prompt])
-        config = self.generation_config(params.model_copy(update={"n": 1}))
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
-                                        skip_special_tokens=True)
+        Leaving the loop early stops the model after its current token.
+        """
+        pieces: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        stop = threading.Event()
         failure: list[BaseException] = []
 
         def run() -> None:
             try:
-                with self._lock, torch.inference_mode():
-                    self.model.generate(**batch, generation_config=config, streamer=streamer)
+                self.generate([prompt], params.model_copy(update={"n": 1}),
+                              on_text=lambda _, text: pieces.put(text),
+                              should_stop=lambda _: stop.is_set())
             except BaseException as exc:  # surfaced in the consumer below
                 failure.append(exc)
-                streamer.end()
+            finally:
+                pieces.put(None)
 
         worker = threading.Thread(target=run, name="generate-stream", daemon=True)
         worker.start()
-        for piece in streamer:
-            if piece:
+        try:
+            while (piece := pieces.get()) is not None:
                 yield piece
-        worker.join()
+        finally:
+            stop.set()
+            worker.join()
         if failure:
             raise failure[0]
 
@@ -160,3 +175,58 @@ def _with_adapter(model: PreTrainedModel, adapter: Path) -> PreTrainedModel:
         raise ModelError(f"cannot load adapter {adapter}: {exc}") from exc
     merged: PreTrainedModel = peft_model.merge_and_unload()
     return merged
+
+
+class _RowStreamer:
+    """A transformers streamer for a whole batch: hands each row's new text to a sink.
+
+    Each row's tokens are decoded in full at every step and only the new characters are passed
+    on, so multi-byte characters split over tokens arrive whole.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, rows: int, sink: TextSink) -> None:
+        self.tokenizer = tokenizer
+        self.sink = sink
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.sent = [0] * rows
+        self.finished = [False] * rows
+        self.prompt_seen = False
+        eos = tokenizer.eos_token_id
+        self.eos = set(eos if isinstance(eos, list) else [eos])
+
+    def put(self, value: torch.Tensor) -> None:
+        """Called by generate: first with the prompt ids, then with one new token per row."""
+        if not self.prompt_seen:  # the first call carries the prompt itself
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.finished[row]:
+                continue
+            if token in self.eos:
+                self.finished[row] = True
+                continue
+            self.tokens[row].append(token)
+            text = str(self.tokenizer.decode(self.tokens[row], skip_special_tokens=True))
+            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                continue
+            if len(text) > self.sent[row]:
+                self.sink(row, text[self.sent[row]:])
+                self.sent[row] = len(text)
+
+    def end(self) -> None:
+        """Called by generate when it is done; nothing is held back."""
+
+
+class _StopRows:
+    """A stopping criterion that ends the rows whose prompt `should_stop` names."""
+
+    def __init__(self, should_stop: StopCheck, n: int) -> None:
+        self.should_stop = should_stop
+        self.n = n
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        import torch
+
+        rows = input_ids.shape[0]
+        return torch.tensor([self.should_stop(row // self.n) for row in range(rows)],
+                            dtype=torch.bool, device=input_ids.device)

@@ -1,0 +1,173 @@
+"""Verified release of generated text: a sentence reaches the customer only once it passes.
+
+The model's pieces are cut into sentences as they complete; each is checked against the FAQ
+entries in the prompt; a sentence that passes is released, and the first one that fails stops
+generation there. What was released is the answer: it is never withdrawn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from bot.generation.base import Prompt
+from bot.generation.batching import BatchingGenerator
+from bot.settings import GenerationSettings
+
+# The prompt's worked example uses these headers; a small model sometimes starts another one.
+RUN_ON = re.compile(r"\n\s*(?:FAQ|Question|Customer|User|Q)\s*:", re.IGNORECASE)
+# A sentence ends at . ! or ? (with closing quotes or brackets) followed by white space, or at a
+# line break; "9.95" and "e.g. this" do not end one.
+_END = re.compile(r"[.!?][\"')\]]*[ \t]+|[.!?][\"')\]]*\n\s*|\n\s*")
+_ABBREVIATION = re.compile(r"(?:\b(?:e\.g|i\.e|etc|approx|incl|no|nr|mr|mrs|ms|dr|st|vs|ca)\.)$",
+                           re.IGNORECASE)
+_ENDS_WELL = re.compile(r"[.!?][\"')\]]*$")
+
+
+@dataclass(frozen=True)
+class Check:
+    """The grounding verdict on one sentence."""
+
+    text: str
+    score: float
+    supported: bool
+    reason: str = ""
+
+
+CheckSentence = Callable[[str], Awaitable[Check]]
+
+
+@dataclass
+class Outcome:
+    """What happened in a verified stream, complete once the stream is exhausted."""
+
+    released: str = ""  # exactly the text handed to the customer
+    raw: str = ""  # what the model wrote, up to where it was stopped
+    checks: list[Check] = field(default_factory=list)  # every sentence checked, in order
+    rejected: Check | None = None  # the first sentence that failed (it and the rest were held)
+    cut_off: str = ""  # an unfinished last sentence, dropped
+
+
+def next_sentence(buffer: str) -> tuple[str, str, str] | None:
+    """(sentence, separator, rest) for the first complete sentence in `buffer`, if any.
+
+    A boundary at the very end of the buffer does not count yet: a closing quote or the rest of
+    an abbreviation may still follow.
+    """
+    buffer = buffer.lstrip()
+    start = 0
+    while (match := _END.search(buffer, start)) is not None:
+        rest = buffer[match.end():]
+        if not rest:
+            return None
+        head = buffer[:match.end()].rstrip()
+        if _ABBREVIATION.search(head):
+            start = match.end()
+            continue
+        separator = "\n" if "\n" in match.group() else " "
+        return head, separator, rest
+    return None
+
+
+class VerifiedStream:
+    """Async iterator over released text; `outcome` tells the rest once it is exhausted.
+
+    With `per_sentence` False, sentences are checked as they complete but released only at the
+    end, as one piece (the 'answer' release mode).
+    """
+
+    def __init__(self, pieces: AsyncIterator[str], check: CheckSentence, stop: Callable[[], None],
+                 per_sentence: bool = True) -> None:
+        self.pieces = pieces
+        self.check = check
+        self.stop = stop
+        self.per_sentence = per_sentence
+        self.outcome = Outcome()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        outcome = self.outcome
+        buffer, held, separator = "", "", ""
+        finished = False
+        try:
+            async for piece in self.pieces:
+                outcome.raw += piece
+                buffer += piece
+                run_on = RUN_ON.search(buffer)
+                if run_on:  # the model started a new example turn: the answer ends here
+                    buffer = buffer[:run_on.start()] + "\n"
+                    self.stop()
+                while (found := next_sentence(buffer)) is not None:
+                    sentence, next_separator, buffer = found
+                    verdict = await self.check(sentence)
+                    outcome.checks.append(verdict)
+                    if not verdict.supported:
+                        outcome.rejected = verdict
+                        self.stop()
+                        finished = True
+                        break
+                    text = (separator if outcome.released or held else "") + sentence
+                    separator = next_separator
+                    if self.per_sentence:
+                        outcome.released += text
+                        yield text
+                    else:
+                        held += text
+                if finished or run_on:
+                    break
+            last = buffer.strip()
+            if not finished and last:
+                nothing_ends = not outcome.checks and not _ENDS_WELL.search(last)
+                if _ENDS_WELL.search(last) or nothing_ends:
+                    verdict = await self.check(last)
+                    outcome.checks.append(verdict)
+                    if verdict.supported:
+                        text = (separator if outcome.released or held else "") + last
+                        if self.per_sentence:
+                            outcome.released += text
+                            yield text
+                        else:
+                            held += text
+                    else:
+                        outcome.rejected = verdict
+                else:
+                    outcome.cut_off = last
+            if held:
+                outcome.released = held
+                yield held
+        finally:
+            self.stop()
+
+
+async def generated_pieces(generator: BatchingGenerator, prompt: Prompt,
+                           params: GenerationSettings, cancel: threading.Event
+                           ) -> AsyncIterator[str]:
+    """The model's text for one prompt, piece by piece, without blocking the event loop.
+
+    Setting `cancel` (or leaving the loop early) stops the model after its current token.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def post(item: str | None) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is gone: nobody is listening any more
+            cancel.set()
+
+    future = generator.submit([prompt], params, on_text=lambda _, text: post(text),
+                              cancel=cancel)
+    future.add_done_callback(lambda _: post(None))
+    try:
+        while (piece := await queue.get()) is not None:
+            yield piece
+        future.result()  # raises what the model raised
+    finally:
+        cancel.set()
+
+
+async def one_piece(text: str) -> AsyncIterator[str]:
+    """An already complete text as a stream of one piece."""
+    yield text
