@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,8 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bot.errors import SupportbotError
-from bot.settings import DEFAULT_CONFIG, Settings, load_settings, settings_to_yaml
+from bot.errors import SettingsWarning, SupportbotError
+from bot.settings import DEFAULT_CONFIG, Settings, example_yaml, load_settings, settings_to_yaml
 from bot.types import BotReply, Decision, UserMessage
 from retrieval.errors import IndexMissingError, IndexStaleError, RetrievalError
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="supportbot: a customer-service bot on your own hardware.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect settings, or print an example file.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 out = Console(highlight=False, soft_wrap=True)
@@ -52,10 +53,22 @@ def _settings(ctx: typer.Context) -> Settings:
 
 @config_app.command("show")
 def config_show(ctx: typer.Context) -> None:
-    """Print the effective settings (file, then SUPPORTBOT_* environment) as YAML."""
-    with _user_errors():
+    """Print the effective settings (file, then SUPPORTBOT_* environment) as YAML.
+
+    A password in storage.database_url is shown as ***.
+    """
+    with _user_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SettingsWarning)
         settings = _settings(ctx)
-    out.print(settings_to_yaml(settings), end="", markup=False)
+    for warning in caught:
+        err.print(f"[yellow]warning[/]: {escape(str(warning.message))}")
+    sys.stdout.write(settings_to_yaml(settings))
+
+
+@config_app.command("example")
+def config_example() -> None:
+    """Print an example supportbot.yaml: every key with its default and what it does."""
+    sys.stdout.write(example_yaml())
 
 
 @app.command()

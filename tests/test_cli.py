@@ -35,6 +35,40 @@ def test_config_show_prints_effective_settings(config_file: Path,
     assert f"index_dir: {config_file.parent / 'index'}" in stdout
 
 
+def test_config_show_hides_the_database_password(config_file: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_STORAGE__DATABASE_URL",
+                       "postgresql+asyncpg://bot:s3cret@db.example/support")
+    code, stdout, _ = run(config_file, "config", "show")
+    assert code == 0
+    assert "s3cret" not in stdout
+    assert "database_url: postgresql+asyncpg://bot:***@db.example/support" in stdout
+
+
+def test_config_show_takes_lists_from_env_and_warns_on_unknown_names(
+        config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_DIALOGUE__HANDOFF_KEYWORDS", "human,real person")
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL_TOP_K", "3")
+    code, stdout, stderr = run(config_file, "config", "show")
+    assert code == 0, stderr
+    assert "handoff_keywords:\n  - human\n  - real person\n" in stdout
+    assert "top_k: 5" in stdout
+    assert "warning: ignoring unknown environment variable SUPPORTBOT_RETRIEVAL_TOP_K: did you " \
+        "mean SUPPORTBOT_RETRIEVAL__TOP_K?" in " ".join(stderr.split())
+
+
+def test_config_example_is_the_committed_example(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["config", "example"])
+    assert result.exit_code == 0, result.stderr
+    committed = Path(__file__).parent.parent / "supportbot.example.yaml"
+    assert result.stdout == committed.read_text(encoding="utf-8")
+    copy = tmp_path / "supportbot.yaml"
+    copy.write_text(result.stdout, encoding="utf-8")
+    code, stdout, stderr = run(copy, "config", "show")
+    assert code == 0, stderr
+    assert "answer_threshold: 0.7" in stdout
+
+
 def test_bad_config_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     config = tmp_path / "supportbot.yaml"
     config.write_text("retrieval:\n  top_k: many\n")
