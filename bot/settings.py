@@ -461,8 +461,10 @@ def _env_value(name: str, raw: str, loc: tuple[str, ...], field: FieldInfo) -> A
 
 
 def _unknown_env_message(name: str, known: Mapping[str, object]) -> str:
-    close = difflib.get_close_matches(name.upper(), [*known, CONFIG_ENV], n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]}?" if close else (
+    # Compared without the common prefix, which would make every name look alike.
+    names = [n.removeprefix(ENV_PREFIX) for n in (*known, CONFIG_ENV)]
+    close = difflib.get_close_matches(name.upper().removeprefix(ENV_PREFIX), names, n=1)
+    hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else (
         f"settings are {ENV_PREFIX}<SECTION>{ENV_DELIMITER}<KEY>; "
         "`supportbot config show` lists them")
     return f"ignoring unknown environment variable {name}: {hint}"

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from bot.cli import app
 from bot.storage import ConversationStore
+from retrieval.corpus import load_faq
 from tests.conftest import SAMPLE_FAQ
 
 runner = CliRunner()
@@ -97,7 +98,11 @@ def test_bad_faq_names_file_and_line(tmp_path: Path) -> None:
 def test_index_then_ask_json(config_file: Path) -> None:
     code, _, stderr = run(config_file, "index")
     assert code == 0, stderr
-    assert "indexed 54 entries" in stderr or "indexed" in stderr
+    entries = load_faq(SAMPLE_FAQ)
+    phrasings = sum(len(e.questions) for e in entries)
+    message = " ".join(stderr.split())
+    assert (f"indexed {len(entries)} entries ({phrasings} phrasings, dimension 384, embedder "
+            f"all-MiniLM-L6-v2) into {config_file.parent / 'index'} in ") in message
     assert (config_file.parent / "index" / "meta.json").is_file()
     code, stdout, stderr = run(config_file, "ask", "--json", "How can I track my order?")
     assert code == 0, stderr
@@ -121,12 +126,42 @@ def test_stale_index_is_rebuilt_with_a_notice(config_file: Path, tmp_path: Path)
     assert json.loads(stdout)["decision"] == "answer"
 
 
-def test_stale_index_is_refused_when_rebuild_is_off(config_file: Path,
+def test_stale_index_is_refused_when_rebuild_is_off(config_file: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run(config_file, "index")[0] == 0
+    faq = tmp_path / "faq.yaml"
+    faq.write_text(SAMPLE_FAQ.read_text(encoding="utf-8").replace(
+        "track my order", "follow my order"), encoding="utf-8")
+    config_file.write_text(config_file.read_text().replace(str(SAMPLE_FAQ), str(faq)))
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL__AUTO_REBUILD", "false")
+    code, _, stderr = run(config_file, "ask", "follow my order")
+    assert code == 1
+    message = " ".join(stderr.split())
+    assert f"the index in {config_file.parent / 'index'} is stale" in message
+    assert "FAQ corpus changed" in message and "run 'supportbot index'" in message
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL__AUTO_REBUILD", "true")
+    code, _, stderr = run(config_file, "ask", "follow my order")
+    assert code == 0, stderr
+    message = " ".join(stderr.split())
+    assert f"rebuilt the FAQ index in {config_file.parent / 'index'}: the FAQ corpus changed " \
+        "since it was built" in message
+
+
+def test_missing_index_is_refused_when_rebuild_is_off(config_file: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPPORTBOT_RETRIEVAL__AUTO_REBUILD", "false")
     code, _, stderr = run(config_file, "ask", "hello")
     assert code == 1
     assert "no index in" in stderr and "supportbot index" in stderr
+
+
+def test_unwritable_index_dir_is_a_message_not_a_traceback(config_file: Path) -> None:
+    (config_file.parent / "index").write_text("not a folder")
+    code, _, stderr = run(config_file, "ask", "hello")
+    assert code == 1
+    message = " ".join(stderr.split())
+    assert f"cannot save the index in {config_file.parent / 'index'}" in message
+    assert "retrieval.index_dir" in message and "Traceback" not in stderr
 
 
 @pytest.mark.slow

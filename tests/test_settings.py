@@ -270,3 +270,11 @@ def test_database_password_is_hidden_in_the_dump(tmp_path: Path) -> None:
     assert reloaded.storage.database_url == settings.storage.database_url
     settings.storage.database_url = "postgresql://u:secret@host:port/db"  # make_url refuses it
     assert "postgresql://u:***@host:port/db" in settings_to_yaml(settings)
+
+
+def test_unknown_env_variable_without_a_close_name(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_FOO", "1")
+    with pytest.warns(SettingsWarning, match=r"SUPPORTBOT_FOO: settings are "
+                                             r"SUPPORTBOT_<SECTION>__<KEY>"):
+        load_settings(tmp_path / "absent.yaml")
