@@ -57,12 +57,25 @@ def config_show(ctx: typer.Context) -> None:
 
     A password in storage.database_url is shown as ***.
     """
-    with _user_errors(), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", SettingsWarning)
+    with _user_errors(), _settings_warnings():
         settings = _settings(ctx)
-    for warning in caught:
-        err.print(f"[yellow]warning[/]: {escape(str(warning.message))}")
     sys.stdout.write(settings_to_yaml(settings))
+
+
+@contextmanager
+def _settings_warnings() -> Iterator[None]:
+    """Show SettingsWarnings (say, a misspelt SUPPORTBOT_* name) in yellow, even before an error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SettingsWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, SettingsWarning):
+                    err.print(f"[yellow]warning[/]: {escape(str(warning.message))}")
+                else:
+                    warnings.showwarning(warning.message, warning.category, warning.filename,
+                                         warning.lineno)
 
 
 @config_app.command("example")

@@ -58,6 +58,17 @@ def test_config_show_takes_lists_from_env_and_warns_on_unknown_names(
         "mean SUPPORTBOT_RETRIEVAL__TOP_K?" in " ".join(stderr.split())
 
 
+def test_config_show_warns_before_an_error(config_file: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL_TOP_K", "3")
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL__TOP_K", "0")
+    code, stdout, stderr = run(config_file, "config", "show")
+    assert code == 1 and stdout == ""
+    assert stderr.index("warning: ignoring unknown environment variable "
+                        "SUPPORTBOT_RETRIEVAL_TOP_K") < stderr.index("error: invalid settings")
+    assert "[environment variable SUPPORTBOT_RETRIEVAL__TOP_K]" in " ".join(stderr.split())
+
+
 def test_config_example_is_the_committed_example(tmp_path: Path) -> None:
     result = runner.invoke(app, ["config", "example"])
     assert result.exit_code == 0, result.stderr
