@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,8 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bot.errors import SupportbotError
-from bot.settings import DEFAULT_CONFIG, Settings, load_settings, settings_to_yaml
+from bot.errors import SettingsWarning, SupportbotError
+from bot.settings import DEFAULT_CONFIG, Settings, example_yaml, load_settings, settings_to_yaml
 from bot.types import BotReply, TextEvent, UserMessage
 from retrieval.errors import IndexMissingError, IndexStaleError, RetrievalError
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="supportbot: a customer-service bot on your own hardware.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect settings, or print an example file.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 out = Console(highlight=False, soft_wrap=True)
@@ -47,15 +48,41 @@ def _root(ctx: typer.Context, config: Annotated[Path | None, typer.Option(
 
 def _settings(ctx: typer.Context) -> Settings:
     path = ctx.find_root().obj
-    return load_settings(path, explicit=path is not None)
+    with _settings_warnings():
+        return load_settings(path, explicit=path is not None)
 
 
 @config_app.command("show")
 def config_show(ctx: typer.Context) -> None:
-    """Print the effective settings (file, then SUPPORTBOT_* environment) as YAML."""
+    """Print the effective settings (file, then SUPPORTBOT_* environment) as YAML.
+
+    A password in storage.database_url is shown as ***.
+    """
     with _user_errors():
         settings = _settings(ctx)
-    out.print(settings_to_yaml(settings), end="", markup=False)
+    sys.stdout.write(settings_to_yaml(settings))
+
+
+@contextmanager
+def _settings_warnings() -> Iterator[None]:
+    """Show SettingsWarnings (say, a misspelt SUPPORTBOT_* name) in yellow, even before an error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SettingsWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, SettingsWarning):
+                    err.print(f"[yellow]warning[/]: {escape(str(warning.message))}")
+                else:
+                    warnings.showwarning(warning.message, warning.category, warning.filename,
+                                         warning.lineno)
+
+
+@config_app.command("example")
+def config_example() -> None:
+    """Print an example supportbot.yaml: every key with its default and what it does."""
+    sys.stdout.write(example_yaml())
 
 
 @app.command()
@@ -66,7 +93,7 @@ def index(ctx: typer.Context, faq: Annotated[Path | None, typer.Option(
         settings = _settings(ctx)
         if faq is not None:
             settings.retrieval.faq_path = faq
-        from retrieval.corpus import load_faq
+        from retrieval.corpus import faq_file_hash, load_faq
         from retrieval.embedder import SentenceTransformerEmbedder
         from retrieval.index import FaqIndex
 
@@ -76,6 +103,8 @@ def index(ctx: typer.Context, faq: Annotated[Path | None, typer.Option(
         total = sum(len(e.questions) for e in entries)
         with _progress("embedding phrasings", total) as advance:
             built = FaqIndex.build(entries, embedder, progress=advance)
+        # The file's hash lets the next start skip parsing an unchanged FAQ.
+        built.faq_sha256 = faq_file_hash(settings.retrieval.faq_path)
         built.save(settings.retrieval.index_dir)
         err.print(f"indexed {len(entries)} entries ({built.size} phrasings, "
                   f"dimension {embedder.dimension}, embedder {embedder.name}) "

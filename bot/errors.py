@@ -33,3 +33,7 @@ class ModelError(SupportbotError):
 
 class GenerationError(SupportbotError):
     """A reply cannot be generated as configured (for example, the prompt cannot fit)."""
+
+
+class SettingsWarning(UserWarning):
+    """A setting is probably not what the user meant (say, a misspelt SUPPORTBOT_* variable)."""

@@ -10,7 +10,6 @@ from bot.dialogue import DialogueManager
 from bot.generation.base import Generator
 from bot.settings import ModelSettings, Settings
 from bot.storage import ConversationStore
-from retrieval.corpus import load_faq
 from retrieval.embedder import Embedder, ProgressCallback, SentenceTransformerEmbedder
 from retrieval.errors import IndexMissingError, IndexStaleError
 from retrieval.index import FaqIndex
@@ -33,14 +32,14 @@ class Runtime:
 def open_index(settings: Settings, embedder: Embedder | None = None,
                progress: ProgressCallback | None = None
                ) -> tuple[FaqIndex, IndexMissingError | IndexStaleError | None]:
-    """Load the FAQ and its saved index; rebuild it when missing or stale and auto_rebuild is on.
+    """Open the FAQ's saved index; rebuild it when missing or stale and auto_rebuild is on.
 
-    Returns the index and why it was rebuilt (None when the saved one was used).
+    The FAQ file is parsed only when it changed since the index was built. Returns the index
+    and why it was rebuilt (None when the saved one was used).
     """
-    entries = load_faq(settings.retrieval.faq_path)
     embedder = embedder or SentenceTransformerEmbedder(settings.retrieval.embedder)
-    return FaqIndex.load_or_build(settings.retrieval.index_dir, entries, embedder,
-                                  rebuild=settings.retrieval.auto_rebuild, progress=progress)
+    return FaqIndex.open(settings.retrieval.faq_path, settings.retrieval.index_dir, embedder,
+                         rebuild=settings.retrieval.auto_rebuild, progress=progress)
 
 
 def generator_factory(model: ModelSettings,

@@ -2,22 +2,50 @@
 
 from __future__ import annotations
 
+import codecs
+import difflib
+import json
 import os
-from collections.abc import Mapping
+import re
+import string
+import textwrap
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bot.errors import SettingsError
-from bot.generation.bundled import BUNDLED_GENERATOR
-from retrieval.embedder import BUNDLED_EMBEDDER
+from bot.errors import SettingsError, SettingsWarning
+
+# The bundled models' names live here, so that reading settings loads no model code;
+# bot.generation.bundled imports the first, retrieval.embedder repeats the second (a test
+# checks they agree: retrieval must not import bot).
+BUNDLED_GENERATOR = "SmolLM2-135M-Instruct"
+BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
 
 DEFAULT_CONFIG = Path("supportbot.yaml")
 ENV_PREFIX = "SUPPORTBOT_"
 ENV_DELIMITER = "__"
+CONFIG_ENV = "SUPPORTBOT_CONFIG"  # read by the CLI (--config), not a setting
+_NAMES = frozenset({"bot_name", "company_name"})
+# The {placeholders} each persona text may use; render() fills exactly these.
+PLACEHOLDERS: dict[str, frozenset[str]] = {
+    "system_prompt": _NAMES, "greeting": _NAMES, "fallback_text": _NAMES,
+    "handoff_text": _NAMES, "clarify_text": _NAMES, "clarify_footer": _NAMES,
+    "empty_text": _NAMES, "too_long_text": _NAMES | {"max_chars"},
+}
 
 
 class _Section(BaseModel):
@@ -25,7 +53,7 @@ class _Section(BaseModel):
 
 
 class PersonaSettings(_Section):
-    """Who the bot is and the fixed texts it says."""
+    """Who the bot is and the fixed texts it says ({bot_name} and {company_name} are filled in)."""
 
     company_name: str = Field("Kestrel Outfitters", min_length=1,
                               description="Company the bot speaks for.")
@@ -67,9 +95,33 @@ class PersonaSettings(_Section):
         "from our help pages; type 'human' to reach a colleague.", min_length=1,
         description="Reply to 'are you a human or a bot?'.")
 
+    @field_validator(*PLACEHOLDERS)
+    @classmethod
+    def _known_placeholders(cls, text: str, info: ValidationInfo) -> str:
+        allowed = PLACEHOLDERS[str(info.field_name)]
+        for name in _placeholders(text):
+            if name not in allowed:
+                names = ", ".join(f"{{{a}}}" for a in sorted(allowed))
+                raise ValueError(f"unknown placeholder {{{name}}} (allowed: {names}; "
+                                 "write {{ and }} for a literal brace)")
+        return text
+
     def render(self, text: str, **extra: object) -> str:
         """Fill {bot_name}, {company_name} and any extra fields into a persona text."""
         return text.format(bot_name=self.bot_name, company_name=self.company_name, **extra)
+
+
+def _placeholders(text: str) -> Iterator[str]:
+    """The field names of the {placeholders} in a format string; ValueError if malformed."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ValueError(f"malformed braces: {exc} (write {{{{ and }}}} for a literal brace)"
+                         ) from None
+    for _, name, spec, _ in parsed:
+        if name is not None:
+            yield name
+            yield from _placeholders(spec or "")
 
 
 class GenerationSettings(_Section):
@@ -108,9 +160,14 @@ class ModelSettings(_Section):
                                    "waits for others to share its batch.")
     threads: int = Field(0, ge=0, le=256, description="Torch threads of the model's worker "
                          "thread (0: torch's default, all cores). See bench/README.md.")
-    cache_dir: Path = Field(Path("~/.cache/supportbot/models").expanduser(),
+    cache_dir: Path = Field(Path("~/.cache/supportbot/models"), validate_default=True,
                             description="Where the bundled GGUF is converted to safetensors once.")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+
+    @field_validator("adapter", "cache_dir")
+    @classmethod
+    def _expand_user(cls, path: Path | None) -> Path | None:
+        return path.expanduser() if path is not None else None
 
 
 class RetrievalSettings(_Section):
@@ -130,6 +187,11 @@ class RetrievalSettings(_Section):
     threads: int = Field(1, ge=0, le=64, description="Torch threads of each of the two "
                          "retrieval workers (0: torch's default). One query at a time runs "
                          "fastest on one thread while the model generates: bench/README.md.")
+
+    @field_validator("faq_path", "index_dir")
+    @classmethod
+    def _expand_user(cls, path: Path) -> Path:
+        return path.expanduser()
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> RetrievalSettings:
@@ -189,7 +251,18 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's contents arrive as init arguments; the environment overrides them.
-        return (env_settings, init_settings)
+        return (_EnvSource(settings_cls), init_settings)
+
+
+class _EnvSource(PydanticBaseSettingsSource):
+    """SUPPORTBOT_* variables as nested values; list settings take commas or a JSON array."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: __call__ reads the whole environment at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return env_values(os.environ)
 
 
 def load_settings(path: Path | None = None, explicit: bool = False) -> Settings:
@@ -201,7 +274,7 @@ def load_settings(path: Path | None = None, explicit: bool = False) -> Settings:
     path = path or DEFAULT_CONFIG
     text, data = "", {}
     if path.is_file():
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
         data = _parse_yaml(path, text)
         _resolve_relative(data, path.parent)
     elif explicit:
@@ -211,6 +284,23 @@ def load_settings(path: Path | None = None, explicit: bool = False) -> Settings:
     except ValidationError as exc:
         raise SettingsError([_describe(err, path, text, data) for err in exc.errors()],
                             path if text else None) from exc
+
+
+def _read_text(path: Path) -> str:
+    """The file as text: UTF-8, with or without a byte-order mark."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SettingsError([f"cannot read the file: {exc.strerror or exc}"], path) from exc
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = bom + exc.start
+        line = raw[:offset].count(b"\n") + 1
+        raise SettingsError([f"line {line}: not UTF-8 text ({exc.reason} at byte {offset}); "
+                             "save the file as UTF-8"], path) from exc
+    return text.replace("\r\n", "\n")
 
 
 def _parse_yaml(path: Path, text: str) -> dict[str, Any]:
@@ -252,14 +342,16 @@ def _describe(err: Mapping[str, Any], path: Path, text: str, data: dict[str, Any
     message = str(err["msg"]).removeprefix("Value error, ")
     value = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(
         err.get("input"), dict) else ""
-    env_name = ENV_PREFIX + ENV_DELIMITER.join(loc).upper()
-    if env_name in os.environ:
-        source = f"environment variable {env_name}"
-    elif _in_file(data, loc):
+    env_names = _env_names_for(loc)
+    sources = []
+    if env_names:
+        plural = "s" if len(env_names) > 1 else ""
+        sources.append(f"environment variable{plural} {', '.join(env_names)}")
+    exact = ENV_PREFIX + ENV_DELIMITER.join(loc).upper() in {n.upper() for n in env_names}
+    if not exact and _in_file(data, loc):
         line = _yaml_line(text, loc)
-        source = f"{path}" + (f", line {line}" if line else "")
-    else:
-        source = "defaults"
+        sources.append(f"{path}" + (f", line {line}" if line else ""))
+    source = "; ".join(sources) or "defaults"
     if err["type"] == "extra_forbidden":
         message = "unknown setting (check the spelling; `supportbot config show` lists them)"
         value = ""
@@ -294,7 +386,160 @@ def _yaml_line(text: str, loc: list[str]) -> int | None:
     return line
 
 
-def settings_to_yaml(settings: Settings) -> str:
-    """The effective settings as YAML, in the same shape as supportbot.yaml."""
-    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False, allow_unicode=True,
-                          width=100)
+def settings_to_yaml(settings: Settings, hide_passwords: bool = True) -> str:
+    """The effective settings as YAML, in the same shape as supportbot.yaml.
+
+    With `hide_passwords` (the default), a password in storage.database_url shows as ***.
+    """
+    data = settings.model_dump(mode="json")
+    if hide_passwords:
+        data["storage"]["database_url"] = hide_password(data["storage"]["database_url"])
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def hide_password(url: str) -> str:
+    """A database URL with its password (if any) replaced by ***."""
+    from sqlalchemy.engine import make_url  # only here: reading settings stays light
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    return parsed.render_as_string(hide_password=True) if parsed.password is not None else url
+
+
+# --- environment: SUPPORTBOT_SECTION__KEY=value ----------------------------------------------
+
+
+def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Nested setting values from SUPPORTBOT_* variables; warns about unknown names."""
+    known = _env_targets()
+    values: dict[str, Any] = {}
+    # Whole sections (JSON objects) first, so that a variable for one key overrides them.
+    for name in sorted(environ, key=lambda n: (n.count(ENV_DELIMITER), n)):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV:
+            continue
+        if upper not in known:
+            warnings.warn(_unknown_env_message(name, known), SettingsWarning, stacklevel=2)
+            continue
+        loc, field = known[upper]
+        value = _env_value(name, environ[name], loc, field)
+        node = values
+        for part in loc[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(node.get(loc[-1]), dict):
+            node[loc[-1]].update(value)
+        else:
+            node[loc[-1]] = value
+    return values
+
+
+def _env_targets() -> dict[str, tuple[tuple[str, ...], FieldInfo]]:
+    """Every valid variable name (upper case) with the settings path and field it sets."""
+    targets: dict[str, tuple[tuple[str, ...], FieldInfo]] = {}
+
+    def walk(model: type[BaseModel], loc: tuple[str, ...]) -> None:
+        for name, field in model.model_fields.items():
+            here = (*loc, name)
+            targets[ENV_PREFIX + ENV_DELIMITER.join(here).upper()] = (here, field)
+            if _is_section(field):
+                walk(field.annotation, here)  # type: ignore[arg-type]
+
+    walk(Settings, ())
+    return targets
+
+
+def _is_section(field: FieldInfo) -> bool:
+    return isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+
+
+def _env_value(name: str, raw: str, loc: tuple[str, ...], field: FieldInfo) -> Any:
+    """A variable's text as the value pydantic validates: JSON for sections, lists by commas."""
+    key = ".".join(loc)
+    if _is_section(field):
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SettingsError([f"{key}: not a JSON object ({exc.msg}, column {exc.colno}) "
+                                 f"[environment variable {name}]"]) from exc
+        if not isinstance(value, dict):
+            raise SettingsError([f"{key}: expected a JSON object of keys "
+                                 f"[environment variable {name}]"])
+        return value
+    if get_origin(field.annotation) is list:
+        if not raw.lstrip().startswith("["):
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SettingsError([f"{key}: not a JSON list ({exc.msg}, column {exc.colno}); "
+                                 "use a comma-separated list or a JSON array "
+                                 f"[environment variable {name}]"]) from exc
+    return raw
+
+
+def _unknown_env_message(name: str, known: Mapping[str, object]) -> str:
+    # Compared without the common prefix, which would make every name look alike.
+    names = [n.removeprefix(ENV_PREFIX) for n in (*known, CONFIG_ENV)]
+    close = difflib.get_close_matches(name.upper().removeprefix(ENV_PREFIX), names, n=1)
+    hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else (
+        f"settings are {ENV_PREFIX}<SECTION>{ENV_DELIMITER}<KEY>; "
+        "`supportbot config show` lists them")
+    return f"ignoring unknown environment variable {name}: {hint}"
+
+
+def _env_names_for(loc: list[str]) -> list[str]:
+    """The variables set for `loc`, for a section holding it, or for keys inside it."""
+    key = ENV_PREFIX + ENV_DELIMITER.join(loc).upper()
+    known = _env_targets()
+    found = []
+    for name in os.environ:
+        upper = name.upper()
+        if upper in known and (upper == key or key.startswith(upper + ENV_DELIMITER)
+                               or upper.startswith(key + ENV_DELIMITER)):
+            found.append(name)
+    return sorted(found)
+
+
+# --- the example file: every key, its default and its description ---------------------------
+
+EXAMPLE_HEADER = """\
+# supportbot settings: every key with its default and what it does.
+# Generated by `supportbot config example`: copy it to supportbot.yaml and keep what you change.
+# Relative paths are taken relative to this file's folder.
+# Environment variables override the file: SUPPORTBOT_<SECTION>__<KEY>, for example
+# SUPPORTBOT_RETRIEVAL__TOP_K=3 or SUPPORTBOT_MODEL__GENERATION__TEMPERATURE=0.7; lists take
+# commas or JSON: SUPPORTBOT_DIALOGUE__HANDOFF_KEYWORDS="human,agent".
+"""
+
+
+def example_yaml() -> str:
+    """An example supportbot.yaml from the settings model: every key, default and description."""
+    lines: list[str] = []
+    _example_lines(Settings, 0, lines)
+    return EXAMPLE_HEADER + "\n".join(lines) + "\n"
+
+
+def _example_lines(model: type[BaseModel], depth: int, lines: list[str]) -> None:
+    indent = "  " * depth
+    for name, field in model.model_fields.items():
+        if _is_section(field):
+            section: type[BaseModel] = field.annotation  # type: ignore[assignment]
+            if depth == 0:
+                lines.append("")
+            lines.extend(_comment((section.__doc__ or "").strip(), indent))
+            lines.append(f"{indent}{name}:")
+            _example_lines(section, depth + 1, lines)
+            continue
+        lines.extend(_comment(field.description or "", indent))
+        default = field.get_default(call_default_factory=True)
+        value = str(default) if isinstance(default, Path) else default
+        dumped = yaml.safe_dump({name: value}, sort_keys=False, allow_unicode=True,
+                                width=100 - len(indent))
+        lines.extend(indent + line for line in dumped.splitlines())
+
+
+def _comment(text: str, indent: str) -> list[str]:
+    return [f"{indent}# {line}" for line in textwrap.wrap(text, 98 - len(indent))]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -52,11 +54,7 @@ def load_faq(path: Path | str) -> list[FaqEntry]:
     readers = {".yaml": _read_yaml, ".yml": _read_yaml, ".jsonl": _read_jsonl, ".csv": _read_csv}
     if suffix not in readers:
         raise CorpusError.single(path, f"unknown FAQ format '{suffix}' (use .yaml, .jsonl or .csv)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        reason = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
-        raise CorpusError.single(path, reason) from exc
+    text = decode_faq(path, _read_bytes(path))
     problems: list[CorpusProblem] = []
     rows = readers[suffix](path, text, problems)
     entries = _validate(path, rows, problems)
@@ -65,6 +63,35 @@ def load_faq(path: Path | str) -> list[FaqEntry]:
     if problems:
         raise CorpusError(problems)
     return entries
+
+
+def faq_file_hash(path: Path | str) -> str:
+    """A hash of the FAQ file's bytes: equal bytes give equal entries, without parsing them."""
+    return hashlib.sha256(_read_bytes(Path(path))).hexdigest()
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise CorpusError.single(path, "FAQ file not found") from exc
+    except OSError as exc:
+        raise CorpusError.single(path, f"cannot read the FAQ file: {exc.strerror or exc}") from exc
+
+
+def decode_faq(path: Path, raw: bytes) -> str:
+    """UTF-8 text with or without a byte-order mark (Excel writes one), newlines as \\n."""
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = bom + exc.start
+        line = raw[:offset].count(b"\n") + 1
+        raise CorpusError.single(
+            path, f"not UTF-8 text ({exc.reason} at byte {offset}); save the file as UTF-8",
+            line) from exc
+    # Universal newlines, as text mode reads them: a CSV cell's line break stays one \n.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def corpus_hash(entries: Iterable[FaqEntry]) -> str:
@@ -76,11 +103,18 @@ def corpus_hash(entries: Iterable[FaqEntry]) -> str:
 # --- readers: text -> raw rows with line numbers -------------------------------------------
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A YAML loader that keeps the line of every mapping and of each of its keys."""
+_FastBase: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+class _LineLoader(_FastBase):  # type: ignore[valid-type,misc]
+    """A YAML loader (libyaml's where present) that keeps the line of every mapping and key."""
+
+
+class _PureLineLoader(yaml.SafeLoader):
+    """The pure-Python loader: used only to word an error, as libyaml words some less clearly."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     mapping: dict[Any, Any] = loader.construct_mapping(node, deep=True)
     mapping["__line__"] = node.start_mark.line + 1
     mapping["__lines__"] = {
@@ -89,16 +123,22 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any,
     return mapping
 
 
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+for _loader in (_LineLoader, _PureLineLoader):
+    _loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _read_yaml(path: Path, text: str, problems: list[CorpusProblem]) -> list[_RawRow]:
     try:
         doc = yaml.load(text, Loader=_LineLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+    except yaml.YAMLError as fast_error:
+        error = fast_error
+        try:
+            yaml.load(text, Loader=_PureLineLoader)
+        except yaml.YAMLError as pure_error:
+            error = pure_error
+        mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        reason = getattr(exc, "problem", None) or str(exc)
+        reason = getattr(error, "problem", None) or str(error)
         problems.append(CorpusProblem(path, f"invalid YAML: {reason}", line))
         return []
     if isinstance(doc, dict):
@@ -153,9 +193,9 @@ def _read_jsonl(path: Path, text: str, problems: list[CorpusProblem]) -> list[_R
 
 
 def _read_csv(path: Path, text: str, problems: list[CorpusProblem]) -> list[_RawRow]:
-    reader = csv.DictReader(text.splitlines(), restkey="__extra__")
-    header = [h.strip() for h in reader.fieldnames or []]
-    reader.fieldnames = header
+    # newline="": a quoted cell may hold a line break, which the csv module keeps.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in next(reader, [])]
     missing = [name for name in ("id", "answer") if name not in header]
     if "questions" not in header and "question" not in header:
         missing.insert(1, "questions")
@@ -163,17 +203,23 @@ def _read_csv(path: Path, text: str, problems: list[CorpusProblem]) -> list[_Raw
         problems.append(CorpusProblem(path, f"header lacks column(s): {', '.join(missing)}", 1))
         return []
     rows = []
-    for record in reader:
-        line = reader.line_num
-        if "__extra__" in record:
+    while True:
+        line = reader.line_num + 1  # where the next record starts (it may span lines)
+        record = next(reader, None)
+        if record is None:
+            break
+        if not record:  # a blank line
+            continue
+        if len(record) > len(header):
             problems.append(CorpusProblem(
                 path, f"row has more fields than the header's {len(header)}", line))
             continue
-        if any(value is None for value in record.values()):
+        if len(record) < len(header):
             problems.append(CorpusProblem(
                 path, f"row has fewer fields than the header's {len(header)}", line))
             continue
-        item: dict[str, Any] = {k: v for k, v in record.items() if v != "" or k in ("id", "answer")}
+        item: dict[str, Any] = {k: v for k, v in zip(header, record, strict=True)
+                                if v != "" or k in ("id", "answer")}
         for key in ("questions", "question", "tags"):
             if key in item:
                 item[key] = [part.strip() for part in item[key].split(LIST_SEPARATOR)]

@@ -13,6 +13,8 @@ from retrieval.errors import EmbedderError
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+# Also the default of bot.settings' retrieval.embedder (retrieval must not import bot; a test
+# checks that the two agree).
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
 
 ProgressCallback = Callable[[int], None]

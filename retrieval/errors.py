@@ -65,3 +65,15 @@ class IndexMissingError(RetrievalError):
 
 class EmbedderError(RetrievalError):
     """The configured embedder cannot be found or loaded."""
+
+
+class IndexWriteError(RetrievalError):
+    """The index cannot be saved: a read-only or full disk, or a file where the folder should be."""
+
+    def __init__(self, index_dir: Path | str, cause: Exception) -> None:
+        self.index_dir = Path(index_dir)
+        detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+        super().__init__(
+            f"cannot save the index in {self.index_dir} ({detail}); set retrieval.index_dir "
+            "to a folder you can write to"
+        )

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 
-from retrieval.corpus import FaqEntry, corpus_hash
+from retrieval.corpus import FaqEntry, corpus_hash, faq_file_hash, load_faq
 from retrieval.embedder import Embedder, ProgressCallback
-from retrieval.errors import IndexMissingError, IndexStaleError, RetrievalError
+from retrieval.errors import IndexMissingError, IndexStaleError, IndexWriteError, RetrievalError
 
-FORMAT_VERSION = 1
+# 2: the metadata also holds the entries and the hash of the FAQ file's bytes.
+FORMAT_VERSION = 2
 INDEX_FILE = "index.faiss"
 META_FILE = "meta.json"
 # Exact search over all phrasings up to this size; FAQ corpora are small, so this is the usual case.
@@ -36,10 +39,13 @@ class FaqIndex:
     """Embeds every phrasing, searches by cosine similarity, and returns entries, not phrasings."""
 
     def __init__(self, entries: Sequence[FaqEntry], embedder: Embedder, index: faiss.Index,
-                 phrasing_entry: np.ndarray, phrasings: list[str]) -> None:
+                 phrasing_entry: np.ndarray, phrasings: list[str],
+                 known_hash: str | None = None, faq_sha256: str | None = None) -> None:
         self.entries = list(entries)
         self.embedder = embedder
-        self.corpus_hash = corpus_hash(self.entries)
+        self.corpus_hash = known_hash or corpus_hash(self.entries)
+        # The hash of the FAQ file's bytes the entries came from, when known (see open()).
+        self.faq_sha256 = faq_sha256
         self._index = index
         self._phrasing_entry = phrasing_entry
         self._phrasings = phrasings
@@ -93,56 +99,61 @@ class FaqIndex:
     def save(self, index_dir: Path | str) -> None:
         """Write the FAISS index and its metadata; files are replaced atomically."""
         index_dir = Path(index_dir)
-        index_dir.mkdir(parents=True, exist_ok=True)
+        tmp_index = index_dir / (INDEX_FILE + ".tmp")
+        try:
+            index_dir.mkdir(parents=True, exist_ok=True)
+            faiss.write_index(self._index, str(tmp_index))
+            os.replace(tmp_index, index_dir / INDEX_FILE)
+        except (OSError, RuntimeError) as exc:  # faiss raises RuntimeError when it cannot write
+            with contextlib.suppress(OSError):
+                tmp_index.unlink(missing_ok=True)
+            raise IndexWriteError(index_dir, exc) from exc
+        self.save_meta(index_dir)
+
+    def save_meta(self, index_dir: Path | str) -> None:
+        """Write (atomically replace) only the metadata, say to record a new FAQ file hash."""
+        index_dir = Path(index_dir)
         meta = {
             "format_version": FORMAT_VERSION,
             "corpus_hash": self.corpus_hash,
+            "faq_sha256": self.faq_sha256,
             "embedder": self.embedder.name,
             "dimension": self.embedder.dimension,
             "entries": len(self.entries),
             "phrasings": self._phrasings,
             "phrasing_entry": self._phrasing_entry.tolist(),
+            "faq_entries": [asdict(entry) for entry in self.entries],
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        tmp_index, tmp_meta = index_dir / (INDEX_FILE + ".tmp"), index_dir / (META_FILE + ".tmp")
-        faiss.write_index(self._index, str(tmp_index))
-        tmp_meta.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        os.replace(tmp_index, index_dir / INDEX_FILE)
-        os.replace(tmp_meta, index_dir / META_FILE)
+        tmp_meta = index_dir / (META_FILE + ".tmp")
+        try:
+            tmp_meta.write_text(json.dumps(meta, separators=(",", ":")), encoding="utf-8")
+            os.replace(tmp_meta, index_dir / META_FILE)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp_meta.unlink(missing_ok=True)
+            raise IndexWriteError(index_dir, exc) from exc
 
     @classmethod
     def load(cls, index_dir: Path | str, entries: Sequence[FaqEntry],
              embedder: Embedder) -> FaqIndex:
         """Load a saved index; raise IndexStaleError if corpus or embedder no longer match."""
         index_dir = Path(index_dir)
-        meta_path, index_path = index_dir / META_FILE, index_dir / INDEX_FILE
-        if not meta_path.is_file() or not index_path.is_file():
-            raise IndexMissingError(index_dir)
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise IndexStaleError(index_dir, [f"unreadable metadata: {exc}"]) from exc
+        meta = _read_meta(index_dir)
         reasons = stale_reasons(meta, entries, embedder)
         if reasons:
             raise IndexStaleError(index_dir, reasons)
-        try:
-            index = faiss.read_index(str(index_path))
-        except RuntimeError as exc:
-            raise IndexStaleError(index_dir, [f"unreadable FAISS file: {exc}"]) from exc
-        if index.ntotal != len(meta["phrasings"]):
-            raise IndexStaleError(index_dir, ["FAISS file and metadata disagree"])
-        return cls(entries, embedder, index, np.asarray(meta["phrasing_entry"], dtype=np.int64),
-                   list(meta["phrasings"]))
+        return cls._from_saved(index_dir, meta, entries, embedder)
 
     @classmethod
     def load_or_build(cls, index_dir: Path | str, entries: Sequence[FaqEntry],
                       embedder: Embedder, rebuild: bool = True,
-                      progress: ProgressCallback | None = None
+                      progress: ProgressCallback | None = None, faq_sha256: str | None = None
                       ) -> tuple[FaqIndex, IndexMissingError | IndexStaleError | None]:
         """Load the saved index, or (re)build and save it when missing or stale and rebuild is set.
 
         Returns the index and why it was rebuilt: the error that loading raised (None when the
-        saved index was used as it was).
+        saved index was used as it was). `faq_sha256` is recorded with a rebuilt index.
         """
         try:
             return cls.load(index_dir, entries, embedder), None
@@ -151,11 +162,130 @@ class FaqIndex:
                 raise
             why = exc
         index = cls.build(entries, embedder, progress=progress)
+        index.faq_sha256 = faq_sha256
         index.save(index_dir)
         return index, why
 
+    @classmethod
+    def open(cls, faq_path: Path | str, index_dir: Path | str, embedder: Embedder,
+             rebuild: bool = True, progress: ProgressCallback | None = None
+             ) -> tuple[FaqIndex, IndexMissingError | IndexStaleError | None]:
+        """Open the saved index of a FAQ file; (re)build it when missing or stale and `rebuild`.
 
-def stale_reasons(meta: dict[str, object], entries: Sequence[FaqEntry],
+        When the file's bytes are the ones the index was built from, the entries come from the
+        index's own metadata and the file is not parsed again. Returns the index and why it was
+        (re)built, as load_or_build does.
+        """
+        faq_path, index_dir = Path(faq_path), Path(index_dir)
+        digest = faq_file_hash(faq_path)
+        try:
+            return cls._load_unchanged(index_dir, digest, embedder), None
+        except (IndexMissingError, IndexStaleError):
+            pass  # parse the file: load_or_build finds (and reports) why the index is stale
+        entries = load_faq(faq_path)
+        index, why = cls.load_or_build(index_dir, entries, embedder, rebuild, progress, digest)
+        if index.faq_sha256 != digest:
+            # The same entries from other bytes (an edited comment, say): remember these bytes
+            # so that the next start skips parsing. A read-only index only loses the shortcut.
+            index.faq_sha256 = digest
+            with contextlib.suppress(IndexWriteError):
+                index.save_meta(index_dir)
+        return index, why
+
+    @classmethod
+    def _load_unchanged(cls, index_dir: Path, faq_sha256: str, embedder: Embedder) -> FaqIndex:
+        """The saved index with its saved entries, if built from a file with these bytes."""
+        meta = _read_meta(index_dir)
+        if meta["faq_sha256"] != faq_sha256:
+            raise IndexStaleError(index_dir, ["the FAQ file changed since it was built"])
+        reasons = _embedder_reasons(meta, embedder)
+        if reasons:
+            raise IndexStaleError(index_dir, reasons)
+        entries = _saved_entries(index_dir, meta)
+        return cls._from_saved(index_dir, meta, entries, embedder, known_hash=meta["corpus_hash"])
+
+    @classmethod
+    def _from_saved(cls, index_dir: Path, meta: dict[str, Any], entries: Sequence[FaqEntry],
+                    embedder: Embedder, known_hash: str | None = None) -> FaqIndex:
+        """The FaqIndex for checked metadata: reads the FAISS file and checks that they fit."""
+        try:
+            index = faiss.read_index(str(index_dir / INDEX_FILE))
+        except RuntimeError as exc:
+            raise IndexStaleError(index_dir, [f"unreadable FAISS file: {exc}"]) from exc
+        phrasing_entry = meta["phrasing_entry"]
+        if index.ntotal != len(meta["phrasings"]) or index.d != embedder.dimension:
+            raise IndexStaleError(index_dir, ["FAISS file and metadata disagree"])
+        if any(not 0 <= i < len(entries) for i in phrasing_entry):
+            raise IndexStaleError(index_dir, ["the phrasing table does not fit the entries"])
+        return cls(entries, embedder, index, np.asarray(phrasing_entry, dtype=np.int64),
+                   list(meta["phrasings"]), known_hash, meta["faq_sha256"])
+
+
+# The metadata's keys and the JSON types their values must have (None: null allowed).
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "format_version": (int,), "corpus_hash": (str,), "faq_sha256": (str, type(None)),
+    "embedder": (str,), "dimension": (int,), "phrasings": (list,), "phrasing_entry": (list,),
+    "faq_entries": (list,),
+}
+
+
+def _read_meta(index_dir: Path) -> dict[str, Any]:
+    """The saved metadata, checked for shape; IndexMissingError or IndexStaleError if unusable."""
+    meta_path, index_path = index_dir / META_FILE, index_dir / INDEX_FILE
+    if not meta_path.is_file() or not index_path.is_file():
+        raise IndexMissingError(index_dir)
+    try:
+        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise IndexStaleError(index_dir, [
+            f"unreadable metadata {meta_path}: not UTF-8 ({exc.reason} at byte {exc.start})"
+        ]) from exc
+    except (OSError, ValueError) as exc:
+        raise IndexStaleError(index_dir, [f"unreadable metadata {meta_path}: {exc}"]) from exc
+    if not isinstance(meta, dict):
+        raise IndexStaleError(index_dir, [
+            f"malformed metadata {meta_path}: a JSON {type(meta).__name__}, not an object"])
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise IndexStaleError(index_dir, [
+            f"index format {meta.get('format_version')} != {FORMAT_VERSION}"])
+    wrong = [key for key, types in _META_TYPES.items()
+             if key not in meta or isinstance(meta[key], bool)
+             or not isinstance(meta[key], types)]
+    if not wrong and (len(meta["phrasing_entry"]) != len(meta["phrasings"])
+                      or not all(isinstance(p, str) for p in meta["phrasings"])
+                      or not all(type(i) is int for i in meta["phrasing_entry"])):
+        wrong = ["phrasings", "phrasing_entry"]
+    if wrong:
+        raise IndexStaleError(index_dir, [
+            f"malformed metadata {meta_path}: missing or wrong {', '.join(wrong)}"])
+    return meta
+
+
+def _saved_entries(index_dir: Path, meta: dict[str, Any]) -> list[FaqEntry]:
+    """The entries saved in the metadata; IndexStaleError if any is malformed."""
+    entries = []
+    for item in meta["faq_entries"]:
+        try:
+            entry = FaqEntry(item["id"], tuple(item["questions"]), item["answer"],
+                             tuple(item["tags"]), item["link"])
+        except (KeyError, TypeError) as exc:
+            raise IndexStaleError(index_dir, [f"malformed saved entry: {exc!r}"]) from exc
+        fields = (entry.id, entry.answer, *entry.questions, *entry.tags)
+        if not all(isinstance(f, str) for f in fields) or not isinstance(entry.link, str | None):
+            raise IndexStaleError(index_dir, [f"malformed saved entry {entry.id!r}"])
+        entries.append(entry)
+    return entries
+
+
+def _embedder_reasons(meta: dict[str, Any], embedder: Embedder) -> list[str]:
+    if meta.get("embedder") != embedder.name:
+        return [f"built with embedder '{meta.get('embedder')}', now '{embedder.name}'"]
+    if meta.get("dimension") != embedder.dimension:
+        return [f"dimension {meta.get('dimension')} != {embedder.dimension}"]
+    return []
+
+
+def stale_reasons(meta: dict[str, Any], entries: Sequence[FaqEntry],
                   embedder: Embedder) -> list[str]:
     """Why saved metadata no longer fits this corpus and embedder (empty when it fits)."""
     reasons = []
@@ -163,10 +293,7 @@ def stale_reasons(meta: dict[str, object], entries: Sequence[FaqEntry],
         reasons.append(f"index format {meta.get('format_version')} != {FORMAT_VERSION}")
     if meta.get("corpus_hash") != corpus_hash(entries):
         reasons.append("the FAQ corpus changed since it was built")
-    if meta.get("embedder") != embedder.name:
-        reasons.append(f"built with embedder '{meta.get('embedder')}', now '{embedder.name}'")
-    elif meta.get("dimension") != embedder.dimension:
-        reasons.append(f"dimension {meta.get('dimension')} != {embedder.dimension}")
+    reasons += _embedder_reasons(meta, embedder)
     if not isinstance(meta.get("phrasings"), list) or not isinstance(
             meta.get("phrasing_entry"), list):
         reasons.append("metadata lacks the phrasing table")

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from bot.cli import app
 from bot.storage import ConversationStore
+from retrieval.corpus import load_faq
 from tests.conftest import SAMPLE_FAQ
 
 runner = CliRunner()
@@ -33,6 +34,51 @@ def test_config_show_prints_effective_settings(config_file: Path,
     assert code == 0
     assert "company_name: Acme Outdoor" in stdout
     assert f"index_dir: {config_file.parent / 'index'}" in stdout
+
+
+def test_config_show_hides_the_database_password(config_file: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_STORAGE__DATABASE_URL",
+                       "postgresql+asyncpg://bot:s3cret@db.example/support")
+    code, stdout, _ = run(config_file, "config", "show")
+    assert code == 0
+    assert "s3cret" not in stdout
+    assert "database_url: postgresql+asyncpg://bot:***@db.example/support" in stdout
+
+
+def test_config_show_takes_lists_from_env_and_warns_on_unknown_names(
+        config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_DIALOGUE__HANDOFF_KEYWORDS", "human,real person")
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL_TOP_K", "3")
+    code, stdout, stderr = run(config_file, "config", "show")
+    assert code == 0, stderr
+    assert "handoff_keywords:\n  - human\n  - real person\n" in stdout
+    assert "top_k: 5" in stdout
+    assert "warning: ignoring unknown environment variable SUPPORTBOT_RETRIEVAL_TOP_K: did you " \
+        "mean SUPPORTBOT_RETRIEVAL__TOP_K?" in " ".join(stderr.split())
+
+
+def test_config_show_warns_before_an_error(config_file: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL_TOP_K", "3")
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL__TOP_K", "0")
+    code, stdout, stderr = run(config_file, "config", "show")
+    assert code == 1 and stdout == ""
+    assert stderr.index("warning: ignoring unknown environment variable "
+                        "SUPPORTBOT_RETRIEVAL_TOP_K") < stderr.index("error: invalid settings")
+    assert "[environment variable SUPPORTBOT_RETRIEVAL__TOP_K]" in " ".join(stderr.split())
+
+
+def test_config_example_is_the_committed_example(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["config", "example"])
+    assert result.exit_code == 0, result.stderr
+    committed = Path(__file__).parent.parent / "supportbot.example.yaml"
+    assert result.stdout == committed.read_text(encoding="utf-8")
+    copy = tmp_path / "supportbot.yaml"
+    copy.write_text(result.stdout, encoding="utf-8")
+    code, stdout, stderr = run(copy, "config", "show")
+    assert code == 0, stderr
+    assert "answer_threshold: 0.7" in stdout
 
 
 def test_bad_config_is_a_message_not_a_traceback(tmp_path: Path) -> None:
@@ -63,7 +109,11 @@ def test_bad_faq_names_file_and_line(tmp_path: Path) -> None:
 def test_index_then_ask_json(config_file: Path) -> None:
     code, _, stderr = run(config_file, "index")
     assert code == 0, stderr
-    assert "indexed 54 entries" in stderr or "indexed" in stderr
+    entries = load_faq(SAMPLE_FAQ)
+    phrasings = sum(len(e.questions) for e in entries)
+    message = " ".join(stderr.split())
+    assert (f"indexed {len(entries)} entries ({phrasings} phrasings, dimension 384, embedder "
+            f"all-MiniLM-L6-v2) into {config_file.parent / 'index'} in ") in message
     assert (config_file.parent / "index" / "meta.json").is_file()
     code, stdout, stderr = run(config_file, "ask", "--json", "How can I track my order?")
     assert code == 0, stderr
@@ -87,12 +137,42 @@ def test_stale_index_is_rebuilt_with_a_notice(config_file: Path, tmp_path: Path)
     assert json.loads(stdout)["decision"] == "answer"
 
 
-def test_stale_index_is_refused_when_rebuild_is_off(config_file: Path,
+def test_stale_index_is_refused_when_rebuild_is_off(config_file: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run(config_file, "index")[0] == 0
+    faq = tmp_path / "faq.yaml"
+    faq.write_text(SAMPLE_FAQ.read_text(encoding="utf-8").replace(
+        "track my order", "follow my order"), encoding="utf-8")
+    config_file.write_text(config_file.read_text().replace(str(SAMPLE_FAQ), str(faq)))
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL__AUTO_REBUILD", "false")
+    code, _, stderr = run(config_file, "ask", "follow my order")
+    assert code == 1
+    message = " ".join(stderr.split())
+    assert f"the index in {config_file.parent / 'index'} is stale" in message
+    assert "FAQ corpus changed" in message and "run 'supportbot index'" in message
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL__AUTO_REBUILD", "true")
+    code, _, stderr = run(config_file, "ask", "follow my order")
+    assert code == 0, stderr
+    message = " ".join(stderr.split())
+    assert f"rebuilt the FAQ index in {config_file.parent / 'index'}: the FAQ corpus changed " \
+        "since it was built" in message
+
+
+def test_missing_index_is_refused_when_rebuild_is_off(config_file: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPPORTBOT_RETRIEVAL__AUTO_REBUILD", "false")
     code, _, stderr = run(config_file, "ask", "hello")
     assert code == 1
     assert "no index in" in stderr and "supportbot index" in stderr
+
+
+def test_unwritable_index_dir_is_a_message_not_a_traceback(config_file: Path) -> None:
+    (config_file.parent / "index").write_text("not a folder")
+    code, _, stderr = run(config_file, "ask", "hello")
+    assert code == 1
+    message = " ".join(stderr.split())
+    assert f"cannot save the index in {config_file.parent / 'index'}" in message
+    assert "retrieval.index_dir" in message and "Traceback" not in stderr
 
 
 @pytest.mark.slow

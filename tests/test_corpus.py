@@ -122,3 +122,67 @@ def test_not_utf8(tmp_path: Path) -> None:
     path.write_bytes("id,questions,answer\n1,caf\xe9?,yes\n".encode("latin-1"))
     with pytest.raises(CorpusError, match="not UTF-8"):
         load_faq(path)
+
+
+def test_csv_quoted_answer_keeps_its_line_break(tmp_path: Path) -> None:
+    text = ('id,questions,answer\r\n'
+            'hours,When are you open?,"Mon-Fri 9-17.\r\nSat 10-14."\r\n'
+            'returns,How do I return an item?,Within 30 days.\r\n')
+    entries = load_faq(write_bytes(tmp_path, "faq.csv", text.encode("utf-8")))
+    assert entries[0].answer == "Mon-Fri 9-17.\nSat 10-14."
+    assert entries[1].answer == "Within 30 days."
+
+
+def test_csv_lines_stay_right_after_a_multiline_cell(tmp_path: Path) -> None:
+    text = ('id,questions,answer\n'
+            'hours,When are you open?,"Mon-Fri\n\nSat"\n'
+            '\n'
+            'returns,How do I return an item?,\n')
+    with pytest.raises(CorpusError) as caught:
+        load_faq(write(tmp_path, "faq.csv", text))
+    assert (caught.value.line, caught.value.field) == (6, "answer")
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("faq.yaml", YAML_GOOD), ("faq.jsonl", JSONL_GOOD), ("faq.csv", CSV_GOOD)])
+def test_utf8_bom_is_accepted(tmp_path: Path, name: str, text: str) -> None:
+    plain = load_faq(write(tmp_path, "plain-" + name, text))
+    path = write_bytes(tmp_path, name, b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert load_faq(path) == plain
+
+
+@pytest.mark.parametrize(("name", "text", "line"), [
+    ("faq.yaml", YAML_GOOD.replace("Within 30 days.", "''"), 12),
+    ("faq.jsonl", JSONL_GOOD + '{"id": "x"\n', 3),
+    ("faq.csv", CSV_GOOD + "x,q\n", 4),
+])
+def test_bom_keeps_line_numbers(tmp_path: Path, name: str, text: str, line: int) -> None:
+    path = write_bytes(tmp_path, name, b"\xef\xbb\xbf" + text.encode("utf-8"))
+    with pytest.raises(CorpusError) as caught:
+        load_faq(path)
+    assert caught.value.line == line
+
+
+def test_not_utf8_names_line_and_byte(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "faq.yaml", b"\xef\xbb\xbf" + YAML_GOOD.replace(
+        "Within 30 days.", "Within 30 d\xe4ys.").encode("latin-1"))
+    with pytest.raises(CorpusError) as caught:
+        load_faq(path)
+    offset = path.read_bytes().index(b"\xe4")
+    assert caught.value.line == 12
+    assert f"at byte {offset}" in str(caught.value)
+
+
+def test_yaml_error_is_worded_as_before(tmp_path: Path) -> None:
+    """libyaml parses; on an error the pure loader words it (and finds the same line)."""
+    path = write(tmp_path, "faq.yaml", YAML_GOOD.replace("[orders]", "[orders"))
+    with pytest.raises(CorpusError) as caught:
+        load_faq(path)
+    assert caught.value.line == 9
+    assert "invalid YAML: expected ',' or ']', but got ':'" in str(caught.value)
+
+
+def write_bytes(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path

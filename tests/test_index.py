@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from retrieval.corpus import FaqEntry
+from retrieval.corpus import FaqEntry, faq_file_hash, load_faq
 from retrieval.embedder import SentenceTransformerEmbedder, resolve_embedder_path
-from retrieval.errors import IndexMissingError, IndexStaleError
-from retrieval.index import META_FILE, FaqIndex
+from retrieval.errors import IndexMissingError, IndexStaleError, IndexWriteError
+from retrieval.index import INDEX_FILE, META_FILE, FaqIndex
+
+FAQ = """\
+entries:
+  - id: track
+    questions: [How do I track my order?, where is my package]
+    answer: Use the tracking link.
+  - id: returns
+    questions: [How do I return an item?]
+    answer: Within 30 days.
+"""
 
 
 def test_search_returns_entries_with_best_phrasing(sample_index: FaqIndex) -> None:
@@ -92,3 +104,147 @@ def test_missing_and_corrupt_index(tmp_path: Path, sample_index: FaqIndex,
     (tmp_path / META_FILE).write_text("{not json")
     with pytest.raises(IndexStaleError, match="unreadable metadata"):
         FaqIndex.load(tmp_path, sample_entries, minilm)
+
+
+def test_non_utf8_metadata_is_stale_and_rebuilt(tmp_path: Path, sample_index: FaqIndex,
+                                                sample_entries: list[FaqEntry],
+                                                minilm: SentenceTransformerEmbedder) -> None:
+    sample_index.save(tmp_path)
+    (tmp_path / META_FILE).write_bytes(b'{"embedder": "caf\xe9"}')
+    with pytest.raises(IndexStaleError) as caught:
+        FaqIndex.load(tmp_path, sample_entries, minilm)
+    assert f"unreadable metadata {tmp_path / META_FILE}: not UTF-8" in str(caught.value)
+    assert "at byte 17" in str(caught.value)
+    rebuilt, why = FaqIndex.load_or_build(tmp_path, sample_entries, minilm)
+    assert isinstance(why, IndexStaleError) and "not UTF-8" in str(why)
+    assert rebuilt.size == sample_index.size
+    assert FaqIndex.load(tmp_path, sample_entries, minilm).size == sample_index.size
+
+
+def _edit(meta: dict[str, Any], key: str, value: object) -> dict[str, Any]:
+    return {**meta, key: value} if value is not None else {k: v for k, v in meta.items()
+                                                           if k != key}
+
+
+@pytest.mark.parametrize(("edit", "fragment"), [
+    (lambda meta: [meta], "a JSON list, not an object"),
+    (lambda meta: "index", "a JSON str, not an object"),
+    (lambda meta: {}, "index format None != 2"),
+    (lambda meta: _edit(meta, "format_version", 1), "index format 1 != 2"),
+    (lambda meta: _edit(meta, "phrasings", None), "missing or wrong phrasings"),
+    (lambda meta: _edit(meta, "dimension", "384"), "missing or wrong dimension"),
+    (lambda meta: _edit(meta, "corpus_hash", 7), "missing or wrong corpus_hash"),
+    (lambda meta: _edit(meta, "phrasing_entry", meta["phrasing_entry"][:-1]),
+     "missing or wrong phrasings, phrasing_entry"),
+    (lambda meta: _edit(meta, "phrasing_entry", [10**6] * len(meta["phrasing_entry"])),
+     "the phrasing table does not fit the entries"),
+])
+def test_wrong_shaped_metadata_is_stale(tmp_path: Path, sample_index: FaqIndex,
+                                        sample_entries: list[FaqEntry],
+                                        minilm: SentenceTransformerEmbedder,
+                                        edit: Any, fragment: str) -> None:
+    sample_index.save(tmp_path)
+    meta = json.loads((tmp_path / META_FILE).read_text(encoding="utf-8"))
+    (tmp_path / META_FILE).write_text(json.dumps(edit(meta)), encoding="utf-8")
+    with pytest.raises(IndexStaleError) as caught:
+        FaqIndex.load_or_build(tmp_path, sample_entries, minilm, rebuild=False)
+    assert fragment in str(caught.value)
+    assert str(tmp_path) in str(caught.value) and "supportbot index" in str(caught.value)
+    _, why = FaqIndex.load_or_build(tmp_path, sample_entries, minilm)
+    assert isinstance(why, IndexStaleError) and fragment in str(why)
+
+
+def test_unwritable_index_folder_is_a_clear_error(tmp_path: Path, sample_index: FaqIndex) -> None:
+    blocker = tmp_path / "index"
+    blocker.write_text("a file where the index folder should be")
+    with pytest.raises(IndexWriteError) as caught:
+        sample_index.save(blocker)
+    assert f"cannot save the index in {blocker}" in str(caught.value)
+    assert "retrieval.index_dir" in str(caught.value)
+    with pytest.raises(IndexWriteError, match="Not a directory"):
+        sample_index.save(blocker / "sub")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_read_only_index_folder_is_a_clear_error(tmp_path: Path, sample_index: FaqIndex) -> None:
+    folder = tmp_path / "index"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(IndexWriteError, match=r"Permission denied.*retrieval\.index_dir"):
+            sample_index.save(folder)
+    finally:
+        folder.chmod(0o700)
+
+
+def test_failed_save_leaves_the_old_index_usable(tmp_path: Path, sample_index: FaqIndex,
+                                                 sample_entries: list[FaqEntry],
+                                                 minilm: SentenceTransformerEmbedder) -> None:
+    sample_index.save(tmp_path)
+    (tmp_path / (META_FILE + ".tmp")).mkdir()  # the metadata cannot be written
+    with pytest.raises(IndexWriteError):
+        sample_index.save(tmp_path)
+    assert FaqIndex.load(tmp_path, sample_entries, minilm).size == sample_index.size
+    assert sorted(p.name for p in tmp_path.iterdir()) == [INDEX_FILE, META_FILE, META_FILE + ".tmp"]
+
+
+def test_open_uses_the_saved_entries_while_the_file_is_unchanged(
+        tmp_path: Path, minilm: SentenceTransformerEmbedder) -> None:
+    faq, index_dir = tmp_path / "faq.yaml", tmp_path / "index"
+    faq.write_text(FAQ, encoding="utf-8")
+    built, why = FaqIndex.open(faq, index_dir, minilm)
+    assert isinstance(why, IndexMissingError)
+    assert built.entries == load_faq(faq)
+    opened, why = FaqIndex.open(faq, index_dir, minilm)
+    assert why is None, "used the saved index"
+    assert opened.entries == built.entries and opened.corpus_hash == built.corpus_hash
+    assert opened.search("where is my package")[0].entry.id == "track"
+    # Proof that the file is not parsed: the entries come from the index's own metadata.
+    meta_path = index_dir / META_FILE
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["faq_entries"][1]["answer"] = "Saved answer."
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    opened, why = FaqIndex.open(faq, index_dir, minilm)
+    assert why is None and opened.entries[1].answer == "Saved answer."
+
+
+def test_open_rebuilds_when_the_faq_changes(tmp_path: Path,
+                                            minilm: SentenceTransformerEmbedder) -> None:
+    faq, index_dir = tmp_path / "faq.yaml", tmp_path / "index"
+    faq.write_text(FAQ, encoding="utf-8")
+    FaqIndex.open(faq, index_dir, minilm)
+    faq.write_text(FAQ.replace("Within 30 days.", "Within 14 days."), encoding="utf-8")
+    with pytest.raises(IndexStaleError, match="FAQ corpus changed"):
+        FaqIndex.open(faq, index_dir, minilm, rebuild=False)
+    rebuilt, why = FaqIndex.open(faq, index_dir, minilm)
+    assert isinstance(why, IndexStaleError) and "FAQ corpus changed" in str(why)
+    assert rebuilt.entries[1].answer == "Within 14 days."
+    assert FaqIndex.open(faq, index_dir, minilm)[1] is None
+
+
+def test_open_remembers_new_bytes_with_the_same_entries(
+        tmp_path: Path, minilm: SentenceTransformerEmbedder) -> None:
+    faq, index_dir = tmp_path / "faq.yaml", tmp_path / "index"
+    faq.write_text(FAQ, encoding="utf-8")
+    FaqIndex.open(faq, index_dir, minilm)
+    faq.write_text("# reviewed by support\n" + FAQ, encoding="utf-8")
+    opened, why = FaqIndex.open(faq, index_dir, minilm)
+    assert why is None, "same entries: nothing to rebuild"
+    meta = json.loads((index_dir / META_FILE).read_text(encoding="utf-8"))
+    assert meta["faq_sha256"] == faq_file_hash(faq), "the next start skips parsing"
+    assert opened.entries == load_faq(faq)
+
+
+def test_open_treats_malformed_saved_entries_as_stale(
+        tmp_path: Path, minilm: SentenceTransformerEmbedder) -> None:
+    faq, index_dir = tmp_path / "faq.yaml", tmp_path / "index"
+    faq.write_text(FAQ, encoding="utf-8")
+    FaqIndex.open(faq, index_dir, minilm)
+    meta_path = index_dir / META_FILE
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["faq_entries"][0] = {"id": "track", "questions": "not a list"}
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    opened, why = FaqIndex.open(faq, index_dir, minilm)
+    assert why is None, "the file is parsed and the index (same corpus) is used"
+    assert opened.entries == load_faq(faq)
+    assert FaqIndex.open(faq, index_dir, minilm)[0].entries == load_faq(faq)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
-from bot.errors import SettingsError
-from bot.settings import Settings, load_settings, settings_to_yaml
+from bot.errors import SettingsError, SettingsWarning
+from bot.settings import (
+    PLACEHOLDERS,
+    PersonaSettings,
+    Settings,
+    example_yaml,
+    load_settings,
+    settings_to_yaml,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -18,9 +30,31 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_without_a_file(tmp_path: Path) -> None:
     settings = load_settings(tmp_path / "absent.yaml")
-    assert settings == Settings()
     assert settings.retrieval.embedder == "all-MiniLM-L6-v2"
-    assert settings.retrieval.suggest_threshold < settings.retrieval.answer_threshold
+    assert settings.model.base_model == "SmolLM2-135M-Instruct"
+    assert (settings.retrieval.top_k, settings.retrieval.answer_threshold,
+            settings.retrieval.suggest_threshold) == (5, 0.70, 0.45)
+    assert settings.retrieval.faq_path == Path("data/faq.yaml"), "no file: nothing to resolve"
+    assert settings.model.cache_dir == Path.home() / ".cache" / "supportbot" / "models"
+    assert settings.persona.render(settings.persona.greeting) == \
+        "Hi, I'm Kes from Kestrel Outfitters. How can I help you today?"
+
+
+def test_bundled_model_names_agree_with_the_model_code() -> None:
+    from bot.generation.bundled import BUNDLED_GENERATOR
+    from retrieval.embedder import BUNDLED_EMBEDDER
+
+    assert Settings().model.base_model == BUNDLED_GENERATOR
+    assert Settings().retrieval.embedder == BUNDLED_EMBEDDER
+
+
+def test_reading_settings_loads_no_model_code() -> None:
+    """`config show` must stay fast: bot.settings imports no retrieval, numpy or torch."""
+    code = ("import bot.settings, sys; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "{'torch','faiss','numpy','transformers','sentence_transformers','retrieval'}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, check=True)
+    assert proc.stdout.strip() == "[]"
 
 
 def test_file_values_and_relative_paths(tmp_path: Path) -> None:
@@ -87,3 +121,160 @@ def test_yaml_dump_round_trips(tmp_path: Path) -> None:
     reloaded = load_settings(write(tmp_path, settings_to_yaml(settings)))
     assert reloaded.retrieval.top_k == 9
     assert reloaded.persona == settings.persona
+
+
+def test_committed_example_is_generated_and_loads() -> None:
+    example = ROOT / "supportbot.example.yaml"
+    assert example.read_text(encoding="utf-8") == example_yaml(), \
+        "regenerate it: supportbot config example > supportbot.example.yaml"
+    loaded = load_settings(example, explicit=True)
+    defaults = Settings()
+    assert loaded.persona == defaults.persona and loaded.dialogue == defaults.dialogue
+    assert loaded.model.generation == defaults.model.generation
+    assert loaded.model.cache_dir == defaults.model.cache_dir
+    assert loaded.retrieval.faq_path == ROOT / "data" / "faq.yaml"
+    assert loaded.retrieval.model_dump(exclude={"faq_path", "index_dir"}) == \
+        defaults.retrieval.model_dump(exclude={"faq_path", "index_dir"})
+
+
+def test_example_documents_every_key() -> None:
+    text = example_yaml()
+    assert "  # Cosine score at or above which the FAQ answers.\n  answer_threshold: 0.7\n" in text
+    assert "    # Nucleus sampling mass.\n    top_p: 0.9\n" in text
+    for name in PersonaSettings.model_fields:
+        assert f"\n  {name}: " in text
+
+
+@pytest.mark.parametrize(("key", "text", "fragment"), [
+    ("greeting", "Hello {customer}", "unknown placeholder {customer}"),
+    ("greeting", "Hello {max_chars}", "unknown placeholder {max_chars}"),
+    ("fallback_text", "Sorry {}", "unknown placeholder {}"),
+    ("system_prompt", "You are {bot_name", "malformed braces"),
+    ("handoff_text", "Bye }", "malformed braces"),
+    ("empty_text", "{bot_name.upper}", "unknown placeholder {bot_name.upper}"),
+])
+def test_unknown_placeholders_are_refused_at_load(tmp_path: Path, key: str, text: str,
+                                                  fragment: str) -> None:
+    path = write(tmp_path, f"persona:\n  bot_name: Kes\n  {key}: '{text}'\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    assert f"persona.{key}: {fragment}" in message
+    assert f"[{path}, line 3]" in message
+
+
+def test_known_placeholders_and_literal_braces_load(tmp_path: Path) -> None:
+    path = write(tmp_path, "persona:\n  greeting: '{{hi}} from {bot_name} at {company_name}'\n"
+                           "  too_long_text: 'Under {max_chars}, {bot_name}.'\n")
+    persona = load_settings(path).persona
+    assert persona.render(persona.greeting) == "{hi} from Kes at Kestrel Outfitters"
+    assert persona.render(persona.too_long_text, max_chars=10) == "Under 10, Kes."
+
+
+def test_every_default_persona_text_renders() -> None:
+    persona = PersonaSettings()
+    for key in PLACEHOLDERS:
+        assert persona.render(getattr(persona, key), max_chars=5)
+
+
+def test_list_settings_from_the_environment(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_DIALOGUE__HANDOFF_KEYWORDS", "human, real person,")
+    assert load_settings(tmp_path / "absent.yaml").dialogue.handoff_keywords == \
+        ["human", "real person"]
+    monkeypatch.setenv("SUPPORTBOT_DIALOGUE__HANDOFF_KEYWORDS", '["a, b", "c"]')
+    assert load_settings(tmp_path / "absent.yaml").dialogue.handoff_keywords == ["a, b", "c"]
+
+
+def test_a_section_as_json_from_the_environment(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL", '{"top_k": 4, "max_suggestions": 2}')
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL__TOP_K", "6")
+    settings = load_settings(tmp_path / "absent.yaml")
+    assert (settings.retrieval.top_k, settings.retrieval.max_suggestions) == (6, 2)
+
+
+@pytest.mark.parametrize(("name", "value", "fragment"), [
+    ("SUPPORTBOT_DIALOGUE__HANDOFF_KEYWORDS", "[human",
+     "dialogue.handoff_keywords: not a JSON list"),
+    ("SUPPORTBOT_RETRIEVAL", "{top_k: 3}", "retrieval: not a JSON object"),
+    ("SUPPORTBOT_RETRIEVAL", "[3]", "retrieval: expected a JSON object"),
+    ("SUPPORTBOT_RETRIEVAL__TOP_K", "many", "retrieval.top_k: Input should be a valid integer"),
+])
+def test_unparsable_env_values_name_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 name: str, value: str, fragment: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(tmp_path / "absent.yaml")
+    assert fragment in str(caught.value)
+    assert f"[environment variable {name}]" in str(caught.value)
+
+
+def test_threshold_refused_from_env_names_the_variable(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL__SUGGEST_THRESHOLD", "0.9")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(tmp_path / "absent.yaml")
+    assert "must not exceed answer_threshold" in str(caught.value)
+    assert "[environment variable SUPPORTBOT_RETRIEVAL__SUGGEST_THRESHOLD]" in str(caught.value)
+    path = write(tmp_path, "retrieval:\n  answer_threshold: 0.5\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path)
+    assert (f"[environment variable SUPPORTBOT_RETRIEVAL__SUGGEST_THRESHOLD; {path}, line 1]"
+            in str(caught.value)), "both sources of the clash are named"
+
+
+def test_unknown_env_variables_warn_with_the_closest_name(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL_TOP_K", "3")
+    with pytest.warns(SettingsWarning) as caught:
+        settings = load_settings(tmp_path / "absent.yaml")
+    assert settings.retrieval.top_k == 5, "the misspelt variable is ignored"
+    assert [str(w.message) for w in caught] == [
+        "ignoring unknown environment variable SUPPORTBOT_RETRIEVAL_TOP_K: "
+        "did you mean SUPPORTBOT_RETRIEVAL__TOP_K?"]
+
+
+def test_known_env_variables_do_not_warn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_CONFIG", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("SUPPORTBOT_MODEL__GENERATION__TOP_P", "0.5")
+    monkeypatch.setenv("supportbot_retrieval__top_k", "4")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        settings = load_settings(tmp_path / "absent.yaml")
+    assert (settings.model.generation.top_p, settings.retrieval.top_k) == (0.5, 4)
+
+
+def test_non_utf8_file_names_file_line_and_byte(tmp_path: Path) -> None:
+    path = tmp_path / "supportbot.yaml"
+    path.write_bytes("persona:\n  company_name: Caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    assert str(path) in message and "line 2: not UTF-8 text" in message and "byte 28" in message
+
+
+def test_utf8_bom_and_windows_line_ends_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "supportbot.yaml"
+    path.write_bytes(b"\xef\xbb\xbfpersona:\r\n  company_name: Caf\xc3\xa9\r\n")
+    assert load_settings(path).persona.company_name == "Café"
+
+
+def test_database_password_is_hidden_in_the_dump(tmp_path: Path) -> None:
+    settings = Settings()
+    settings.storage.database_url = "postgresql+asyncpg://u:secret@db.example:5432/bot"
+    shown = settings_to_yaml(settings)
+    assert "secret" not in shown
+    assert "database_url: postgresql+asyncpg://u:***@db.example:5432/bot" in shown
+    reloaded = load_settings(write(tmp_path, settings_to_yaml(settings, hide_passwords=False)))
+    assert reloaded.storage.database_url == settings.storage.database_url
+    settings.storage.database_url = "postgresql://u:secret@host:port/db"  # make_url refuses it
+    assert "postgresql://u:***@host:port/db" in settings_to_yaml(settings)
+
+
+def test_unknown_env_variable_without_a_close_name(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORTBOT_FOO", "1")
+    with pytest.warns(SettingsWarning, match=r"SUPPORTBOT_FOO: settings are "
+                                             r"SUPPORTBOT_<SECTION>__<KEY>"):
+        load_settings(tmp_path / "absent.yaml")

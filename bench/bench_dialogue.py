@@ -1,0 +1,144 @@
+"""The dialogue core under load, on the bundled SmolLM2-135M, each figure against a baseline.
+
+Run: HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_dialogue.py [--tokens 48] [--queries 60]
+
+1. Batching through `DialogueManager.handle`: 8 conversations in the generated band at once vs
+   the same 8 turns one after another (tokens/s of generated text; goal >= 4x).
+2. Time to the first visible text of a generated answer: released sentence by sentence
+   (`dialogue.release: sentence`) vs as one checked answer (`answer`).
+3. Query embedding one at a time while the model generates: retrieval workers on 1 torch
+   thread vs torch's default, which is what `retrieval.threads` chooses between.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench_generation import QUESTIONS
+from common import open_bench_runtime
+
+
+def generated_tokens(manager: Any, replies: list[Any]) -> int:
+    """Tokens the model wrote for these replies (the raw text, before any check)."""
+    tokenizer = manager.generator.inner.tokenizer
+    return sum(len(tokenizer(r.meta.get("generated", ""), add_special_tokens=False)["input_ids"])
+               for r in replies)
+
+
+async def batching(work: Path, tokens: int) -> dict[str, float]:
+    from bot.types import UserMessage
+
+    settings, runtime = await open_bench_runtime(work, everything_generates=True)
+    manager = runtime.manager
+    manager.generation.max_new_tokens = tokens
+    manager.dialogue.min_grounding = 0.0  # every sentence passes: generation runs its length
+    assert manager.generator is not None  # load now: loading is not throughput
+    await manager.handle(UserMessage(QUESTIONS[0], conversation_id="warm-up"))
+    started = time.perf_counter()
+    one = [await manager.handle(UserMessage(q, conversation_id=f"one-{i}"))
+           for i, q in enumerate(QUESTIONS)]
+    t_one = time.perf_counter() - started
+    batches_before = len(manager.generator.batches)
+    started = time.perf_counter()
+    many = await asyncio.gather(*(manager.handle(UserMessage(q, conversation_id=f"many-{i}"))
+                                  for i, q in enumerate(QUESTIONS)))
+    t_many = time.perf_counter() - started
+    sizes = manager.generator.batches[batches_before:]
+    n_one, n_many = generated_tokens(manager, one), generated_tokens(manager, list(many))
+    await runtime.close()
+    return {"one": n_one / t_one, "many": n_many / t_many, "n_one": n_one, "n_many": n_many,
+            "t_one": t_one, "t_many": t_many, "batches": sizes}
+
+
+async def first_text(work: Path, release: str) -> dict[str, float]:
+    from bot.types import BotReply, TextEvent, UserMessage
+
+    settings, runtime = await open_bench_runtime(work, everything_generates=True)
+    manager = runtime.manager
+    manager.dialogue.release = release  # type: ignore[assignment]
+    assert manager.generator is not None
+    firsts, totals, generated = [], [], 0
+    for i, q in enumerate(QUESTIONS):
+        started = time.perf_counter()
+        first = None
+        async for event in manager.stream(UserMessage(q, conversation_id=f"{release}-{i}")):
+            if isinstance(event, TextEvent) and first is None:
+                first = time.perf_counter() - started
+            if isinstance(event, BotReply):
+                totals.append(time.perf_counter() - started)
+                if event.decision.value == "generate":
+                    generated += 1
+                    firsts.append(first or 0.0)
+    await runtime.close()
+    return {"first": statistics.median(firsts) if firsts else float("nan"),
+            "total": statistics.median(totals), "generated": generated}
+
+
+def embedding_rate(work: Path, threads: int, queries: int) -> float:
+    """Queries/s embedded one at a time on a retrieval worker while the model generates."""
+    from bot.runtime import generator_factory, torch_threads
+    from bot.settings import GenerationSettings, Settings
+    from retrieval.embedder import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder()
+    generator = generator_factory(Settings().model)()
+    params = GenerationSettings(max_new_tokens=64)
+    busy = threading.Event()
+    busy.set()
+
+    def keep_generating() -> None:
+        while busy.is_set():
+            generator.generate([[{"role": "user", "content": "Describe a tent."}]], params)
+
+    background = threading.Thread(target=keep_generating, daemon=True)
+    background.start()
+    time.sleep(1.0)
+    pool = ThreadPoolExecutor(1, initializer=torch_threads(threads))
+    pool.submit(embedder.embed, ["warm up"]).result()
+    started = time.perf_counter()
+    for i in range(queries):
+        pool.submit(embedder.embed, [f"where is my parcel number {i}"]).result()
+    rate = queries / (time.perf_counter() - started)
+    busy.clear()
+    background.join()
+    generator.close()  # type: ignore[attr-defined]
+    pool.shutdown()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=48, help="max new tokens per answer")
+    parser.add_argument("--queries", type=int, default=60, help="queries per embedding figure")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        b = asyncio.run(batching(work, args.tokens))
+        print(f"8 conversations at once through DialogueManager.handle: {b['many']:.1f} tok/s "
+              f"({b['n_many']} tokens in {b['t_many']:.1f} s, batches {b['batches']}) vs one "
+              f"after another {b['one']:.1f} tok/s ({b['n_one']} tokens in {b['t_one']:.1f} s) "
+              f"-> {b['many'] / b['one']:.2f}x (goal >= 4x)")
+        sentence = asyncio.run(first_text(work, "sentence"))
+        answer = asyncio.run(first_text(work, "answer"))
+        print(f"first visible text of a generated answer, median: sentence by sentence "
+              f"{sentence['first'] * 1000:.0f} ms vs whole checked answer "
+              f"{answer['first'] * 1000:.0f} ms -> {answer['first'] / sentence['first']:.2f}x "
+              f"sooner (turns {sentence['total'] * 1000:.0f} / {answer['total'] * 1000:.0f} ms; "
+              f"{sentence['generated']} / {answer['generated']} of {len(QUESTIONS)} generated)")
+        one = embedding_rate(work, 1, args.queries)
+        default = embedding_rate(work, 0, args.queries)
+        print(f"query embedding one at a time while the model generates: 1 torch thread "
+              f"{one:.1f} queries/s vs torch's default {default:.1f} queries/s -> "
+              f"{one / default:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
