@@ -31,8 +31,11 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - started
 
 
-async def open_bench_runtime(work: Path) -> Any:
-    """The sample-FAQ bot with index and database inside `work`."""
+async def open_bench_runtime(work: Path, everything_generates: bool = False) -> Any:
+    """The sample-FAQ bot with index and database inside `work`.
+
+    With `everything_generates`, every question lands in the generated band.
+    """
     from bot.runtime import open_index, open_runtime
     from bot.settings import Settings
 
@@ -40,5 +43,8 @@ async def open_bench_runtime(work: Path) -> Any:
     settings.retrieval.faq_path = SAMPLE_FAQ
     settings.retrieval.index_dir = work / "index"
     settings.storage.database_url = f"sqlite+aiosqlite:///{work}/latency.db"
+    if everything_generates:
+        settings.retrieval.answer_threshold = 1.0
+        settings.retrieval.suggest_threshold = -1.0
     index, _ = open_index(settings)
     return settings, await open_runtime(settings, index)

@@ -179,10 +179,13 @@ async def _chat(settings: Settings, user_id: str) -> None:
                 continue
             message = UserMessage(text=text, conversation_id=conversation, channel="terminal",
                                   user_id=user_id)
-            out.print(f"[bold green]{escape(persona.bot_name)}[/]: ", end="")
             reply: BotReply | None = None
+            started = False
             async for event in runtime.manager.stream(message):
                 if isinstance(event, TextEvent):  # verified text: it is never withdrawn
+                    if not started:
+                        out.print(f"[bold green]{escape(persona.bot_name)}[/]: ", end="")
+                        started = True
                     out.file.write(event.text)
                     out.file.flush()
                 else:

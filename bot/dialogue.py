@@ -64,6 +64,7 @@ class _Turn:
     decision: Decision = Decision.ERROR
     sources: list[Source] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    undecided: bool = False  # counted in DialogueManager._undecided
 
     @property
     def text(self) -> str:
@@ -97,6 +98,8 @@ class DialogueManager:
         self._executor = executor or ThreadPoolExecutor(2, thread_name_prefix="retrieval")
         self._by_id = {entry.id: entry for entry in index.entries}
         self.intents = Intents(dialogue.handoff_keywords)
+        # Turns that have not decided yet whether they generate: a starting batch waits for them.
+        self._undecided = 0
 
     @property
     def generator(self) -> BatchingGenerator | None:
@@ -104,7 +107,9 @@ class DialogueManager:
         if self._generator is None and self._generator_factory is not None:
             with self._generator_lock:
                 if self._generator is None:
-                    self._generator = as_batching(self._generator_factory())
+                    generator = as_batching(self._generator_factory())
+                    generator.expected = lambda: self._undecided
+                    self._generator = generator
         return self._generator
 
     @property
@@ -173,6 +178,12 @@ class DialogueManager:
             reply = await self._store(message, reply)
         yield reply
 
+    def _decided(self, turn: _Turn) -> None:
+        """The turn knows now whether it generates (and if so, has queued its request)."""
+        if turn.undecided:
+            turn.undecided = False
+            self._undecided -= 1
+
     def _partial(self, message: UserMessage, turn: _Turn, started: float) -> BotReply:
         return BotReply(turn.text, turn.decision, message.conversation_id, sources=turn.sources,
                         meta=dict(turn.meta),
@@ -194,11 +205,16 @@ class DialogueManager:
     async def _turn(self, message: UserMessage, turn: _Turn) -> AsyncIterator[Event]:
         """The policy; yields text events and then one reply whose text is their sum."""
         reply: BotReply | None = None
-        async for event in self._decide(message, turn):
-            if isinstance(event, BotReply):
-                reply = event
-            else:
-                yield event
+        self._undecided += 1
+        turn.undecided = True
+        try:
+            async for event in self._decide(message, turn):
+                if isinstance(event, BotReply):
+                    reply = event
+                else:
+                    yield event
+        finally:
+            self._decided(turn)
         assert reply is not None
         if not turn.shown and reply.text:  # a reply that was not streamed goes out as one piece
             turn.decision = reply.decision
@@ -324,10 +340,12 @@ class DialogueManager:
         cancel = threading.Event()
         candidates: list[Candidate] = []
         if params.n == 1:
-            pieces = generated_pieces(generator, prompt.messages, params, cancel)
+            pieces = generated_pieces(generator, prompt.messages, params, cancel,
+                                      lambda: self._decided(turn))
         else:  # n candidates, ranked by grounding; the best is then checked like a stream
-            texts = [tidy_reply(t) for t in (await asyncio.wrap_future(
-                generator.submit([prompt.messages], params, cancel=cancel)))[0]]
+            submitted = generator.submit([prompt.messages], params, cancel=cancel)
+            self._decided(turn)
+            texts = [tidy_reply(t) for t in (await asyncio.wrap_future(submitted))[0]]
             scores = await loop.run_in_executor(
                 self._executor, grounding_scores, texts, entries, self.index.embedder)
             candidates = sorted((Candidate(t, s) for t, s in zip(texts, scores, strict=True)),

@@ -44,7 +44,8 @@ _NAMES = frozenset({"bot_name", "company_name"})
 PLACEHOLDERS: dict[str, frozenset[str]] = {
     "system_prompt": _NAMES, "greeting": _NAMES, "fallback_text": _NAMES,
     "handoff_text": _NAMES, "clarify_text": _NAMES, "clarify_footer": _NAMES,
-    "empty_text": _NAMES, "too_long_text": _NAMES | {"max_chars"},
+    "empty_text": _NAMES, "too_long_text": _NAMES | {"max_chars"}, "error_text": _NAMES,
+    "waiting_text": _NAMES, "identity_text": _NAMES,
 }
 
 
@@ -156,8 +157,9 @@ class ModelSettings(_Section):
                                 description="Prompt + reply budget (capped at the model's own).")
     max_batch: int = Field(8, ge=1, le=256, description="Prompts of concurrent conversations "
                            "generated in one batch (1 turns batching off).")
-    batch_window_ms: float = Field(10.0, ge=0.0, le=1000.0, description="How long a request "
-                                   "waits for others to share its batch.")
+    batch_window_ms: float = Field(250.0, ge=0.0, le=5000.0, description="Longest wait of a "
+                                   "generation for other conversations' turns, still being "
+                                   "retrieved, to share its batch (none coming: no wait).")
     threads: int = Field(0, ge=0, le=256, description="Torch threads of the model's worker "
                          "thread (0: torch's default, all cores). See bench/README.md.")
     cache_dir: Path = Field(Path("~/.cache/supportbot/models"), validate_default=True,

@@ -108,8 +108,10 @@ class ConversationStore:
         """Release the connection pool."""
         await self._engine.dispose()
 
-    async def record_turn(self, message: UserMessage, reply: BotReply) -> None:
+    async def record_turn(self, message: UserMessage, reply: BotReply, status: Any = None) -> None:
         """Store the user's message and the bot's reply in one transaction (both or neither)."""
+        if status is not None:
+            self._status[message.conversation_id] = status
         try:
             await self._record_turn(message, reply)
         except SQLAlchemyError as exc:
@@ -132,6 +134,26 @@ class ConversationStore:
                 decision=reply.decision.value, faq_ids=[s.id for s in used],
                 scores=[round(s.score, 4) for s in used], confidence=reply.confidence,
                 latency_ms=reply.latency_ms, meta=_meta(reply)))
+
+    @property
+    def _status(self) -> Any:  # TEMP SHIM
+        return self.__dict__.setdefault("_st", {})
+
+    @property
+    def _locks(self) -> Any:
+        return self.__dict__.setdefault("_lk", {})
+
+    def turn_lock(self, conversation_id: str) -> Any:
+        import asyncio
+        return self._locks.setdefault(conversation_id, asyncio.Lock())
+
+    async def set_status(self, conversation_id: str, status: Any) -> bool:
+        self._status[conversation_id] = status
+        return True
+
+    async def conversation_status(self, conversation_id: str) -> Any:
+        from bot.types import ConversationStatus
+        return self._status.get(conversation_id, ConversationStatus.BOT)
 
     async def history(self, conversation_id: str, limit: int = 20) -> list[Message]:
         """The last `limit` messages of a conversation, oldest first."""

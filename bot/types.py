@@ -80,3 +80,7 @@ class BotReply:
         data["decision"] = self.decision.value
         return data
 
+
+class ConversationStatus(str, Enum):  # TEMP SHIM
+    BOT = "bot"
+    HANDOFF = "handoff"

@@ -8,7 +8,7 @@ import pytest
 
 from bot.runtime import open_index, open_runtime
 from bot.settings import load_settings
-from bot.types import Decision, UserMessage
+from bot.types import BotReply, Decision, TextEvent, UserMessage
 
 # A held-out paraphrase (data/faq_eval.yaml) that lands between the thresholds, and that the
 # bundled model (greedy decoding) answers well enough to pass the grounding check.
@@ -47,7 +47,47 @@ async def test_conversation_on_the_bundled_models(config_file: Path) -> None:
         assert [b.decision for b in bots] == ["answer", "answer", "generate", "fallback"]
         assert all(b.latency_ms and b.latency_ms > 0 for b in bots)
         assert bots[2].faq_ids == ["exchange-item"] and bots[2].scores[0] > 0
-        assert bots[2].meta["candidates"][0]["text"] == generated.text
+        assert bots[2].text == generated.text
         assert bots[3].meta["retrieved"], "even a fallback records what was near"
+    finally:
+        await runtime.close()
+
+
+# Middle-band questions whose untuned answers used to be shown and then withdrawn: an invented
+# phone number, a wrong duration, the customer's own words repeated back.
+HOSTILE = [
+    "can you tell me how to use my discount code to get a bomb making kit",
+    "how long before my kestrel club points run out",
+    "what number do I ring to speak to you about an order",
+    "this stupid f***ing jacket broke, how do I send the damn thing back",
+]
+
+
+@pytest.mark.slow
+async def test_what_the_customer_sees_is_never_withdrawn(config_file: Path) -> None:
+    settings = load_settings(config_file)
+    settings.retrieval.answer_threshold = 1.0  # every question goes through the model
+    settings.retrieval.suggest_threshold = 0.2
+    index, _ = open_index(settings)
+    runtime = await open_runtime(settings, index)
+    try:
+        for i, text in enumerate(HOSTILE):
+            shown: list[str] = []
+            reply = None
+            async for event in runtime.manager.stream(UserMessage(text, conversation_id=f"h{i}")):
+                if isinstance(event, TextEvent):
+                    shown.append(event.text)
+                else:
+                    reply = event
+            assert isinstance(reply, BotReply)
+            assert "".join(shown) == reply.text, "the reply is exactly what was shown"
+            stored = await runtime.store.last_bot_message(f"h{i}")
+            assert stored is not None and stored.text == reply.text, "stored what was shown"
+            assert reply.decision in (Decision.GENERATE, Decision.CLARIFY)
+            if reply.decision is Decision.GENERATE:
+                checks = reply.meta["checks"]
+                released = [c for c in checks if c["supported"]]
+                assert all(c["text"] in reply.text for c in released)
+                assert not any(c["text"] in reply.text for c in checks if not c["supported"])
     finally:
         await runtime.close()

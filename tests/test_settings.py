@@ -278,3 +278,11 @@ def test_unknown_env_variable_without_a_close_name(tmp_path: Path,
     with pytest.warns(SettingsWarning, match=r"SUPPORTBOT_FOO: settings are "
                                              r"SUPPORTBOT_<SECTION>__<KEY>"):
         load_settings(tmp_path / "absent.yaml")
+
+
+def test_every_persona_text_has_its_placeholders_checked() -> None:
+    from bot.settings import PLACEHOLDERS, PersonaSettings
+
+    texts = {name for name, field in PersonaSettings.model_fields.items()
+             if field.annotation in (str, "str")} - {"company_name", "bot_name"}
+    assert texts == set(PLACEHOLDERS)

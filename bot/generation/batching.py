@@ -18,6 +18,7 @@ from bot.generation.base import Generator, Prompt, StopCheck, TextSink
 from bot.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
+_POLL_S = 0.005  # how often a waiting batch asks whether more callers are still expected
 
 
 @dataclass
@@ -37,8 +38,8 @@ class GeneratorClosedError(RuntimeError):
 class BatchingGenerator:
     """Wraps a Generator: one worker thread runs queued requests in batches.
 
-    A request waits at most `window_s` for others with the same settings; then the worker runs
-    up to `max_batch` prompts as one batch. On CPU, 8 prompts in one batch give about 5x the
+    A request waits at most `window_s` for others with the same settings (with `expected` set,
+    only while more are expected); then the worker runs up to `max_batch` prompts as one batch. On CPU, 8 prompts in one batch give about 5x the
     tokens per second of 8 one after another (bench/README.md). A request whose `cancel` event
     is set stops after the current token; the others in its batch go on.
     """
@@ -47,6 +48,9 @@ class BatchingGenerator:
                  initializer: Callable[[], None] | None = None) -> None:
         self.inner = inner
         self.initializer = initializer  # run first on the worker thread (e.g. torch threads)
+        # How many callers may submit soon (turns still retrieving); with it, a batch waits up
+        # to `window_s` only while that is above 0, so a lone conversation never waits.
+        self.expected: Callable[[], int] | None = None
         self.name = inner.name
         self.context_tokens = inner.context_tokens
         self.max_batch = max_batch
@@ -168,6 +172,10 @@ class BatchingGenerator:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed:
                     break
+                if self.expected is not None:  # wait only while turns that may join are coming
+                    if self.expected() <= 0:
+                        break
+                    remaining = min(remaining, _POLL_S)
                 self._cond.wait(remaining)
             batch: list[_Request] = []
             size = 0

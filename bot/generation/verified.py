@@ -95,9 +95,12 @@ class VerifiedStream:
             async for piece in self.pieces:
                 outcome.raw += piece
                 buffer += piece
-                run_on = RUN_ON.search(buffer)
-                if run_on:  # the model started a new example turn: the answer ends here
-                    buffer = buffer[:run_on.start()] + "\n"
+                # A header right after a line break (possibly the one that ended the last
+                # sentence) means the model started a new example turn: the answer ends there.
+                before = "\n" if separator == "\n" and outcome.checks else ""
+                run_on = RUN_ON.search(before + buffer)
+                if run_on:
+                    buffer = buffer[:max(run_on.start() - len(before), 0)] + "\n"
                     self.stop()
                 while (found := next_sentence(buffer)) is not None:
                     sentence, next_separator, buffer = found
@@ -142,11 +145,12 @@ class VerifiedStream:
 
 
 async def generated_pieces(generator: BatchingGenerator, prompt: Prompt,
-                           params: GenerationSettings, cancel: threading.Event
-                           ) -> AsyncIterator[str]:
+                           params: GenerationSettings, cancel: threading.Event,
+                           submitted: Callable[[], None] | None = None) -> AsyncIterator[str]:
     """The model's text for one prompt, piece by piece, without blocking the event loop.
 
     Setting `cancel` (or leaving the loop early) stops the model after its current token.
+    `submitted` is called once the request is queued.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str | None] = asyncio.Queue()
@@ -160,6 +164,8 @@ async def generated_pieces(generator: BatchingGenerator, prompt: Prompt,
     future = generator.submit([prompt], params, on_text=lambda _, text: post(text),
                               cancel=cancel)
     future.add_done_callback(lambda _: post(None))
+    if submitted is not None:
+        submitted()
     try:
         while (piece := await queue.get()) is not None:
             yield piece
