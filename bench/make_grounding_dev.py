@@ -1,6 +1,7 @@
 """Generate the unlabelled answers of the grounding dev set, exactly as the bot's middle band does.
 
-Run: HF_HUB_OFFLINE=1 .venv/bin/python bench/make_grounding_dev.py [--out bench/out/grounding_raw.jsonl]
+Run: HF_HUB_OFFLINE=1 .venv/bin/python bench/make_grounding_dev.py [--out FILE]
+(default bench/out/grounding_raw.jsonl; an existing file is resumed)
 
 Questions: the paraphrases and out-of-scope queries of data/faq_eval.yaml, then the extra
 paraphrases of data/grounding_questions.yaml; kept when the top retrieval score is in
