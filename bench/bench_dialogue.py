@@ -36,7 +36,7 @@ def generated_tokens(manager: Any, replies: list[Any]) -> int:
 async def batching(work: Path, tokens: int) -> dict[str, float]:
     from bot.types import UserMessage
 
-    settings, runtime = await open_bench_runtime(work, everything_generates=True)
+    _, runtime = await open_bench_runtime(work, everything_generates=True)
     manager = runtime.manager
     manager.generation.max_new_tokens = tokens
     manager.dialogue.min_grounding = 0.0  # every sentence passes: generation runs its length
@@ -61,9 +61,9 @@ async def batching(work: Path, tokens: int) -> dict[str, float]:
 async def first_text(work: Path, release: str) -> dict[str, float]:
     from bot.types import BotReply, TextEvent, UserMessage
 
-    settings, runtime = await open_bench_runtime(work, everything_generates=True)
+    _, runtime = await open_bench_runtime(work, everything_generates=True)
     manager = runtime.manager
-    manager.dialogue.release = release  # type: ignore[assignment]
+    manager.dialogue.release = release
     assert manager.generator is not None
     firsts, totals, generated = [], [], 0
     for i, q in enumerate(QUESTIONS):

@@ -15,6 +15,7 @@ from typing import Any
 from bot.errors import GenerationError, ModelError, StorageError
 from bot.generation.base import ChatMessage, Generator
 from bot.generation.batching import BatchingGenerator, as_batching
+from bot.generation.grounding import GroundingChecker
 from bot.generation.prompt import build_prompt
 from bot.generation.ranking import grounding_scores
 from bot.generation.text import tidy_reply
@@ -98,6 +99,7 @@ class DialogueManager:
         self._executor = executor or ThreadPoolExecutor(2, thread_name_prefix="retrieval")
         self._by_id = {entry.id: entry for entry in index.entries}
         self.intents = Intents(dialogue.handoff_keywords)
+        self._checker = GroundingChecker(index.embedder, dialogue.min_grounding)
         # Turns that have not decided yet whether they generate: a starting batch waits for them.
         self._undecided = 0
 
@@ -347,13 +349,14 @@ class DialogueManager:
             self._decided(turn)
             texts = [tidy_reply(t) for t in (await asyncio.wrap_future(submitted))[0]]
             scores = await loop.run_in_executor(
-                self._executor, grounding_scores, texts, entries, self.index.embedder)
+                self._executor, grounding_scores, texts, entries, self.index.embedder, text)
             candidates = sorted((Candidate(t, s) for t, s in zip(texts, scores, strict=True)),
                                 key=lambda c: c.score, reverse=True)
             pieces = one_piece(candidates[0].text)
 
         async def check(sentence: str) -> Check:
-            return await loop.run_in_executor(self._executor, self._check, sentence, entries)
+            return await loop.run_in_executor(self._executor, self._check, sentence, entries,
+                                              text)
 
         verified = VerifiedStream(pieces, check, cancel.set,
                                   per_sentence=self.dialogue.release == "sentence")
@@ -383,12 +386,11 @@ class DialogueManager:
                        sources=turn.sources, confidence=confidence, candidates=candidates,
                        meta=meta)
 
-    def _check(self, sentence: str, entries: list[FaqEntry]) -> Check:
+    def _check(self, sentence: str, entries: list[FaqEntry], question: str) -> Check:
         """The grounding check on one sentence against the FAQ entries in the prompt."""
-        score = grounding_scores([sentence], entries, self.index.embedder)[0]
-        supported = score >= self.dialogue.min_grounding
-        reason = "" if supported else f"unsupported ({score:.2f} < {self.dialogue.min_grounding})"
-        return Check(sentence, score, supported, reason)
+        self._checker.min_score = self.dialogue.min_grounding
+        verdict = self._checker.check_sentence(sentence, entries, question)
+        return Check(sentence, verdict.score, verdict.supported, verdict.reason)
 
     def _fallback(self, conversation: str, top: float) -> BotReply:
         return BotReply(self.persona.render(self.persona.fallback_text), Decision.FALLBACK,

@@ -206,6 +206,7 @@ def generating(index: FaqIndex, store: ConversationStore, generator: object,
     settings.retrieval.answer_threshold = score + 0.05
     settings.retrieval.suggest_threshold = score - 0.15
     settings.dialogue.min_grounding = min_grounding
+    settings.dialogue.middle = "generate"
     for key, value in dialogue.items():
         setattr(settings.dialogue, key, value)
     settings.model.generation.max_new_tokens = 60
@@ -428,6 +429,7 @@ async def test_a_model_that_cannot_load_degrades_to_did_you_mean(
     score = sample_index.search(NEAR_MISS, top_k=1)[0].score
     settings.retrieval.answer_threshold = score + 0.05
     settings.retrieval.suggest_threshold = score - 0.15
+    settings.dialogue.middle = "generate"
     settings.model.base_model = str(tmp_path / "no-such-model")
     dm = DialogueManager(sample_index, store, settings.persona, settings.retrieval,
                          settings.dialogue, settings.model.generation,

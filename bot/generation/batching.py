@@ -39,9 +39,9 @@ class BatchingGenerator:
     """Wraps a Generator: one worker thread runs queued requests in batches.
 
     A request waits at most `window_s` for others with the same settings (with `expected` set,
-    only while more are expected); then the worker runs up to `max_batch` prompts as one batch. On CPU, 8 prompts in one batch give about 5x the
-    tokens per second of 8 one after another (bench/README.md). A request whose `cancel` event
-    is set stops after the current token; the others in its batch go on.
+    only while more are expected); then the worker runs up to `max_batch` prompts as one batch.
+    A request whose `cancel` event is set stops after the current token; the others in its
+    batch go on.
     """
 
     def __init__(self, inner: Generator, max_batch: int = 8, window_s: float = 0.01,
