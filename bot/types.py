@@ -19,6 +19,13 @@ class Decision(str, Enum):
     INVALID = "invalid"  # empty or over-long input
 
 
+class ConversationStatus(str, Enum):
+    """Who answers a conversation."""
+
+    BOT = "bot"  # the bot answers
+    HANDOFF = "handoff"  # waiting for / held by a human: the bot must not answer as usual
+
+
 @dataclass(frozen=True)
 class UserMessage:
     """A customer's message as a channel hands it over."""
