@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import re
 import sqlite3
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -88,11 +89,17 @@ class ConversationStore:
         """Bring the schema up to date with the migrations (creating a SQLite file's folder)."""
         try:
             await self._probe_sqlite_file(create=True)
-            async with self._engine.connect() as conn:
+            async with _migration_lock(), self._engine.connect() as conn:
                 if self._backend == "sqlite":
                     # Batch migrations copy tables that others reference: no FK checks while
                     # they run, and the connection is thrown away after so none runs without.
                     await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                    # The write lock first: another process starting now waits, then sees the
+                    # migrated schema (without it both would create the tables).
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                if self._backend == "postgresql":  # the same for workers on PostgreSQL
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                       {"key": _lock_key("supportbot.migrations")})
                 await conn.run_sync(_upgrade)
                 await conn.commit()
                 if self._backend == "sqlite":
@@ -359,6 +366,20 @@ class ConversationStore:
     def _scrub(self, message: str) -> str:
         """A driver's message with the URL's password masked, should it quote it."""
         return message.replace(self._password, "***") if self._password else message
+
+
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary())
+
+
+def _migration_lock() -> asyncio.Lock:
+    """This loop's lock around migrations: Alembic keeps its context in module globals, so two
+    stores of one process must not migrate at the same time."""
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.get(loop)
+    if lock is None:
+        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
+    return lock
 
 
 @dataclass

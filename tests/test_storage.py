@@ -5,7 +5,10 @@ Other tests/test_storage_*.py files reuse the `database_url` and `store` fixture
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -231,3 +234,32 @@ async def test_user_ids_and_channels_are_checked_alike(store: ConversationStore)
         await store.record_turn(UserMessage("hi", conversation_id="c", channel="c" * 33),
                                 BotReply("hello", Decision.FALLBACK, "c"))
     assert await store.counts() == {"conversations": 0, "messages": 0}
+
+
+async def test_stores_starting_together_migrate_in_turn(database_url: str) -> None:
+    stores = [ConversationStore(database_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.init() for s in stores))
+        assert [await s.revision() for s in stores] == ["0002"] * 4
+    finally:
+        for s in stores:
+            await s.close()
+
+
+def test_worker_processes_starting_together_migrate_in_turn(database_url: str) -> None:
+    """Without a lock, two of four workers found the other's tables half made, on SQLite."""
+    script = ("import asyncio, sys\n"
+              "from bot.storage import ConversationStore\n"
+              "async def main():\n"
+              "    store = ConversationStore(sys.argv[1])\n"
+              "    try:\n"
+              "        await store.init()\n"
+              "        print(await store.revision())\n"
+              "    finally:\n"
+              "        await store.close()\n"
+              "asyncio.run(main())\n")
+    workers = [subprocess.Popen([sys.executable, "-c", script, database_url], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for _ in range(4)]
+    results = [(w.wait(timeout=120), *w.communicate()) for w in workers]
+    assert [(code, out.strip()) for code, out, _ in results] == [(0, "0002")] * 4, results
