@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -247,48 +248,158 @@ def _show_detail(reply: BotReply) -> None:
 def history(ctx: typer.Context,
             conversation_id: Annotated[str | None, typer.Argument(
                 help="Show this conversation turn by turn (default: list recent ones).")] = None,
-            last: Annotated[int, typer.Option(min=1, help="How many conversations to list, or "
-                                              "messages to show.")] = 20) -> None:
+            last: Annotated[int, typer.Option(min=1, max=HISTORY_MAX, help="How many "
+                                              "conversations to list, or messages to show.")
+                            ] = 20) -> None:
     """Review stored conversations: what customers asked and what the bot decided."""
     with _user_errors():
         settings = _settings(ctx)
         asyncio.run(_history(settings, conversation_id, last))
 
 
+HISTORY_MAX = 10_000  # keeps --last inside what every database accepts as a LIMIT
+
+
 async def _history(settings: Settings, conversation_id: str | None, last: int) -> None:
     from rich.table import Table
 
-    from bot.storage import ConversationStore
+    from bot.storage import ConversationStore, mask_url
 
     store = ConversationStore(settings.storage.database_url)
     try:
         await store.init()
         if conversation_id is None:
-            table = Table("channel", "user", "last active", "messages")
+            table = Table("channel", "user")
+            table.add_column("status", no_wrap=True, min_width=7)  # "handoff", never "hando…"
+            table.add_column("last active")
+            table.add_column("messages")
             # The id is what `history ID` takes, so it is never cut short with an ellipsis.
             table.add_column("conversation", no_wrap=True, min_width=32)
             for conversation, n in await store.recent_conversations(last):
-                table.add_row(conversation.channel, conversation.user_id,
+                table.add_row(_shown(conversation.channel), _shown(conversation.user_id),
+                              _shown(conversation.status),
                               f"{conversation.updated_at:%Y-%m-%d %H:%M:%S}", str(n),
-                              conversation.id)
+                              _shown(conversation.id))
             out.print(table)
             return
-        messages = await store.history(conversation_id, limit=last)
-        if not messages:
+        found = await store.get_conversation(conversation_id)
+        if found is None:
             raise SupportbotError(f"no conversation '{conversation_id}' in "
-                                  f"{settings.storage.database_url}")
-        for m in messages:
+                                  f"{mask_url(settings.storage.database_url)}")
+        status = f"status {found.status}"
+        if found.status_changed_at is not None:
+            status += f" since {found.status_changed_at:%Y-%m-%d %H:%M:%S}"
+        out.print(f"[bold]conversation[/] {_shown(found.id)} · {_shown(found.channel)} · "
+                  f"user {_shown(found.user_id)} · {_shown(status)}")
+        for m in await store.history(conversation_id, limit=last):
             if m.role == "user":
-                out.print(f"[bold]customer[/] {m.created_at:%H:%M:%S}: {escape(m.text)}")
+                out.print(f"[bold]customer[/] {m.created_at:%H:%M:%S}: {_shown(m.text)}")
                 continue
-            out.print(f"[bold green]bot[/] {m.created_at:%H:%M:%S}: {escape(m.text)}")
+            out.print(f"[bold green]bot[/] {m.created_at:%H:%M:%S}: {_shown(m.text)}")
             detail = f"{m.decision} · confidence {m.confidence or 0:.2f}"
             if m.faq_ids:
                 detail += " · " + ", ".join(f"{i} {s:.2f}" for i, s in
                                             zip(m.faq_ids, m.scores, strict=False))
             if m.meta.get("rejected"):
                 detail += f" · rejected: {m.meta['rejected']}"
-            out.print(f"[dim]  ({escape(detail)} · {m.latency_ms or 0:.0f} ms)[/]")
+            out.print(f"[dim]  ({_shown(detail)} · {m.latency_ms or 0:.0f} ms)[/]")
+    finally:
+        await store.close()
+
+
+# C0 and C1 control characters (but newline and tab), DEL, and the bidirectional overrides that
+# reorder what a terminal shows: a stored message must not drive the operator's terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _shown(text: object) -> str:
+    """Stored text made safe to print: control characters as visible escapes, markup escaped."""
+    def visible(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return escape(_CONTROL.sub(visible, str(text)))
+
+
+db_app = typer.Typer(help="The conversation database: schema revisions.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Print the schema revision the configured database is at."""
+    with _user_errors():
+        settings = _settings(ctx)
+        current, head = asyncio.run(_db_revisions(settings.storage.database_url))
+    if current == head:
+        out.print(f"{current} (head)")
+    else:
+        out.print(f"{current or 'none'} (head is {head}: run `supportbot db upgrade`)")
+
+
+async def _db_revisions(url: str) -> tuple[str | None, str | None]:
+    from bot.storage import ConversationStore
+
+    store = ConversationStore(url)
+    try:
+        return await store.revision(), store.head_revision()
+    finally:
+        await store.close()
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Bring the configured database to the newest schema; print the revision before and after."""
+    with _user_errors():
+        settings = _settings(ctx)
+        before, after = asyncio.run(_db_upgrade(settings.storage.database_url))
+    from bot.storage import mask_url
+
+    where = escape(mask_url(settings.storage.database_url))
+    if before == after:
+        out.print(f"{where} is already at {after} (head)")
+    else:
+        out.print(f"upgraded {where} from {before or 'none'} to {after} (head)")
+
+
+async def _db_upgrade(url: str) -> tuple[str | None, str | None]:
+    from bot.storage import ConversationStore
+
+    store = ConversationStore(url)
+    try:
+        before = await store.revision()
+        await store.init()
+        return before, await store.revision()
+    finally:
+        await store.close()
+
+
+@app.command()
+def release(ctx: typer.Context, conversation_id: Annotated[str, typer.Argument(
+        help="The handed-off conversation to give back to the bot.")]) -> None:
+    """Give a handed-off conversation back to the bot, which answers it again."""
+    with _user_errors():
+        settings = _settings(ctx)
+        was = asyncio.run(_release(settings.storage.database_url, conversation_id))
+    shown = _shown(conversation_id)
+    if was == "bot":
+        out.print(f"conversation {shown} was not handed off: the bot already answers it")
+    else:
+        out.print(f"conversation {shown} is back with the bot (was {was})")
+
+
+async def _release(url: str, conversation_id: str) -> str:
+    """Set the conversation's status to bot; the status it had before."""
+    from bot.storage import ConversationStore, mask_url
+    from bot.types import ConversationStatus
+
+    store = ConversationStore(url)
+    try:
+        await store.init()
+        was = await store.conversation_status(conversation_id)
+        if not await store.set_status(conversation_id, ConversationStatus.BOT):
+            raise SupportbotError(f"no conversation '{conversation_id}' in {mask_url(url)}")
+        return was.value
     finally:
         await store.close()
 

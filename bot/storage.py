@@ -2,69 +2,50 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import asyncio
+import contextlib
+import hashlib
+import re
+import sqlite3
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import (
-    JSON,
-    Connection,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    func,
-    select,
+from sqlalchemy import Connection, case, event, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    create_async_engine,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from bot.errors import StorageError
-from bot.types import BotReply, UserMessage
+from bot.errors import InputError, StorageError
+from bot.models import (
+    CHANNEL_LENGTH,
+    ID_LENGTH,
+    USER_ID_LENGTH,
+    Base,
+    Conversation,
+    Message,
+    utcnow,
+)
+from bot.types import BotReply, ConversationStatus, UserMessage
 
+__all__ = ["Base", "Conversation", "ConversationStore", "Message", "mask_url"]
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class Base(DeclarativeBase):
-    """Declarative base of the conversation schema."""
-
-
-class Conversation(Base):
-    """One conversation on one channel with one user."""
-
-    __tablename__ = "conversations"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    channel: Mapped[str] = mapped_column(String(32))
-    user_id: Mapped[str] = mapped_column(String(128), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class Message(Base):
-    """One message: the user's text, or the bot's reply with what it decided and why."""
-
-    __tablename__ = "messages"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
-    role: Mapped[str] = mapped_column(String(16))  # "user" or "bot"
-    text: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    decision: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    faq_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
-    scores: Mapped[list[float]] = mapped_column(JSON, default=list)
-    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
-    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    # How the reply came about: retrieval query, prompt size, candidates and their scores, ...
-    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for another one before failing
+# The async driver to suggest for a URL that names a synchronous one (or none).
+ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg",
+                 "postgres": "postgresql+asyncpg"}
+NUL_REPLACEMENT = "\ufffd"  # PostgreSQL cannot store NUL in text; every backend stores this
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
 
 
 class ConversationStore:
@@ -74,141 +55,415 @@ class ConversationStore:
         self.url = url
         try:
             parsed = make_url(url)
-        except ArgumentError as exc:
-            raise StorageError(f"storage.database_url is not a database URL: {url!r}") from exc
+        except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+            raise StorageError(
+                f"storage.database_url is not a database URL: {mask_url(url)!r}") from exc
+        self._backend = parsed.get_backend_name()
+        self._password = parsed.password if isinstance(parsed.password, str) else None
         self._sqlite_file = (Path(parsed.database).expanduser()
-                             if parsed.get_backend_name() == "sqlite"
+                             if self._backend == "sqlite"
                              and parsed.database not in (None, "", ":memory:") else None)
+        self._engine: AsyncEngine = self._create_engine(parsed)
+        if self._backend == "sqlite":
+            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+        self._lock_engine: AsyncEngine | None = None  # PostgreSQL advisory locks, made on use
+        self._turn_locks: dict[str, _TurnLock] = {}
+
+    def __repr__(self) -> str:
+        return f"ConversationStore({self._safe_url()!r})"
+
+    def _create_engine(self, parsed: URL) -> AsyncEngine:
         try:
-            self._engine: AsyncEngine = create_async_engine(url)
-        except (ArgumentError, ImportError) as exc:
-            raise StorageError(f"cannot use database URL {url!r}: {exc}") from exc
-        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+            return create_async_engine(parsed)
+        except (SQLAlchemyError, ImportError) as exc:
+            suggested = ASYNC_DRIVERS.get(self._backend)
+            if suggested and parsed.drivername != suggested:
+                better = parsed.set(drivername=suggested).render_as_string(hide_password=True)
+                raise StorageError(
+                    f"storage.database_url {self._safe_url()} does not name an async driver: "
+                    f"use {better}") from exc
+            raise StorageError(f"cannot use storage.database_url {self._safe_url()}: "
+                               f"{self._scrub(_first_line(exc))}") from exc
 
     async def init(self) -> None:
         """Bring the schema up to date with the migrations (creating a SQLite file's folder)."""
         try:
-            if self._sqlite_file is not None:
-                self._sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-            async with self._engine.begin() as conn:
-                await conn.run_sync(_upgrade_to_head)
-        except StorageError:
+            await self._probe_sqlite_file(create=True)
+            async with _migration_lock(), self._engine.connect() as conn:
+                if self._backend == "sqlite":
+                    # Batch migrations copy tables that others reference: no FK checks while
+                    # they run, and the connection is thrown away after so none runs without.
+                    await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                    # The write lock first: another process starting now waits, then sees the
+                    # migrated schema (without it both would create the tables).
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                if self._backend == "postgresql":  # the same for workers on PostgreSQL
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                       {"key": _lock_key("supportbot.migrations")})
+                await conn.run_sync(_upgrade)
+                await conn.commit()
+                if self._backend == "sqlite":
+                    await conn.invalidate()
+        except BaseException as exc:
+            await self._engine.dispose()
+            if isinstance(exc, (SQLAlchemyError, OSError, sqlite3.Error)):
+                raise self._open_error(exc) from exc
             raise
-        except (SQLAlchemyError, OSError) as exc:
-            raise StorageError(
-                f"cannot open database {self._safe_url()}: {_first_line(exc)}") from exc
 
     async def revision(self) -> str | None:
         """The schema revision the database is at (None before the first migration)."""
-        async with self._engine.connect() as conn:
-            return await conn.run_sync(
-                lambda sync: MigrationContext.configure(sync).get_current_revision())
+        if self._sqlite_file is not None and not self._sqlite_file.exists():
+            return None
+        try:
+            await self._probe_sqlite_file(create=False)
+            async with self._engine.connect() as conn:
+                return await conn.run_sync(
+                    lambda sync: MigrationContext.configure(sync).get_current_revision())
+        except (SQLAlchemyError, OSError, sqlite3.Error) as exc:
+            raise self._open_error(exc) from exc
+
+    @staticmethod
+    def head_revision() -> str | None:
+        """The newest revision the migrations know."""
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
     async def close(self) -> None:
-        """Release the connection pool."""
+        """Release the connection pools."""
         await self._engine.dispose()
+        if self._lock_engine is not None:
+            await self._lock_engine.dispose()
 
-    async def record_turn(self, message: UserMessage, reply: BotReply, status: Any = None) -> None:
-        """Store the user's message and the bot's reply in one transaction (both or neither)."""
+    async def record_turn(self, message: UserMessage, reply: BotReply,
+                          status: ConversationStatus | None = None) -> None:
+        """Store the user's message and the bot's reply in one transaction (both or neither).
+
+        The first turn of a new conversation creates it, also when two such turns race;
+        with `status`, the conversation's status changes in the same transaction.
+        """
+        conversation_id = _checked_id(message.conversation_id)
+        channel = _checked(message.channel, "channel name", CHANNEL_LENGTH)
+        user_id = _checked(message.user_id, "user id", USER_ID_LENGTH)
+        used = reply.sources or reply.suggestions
+        rows = [
+            {"conversation_id": conversation_id, "role": "user", "text": _clean(message.text),
+             "decision": None, "faq_ids": [], "scores": [], "confidence": None,
+             "latency_ms": None, "meta": {}},
+            {"conversation_id": conversation_id, "role": "bot", "text": _clean(reply.text),
+             "decision": reply.decision.value, "faq_ids": _clean([s.id for s in used]),
+             "scores": [round(s.score, 4) for s in used], "confidence": reply.confidence,
+             "latency_ms": reply.latency_ms, "meta": _clean(_meta(reply))},
+        ]
+        now = utcnow()
+        changes: dict[str, Any] = {"updated_at": now}
         if status is not None:
-            self._status[message.conversation_id] = status
+            changes.update(_status_change(status, now))
         try:
-            await self._record_turn(message, reply)
+            async with self._engine.begin() as conn:
+                # A write first: on SQLite the transaction takes the write lock (waiting up to
+                # the busy timeout) instead of failing to upgrade a read lock later.
+                await self._create_conversation(conn, conversation_id, channel, user_id, now)
+                await conn.execute(update(Conversation)
+                                   .where(Conversation.id == conversation_id).values(changes))
+                await conn.execute(insert(Message), rows)
         except SQLAlchemyError as exc:
-            raise StorageError(
-                f"cannot store the turn in {self._safe_url()}: {_first_line(exc)}") from exc
+            raise StorageError(f"cannot store the turn in {self._safe_url()}: "
+                               f"{self._scrub(_first_line(exc))}") from exc
 
-    async def _record_turn(self, message: UserMessage, reply: BotReply) -> None:
-        async with self._sessions.begin() as session:
-            conversation = await session.get(Conversation, message.conversation_id)
-            if conversation is None:
-                session.add(Conversation(id=message.conversation_id, channel=message.channel,
-                                         user_id=message.user_id))
-            else:
-                conversation.updated_at = _now()
-            used = reply.sources or reply.suggestions
-            session.add(Message(conversation_id=message.conversation_id, role="user",
-                                text=message.text))
-            session.add(Message(
-                conversation_id=message.conversation_id, role="bot", text=reply.text,
-                decision=reply.decision.value, faq_ids=[s.id for s in used],
-                scores=[round(s.score, 4) for s in used], confidence=reply.confidence,
-                latency_ms=reply.latency_ms, meta=_meta(reply)))
+    async def _create_conversation(self, conn: AsyncConnection, conversation_id: str,
+                                   channel: str, user_id: str, now: datetime) -> None:
+        """Insert the conversation unless it exists; idempotent under concurrent first turns."""
+        values = {"id": conversation_id, "channel": channel, "user_id": user_id,
+                  "created_at": now, "updated_at": now,
+                  "status": ConversationStatus.BOT.value}
+        if self._backend in ("sqlite", "postgresql"):
+            dialect_insert = sqlite.insert if self._backend == "sqlite" else postgresql.insert
+            await conn.execute(dialect_insert(Conversation).values(values)
+                               .on_conflict_do_nothing(index_elements=["id"]))
+            return
+        try:  # other backends: insert in a savepoint, and an existing row is fine
+            async with conn.begin_nested():
+                await conn.execute(insert(Conversation).values(values))
+        except IntegrityError:
+            if await conn.scalar(select(Conversation.id)
+                                 .where(Conversation.id == conversation_id)) is None:
+                raise
 
-    @property
-    def _status(self) -> Any:  # TEMP SHIM
-        return self.__dict__.setdefault("_st", {})
+    async def conversation_status(self, conversation_id: str) -> ConversationStatus:
+        """Who answers the conversation; BOT for an unknown one."""
+        conversation_id = _checked_id(conversation_id)
+        try:
+            async with self._engine.connect() as conn:
+                value = await conn.scalar(select(Conversation.status)
+                                          .where(Conversation.id == conversation_id))
+        except SQLAlchemyError as exc:
+            raise self._read_error(exc) from exc
+        if value is None:
+            return ConversationStatus.BOT
+        try:
+            return ConversationStatus(value)
+        except ValueError:
+            raise StorageError(f"conversation {conversation_id!r} in {self._safe_url()} has an "
+                               f"unknown status {value!r}") from None
 
-    @property
-    def _locks(self) -> Any:
-        return self.__dict__.setdefault("_lk", {})
+    async def set_status(self, conversation_id: str, status: ConversationStatus) -> bool:
+        """Set who answers the conversation; False when there is no such conversation."""
+        conversation_id = _checked_id(conversation_id)
+        try:
+            async with self._engine.begin() as conn:
+                result = await conn.execute(
+                    update(Conversation).where(Conversation.id == conversation_id)
+                    .values(_status_change(status, utcnow())))
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot set the status of {conversation_id!r} in "
+                               f"{self._safe_url()}: {self._scrub(_first_line(exc))}") from exc
+        return bool(result.rowcount)
 
-    def turn_lock(self, conversation_id: str) -> Any:
-        import asyncio
-        return self._locks.setdefault(conversation_id, asyncio.Lock())
+    def turn_lock(self, conversation_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold while handling a turn: turns of one conversation run one at a time.
 
-    async def set_status(self, conversation_id: str, status: Any) -> bool:
-        self._status[conversation_id] = status
-        return True
+        Within a process an asyncio.Lock per conversation orders the turns (dropped once
+        nobody holds or waits on it). On PostgreSQL a session advisory lock, keyed by a stable
+        64-bit hash of the id and held on a dedicated connection, orders them across worker
+        processes too. SQLite gets the in-process lock only: run several workers on PostgreSQL.
+        """
+        return self._turn_lock(_checked_id(conversation_id))
 
-    async def conversation_status(self, conversation_id: str) -> Any:
-        from bot.types import ConversationStatus
-        return self._status.get(conversation_id, ConversationStatus.BOT)
+    @contextlib.asynccontextmanager
+    async def _turn_lock(self, conversation_id: str) -> AsyncIterator[None]:
+        entry = self._turn_locks.get(conversation_id)
+        if entry is None:  # no await between the look-up and the count: no other task runs
+            entry = self._turn_locks[conversation_id] = _TurnLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                if self._backend != "postgresql":
+                    yield
+                    return
+                async with self._advisory_lock(conversation_id):
+                    yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._turn_locks[conversation_id]
+
+    @contextlib.asynccontextmanager
+    async def _advisory_lock(self, conversation_id: str) -> AsyncIterator[None]:
+        if self._lock_engine is None:
+            # Its own pool, so turns holding locks never starve the turns' writes of connections.
+            self._lock_engine = create_async_engine(self._engine.url, pool_size=5,
+                                                    max_overflow=-1)
+        key = _lock_key(conversation_id)
+        try:
+            conn = await self._lock_engine.connect()
+        except SQLAlchemyError as exc:
+            raise self._open_error(exc) from exc
+        try:
+            try:
+                await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                await conn.commit()
+            except BaseException:
+                # Cancelled or failed while waiting: the server may grant the lock anyway, so
+                # end the session (which releases it) rather than pool the connection.
+                await conn.invalidate()
+                raise
+            try:
+                yield
+            finally:
+                try:
+                    await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                    await conn.commit()
+                except BaseException:
+                    await conn.invalidate()
+                    raise
+        finally:
+            await conn.close()
 
     async def history(self, conversation_id: str, limit: int = 20) -> list[Message]:
         """The last `limit` messages of a conversation, oldest first."""
-        async with self._sessions() as session:
-            rows = await session.scalars(
-                select(Message).where(Message.conversation_id == conversation_id)
-                .order_by(Message.id.desc()).limit(limit))
-            return list(reversed(rows.all()))
+        conversation_id = _checked_id(conversation_id)
+        rows = await self._all(select(Message).where(Message.conversation_id == conversation_id)
+                               .order_by(Message.id.desc()).limit(limit))
+        return list(reversed(rows))
 
     async def last_bot_message(self, conversation_id: str) -> Message | None:
         """The bot's most recent reply in a conversation, if any."""
-        async with self._sessions() as session:
-            return await session.scalar(
-                select(Message).where(Message.conversation_id == conversation_id,
-                                      Message.role == "bot")
-                .order_by(Message.id.desc()).limit(1))
+        conversation_id = _checked_id(conversation_id)
+        rows = await self._all(select(Message).where(Message.conversation_id == conversation_id,
+                                                     Message.role == "bot")
+                               .order_by(Message.id.desc()).limit(1))
+        return rows[0] if rows else None
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         """A conversation's row, if it exists."""
-        async with self._sessions() as session:
-            return await session.get(Conversation, conversation_id)
+        conversation_id = _checked_id(conversation_id)
+        rows = await self._all(select(Conversation).where(Conversation.id == conversation_id))
+        return rows[0] if rows else None
 
     async def recent_conversations(self, limit: int = 20) -> list[tuple[Conversation, int]]:
         """The most recently active conversations, newest first, with their message counts."""
-        async with self._sessions() as session:
-            counted = (select(Message.conversation_id, func.count().label("n"))
-                       .group_by(Message.conversation_id).subquery())
-            rows = await session.execute(
-                select(Conversation, func.coalesce(counted.c.n, 0))
-                .outerjoin(counted, counted.c.conversation_id == Conversation.id)
-                .order_by(Conversation.updated_at.desc()).limit(limit))
-            return [(conversation, int(n)) for conversation, n in rows.all()]
+        counted = (select(Message.conversation_id, func.count().label("n"))
+                   .group_by(Message.conversation_id).subquery())
+        statement = (select(Conversation, func.coalesce(counted.c.n, 0))
+                     .outerjoin(counted, counted.c.conversation_id == Conversation.id)
+                     .order_by(Conversation.updated_at.desc()).limit(limit))
+        try:
+            async with self._session() as session:
+                rows = await session.execute(statement)
+                return [(conversation, int(n)) for conversation, n in rows.all()]
+        except SQLAlchemyError as exc:
+            raise self._read_error(exc) from exc
 
     async def counts(self) -> dict[str, Any]:
         """Numbers of conversations and messages stored."""
-        async with self._sessions() as session:
-            conversations = await session.scalar(select(func.count()).select_from(Conversation))
-            messages = await session.scalar(select(func.count()).select_from(Message))
-            return {"conversations": conversations or 0, "messages": messages or 0}
+        try:
+            async with self._engine.connect() as conn:
+                conversations = await conn.scalar(select(func.count()).select_from(Conversation))
+                messages = await conn.scalar(select(func.count()).select_from(Message))
+        except SQLAlchemyError as exc:
+            raise self._read_error(exc) from exc
+        return {"conversations": conversations or 0, "messages": messages or 0}
+
+    async def _all(self, statement: Any) -> list[Any]:
+        try:
+            async with self._session() as session:
+                return list((await session.scalars(statement)).all())
+        except SQLAlchemyError as exc:
+            raise self._read_error(exc) from exc
+
+    def _session(self) -> AsyncSession:
+        return AsyncSession(self._engine, expire_on_commit=False)
+
+    async def _probe_sqlite_file(self, create: bool) -> None:
+        """Open a SQLite file with the plain driver first, so failing to open it is an error.
+
+        A failed aiosqlite connect leaves its worker thread to report to an event loop that
+        asyncio.run may already have closed: an "Event loop is closed" traceback after the
+        error message. Probing with sqlite3 means aiosqlite only ever opens files that open.
+        """
+        if self._sqlite_file is None:
+            return
+        if create:
+            self._sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+        args, kwargs = self._engine.sync_engine.dialect.create_connect_args(self._engine.url)
+        connect: Any = sqlite3.connect  # the same arguments aiosqlite hands to it
+        await asyncio.to_thread(lambda: connect(*args, **kwargs).close())
+
+    def _open_error(self, exc: BaseException) -> StorageError:
+        if isinstance(exc, StorageError):
+            return exc
+        return StorageError(f"cannot open database {self._safe_url()}: "
+                            f"{self._scrub(_first_line(exc))}")
+
+    def _read_error(self, exc: BaseException) -> StorageError:
+        return StorageError(f"cannot read from {self._safe_url()}: "
+                            f"{self._scrub(_first_line(exc))}")
 
     def _safe_url(self) -> str:
-        return make_url(self.url).render_as_string(hide_password=True)
+        return mask_url(self.url)
+
+    def _scrub(self, message: str) -> str:
+        """A driver's message with the URL's password masked, should it quote it."""
+        return message.replace(self._password, "***") if self._password else message
+
+
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary())
+
+
+def _migration_lock() -> asyncio.Lock:
+    """This loop's lock around migrations: Alembic keeps its context in module globals, so two
+    stores of one process must not migrate at the same time."""
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.get(loop)
+    if lock is None:
+        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
+@dataclass
+class _TurnLock:
+    """A conversation's in-process turn lock and how many tasks hold or wait on it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+def mask_url(url: str) -> str:
+    """A database URL with its password replaced by ***, also when the URL does not parse."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return _PASSWORD_IN_URL.sub(r"\1***\2", url)
+
+
+def _checked(value: str, what: str, limit: int) -> str:
+    """A key with NULs replaced, refused (on every backend alike) when it is too long."""
+    value = _clean(value)
+    if len(value) > limit:
+        raise InputError(f"{what} longer than {limit} characters: {value[:40]!r}...")
+    return value
+
+
+def _checked_id(conversation_id: str) -> str:
+    return _checked(conversation_id, "conversation id", ID_LENGTH)
+
+
+def _clean(value: Any) -> Any:
+    """Strings (also inside lists and dicts, keys too) with NUL replaced, which PostgreSQL
+    cannot store, so that every backend stores the same."""
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_REPLACEMENT)
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    return value
+
+
+def _status_change(status: ConversationStatus, now: datetime) -> dict[str, Any]:
+    """Column values setting a status; the time changes only when the status does."""
+    return {"status": status.value,
+            "status_changed_at": case((Conversation.status != status.value, now),
+                                      else_=Conversation.status_changed_at)}
+
+
+def _lock_key(conversation_id: str) -> int:
+    """A stable signed 64-bit key for pg_advisory_lock (Python's hash() changes per process)."""
+    digest = hashlib.blake2b(f"supportbot.turn:{conversation_id}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Every SQLite connection: WAL (readers do not block the writer), a busy timeout (writers
+    wait for each other instead of failing) and enforced foreign keys."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
 
 
 def _first_line(exc: BaseException) -> str:
     """The driver's own message, without the SQL statement SQLAlchemy appends."""
-    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    return (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
 
 
-def _upgrade_to_head(connection: Connection) -> None:
-    from alembic import command
+def _alembic_config() -> Any:
     from alembic.config import Config
-    from sqlalchemy import inspect
 
     from bot.migrations import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def _upgrade(connection: Connection, target: str = "head") -> None:
+    """Run the migrations up to `target` on a sync connection (inside run_sync)."""
+    from alembic import command
+    from sqlalchemy import inspect
 
     tables = set(inspect(connection).get_table_names())
     current = MigrationContext.configure(connection).get_current_revision()
@@ -217,11 +472,9 @@ def _upgrade_to_head(connection: Connection) -> None:
             f"the database at {connection.engine.url.render_as_string(hide_password=True)} has "
             "supportbot tables but no migration history (a pre-release build made it); move it "
             "away or point storage.database_url at a new database")
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config = _alembic_config()
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, target)
 
 
 def _meta(reply: BotReply) -> dict[str, Any]:

@@ -21,6 +21,13 @@ class Decision(str, Enum):
     ERROR = "error"  # the turn failed; the customer got an apology, the cause is logged and stored
 
 
+class ConversationStatus(str, Enum):
+    """Who answers a conversation."""
+
+    BOT = "bot"  # the bot answers
+    HANDOFF = "handoff"  # waiting for / held by a human: the bot must not answer as usual
+
+
 @dataclass(frozen=True)
 class UserMessage:
     """A customer's message as a channel hands it over."""
@@ -80,7 +87,3 @@ class BotReply:
         data["decision"] = self.decision.value
         return data
 
-
-class ConversationStatus(str, Enum):  # TEMP SHIM
-    BOT = "bot"
-    HANDOFF = "handoff"

@@ -1,13 +1,20 @@
-"""ConversationStore on a SQLite file and on PostgreSQL: round trips, migrations, bad URLs."""
+"""ConversationStore on a SQLite file and on PostgreSQL: round trips, migrations, bad URLs.
+
+Other tests/test_storage_*.py files reuse the `database_url` and `store` fixtures from here.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from bot.errors import StorageError
+from bot.errors import InputError, StorageError
 from bot.storage import ConversationStore
 from bot.types import BotReply, Decision, Source, UserMessage
 
@@ -27,18 +34,22 @@ async def _empty_postgres(url: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """The same tests on a SQLite file and on a real PostgreSQL server."""
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file, and a real PostgreSQL server when one is configured."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/sub/dir/bot.db"
-    else:
-        if not POSTGRES_URL:
-            if os.environ.get("REQUIRE_POSTGRES"):
-                pytest.fail("REQUIRE_POSTGRES is set but TEST_POSTGRES_URL is not")
-            pytest.skip("set TEST_POSTGRES_URL (bash .ci/postgres.sh prints one) to run this")
-        url = POSTGRES_URL
-        await _empty_postgres(url)
-    store = ConversationStore(url)
+        return f"sqlite+aiosqlite:///{tmp_path}/sub/dir/bot.db"
+    if not POSTGRES_URL:
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail("REQUIRE_POSTGRES is set but TEST_POSTGRES_URL is not")
+        pytest.skip("set TEST_POSTGRES_URL (bash .ci/postgres.sh prints one) to run this")
+    await _empty_postgres(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[ConversationStore]:
+    """The same tests on a SQLite file and on a real PostgreSQL server."""
+    store = ConversationStore(database_url)
     await store.init()
     yield store
     await store.close()
@@ -108,9 +119,9 @@ async def test_migrations_build_exactly_the_models(store: ConversationStore) -> 
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from bot.storage import Base
+    from bot.models import Base
 
-    assert await store.revision() == "0001"
+    assert await store.revision() == "0002"
     await store.init()  # a second start leaves an up-to-date database alone
     async with store._engine.connect() as conn:
         diff = await conn.run_sync(
@@ -121,7 +132,7 @@ async def test_migrations_build_exactly_the_models(store: ConversationStore) -> 
 async def test_a_database_without_migration_history_is_refused(tmp_path: Path) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from bot.storage import Base
+    from bot.models import Base
 
     url = f"sqlite+aiosqlite:///{tmp_path}/old.db"
     engine = create_async_engine(url)
@@ -144,3 +155,111 @@ async def test_a_failed_write_is_a_storage_error_and_stores_nothing(
         await store.record_turn(UserMessage("hi", conversation_id="c"),
                                 BotReply("hello", Decision.FALLBACK, "c"))
     assert await store.get_conversation("c") is None, "the conversation row was rolled back"
+
+
+@pytest.mark.parametrize(("url", "suggested"), [
+    ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+    ("sqlite+pysqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+    ("postgresql://bot:s3cret@db.example/bot", "postgresql+asyncpg://bot:***@db.example/bot"),
+    ("postgres://bot:s3cret@db.example/bot", "postgresql+asyncpg://bot:***@db.example/bot"),
+])
+def test_a_url_without_an_async_driver_suggests_one(url: str, suggested: str) -> None:
+    with pytest.raises(StorageError, match="does not name an async driver") as caught:
+        ConversationStore(url)
+    assert f"use {suggested}" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_password_is_masked_in_reprs_and_bad_urls() -> None:
+    store = ConversationStore("postgresql+asyncpg://bot:s3cret@127.0.0.1:1/bot")
+    assert repr(store) == "ConversationStore('postgresql+asyncpg://bot:***@127.0.0.1:1/bot')"
+    with pytest.raises(StorageError, match="not a database URL") as caught:
+        ConversationStore("postgresql+asyncpg://bot:s3cret@db.example:port/bot")
+    assert "s3cret" not in str(caught.value) and "bot:***@" in str(caught.value)
+
+
+async def test_a_password_is_masked_when_the_server_cannot_be_reached() -> None:
+    store = ConversationStore("postgresql+asyncpg://bot:s3cret@127.0.0.1:1/bot")
+    with pytest.raises(StorageError, match="cannot open database") as caught:
+        await store.init()
+    await store.close()
+    assert "s3cret" not in str(caught.value) and "bot:***@127.0.0.1:1" in str(caught.value)
+
+
+async def test_sqlite_connections_use_wal_a_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
+    """Each pragma differs from SQLite's default except busy_timeout, which the driver sets too."""
+    store = ConversationStore(f"sqlite+aiosqlite:///{tmp_path}/bot.db")
+    await store.init()
+    async with store._engine.connect() as conn:
+        pragmas = {name: (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                   for name in ("journal_mode", "busy_timeout", "foreign_keys")}
+    await store.close()
+    assert pragmas == {"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1}
+
+
+async def test_nul_bytes_are_stored_alike_on_every_backend(store: ConversationStore) -> None:
+    """PostgreSQL refuses NUL in text; every backend stores U+FFFD in its place."""
+    message = UserMessage("a\x00b", conversation_id="c\x00", channel="cli", user_id="u\x00")
+    reply = BotReply("r\x00", Decision.FALLBACK, "c\x00",
+                     meta={"query\x00": "q\x00", "nested": ["x\x00"]})
+    await store.record_turn(message, reply)
+    user, bot = await store.history("c\x00")
+    assert (user.text, bot.text) == ("a\ufffdb", "r\ufffd")
+    assert bot.meta == {"query\ufffd": "q\ufffd", "nested": ["x\ufffd"]}
+    conversation = await store.get_conversation("c\x00")
+    assert conversation is not None
+    assert (conversation.id, conversation.user_id) == ("c\ufffd", "u\ufffd")
+
+
+async def test_conversation_ids_up_to_128_characters(store: ConversationStore) -> None:
+    longest = "x" * 128
+    await store.record_turn(UserMessage("hi", conversation_id=longest),
+                            BotReply("hello", Decision.FALLBACK, longest))
+    assert [m.text for m in await store.history(longest)] == ["hi", "hello"]
+    too_long = "y" * 129
+    with pytest.raises(InputError, match="conversation id longer than 128 characters"):
+        await store.record_turn(UserMessage("hi", conversation_id=too_long),
+                                BotReply("hello", Decision.FALLBACK, too_long))
+    for read in (store.history, store.get_conversation, store.conversation_status):
+        with pytest.raises(InputError, match="conversation id longer than 128 characters"):
+            await read(too_long)
+    assert await store.counts() == {"conversations": 1, "messages": 2}
+
+
+async def test_user_ids_and_channels_are_checked_alike(store: ConversationStore) -> None:
+    with pytest.raises(InputError, match="user id longer than 128 characters"):
+        await store.record_turn(UserMessage("hi", conversation_id="c", user_id="u" * 129),
+                                BotReply("hello", Decision.FALLBACK, "c"))
+    with pytest.raises(InputError, match="channel name longer than 32 characters"):
+        await store.record_turn(UserMessage("hi", conversation_id="c", channel="c" * 33),
+                                BotReply("hello", Decision.FALLBACK, "c"))
+    assert await store.counts() == {"conversations": 0, "messages": 0}
+
+
+async def test_stores_starting_together_migrate_in_turn(database_url: str) -> None:
+    stores = [ConversationStore(database_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.init() for s in stores))
+        assert [await s.revision() for s in stores] == ["0002"] * 4
+    finally:
+        for s in stores:
+            await s.close()
+
+
+def test_worker_processes_starting_together_migrate_in_turn(database_url: str) -> None:
+    """Without a lock, two of four workers found the other's tables half made, on SQLite."""
+    script = ("import asyncio, sys\n"
+              "from bot.storage import ConversationStore\n"
+              "async def main():\n"
+              "    store = ConversationStore(sys.argv[1])\n"
+              "    try:\n"
+              "        await store.init()\n"
+              "        print(await store.revision())\n"
+              "    finally:\n"
+              "        await store.close()\n"
+              "asyncio.run(main())\n")
+    workers = [subprocess.Popen([sys.executable, "-c", script, database_url], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for _ in range(4)]
+    results = [(w.wait(timeout=120), *w.communicate()) for w in workers]
+    assert [(code, out.strip()) for code, out, _ in results] == [(0, "0002")] * 4, results

@@ -1,0 +1,61 @@
+"""ORM models of the conversation schema; the Alembic migrations build exactly these tables."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from bot.types import ConversationStatus
+
+ID_LENGTH = 128  # conversation ids, checked before any query so every backend refuses the same
+USER_ID_LENGTH = 128
+CHANNEL_LENGTH = 32
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the conversation schema."""
+
+
+class Conversation(Base):
+    """One conversation on one channel with one user, and who answers it (bot or human)."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(CHANNEL_LENGTH))
+    user_id: Mapped[str] = mapped_column(String(USER_ID_LENGTH), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # A ConversationStatus value; "handoff" keeps the bot from answering as usual.
+    status: Mapped[str] = mapped_column(String(16), default=ConversationStatus.BOT.value,
+                                        server_default=ConversationStatus.BOT.value)
+    # When the status last changed (None: it never has, the bot has answered from the start).
+    status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                               nullable=True)
+
+
+class Message(Base):
+    """One message: the user's text, or the bot's reply with what it decided and why."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # "user" or "bot"
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decision: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    faq_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    scores: Mapped[list[float]] = mapped_column(JSON, default=list)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # How the reply came about: retrieval query, prompt size, candidates and their scores, ...
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
