@@ -46,5 +46,6 @@ async def open_bench_runtime(work: Path, everything_generates: bool = False) -> 
     if everything_generates:
         settings.retrieval.answer_threshold = 1.0
         settings.retrieval.suggest_threshold = -1.0
+        settings.dialogue.middle = "generate"
     index, _ = open_index(settings)
     return settings, await open_runtime(settings, index)

@@ -147,13 +147,17 @@ class DialogueManager:
         """Verified text events, then the final reply; the turn is stored before that reply.
 
         Any failure inside the turn becomes an apology (decision `error`), logged and stored;
-        if the consumer goes away, generation stops and what was shown is stored.
+        if the consumer goes away, generation stops and what was shown is stored. A conversation
+        id over 128 characters is the channel's mistake: InputError, before anything runs.
         """
+        self.store.check_ids(message)
         started = time.perf_counter()
         turn = _Turn()
         reply: BotReply | None = None
-        async with self.store.turn_lock(message.conversation_id):
+        async with contextlib.AsyncExitStack() as held:
             try:
+                # Inside the boundary: a database that cannot be reached is an apology too.
+                await held.enter_async_context(self.store.turn_lock(message.conversation_id))
                 async for event in self._turn(message, turn):
                     if isinstance(event, TextEvent):
                         turn.shown.append(event.text)

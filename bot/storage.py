@@ -220,6 +220,13 @@ class ConversationStore:
                                f"{self._safe_url()}: {self._scrub(_first_line(exc))}") from exc
         return bool(result.rowcount)
 
+    @staticmethod
+    def check_ids(message: UserMessage) -> None:
+        """Refuse (InputError) a conversation id, user id or channel name too long to store."""
+        _checked_id(message.conversation_id)
+        _checked(message.channel, "channel name", CHANNEL_LENGTH)
+        _checked(message.user_id, "user id", USER_ID_LENGTH)
+
     def turn_lock(self, conversation_id: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold while handling a turn: turns of one conversation run one at a time.
 

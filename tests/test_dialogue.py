@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.dialogue import DialogueManager
+from bot.errors import InputError
 from bot.generation.batching import BatchingGenerator
 from bot.generation.transformers_generator import TransformersGenerator
 from bot.runtime import generator_factory
@@ -439,3 +440,25 @@ async def test_a_model_that_cannot_load_degrades_to_did_you_mean(
     assert "cannot load model" in reply.meta["generation_error"]
     stored = await store.last_bot_message("c")
     assert stored is not None and "cannot load model" in stored.meta["generation_error"]
+
+
+async def test_an_over_long_conversation_id_is_refused_before_the_turn(
+        sample_index: FaqIndex, store: ConversationStore) -> None:
+    with pytest.raises(InputError, match="conversation id longer than 128"):
+        await manager(sample_index, store).handle(UserMessage("hi", conversation_id="c" * 129))
+    assert await store.counts() == {"conversations": 0, "messages": 0}
+
+
+async def test_an_unreachable_database_is_an_apology(sample_index: FaqIndex,
+                                                     tmp_path: Path) -> None:
+    store = ConversationStore(f"sqlite+aiosqlite:///{tmp_path}/gone.db")
+    await store.init()
+    (tmp_path / "gone.db").unlink()
+    (tmp_path / "gone.db").mkdir()  # the file is now a folder: nothing can be read or written
+    await store.close()
+    try:
+        reply = await manager(sample_index, store).handle(
+            UserMessage("How can I track my order?", conversation_id="c"))
+        assert reply.decision is Decision.ERROR and "storage_error" in reply.meta
+    finally:
+        await store.close()
