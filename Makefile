@@ -34,6 +34,8 @@ bench: setup  ## all benchmarks; figures go to bench/README.md
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_ask.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_retrieval.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_generation.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_dialogue.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_grounding.py
 
 clean:
 	rm -rf .supportbot .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ def open_index(settings: Settings, embedder: Embedder | None = None,
     The FAQ file is parsed only when it changed since the index was built. Returns the index
     and why it was rebuilt (None when the saved one was used).
     """
+    # The first torch work of the calling thread (the event loop's): keep its pool small.
+    torch_threads(settings.retrieval.threads)()
     embedder = embedder or SentenceTransformerEmbedder(settings.retrieval.embedder)
     return FaqIndex.open(settings.retrieval.faq_path, settings.retrieval.index_dir, embedder,
                          rebuild=settings.retrieval.auto_rebuild, progress=progress)
@@ -61,18 +64,20 @@ def generator_factory(model: ModelSettings,
     return load
 
 
-def torch_threads(threads: int) -> Callable[[], None] | None:
-    """A thread initializer that sets torch's thread count for that thread (0: leave it).
+def torch_threads(threads: int) -> Callable[[], None]:
+    """A thread initializer that sets torch's thread count for the thread it runs on.
 
-    torch's intra-op thread count is per thread, so each worker sets its own.
+    torch's intra-op thread count is per thread, and a thread pool that one thread has used
+    slows every other thread's pool on a small machine (on 2 cores, generation after the main
+    thread embedded took 6.5 s instead of 3.8 s: bench/README.md). So the event loop's thread
+    and the retrieval workers use few threads, and the generation worker all cores. 0 means
+    all the cores this process may use.
     """
-    if not threads:
-        return None
 
     def initialize() -> None:
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
 
     return initialize
 

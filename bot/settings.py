@@ -160,8 +160,8 @@ class ModelSettings(_Section):
     batch_window_ms: float = Field(250.0, ge=0.0, le=5000.0, description="Longest wait of a "
                                    "generation for other conversations' turns, still being "
                                    "retrieved, to share its batch (none coming: no wait).")
-    threads: int = Field(0, ge=0, le=256, description="Torch threads of the model's worker "
-                         "thread (0: torch's default, all cores). See bench/README.md.")
+    threads: int = Field(0, ge=0, le=256, description="Torch threads of the generation "
+                         "worker (0: all cores). See bench/README.md.")
     cache_dir: Path = Field(Path("~/.cache/supportbot/models"), validate_default=True,
                             description="Where the bundled GGUF is converted to safetensors once.")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
@@ -186,9 +186,9 @@ class RetrievalSettings(_Section):
                                      description="Score at or above which 'Did you mean' offers.")
     max_suggestions: int = Field(3, ge=1, le=5, description="Questions offered in 'Did you mean'.")
     auto_rebuild: bool = Field(True, description="Rebuild a missing or stale index on start.")
-    threads: int = Field(1, ge=0, le=64, description="Torch threads of each of the two "
-                         "retrieval workers (0: torch's default). One query at a time runs "
-                         "fastest on one thread while the model generates: bench/README.md.")
+    threads: int = Field(1, ge=0, le=64, description="Torch threads of the event loop's "
+                         "thread and of each of the two retrieval workers (0: all cores). More "
+                         "than one slows generation on a small machine: bench/README.md.")
 
     @field_validator("faq_path", "index_dir")
     @classmethod
