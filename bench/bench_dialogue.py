@@ -68,9 +68,29 @@ async def batching(work: Path, tokens: int) -> dict[str, float]:
     t_many = time.perf_counter() - started
     sizes = manager.generator.batches[batches_before:]
     n_one, n_many = generated_tokens(manager, one), generated_tokens(manager, list(many))
+    # The ceiling: the bare model on the very prompts the turns built, one batch vs one by one.
+    from bot.generation.prompt import build_prompt
+
+    model = manager.generator.inner
+    entries = {e.id: e for e in runtime.index.entries}
+    prompts = [build_prompt(manager.persona, [entries[r.sources[0].id]], [], q,
+                            model.count_tokens, model.context_tokens - tokens).messages
+               for r, q in zip(one, QUESTIONS, strict=True)]
+    params = manager.generation
+    worker = manager.generator  # the model's own thread, without streaming, checks or storage
+    started = time.perf_counter()
+    singles = [worker.submit([p], params).result()[0][0] for p in prompts]
+    t_raw_one = time.perf_counter() - started
+    started = time.perf_counter()
+    batch = [c[0] for c in worker.submit(prompts, params).result()]
+    t_raw_many = time.perf_counter() - started
+    count = model.tokenizer
+    n_raw_one = sum(len(count(t, add_special_tokens=False)["input_ids"]) for t in singles)
+    n_raw_many = sum(len(count(t, add_special_tokens=False)["input_ids"]) for t in batch)
     await runtime.close()
     return {"one": n_one / t_one, "many": n_many / t_many, "n_one": n_one, "n_many": n_many,
-            "t_one": t_one, "t_many": t_many, "batches": sizes}
+            "t_one": t_one, "t_many": t_many, "batches": sizes,
+            "raw_one": n_raw_one / t_raw_one, "raw_many": n_raw_many / t_raw_many}
 
 
 async def first_text(work: Path, release: str, real_check: bool) -> dict[str, float]:
@@ -145,6 +165,8 @@ def main() -> None:
               f"({b['n_many']} tokens in {b['t_many']:.1f} s, batches {b['batches']}) vs one "
               f"after another {b['one']:.1f} tok/s ({b['n_one']} tokens in {b['t_one']:.1f} s) "
               f"-> {b['many'] / b['one']:.2f}x (goal >= 4x)")
+        print(f"ceiling, the raw model on the same prompts: one batch {b['raw_many']:.1f} tok/s "
+              f"vs one at a time {b['raw_one']:.1f} tok/s -> {b['raw_many'] / b['raw_one']:.2f}x")
         for real in (False, True):
             sentence = asyncio.run(first_text(work, "sentence", real))
             answer = asyncio.run(first_text(work, "answer", real))
