@@ -249,6 +249,10 @@ class DialogueManager:
         if self.intents.wants_human(text):
             yield self._handoff_reply(conversation)
             return
+        if self.intents.refuses_human(text):
+            yield BotReply(self.persona.render(self.persona.stay_text), Decision.ANSWER,
+                           conversation, confidence=1.0, meta={"intent": "no-human"})
+            return
         if self.intents.asks_identity(plain):
             yield BotReply(self.persona.render(self.persona.identity_text), Decision.ANSWER,
                            conversation, confidence=1.0, meta={"intent": "identity"})

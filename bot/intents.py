@@ -48,6 +48,14 @@ class Intents:
         """'Is this a human or a bot?' and the like: a question about the bot, not a request."""
         return len(text.split()) <= HANDOFF_MAX_WORDS + 2 and _IDENTITY.search(text) is not None
 
+    def refuses_human(self, raw: str) -> bool:
+        """A short message that refuses a human: "I don't want a human", "no agent please"."""
+        text = simple(raw)
+        if self._handoff is None or len(text.split()) > HANDOFF_MAX_WORDS:
+            return False
+        return (self._handoff.search(text) is not None and not self.asks_identity(text)
+                and _REFUSAL.search(text) is not None and not _LEADING_NO.match(raw))
+
     def wants_human(self, raw: str) -> bool:
         """A short message that asks for a human (agent, operator, ...), and does not refuse one
         ("no human please") or ask whether the bot is one ("is this a human?")."""

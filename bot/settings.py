@@ -45,7 +45,7 @@ PLACEHOLDERS: dict[str, frozenset[str]] = {
     "system_prompt": _NAMES, "greeting": _NAMES, "fallback_text": _NAMES,
     "handoff_text": _NAMES, "clarify_text": _NAMES, "clarify_footer": _NAMES,
     "empty_text": _NAMES, "too_long_text": _NAMES | {"max_chars"}, "error_text": _NAMES,
-    "waiting_text": _NAMES, "identity_text": _NAMES,
+    "waiting_text": _NAMES, "identity_text": _NAMES, "stay_text": _NAMES,
 }
 
 
@@ -95,6 +95,9 @@ class PersonaSettings(_Section):
         "I'm {bot_name}, the virtual assistant of {company_name}. I can answer questions "
         "from our help pages; type 'human' to reach a colleague.", min_length=1,
         description="Reply to 'are you a human or a bot?'.")
+    stay_text: str = Field(
+        "All right, I'll keep helping you here. What would you like to know?", min_length=1,
+        description="Reply when the customer says they do not want a human.")
 
     @field_validator(*PLACEHOLDERS)
     @classmethod

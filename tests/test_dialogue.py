@@ -155,6 +155,13 @@ async def test_refusing_or_asking_about_a_human_does_not_hand_off(
     assert await store.conversation_status("c") is ConversationStatus.BOT
 
 
+async def test_refusing_a_human_is_acknowledged(sample_index: FaqIndex,
+                                                store: ConversationStore) -> None:
+    reply = await manager(sample_index, store).handle(
+        UserMessage("I dont want a human", conversation_id="c"))
+    assert reply.meta["intent"] == "no-human" and "keep helping you" in reply.text
+
+
 async def test_identity_question_gets_an_honest_answer(sample_index: FaqIndex,
                                                        store: ConversationStore) -> None:
     reply = await manager(sample_index, store).handle(
