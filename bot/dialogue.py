@@ -15,11 +15,11 @@ from typing import Any
 from bot.errors import GenerationError, ModelError, StorageError
 from bot.generation.base import ChatMessage, Generator
 from bot.generation.batching import BatchingGenerator, as_batching
-from bot.generation.grounding import GroundingChecker
+from bot.generation.grounding import SentenceCheck
 from bot.generation.prompt import build_prompt
-from bot.generation.ranking import grounding_scores
+from bot.generation.ranking import checker_for, grounding_scores
 from bot.generation.text import tidy_reply
-from bot.generation.verified import Check, VerifiedStream, generated_pieces, one_piece
+from bot.generation.verified import VerifiedStream, generated_pieces, one_piece
 from bot.intents import AFFIRMATIVE, FOLLOW_UP, NEGATIVE, Intents, pick, simple
 from bot.settings import DialogueSettings, GenerationSettings, PersonaSettings, RetrievalSettings
 from bot.storage import ConversationStore, Message
@@ -99,7 +99,8 @@ class DialogueManager:
         self._executor = executor or ThreadPoolExecutor(2, thread_name_prefix="retrieval")
         self._by_id = {entry.id: entry for entry in index.entries}
         self.intents = Intents(dialogue.handoff_keywords)
-        self._checker = GroundingChecker(index.embedder, dialogue.min_grounding)
+        # Shared with candidate ranking: FAQ sentences are embedded once per embedder.
+        self._checker = checker_for(index.embedder)
         # Turns that have not decided yet whether they generate: a starting batch waits for them.
         self._undecided = 0
 
@@ -362,7 +363,7 @@ class DialogueManager:
                                 key=lambda c: c.score, reverse=True)
             pieces = one_piece(candidates[0].text)
 
-        async def check(sentence: str) -> Check:
+        async def check(sentence: str) -> SentenceCheck:
             return await loop.run_in_executor(self._executor, self._check, sentence, entries,
                                               text)
 
@@ -394,11 +395,10 @@ class DialogueManager:
                        sources=turn.sources, confidence=confidence, candidates=candidates,
                        meta=meta)
 
-    def _check(self, sentence: str, entries: list[FaqEntry], question: str) -> Check:
+    def _check(self, sentence: str, entries: list[FaqEntry], question: str) -> SentenceCheck:
         """The grounding check on one sentence against the FAQ entries in the prompt."""
-        self._checker.min_score = self.dialogue.min_grounding
-        verdict = self._checker.check_sentence(sentence, entries, question)
-        return Check(sentence, verdict.score, verdict.supported, verdict.reason)
+        return self._checker.check_sentence(sentence, entries, question,
+                                            min_score=self.dialogue.min_grounding)
 
     def _fallback(self, conversation: str, top: float) -> BotReply:
         return BotReply(self.persona.render(self.persona.fallback_text), Decision.FALLBACK,

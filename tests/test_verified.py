@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bot.generation.grounding import SentenceCheck
 from bot.generation.text import tidy_reply
-from bot.generation.verified import Check, VerifiedStream, next_sentence
+from bot.generation.verified import VerifiedStream, next_sentence
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -22,9 +23,10 @@ async def run(text: str, banned: str = "\u0000", per_sentence: bool = True
               ) -> tuple[list[str], VerifiedStream, list[int]]:
     stops: list[int] = []
 
-    async def check(sentence: str) -> Check:
+    async def check(sentence: str) -> SentenceCheck:
         ok = banned not in sentence
-        return Check(sentence, 1.0 if ok else 0.0, ok, "" if ok else f"{banned} not in the FAQ")
+        reason = "" if ok else f"{banned} not in the FAQ"
+        return SentenceCheck(sentence, 1.0 if ok else 0.0, ok, reason)
 
     stream = VerifiedStream(tokens(text), check, lambda: stops.append(1), per_sentence)
     return [piece async for piece in stream], stream, stops

@@ -27,8 +27,16 @@ class _Request:
     params: GenerationSettings
     on_text: TextSink | None
     cancel: threading.Event
+    should_stop: StopCheck | None = None  # the caller's own check, asked with the cancel event
     future: concurrent.futures.Future[list[list[str]]] = field(
         default_factory=concurrent.futures.Future)
+
+    def stopped(self) -> bool:
+        """Whether the request should stop now: its cancel event, or the caller's own check
+        answering True for one of its prompts (which then sets the event)."""
+        if self.should_stop is not None and any(map(self.should_stop, range(len(self.prompts)))):
+            self.cancel.set()
+        return self.cancel.is_set()
 
 
 class GeneratorClosedError(RuntimeError):
@@ -67,10 +75,16 @@ class BatchingGenerator:
         return self.inner.count_tokens(prompt)
 
     def submit(self, prompts: Sequence[Prompt], params: GenerationSettings,
-               on_text: TextSink | None = None, cancel: threading.Event | None = None
+               on_text: TextSink | None = None, cancel: threading.Event | None = None,
+               should_stop: StopCheck | None = None
                ) -> concurrent.futures.Future[list[list[str]]]:
-        """Queue prompts for the next batch they fit in; the future holds their completions."""
-        request = _Request(list(prompts), params, on_text, cancel or threading.Event())
+        """Queue prompts for the next batch they fit in; the future holds their completions.
+
+        Setting `cancel`, or `should_stop` answering True for one of the prompts, stops that
+        prompt after the current token.
+        """
+        request = _Request(list(prompts), params, on_text, cancel or threading.Event(),
+                           should_stop)
         if not request.prompts:
             request.future.set_result([])
             return request.future
@@ -89,16 +103,7 @@ class BatchingGenerator:
                  on_text: TextSink | None = None,
                  should_stop: StopCheck | None = None) -> list[list[str]]:
         """The Generator interface, blocking: queue, wait for the batch, return completions."""
-        cancel = threading.Event()
-        future = self.submit(prompts, params, on_text, cancel)
-        if should_stop is None:
-            return future.result()
-        while True:  # poll the caller's stop check while waiting
-            try:
-                return future.result(timeout=0.05)
-            except concurrent.futures.TimeoutError:
-                if any(should_stop(i) for i in range(len(prompts))):
-                    cancel.set()
+        return self.submit(prompts, params, on_text, should_stop=should_stop).result()
 
     def close(self, timeout: float = 30.0) -> None:
         """Cancel what is running, fail what waits, and stop the worker thread."""
@@ -134,7 +139,7 @@ class BatchingGenerator:
                 request.on_text(i, text)
 
         def should_stop(row: int) -> bool:
-            return rows[row][0].cancel.is_set()
+            return rows[row][0].stopped()
 
         self.batches.append(len(prompts))
         try:
@@ -160,7 +165,7 @@ class BatchingGenerator:
                 if self._closed:
                     return None
                 # A request cancelled before its batch started is dropped unrun.
-                for request in [r for r in self._pending if r.cancel.is_set()]:
+                for request in [r for r in self._pending if r.stopped()]:
                     self._pending.remove(request)
                     request.future.set_result([[""] * request.params.n for _ in request.prompts])
                 if self._pending:

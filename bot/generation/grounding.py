@@ -129,9 +129,14 @@ class GroundingChecker:
         """Every sentence of the text, in order (split with split_sentences)."""
         return [self.check_sentence(s, sources, question) for s in split_sentences(text)]
 
-    def check_sentence(self, sentence: str, sources: Sequence[FaqEntry],
-                       question: str = "") -> SentenceCheck:
-        """Score one sentence; hard failures (facts not in the FAQ, flipped polarity) fail it."""
+    def check_sentence(self, sentence: str, sources: Sequence[FaqEntry], question: str = "",
+                       min_score: float | None = None) -> SentenceCheck:
+        """Score one sentence; hard failures (facts not in the FAQ, flipped polarity) fail it.
+
+        `min_score` overrides the checker's own, so one checker (and its cache of embedded FAQ
+        sentences) can serve callers with different thresholds.
+        """
+        min_score = self.min_score if min_score is None else min_score
         prepared = [self._source(e) for e in sources]
         if not sentence.strip() or not prepared:
             return SentenceCheck(sentence, 0.0, False, "no FAQ entry to check against"
@@ -161,9 +166,9 @@ class GroundingChecker:
         reason = self._hard_failure(sentence, prepared, best_unit, bases, question)
         if not reason and relevance < MIN_RELEVANCE:
             reason = f"does not address the question (relevance {relevance:.2f})"
-        if not reason and score < self.min_score:
+        if not reason and score < min_score:
             where = f" in '{weakest}'" if weakest else ""
-            reason = f"unsupported{where} ({score:.2f} < {self.min_score:.2f})"
+            reason = f"unsupported{where} ({score:.2f} < {min_score:.2f})"
         return SentenceCheck(sentence, score, not reason, reason)
 
     def _hard_failure(self, sentence: str, prepared: list[_Source], best_unit: str,

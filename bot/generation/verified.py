@@ -10,34 +10,23 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bot.generation.base import Prompt
 from bot.generation.batching import BatchingGenerator
+from bot.generation.grounding import SentenceCheck
+from bot.generation.text import ENDS_WELL, RUN_ON
 from bot.settings import GenerationSettings
 
-# The prompt's worked example uses these headers; a small model sometimes starts another one.
-RUN_ON = re.compile(r"\n\s*(?:FAQ|Question|Customer|User|Q)\s*:", re.IGNORECASE)
 # A sentence ends at . ! or ? (with closing quotes or brackets) followed by white space, or at a
 # line break; "9.95" and "e.g. this" do not end one.
 _END = re.compile(r"[.!?][\"')\]]*[ \t]+|[.!?][\"')\]]*\n\s*|\n\s*")
 _ABBREVIATION = re.compile(r"(?:\b(?:e\.g|i\.e|etc|approx|incl|no|nr|mr|mrs|ms|dr|st|vs|ca)\.)$",
                            re.IGNORECASE)
-_ENDS_WELL = re.compile(r"[.!?][\"')\]]*$")
 
 
-@dataclass(frozen=True)
-class Check:
-    """The grounding verdict on one sentence."""
-
-    text: str
-    score: float
-    supported: bool
-    reason: str = ""
-
-
-CheckSentence = Callable[[str], Awaitable[Check]]
+CheckSentence = Callable[[str], Awaitable[SentenceCheck]]
 
 
 @dataclass
@@ -46,8 +35,8 @@ class Outcome:
 
     released: str = ""  # exactly the text handed to the customer
     raw: str = ""  # what the model wrote, up to where it was stopped
-    checks: list[Check] = field(default_factory=list)  # every sentence checked, in order
-    rejected: Check | None = None  # the first sentence that failed (it and the rest were held)
+    checks: list[SentenceCheck] = field(default_factory=list)  # every sentence checked, in order
+    rejected: SentenceCheck | None = None  # the first that failed (it and the rest were held)
     cut_off: str = ""  # an unfinished last sentence, dropped
 
 
@@ -89,59 +78,59 @@ class VerifiedStream:
 
     async def __aiter__(self) -> AsyncIterator[str]:
         outcome = self.outcome
-        buffer, held, separator = "", "", ""
-        finished = False
+        held, separator = "", ""
+        sentences = self._sentences()
         try:
-            async for piece in self.pieces:
-                outcome.raw += piece
-                buffer += piece
-                # A header right after a line break (possibly the one that ended the last
-                # sentence) means the model started a new example turn: the answer ends there.
-                before = "\n" if separator == "\n" and outcome.checks else ""
-                run_on = RUN_ON.search(before + buffer)
-                if run_on:
-                    buffer = buffer[:max(run_on.start() - len(before), 0)] + "\n"
+            async for sentence, next_separator in sentences:
+                verdict = await self.check(sentence)
+                outcome.checks.append(verdict)
+                if not verdict.supported:
+                    outcome.rejected = verdict
                     self.stop()
-                while (found := next_sentence(buffer)) is not None:
-                    sentence, next_separator, buffer = found
-                    verdict = await self.check(sentence)
-                    outcome.checks.append(verdict)
-                    if not verdict.supported:
-                        outcome.rejected = verdict
-                        self.stop()
-                        finished = True
-                        break
-                    text = (separator if outcome.released or held else "") + sentence
-                    separator = next_separator
-                    if self.per_sentence:
-                        outcome.released += text
-                        yield text
-                    else:
-                        held += text
-                if finished or run_on:
                     break
-            last = buffer.strip()
-            if not finished and last:
-                nothing_ends = not outcome.checks and not _ENDS_WELL.search(last)
-                if _ENDS_WELL.search(last) or nothing_ends:
-                    verdict = await self.check(last)
-                    outcome.checks.append(verdict)
-                    if verdict.supported:
-                        text = (separator if outcome.released or held else "") + last
-                        if self.per_sentence:
-                            outcome.released += text
-                            yield text
-                        else:
-                            held += text
-                    else:
-                        outcome.rejected = verdict
+                text = (separator if outcome.released or held else "") + sentence
+                separator = next_separator
+                if self.per_sentence:
+                    outcome.released += text
+                    yield text
                 else:
-                    outcome.cut_off = last
+                    held += text
             if held:
                 outcome.released = held
                 yield held
         finally:
+            await sentences.aclose()
             self.stop()
+
+    async def _sentences(self) -> AsyncGenerator[tuple[str, str], None]:
+        """Each sentence as the model completes it, with the separator that followed it.
+
+        The last one comes only if it ends like a sentence (or is the whole answer); a cut-off
+        tail goes to `outcome.cut_off` instead.
+        """
+        outcome = self.outcome
+        buffer, separator, seen = "", "", False
+        async for piece in self.pieces:
+            outcome.raw += piece
+            buffer += piece
+            # A header right after a line break (possibly the one that ended the last
+            # sentence) means the model started a new example turn: the answer ends there.
+            before = "\n" if separator == "\n" and seen else ""
+            run_on = RUN_ON.search(before + buffer)
+            if run_on:
+                buffer = buffer[:max(run_on.start() - len(before), 0)] + "\n"
+                self.stop()
+            while (found := next_sentence(buffer)) is not None:
+                sentence, separator, buffer = found
+                seen = True
+                yield sentence, separator
+            if run_on:
+                break
+        last = buffer.strip()
+        if last and (ENDS_WELL.search(last) or not seen):
+            yield last, ""
+        elif last:
+            outcome.cut_off = last
 
 
 async def generated_pieces(generator: BatchingGenerator, prompt: Prompt,
