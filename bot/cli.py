@@ -337,12 +337,18 @@ def db_current(ctx: typer.Context) -> None:
         out.print(f"{current or 'none'} (head is {head}: run `supportbot db upgrade`)")
 
 
-async def _db_revisions(url: str) -> tuple[str | None, str | None]:
+async def _db_revisions(url: str, upgrade: bool = False) -> tuple[str | None, str | None]:
+    """The database's revision, and the head's; with `upgrade`, the revision before and after
+    bringing it to the head."""
     from bot.storage import ConversationStore
 
     store = ConversationStore(url)
     try:
-        return await store.revision(), store.head_revision()
+        before = await store.revision()
+        if not upgrade:
+            return before, store.head_revision()
+        await store.init()
+        return before, await store.revision()
     finally:
         await store.close()
 
@@ -352,7 +358,8 @@ def db_upgrade(ctx: typer.Context) -> None:
     """Bring the configured database to the newest schema; print the revision before and after."""
     with _user_errors():
         settings = _settings(ctx)
-        before, after = asyncio.run(_db_upgrade(settings.storage.database_url))
+        before, after = asyncio.run(_db_revisions(settings.storage.database_url,
+                                                  upgrade=True))
     from bot.storage import mask_url
 
     where = escape(mask_url(settings.storage.database_url))
@@ -360,18 +367,6 @@ def db_upgrade(ctx: typer.Context) -> None:
         out.print(f"{where} is already at {after} (head)")
     else:
         out.print(f"upgraded {where} from {before or 'none'} to {after} (head)")
-
-
-async def _db_upgrade(url: str) -> tuple[str | None, str | None]:
-    from bot.storage import ConversationStore
-
-    store = ConversationStore(url)
-    try:
-        before = await store.revision()
-        await store.init()
-        return before, await store.revision()
-    finally:
-        await store.close()
 
 
 @app.command()

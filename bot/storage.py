@@ -267,23 +267,11 @@ class ConversationStore:
         except SQLAlchemyError as exc:
             raise self._open_error(exc) from exc
         try:
-            try:
-                await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
-                await conn.commit()
-            except BaseException:
-                # Cancelled or failed while waiting: the server may grant the lock anyway, so
-                # end the session (which releases it) rather than pool the connection.
-                await conn.invalidate()
-                raise
+            await _advisory(conn, "pg_advisory_lock", key)
             try:
                 yield
             finally:
-                try:
-                    await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                    await conn.commit()
-                except BaseException:
-                    await conn.invalidate()
-                    raise
+                await _advisory(conn, "pg_advisory_unlock", key)
         finally:
             await conn.close()
 
@@ -403,6 +391,20 @@ def mask_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         return _PASSWORD_IN_URL.sub(r"\1***\2", url)
+
+
+async def _advisory(conn: AsyncConnection, function: str, key: int) -> None:
+    """Take or release a session advisory lock on `conn`.
+
+    If that is cancelled or fails (say, while waiting), the server may still grant the lock, so
+    the session is ended (which releases it) rather than the connection pooled.
+    """
+    try:
+        await conn.execute(text(f"SELECT {function}(:key)"), {"key": key})
+        await conn.commit()
+    except BaseException:
+        await conn.invalidate()
+        raise
 
 
 def _checked(value: str, what: str, limit: int) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -13,18 +12,11 @@ from bot.types import ConversationStatus, Decision, TextEvent, UserMessage
 from retrieval.index import FaqIndex
 from tests.fakes import ScriptedGenerator
 from tests.test_dialogue import FAITHFUL, NEAR_MISS, generating, manager
-from tests.test_storage import database_url
+from tests.test_storage import database_url, store
 
-__all__ = ["database_url"]  # the fixture: a SQLite file, and PostgreSQL when configured
+# The fixtures: an initialised store on a SQLite file, and on PostgreSQL when configured.
+__all__ = ["database_url", "store"]
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[ConversationStore]:
-    store = ConversationStore(database_url)
-    await store.init()
-    yield store
-    await store.close()
 
 
 async def test_concurrent_first_turns_of_one_conversation(sample_index: FaqIndex,
