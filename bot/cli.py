@@ -26,7 +26,9 @@ from bot.types import BotReply, TextEvent, UserMessage
 from retrieval.errors import IndexMissingError, IndexStaleError, RetrievalError
 
 if TYPE_CHECKING:
+    from bot.generation.base import Generator
     from bot.runtime import Runtime
+    from retrieval.index import FaqIndex
 
 app = typer.Typer(help="supportbot: a customer-service bot on your own hardware.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -201,7 +203,15 @@ async def _chat(settings: Settings, user_id: str) -> None:
 
 async def _open(settings: Settings) -> Runtime:
     """Open the index (rebuilding it with a progress bar if needed) and the runtime."""
-    from bot.runtime import generator_factory, open_index, open_runtime
+    from bot.runtime import open_runtime
+
+    built = _index(settings)
+    return await open_runtime(settings, built, _generator(settings))
+
+
+def _index(settings: Settings) -> FaqIndex:
+    """The FAQ index, rebuilt with a progress bar when missing or stale."""
+    from bot.runtime import open_index
 
     with _progress("building FAQ index", None) as advance:
         built, why = open_index(settings, progress=advance)
@@ -210,6 +220,12 @@ async def _open(settings: Settings) -> Runtime:
     elif isinstance(why, IndexStaleError):
         err.print(f"[yellow]rebuilt the FAQ index[/] in {escape(str(why.index_dir))}: "
                   f"{escape('; '.join(why.reasons))}")
+    return built
+
+
+def _generator(settings: Settings) -> Callable[[], Generator]:
+    """The configured model's loader, saying on stderr when it loads (and converts)."""
+    from bot.runtime import generator_factory
 
     def loading(name: str) -> None:
         from bot.generation.bundled import needs_conversion
@@ -219,7 +235,31 @@ async def _open(settings: Settings) -> Runtime:
             "~20 s, once)" if first else ""
         err.print(f"[dim]loading the model {escape(name)}{note}...[/]")
 
-    return await open_runtime(settings, built, generator_factory(settings.model, loading))
+    return generator_factory(settings.model, loading)
+
+
+@app.command()
+def serve(ctx: typer.Context,
+          host: Annotated[str | None, typer.Option(help="Address to listen on "
+                                                   "[default: web.host, 127.0.0.1].")] = None,
+          port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port "
+                                                   "[default: web.port, 8000].")] = None,
+          preload: Annotated[bool, typer.Option(help="Load the model before serving.")] = False
+          ) -> None:
+    """Serve the web chat page, the web socket (/ws), REST (/v1) and /metrics."""
+    with _user_errors():
+        settings = _settings(ctx)
+        web = settings.web.model_copy(update={
+            "host": host or settings.web.host, "port": port or settings.web.port,
+            "preload": preload or settings.web.preload})
+        settings = settings.model_copy(update={"web": web})
+        from bot.channels.web.serve import serve as run_server
+
+        built = _index(settings)
+        err.print(f"[green]serving[/] http://{web.host}:{web.port}  "
+                  "[dim](chat page /, web socket /ws, API /docs, metrics /metrics; "
+                  "Ctrl+C stops)[/]")
+        run_server(settings, built, _generator(settings))
 
 
 def _show_reply(settings: Settings, reply: BotReply) -> None:

@@ -30,6 +30,7 @@ from bot.types import (
     Decision,
     Source,
     TextEvent,
+    TranscriptItem,
     UserMessage,
 )
 from retrieval.corpus import FaqEntry
@@ -120,6 +121,15 @@ class DialogueManager:
         """Whether the model has been loaded (it loads when a turn first needs it)."""
         return self._generator is not None
 
+    @property
+    def tokens_generated(self) -> int:
+        """New tokens the model has generated since it was loaded (0 before)."""
+        return self._generator.tokens_generated if self._generator is not None else 0
+
+    async def ping(self) -> None:
+        """Raise StorageError unless the database answers."""
+        await self.store.revision()
+
     def close(self) -> None:
         """Stop the generator's worker (cancelling what runs) and release the model."""
         with self._generator_lock:
@@ -155,10 +165,21 @@ class DialogueManager:
         started = time.perf_counter()
         turn = _Turn()
         reply: BotReply | None = None
+        earlier: Message | None = None
         async with contextlib.AsyncExitStack() as held:
             try:
                 # Inside the boundary: a database that cannot be reached is an apology too.
                 await held.enter_async_context(self.store.turn_lock(message.conversation_id))
+                if message.client_id is not None:  # re-sent: its stored reply, not a new turn
+                    earlier = await self.store.find_reply(message.conversation_id,
+                                                          message.client_id)
+                if earlier is not None:
+                    reply = self.stored_reply(earlier)
+                    reply = replace(reply, meta={**reply.meta, "duplicate": True})
+                    turn.shown.append(reply.text)
+                    yield TextEvent(reply.text)
+                    yield reply
+                    return
                 async for event in self._turn(message, turn):
                     if isinstance(event, TextEvent):
                         turn.shown.append(event.text)
@@ -166,8 +187,9 @@ class DialogueManager:
                     else:
                         reply = event
             except (GeneratorExit, asyncio.CancelledError):
-                turn.meta["interrupted"] = True
-                await self._store(message, self._partial(message, turn, started))
+                if earlier is None:  # a re-sent message's reply is stored already
+                    turn.meta["interrupted"] = True
+                    await self._store(message, self._partial(message, turn, started))
                 raise
             except Exception as exc:
                 log.exception("turn failed in conversation %s", message.conversation_id)
@@ -203,11 +225,40 @@ class DialogueManager:
                                                                     text=message.text[:limit])
         status = ConversationStatus.HANDOFF if reply.decision is Decision.HANDOFF else None
         try:
-            await self.store.record_turn(stored, reply, status=status)
+            message_id = await self.store.record_turn(stored, reply, status=status)
         except StorageError as exc:
             log.error("turn not stored in conversation %s: %s", message.conversation_id, exc)
             return replace(reply, meta={**reply.meta, "storage_error": str(exc)})
-        return reply
+        return replace(reply, message_id=message_id)
+
+    def stored_reply(self, message: Message) -> BotReply:
+        """A stored bot message as a reply again (sources looked up in today's FAQ)."""
+        decision = Decision(message.decision or Decision.ERROR.value)
+        used = [Source(i, self._by_id[i].question if i in self._by_id else i, score,
+                       self._by_id[i].link if i in self._by_id else None)
+                for i, score in zip(message.faq_ids, message.scores, strict=False)]
+        clarify = decision is Decision.CLARIFY
+        return BotReply(message.text, decision, message.conversation_id,
+                        sources=[] if clarify else used, suggestions=used if clarify else [],
+                        confidence=message.confidence or 0.0,
+                        latency_ms=message.latency_ms or 0.0, meta=dict(message.meta or {}),
+                        message_id=message.id)
+
+    async def transcript(self, conversation_id: str) -> list[TranscriptItem]:
+        """A conversation's messages, oldest first, with the bot's replies and their ratings."""
+        return [TranscriptItem(m.role, m.text, m.created_at, m.id, m.client_id,
+                               self.stored_reply(m) if m.role == "bot" else None, rating)
+                for m, rating in await self.store.transcript(conversation_id)]
+
+    async def feedback(self, conversation_id: str, message_id: int, rating: str,
+                       comment: str | None = None) -> bool:
+        """Store a customer's rating of a bot message; False if it is not one of this
+        conversation's bot messages. InputError for a rating other than up / down."""
+        return await self.store.record_feedback(conversation_id, message_id, rating, comment)
+
+    async def status(self, conversation_id: str) -> ConversationStatus:
+        """Who answers the conversation now (bot, or a human after a handoff)."""
+        return await self.store.conversation_status(conversation_id)
 
     async def _turn(self, message: UserMessage, turn: _Turn) -> AsyncIterator[Event]:
         """The policy; yields text events and then one reply whose text is their sum."""
@@ -426,4 +477,5 @@ class DialogueManager:
 
 
 def _source(hit: FaqHit) -> Source:
-    return Source(id=hit.entry.id, question=hit.entry.question, score=round(hit.score, 4))
+    return Source(id=hit.entry.id, question=hit.entry.question, score=round(hit.score, 4),
+                  link=hit.entry.link or None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bot.types import ConversationStatus
@@ -13,6 +13,8 @@ from bot.types import ConversationStatus
 ID_LENGTH = 128  # conversation ids, checked before any query so every backend refuses the same
 USER_ID_LENGTH = 128
 CHANNEL_LENGTH = 32
+CLIENT_ID_LENGTH = 64
+COMMENT_LENGTH = 1000
 
 
 def utcnow() -> datetime:
@@ -59,3 +61,21 @@ class Message(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     # How the reply came about: retrieval query, prompt size, candidates and their scores, ...
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The channel's own id of a user message, so a re-sent message is not answered twice.
+    client_id: Mapped[str | None] = mapped_column(String(CLIENT_ID_LENGTH), nullable=True)
+
+    __table_args__ = (Index("ix_messages_conversation_client", "conversation_id", "client_id"),)
+
+
+class Feedback(Base):
+    """A customer's rating of one bot message (thumbs up or down); the latest rating counts."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), unique=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    rating: Mapped[str] = mapped_column(String(8))  # "up" or "down"
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -239,6 +240,33 @@ class StorageSettings(_Section):
                               description="Any async SQLAlchemy URL.")
 
 
+class WebSettings(_Section):
+    """The web server: the chat page, the web socket, the REST API and metrics."""
+
+    host: str = Field("127.0.0.1", description="Address `supportbot serve` listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `supportbot serve` listens on.")
+    preload: bool = Field(False, description="Load the model at start, not at the first "
+                          "generated turn.")
+    secret: SecretStr | None = Field(None, description="Key that signs conversation tokens; "
+                                     "every worker needs the same. Unset: web.secret_file.")
+    secret_file: Path = Field(Path(".supportbot/web-secret"), description="Where a random key "
+                              "is created (once, mode 0600) when web.secret is unset.")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins other than the "
+                                    "bot's own that may call the REST API from a browser.")
+    max_frame_bytes: int = Field(16384, ge=256, le=1048576, description="Largest web-socket "
+                                 "frame or REST body accepted.")
+    heartbeat_seconds: float = Field(20.0, gt=0, le=3600, description="Web-socket ping interval.")
+    rate_per_connection: float = Field(1.0, gt=0, description="Messages per second one "
+                                       "connection or conversation may send, on average.")
+    burst_per_connection: int = Field(5, ge=1, description="Messages one connection may send "
+                                      "at once before the rate applies.")
+    rate_per_ip: float = Field(5.0, gt=0, description="Requests per second from one client IP, "
+                               "on average (messages, feedback, REST calls, new sockets).")
+    burst_per_ip: int = Field(60, ge=1, description="Requests one client IP may make at once.")
+    drain_seconds: float = Field(30.0, ge=0, le=600, description="On shutdown, how long turns "
+                                 "in flight may take to finish.")
+
+
 class Settings(BaseSettings):
     """All settings; sources in order of precedence: environment, then file, then defaults."""
 
@@ -250,6 +278,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     dialogue: DialogueSettings = Field(default_factory=DialogueSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -29,16 +29,20 @@ from sqlalchemy.ext.asyncio import (
 from bot.errors import InputError, StorageError
 from bot.models import (
     CHANNEL_LENGTH,
+    CLIENT_ID_LENGTH,
+    COMMENT_LENGTH,
     ID_LENGTH,
     USER_ID_LENGTH,
     Base,
     Conversation,
+    Feedback,
     Message,
     utcnow,
 )
 from bot.types import BotReply, ConversationStatus, UserMessage
 
-__all__ = ["Base", "Conversation", "ConversationStore", "Message", "mask_url"]
+__all__ = ["Base", "Conversation", "ConversationStore", "Feedback", "Message", "mask_url"]
+RATINGS = ("up", "down")
 
 BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for another one before failing
 # The async driver to suggest for a URL that names a synchronous one (or none).
@@ -136,25 +140,26 @@ class ConversationStore:
             await self._lock_engine.dispose()
 
     async def record_turn(self, message: UserMessage, reply: BotReply,
-                          status: ConversationStatus | None = None) -> None:
-        """Store the user's message and the bot's reply in one transaction (both or neither).
+                          status: ConversationStatus | None = None) -> int:
+        """Store the user's message and the bot's reply in one transaction (both or neither);
+        returns the bot message's id.
 
         The first turn of a new conversation creates it, also when two such turns race;
         with `status`, the conversation's status changes in the same transaction.
         """
+        self.check_ids(message)
         conversation_id = _checked_id(message.conversation_id)
-        channel = _checked(message.channel, "channel name", CHANNEL_LENGTH)
-        user_id = _checked(message.user_id, "user id", USER_ID_LENGTH)
+        channel = _clean(message.channel)
+        user_id = _clean(message.user_id)
         used = reply.sources or reply.suggestions
-        rows = [
-            {"conversation_id": conversation_id, "role": "user", "text": _clean(message.text),
-             "decision": None, "faq_ids": [], "scores": [], "confidence": None,
-             "latency_ms": None, "meta": {}},
-            {"conversation_id": conversation_id, "role": "bot", "text": _clean(reply.text),
-             "decision": reply.decision.value, "faq_ids": _clean([s.id for s in used]),
-             "scores": [round(s.score, 4) for s in used], "confidence": reply.confidence,
-             "latency_ms": reply.latency_ms, "meta": _clean(_meta(reply))},
-        ]
+        asked = {"conversation_id": conversation_id, "role": "user", "text": _clean(message.text),
+                 "decision": None, "faq_ids": [], "scores": [], "confidence": None,
+                 "latency_ms": None, "meta": {}, "client_id": _clean(message.client_id)}
+        answered = {"conversation_id": conversation_id, "role": "bot",
+                    "text": _clean(reply.text), "decision": reply.decision.value,
+                    "faq_ids": _clean([s.id for s in used]),
+                    "scores": [round(s.score, 4) for s in used], "confidence": reply.confidence,
+                    "latency_ms": reply.latency_ms, "meta": _clean(_meta(reply))}
         now = utcnow()
         changes: dict[str, Any] = {"updated_at": now}
         if status is not None:
@@ -166,10 +171,74 @@ class ConversationStore:
                 await self._create_conversation(conn, conversation_id, channel, user_id, now)
                 await conn.execute(update(Conversation)
                                    .where(Conversation.id == conversation_id).values(changes))
-                await conn.execute(insert(Message), rows)
+                await conn.execute(insert(Message).values(asked))
+                bot_id = await conn.scalar(insert(Message).values(answered)
+                                           .returning(Message.id))
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot store the turn in {self._safe_url()}: "
                                f"{self._scrub(_first_line(exc))}") from exc
+        assert bot_id is not None
+        return int(bot_id)
+
+    async def find_reply(self, conversation_id: str, client_id: str) -> Message | None:
+        """The bot's reply to the user message the channel sent with `client_id`, if stored."""
+        conversation_id = _checked_id(conversation_id)
+        asked = (select(func.min(Message.id))
+                 .where(Message.conversation_id == conversation_id,
+                        Message.client_id == _clean(client_id), Message.role == "user")
+                 .scalar_subquery())
+        rows = await self._all(select(Message).where(Message.conversation_id == conversation_id,
+                                                     Message.role == "bot", Message.id > asked)
+                               .order_by(Message.id).limit(1))
+        return rows[0] if rows else None
+
+    async def record_feedback(self, conversation_id: str, message_id: int, rating: str,
+                              comment: str | None = None) -> bool:
+        """Store a rating ("up" or "down") of a bot message of this conversation; the latest
+        rating of a message replaces the earlier one. False when there is no such bot message.
+        """
+        conversation_id = _checked_id(conversation_id)
+        if rating not in RATINGS:
+            raise InputError(f"rating must be one of {', '.join(RATINGS)}, not {rating!r}")
+        if comment is not None and len(comment) > COMMENT_LENGTH:
+            raise InputError(f"feedback comment longer than {COMMENT_LENGTH} characters")
+        now = utcnow()
+        values = {"message_id": message_id, "conversation_id": conversation_id,
+                  "rating": rating, "comment": _clean(comment), "created_at": now,
+                  "updated_at": now}
+        try:
+            async with self._engine.begin() as conn:
+                found = await conn.scalar(select(Message.id).where(
+                    Message.id == message_id, Message.conversation_id == conversation_id,
+                    Message.role == "bot"))
+                if found is None:
+                    return False
+                changed = await conn.execute(
+                    update(Feedback).where(Feedback.message_id == message_id)
+                    .values(rating=rating, comment=values["comment"], updated_at=now))
+                if not changed.rowcount:
+                    await conn.execute(insert(Feedback).values(values))
+        except IntegrityError:  # a rating of the same message raced this one: store this one
+            return await self.record_feedback(conversation_id, message_id, rating, comment)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot store feedback in {self._safe_url()}: "
+                               f"{self._scrub(_first_line(exc))}") from exc
+        return True
+
+    async def transcript(self, conversation_id: str,
+                         limit: int = 1000) -> list[tuple[Message, str | None]]:
+        """The last `limit` messages of a conversation, oldest first, each with its rating."""
+        conversation_id = _checked_id(conversation_id)
+        statement = (select(Message, Feedback.rating)
+                     .outerjoin(Feedback, Feedback.message_id == Message.id)
+                     .where(Message.conversation_id == conversation_id)
+                     .order_by(Message.id.desc()).limit(limit))
+        try:
+            async with self._session() as session:
+                rows = (await session.execute(statement)).all()
+        except SQLAlchemyError as exc:
+            raise self._read_error(exc) from exc
+        return [(message, rating) for message, rating in reversed(rows)]
 
     async def _create_conversation(self, conn: AsyncConnection, conversation_id: str,
                                    channel: str, user_id: str, now: datetime) -> None:
@@ -226,6 +295,8 @@ class ConversationStore:
         _checked_id(message.conversation_id)
         _checked(message.channel, "channel name", CHANNEL_LENGTH)
         _checked(message.user_id, "user id", USER_ID_LENGTH)
+        if message.client_id is not None:
+            _checked(message.client_id, "client message id", CLIENT_ID_LENGTH)
 
     def turn_lock(self, conversation_id: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold while handling a turn: turns of one conversation run one at a time.

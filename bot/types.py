@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -36,6 +37,9 @@ class UserMessage:
     conversation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     channel: str = "terminal"
     user_id: str = "local"
+    # A channel's own id for the message (e.g. a web client's): a message re-sent with an id
+    # the conversation already had is not answered twice; its stored reply is returned again.
+    client_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class Source:
     id: str
     question: str
     score: float
+    link: str | None = None  # the entry's web page, if the FAQ gives one
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class BotReply:
     latency_ms: float = 0.0
     candidates: list[Candidate] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    message_id: int | None = None  # the stored bot message (what feedback refers to), once stored
 
     @property
     def faq_ids(self) -> list[str]:
@@ -87,3 +93,16 @@ class BotReply:
         data["decision"] = self.decision.value
         return data
 
+
+
+@dataclass(frozen=True)
+class TranscriptItem:
+    """One stored message of a conversation: the customer's, or the bot's reply and its rating."""
+
+    role: str  # "user" or "bot"
+    text: str
+    created_at: datetime
+    message_id: int
+    client_id: str | None = None
+    reply: BotReply | None = None  # for the bot's messages
+    feedback: str | None = None  # "up", "down" or None

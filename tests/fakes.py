@@ -30,6 +30,11 @@ class ScriptedGenerator:
         self.running = threading.Event()  # set while a batch is being generated
         self.steps = 0  # decoding steps taken so far, all batches together
 
+    @property
+    def tokens_generated(self) -> int:
+        """Tokens of the prompts finished so far (what the real generator counts)."""
+        return sum(self.tokens)
+
     def count_tokens(self, prompt: Prompt) -> int:
         """Words in the prompt."""
         return sum(len(m["content"].split()) for m in prompt)

@@ -24,7 +24,7 @@ async def test_concurrent_first_turns_of_one_conversation_all_succeed(
         store: ConversationStore) -> None:
     results = await asyncio.gather(*(store.record_turn(*turn("new", f"q{i}")) for i in range(20)),
                                    return_exceptions=True)
-    assert [r for r in results if r is not None] == []
+    assert [r for r in results if isinstance(r, BaseException)] == []
     assert await store.counts() == {"conversations": 1, "messages": 40}
 
 

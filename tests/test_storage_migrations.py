@@ -41,13 +41,13 @@ async def _database_at_0001(url: str) -> None:
     await engine.dispose()
 
 
-async def test_0002_keeps_existing_conversations_with_the_bot(database_url: str) -> None:
+async def test_upgrade_from_0001_keeps_conversations_with_the_bot(database_url: str) -> None:
     await _database_at_0001(database_url)
     store = ConversationStore(database_url)
     try:
         assert await store.revision() == "0001"
         await store.init()
-        assert await store.revision() == "0002" == store.head_revision()
+        assert await store.revision() == "0003" == store.head_revision()
         assert await store.conversation_status("old") is ConversationStatus.BOT
         assert [m.text for m in await store.history("old")] == ["user", "bot"]
         long_id = "z" * 128  # over 0001's 64 characters

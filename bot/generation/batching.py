@@ -70,6 +70,11 @@ class BatchingGenerator:
         self._worker: threading.Thread | None = None
         self._running: list[_Request] = []
 
+    @property
+    def tokens_generated(self) -> int:
+        """New tokens the wrapped generator has produced (0 if it does not count them)."""
+        return int(getattr(self.inner, "tokens_generated", 0))
+
     def count_tokens(self, prompt: Prompt) -> int:
         """Delegated to the wrapped generator."""
         return self.inner.count_tokens(prompt)

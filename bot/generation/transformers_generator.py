@@ -43,6 +43,7 @@ class TransformersGenerator:
         limit = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
         self.context_tokens = min(context_tokens, limit) if context_tokens else limit
         self._lock = threading.Lock()  # one generate at a time per model
+        self.tokens_generated = 0  # new tokens produced so far, all rows and candidates
 
     @classmethod
     def load(cls, base_model: str, adapter: Path | None = None, device: str = "auto",
@@ -103,6 +104,12 @@ class TransformersGenerator:
         with self._lock, torch.inference_mode():
             output = self.model.generate(**batch, generation_config=config, **options)
         new_tokens = output[:, batch["input_ids"].shape[1]:]
+        eos = self.tokenizer.eos_token_id
+        produced = torch.ones_like(new_tokens, dtype=torch.bool)
+        for end in {self.tokenizer.pad_token_id, *(eos if isinstance(eos, list) else [eos])}:
+            if end is not None:
+                produced &= new_tokens != end
+        self.tokens_generated += int(produced.sum())  # padding and end markers not counted
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [[t.strip() for t in texts[i * n:(i + 1) * n]] for i in range(len(prompts))]
 

@@ -1,0 +1,1 @@
+"""Channels: each turns its updates into UserMessages and renders the core's stream."""

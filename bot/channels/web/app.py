@@ -1,0 +1,158 @@
+"""create_app(settings): the FastAPI application behind `supportbot serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bot.channels.web import rest
+from bot.channels.web.metrics import CONTENT_TYPE, Metrics
+from bot.channels.web.security import ConversationTokens
+from bot.channels.web.service import ChatService
+from bot.channels.web.state import WebState
+from bot.channels.web.ws import chat_socket
+from bot.errors import StorageError
+from bot.generation.base import Generator
+from bot.runtime import Runtime, open_index, open_runtime
+from bot.settings import Settings
+from retrieval.embedder import Embedder
+from retrieval.index import FaqIndex
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+_PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+                 "Cache-Control": "no-cache"}
+
+
+def create_app(settings: Settings, *, index: FaqIndex | None = None,
+               embedder: Embedder | None = None,
+               generator: Callable[[], Generator] | None = None) -> FastAPI:
+    """The web app. Start-up opens (or builds) the index unless one is given, opens the
+    database, and loads the model only if web.preload; shutdown drains turns, then closes.
+
+    `generator` replaces the configured model's loader (tests pass a small one).
+    """
+    tokens = ConversationTokens.from_settings(settings.web)  # a bad key fails before serving
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opened = index
+        if opened is None:
+            opened, rebuilt = await asyncio.to_thread(open_index, settings, embedder)
+            if rebuilt is not None:
+                log.info("index rebuilt: %s", rebuilt)
+        assert opened is not None
+        runtime: Runtime = await open_runtime(settings, opened, generator)
+        manager = runtime.manager
+        metrics = Metrics(lambda: manager.tokens_generated)
+        state = WebState(settings, manager, ChatService(manager, metrics), metrics, tokens)
+        app.state.web = state
+        try:
+            if settings.web.preload:
+                await asyncio.to_thread(lambda: manager.generator)
+            app.state.ready = True
+            yield
+        finally:
+            app.state.ready = False
+            if not await state.service.drain(settings.web.drain_seconds):
+                log.warning("shutdown: %d turns still running after %.0f s; stopping them",
+                            state.service.in_flight, settings.web.drain_seconds)
+            await runtime.close()
+
+    app = FastAPI(title=f"{settings.persona.company_name} support bot", lifespan=lifespan,
+                  summary="supportbot: FAQ answers, grounded generation and handoff, over a "
+                  "web socket (/ws, see docs/web.md) and REST.")
+    app.state.ready = False
+    if settings.web.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.web.cors_origins,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "X-Conversation-Token"])
+    app.add_middleware(BodyLimit, limit=settings.web.max_frame_bytes)
+    app.include_router(rest.router)
+    app.add_api_websocket_route("/ws", chat_socket)
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+
+    @app.get("/widget.js", include_in_schema=False)
+    async def widget() -> FileResponse:
+        return FileResponse(STATIC / "widget.js", media_type="text/javascript",
+                            headers=_PAGE_HEADERS)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Index loaded and database reachable")
+    async def readyz(request: Request) -> JSONResponse:
+        if not request.app.state.ready:
+            return JSONResponse({"status": "starting or stopping"}, status_code=503)
+        state: WebState = request.app.state.web
+        try:
+            await state.manager.ping()
+        except StorageError as exc:
+            return JSONResponse({"status": "database unreachable", "detail": str(exc)},
+                                status_code=503)
+        return JSONResponse({"status": "ready", "faq_entries": len(state.manager.index.entries),
+                             "model_loaded": state.manager.generator_loaded})
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        state: WebState = request.app.state.web
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+class BodyLimit:
+    """Refuses (413) request bodies over `limit` bytes, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLargeError
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLargeError:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse({"detail": f"request body larger than {self.limit} bytes"},
+                                status_code=413)
+        await response(scope, receive, send)
+
+
+class _TooLargeError(Exception):
+    pass
+
+

@@ -1,0 +1,69 @@
+"""Prometheus metrics of the web server, in a registry of the app's own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bot.types import BotReply, Decision
+
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _TokensCollector(Collector):
+    """Reads the model's own count of generated tokens when scraped."""
+
+    def __init__(self, read: Callable[[], int]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("supportbot_generated_tokens",
+                                     "Tokens the model has generated (all conversations).")
+        family.add_metric([], float(self.read()))
+        yield family
+
+
+class Metrics:
+    """Turns by decision and channel, latencies (FAQ and generated apart), tokens, errors,
+    open web sockets, rate-limited requests and feedback."""
+
+    def __init__(self, tokens_generated: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.turns = Counter("supportbot_turns", "Turns answered, by decision and channel.",
+                             ["decision", "channel"], registry=r)
+        self.latency = Histogram("supportbot_turn_seconds", "Whole-turn latency; kind is "
+                                 "'generated' for model-written answers, else 'faq'.",
+                                 ["kind"], buckets=_SECONDS, registry=r)
+        self.first_text = Histogram("supportbot_first_text_seconds", "Time to the first "
+                                    "visible text of a turn.", ["kind"], buckets=_SECONDS,
+                                    registry=r)
+        self.errors = Counter("supportbot_errors", "Failed turns ('turn', 'storage') and "
+                              "refused client input (by error code).", ["kind"], registry=r)
+        self.websockets = Gauge("supportbot_websockets_open", "Open web-socket connections.",
+                                registry=r)
+        self.rate_limited = Counter("supportbot_rate_limited", "Requests refused by a rate "
+                                    "limit.", ["scope"], registry=r)
+        self.feedback = Counter("supportbot_feedback", "Ratings of bot messages.", ["rating"],
+                                registry=r)
+        r.register(_TokensCollector(tokens_generated))
+
+    def turn(self, reply: BotReply, channel: str, first_text_s: float | None) -> None:
+        """Count a finished turn."""
+        kind = "generated" if reply.decision is Decision.GENERATE else "faq"
+        self.turns.labels(reply.decision.value, channel).inc()
+        self.latency.labels(kind).observe(reply.latency_ms / 1000)
+        if first_text_s is not None:
+            self.first_text.labels(kind).observe(first_text_s)
+        if reply.decision is Decision.ERROR:
+            self.errors.labels("turn").inc()
+        if "storage_error" in reply.meta:
+            self.errors.labels("storage").inc()
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,110 @@
+"""Conversation tokens (who may read and write a conversation) and token-bucket rate limits."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from bot.errors import SettingsError
+from bot.settings import WebSettings
+
+_SECRET_BYTES = 32
+_PREFIX = "web-"
+
+
+class ConversationTokens:
+    """Issues conversation ids with their secret tokens, and verifies a token for an id.
+
+    A token is an HMAC of the id under the server's key: nothing to store, and every worker
+    sharing the key accepts it. Ids carry 128 random bits, so nobody guesses another's.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise SettingsError(["web.secret: use at least 16 characters"])
+        self._key = key
+
+    @classmethod
+    def from_settings(cls, web: WebSettings) -> ConversationTokens:
+        """The key from web.secret, else from web.secret_file (created once, mode 0600)."""
+        if web.secret is not None:
+            return cls(web.secret.get_secret_value().encode())
+        return cls(_key_file(web.secret_file))
+
+    def new(self) -> tuple[str, str]:
+        """A new conversation id and its token."""
+        conversation_id = _PREFIX + secrets.token_hex(16)
+        return conversation_id, self.token(conversation_id)
+
+    def token(self, conversation_id: str) -> str:
+        """The token of a conversation id."""
+        digest = hmac.new(self._key, b"conversation:" + conversation_id.encode(),
+                          hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def verify(self, conversation_id: str, token: str) -> bool:
+        """Whether `token` opens `conversation_id` (constant time)."""
+        if not conversation_id.startswith(_PREFIX) or len(conversation_id) > 128:
+            return False
+        return hmac.compare_digest(self.token(conversation_id).encode(), token.encode())
+
+
+def _key_file(path: Path) -> bytes:
+    """Read the key file, creating it with a random key when missing (race-safe)."""
+    path = path.expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise SettingsError([f"web.secret_file: cannot create {path}: {exc.strerror}"]) from exc
+    else:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(_SECRET_BYTES))
+    try:
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise SettingsError([f"web.secret_file: cannot read {path}: {exc.strerror}"]) from exc
+    if not key:  # another worker has created it and not written it yet
+        time.sleep(0.1)
+        key = path.read_text().strip()
+    if len(key) < 16:
+        raise SettingsError([f"web.secret_file: {path} holds {len(key)} characters; "
+                             "delete it to get a new random key"])
+    return key.encode()
+
+
+class RateLimiter:
+    """Token buckets per key (an IP, a connection, a conversation).
+
+    Each key may spend `burst` at once and then `rate` per second; the least recently used
+    keys are forgotten beyond `max_keys`, so memory stays bounded under many clients.
+    """
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def hit(self, key: str, now: float | None = None) -> float:
+        """Spend one token for `key`: 0.0 if allowed, else the seconds until one is free."""
+        now = time.monotonic() if now is None else now
+        tokens, updated = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - updated) * self.rate)
+        if tokens >= 1.0:
+            tokens -= 1.0
+            wait = 0.0
+        else:
+            wait = (1.0 - tokens) / self.rate
+        self._buckets[key] = (tokens, now)
+        if len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return wait

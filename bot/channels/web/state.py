@@ -1,0 +1,50 @@
+"""What the web app's handlers share: settings, the dialogue manager, tokens, limits, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from starlette.requests import HTTPConnection
+
+from bot.channels.web.metrics import Metrics
+from bot.channels.web.security import ConversationTokens, RateLimiter
+from bot.channels.web.service import ChatService
+from bot.dialogue import DialogueManager
+from bot.settings import Settings
+
+
+@dataclass
+class WebState:
+    """Built at start-up; handlers reach it as `app.state.web`."""
+
+    settings: Settings
+    manager: DialogueManager
+    service: ChatService
+    metrics: Metrics
+    tokens: ConversationTokens
+    ip_limits: RateLimiter = field(init=False)
+    conversation_limits: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        web = self.settings.web
+        self.ip_limits = RateLimiter(web.rate_per_ip, web.burst_per_ip)
+        self.conversation_limits = RateLimiter(web.rate_per_connection,
+                                               web.burst_per_connection)
+
+    def limit(self, ip: str, conversation_id: str | None) -> float:
+        """Spend one request of the IP's (and the conversation's) budget; 0.0 if allowed, else
+        the seconds to wait. Counted in the metrics by scope."""
+        wait = self.ip_limits.hit(ip)
+        if wait:
+            self.metrics.rate_limited.labels("ip").inc()
+            return wait
+        if conversation_id is not None:
+            wait = self.conversation_limits.hit(conversation_id)
+            if wait:
+                self.metrics.rate_limited.labels("conversation").inc()
+        return wait
+
+
+def client_ip(connection: HTTPConnection) -> str:
+    """The peer's address (behind a proxy, run uvicorn with --forwarded-allow-ips)."""
+    return connection.client.host if connection.client else "unknown"

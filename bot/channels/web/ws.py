@@ -1,0 +1,231 @@
+"""The chat web socket (`/ws`): hello, streamed verified text, replies, feedback, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from bot.channels.web.protocol import (
+    ChatFrame,
+    FeedbackFrame,
+    FrameError,
+    PingFrame,
+    error_frame,
+    history_item,
+    parse_frame,
+    reply_frame,
+)
+from bot.channels.web.service import ShuttingDownError
+from bot.channels.web.state import WebState, client_ip
+from bot.errors import InputError, StorageError
+from bot.types import BotReply, ConversationStatus, TextEvent, UserMessage
+
+log = logging.getLogger(__name__)
+
+BAD_TOKEN_CLOSE = 4403
+SERVICE_RESTART = 1012  # uvicorn closes sockets with this when the server shuts down
+_MAX_QUEUED = 20  # messages a connection may have waiting behind the running turn
+
+
+class ChatConnection:
+    """One customer's socket: a reader (frames in), a turn worker (answers, in order) and a
+    heartbeat, sharing one send lock."""
+
+    def __init__(self, socket: WebSocket, state: WebState, conversation_id: str) -> None:
+        self.socket = socket
+        self.state = state
+        self.conversation_id = conversation_id
+        self.ip = client_ip(socket)
+        self.queue: asyncio.Queue[ChatFrame] = asyncio.Queue(_MAX_QUEUED)
+        self._send_lock = asyncio.Lock()
+        self._heard = asyncio.Event()  # any frame from the client since the last ping
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        async with self._send_lock:
+            await self.socket.send_text(json.dumps(frame, ensure_ascii=False))
+
+    async def refuse(self, code: str, message: str, client_id: str | None = None) -> None:
+        self.state.metrics.errors.labels(code).inc()
+        await self.send(error_frame(code, message, client_id))
+
+    async def run(self) -> None:
+        worker = asyncio.create_task(self._answer(), name=f"ws-turns-{self.conversation_id}")
+        heartbeat = asyncio.create_task(self._heartbeat(), name="ws-heartbeat")
+        code = 1000
+        try:
+            code = await self._read()
+        finally:
+            heartbeat.cancel()
+            if code == SERVICE_RESTART or self.state.service.closing:
+                # The server is stopping: let the running turn end and be stored (the client
+                # finds it in the history when it reconnects), within the drain time.
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(self._drained(worker),
+                                           self.state.settings.web.drain_seconds)
+            worker.cancel()  # a customer who left: generation stops, what was shown is stored
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _drained(self, worker: asyncio.Task[None]) -> None:
+        while not worker.done() and (self.state.service.in_flight or not self.queue.empty()):
+            await asyncio.sleep(0.05)
+
+    async def _read(self) -> int:
+        """Read frames until the client leaves; returns the close code."""
+        web = self.state.settings.web
+        max_chars = self.state.settings.dialogue.max_input_chars
+        while True:
+            message = await self.socket.receive()
+            if message["type"] == "websocket.disconnect":
+                return int(message.get("code") or 1000)
+            self._heard.set()
+            raw = message.get("text")
+            try:
+                if raw is None:
+                    raise FrameError("binary_frame", "binary frames are not accepted: send "
+                                     "JSON as text frames")
+                if len(raw.encode()) > web.max_frame_bytes:
+                    raise FrameError("frame_too_large", f"frame is larger than "
+                                     f"{web.max_frame_bytes} bytes")
+                frame = parse_frame(raw, max_chars)
+                await self._accept(frame)
+            except FrameError as exc:
+                client_id = None
+                with contextlib.suppress(Exception):
+                    client_id = json.loads(raw or "").get("client_id")
+                await self.refuse(exc.code, exc.message,
+                                  client_id if isinstance(client_id, str) else None)
+
+    async def _accept(self, frame: ChatFrame | FeedbackFrame | PingFrame) -> None:
+        if isinstance(frame, PingFrame):
+            if not frame.pong:
+                await self.send({"type": "pong"})
+            return
+        wait = self.state.limit(self.ip, self.conversation_id)
+        if wait:
+            raise FrameError("rate_limited", f"too many messages: wait {wait:.1f} s")
+        if isinstance(frame, FeedbackFrame):
+            await self._feedback(frame)
+            return
+        if self.queue.full():
+            raise FrameError("rate_limited", f"{_MAX_QUEUED} messages are already waiting "
+                             "for an answer")
+        self.queue.put_nowait(frame)
+
+    async def _feedback(self, frame: FeedbackFrame) -> None:
+        try:
+            stored = await self.state.manager.feedback(self.conversation_id, frame.message_id,
+                                                       frame.rating, frame.comment)
+        except (InputError, StorageError) as exc:
+            raise FrameError("internal" if isinstance(exc, StorageError) else "bad_frame",
+                             str(exc)) from None
+        if not stored:
+            raise FrameError("unknown_message", f"message {frame.message_id} is not a bot "
+                             "message of this conversation")
+        self.state.metrics.feedback.labels(frame.rating).inc()
+        await self.send({"type": "feedback", "message_id": frame.message_id,
+                         "rating": frame.rating})
+
+    async def _answer(self) -> None:
+        """Answer queued messages one after another, streaming each turn's verified text."""
+        while True:
+            frame = await self.queue.get()
+            message = UserMessage(frame.text, self.conversation_id, channel="web",
+                                  user_id="web", client_id=frame.client_id)
+            try:
+                async for event in self.state.service.turn(message):
+                    if isinstance(event, TextEvent):
+                        await self.send({"type": "token", "text": event.text,
+                                         "client_id": frame.client_id})
+                    elif isinstance(event, BotReply):
+                        await self.send(reply_frame(event, frame.client_id))
+            except ShuttingDownError:
+                with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+                    await self.refuse("unavailable", "the server is shutting down; reconnect "
+                                      "in a moment", frame.client_id)
+            except (WebSocketDisconnect, OSError, RuntimeError):
+                return  # the client has gone: its turn was closed (generation stopped), stored
+            except Exception as exc:  # one bad turn never ends the connection
+                log.exception("web turn failed in %s", self.conversation_id)
+                await self.refuse("internal", f"the turn failed: {type(exc).__name__}",
+                                  frame.client_id)
+
+    async def _heartbeat(self) -> None:
+        interval = self.state.settings.web.heartbeat_seconds
+        missed = 0
+        while True:
+            await asyncio.sleep(interval)
+            if self._heard.is_set():
+                missed = 0
+            else:
+                missed += 1
+            self._heard.clear()
+            if missed >= 2:  # two intervals without a frame: the client is gone
+                await self.socket.close(1001)
+                return
+            await self.send({"type": "ping"})
+
+
+async def chat_socket(socket: WebSocket) -> None:
+    """`WS /ws`: see docs/web.md."""
+    state: WebState = socket.app.state.web
+    ip = client_ip(socket)
+    await socket.accept()
+    if state.service.closing:
+        await socket.send_json(error_frame("unavailable", "the server is shutting down"))
+        await socket.close(1012)
+        return
+    wait = state.ip_limits.hit(ip)
+    if wait:
+        state.metrics.rate_limited.labels("ip").inc()
+        await socket.send_json(error_frame("rate_limited", f"too many connections: wait "
+                                           f"{wait:.1f} s"))
+        await socket.close(1013)
+        return
+    conversation_id = socket.query_params.get("conversation_id")
+    token = socket.query_params.get("token")
+    resumed = conversation_id is not None or token is not None
+    if resumed:
+        if not conversation_id or not token or not state.tokens.verify(conversation_id, token):
+            state.metrics.errors.labels("bad_token").inc()
+            await socket.send_json(error_frame(
+                "bad_token", "conversation_id and token do not match: start a new "
+                "conversation (connect without them)"))
+            await socket.close(BAD_TOKEN_CLOSE)
+            return
+    else:
+        conversation_id, token = state.tokens.new()
+    assert conversation_id is not None and token is not None
+    try:
+        history = await state.manager.transcript(conversation_id) if resumed else []
+        status = await state.manager.status(conversation_id) if resumed \
+            else ConversationStatus.BOT
+    except StorageError as exc:
+        log.error("cannot read conversation %s: %s", conversation_id, exc)
+        await socket.send_json(error_frame("unavailable", "the conversation cannot be read "
+                                           "right now; try again shortly"))
+        await socket.close(1011)
+        return
+    persona = state.settings.persona
+    await socket.send_json({
+        "type": "hello", "conversation_id": conversation_id, "token": token,
+        "resumed": resumed, "status": status.value, "bot_name": persona.bot_name,
+        "company_name": persona.company_name, "greeting": persona.render(persona.greeting),
+        "history": [history_item(item) for item in history],
+        "heartbeat_seconds": state.settings.web.heartbeat_seconds,
+        "max_text_chars": state.settings.dialogue.max_input_chars,
+        "max_frame_bytes": state.settings.web.max_frame_bytes})
+    state.metrics.websockets.inc()
+    try:
+        await ChatConnection(socket, state, conversation_id).run()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        state.metrics.websockets.dec()
