@@ -354,6 +354,7 @@ async def test_a_storage_failure_is_an_apology_not_a_crash(
     broken = ConversationStore(f"sqlite+aiosqlite:///{tmp_path}/broken.db")
     await broken.init()
     async with broken._engine.begin() as conn:  # the database loses its tables under the bot
+        await conn.exec_driver_sql("DROP TABLE feedback")  # it refers to messages
         await conn.exec_driver_sql("DROP TABLE messages")
     try:
         dm = manager(sample_index, broken)

@@ -295,6 +295,19 @@ def test_cors_origins_come_from_settings(tmp_path: Path, sample_index: FaqIndex)
     assert "access-control-allow-origin" not in refused.headers
 
 
+def test_a_foreign_page_may_not_open_the_socket(tmp_path: Path,
+                                                sample_index: FaqIndex) -> None:
+    settings = web_settings(tmp_path, cors_origins=["https://shop.example"])
+    with TestClient(create_app(settings, index=sample_index)) as client:
+        for origin, allowed in (("http://testserver", True), ("https://shop.example", True),
+                                ("https://evil.example", False)):
+            with client.websocket_connect("/ws", headers={"Origin": origin}) as ws:
+                frame = ws.receive_json()
+                assert (frame["type"] == "hello") is allowed, origin
+                if not allowed:
+                    assert frame["code"] == "bad_origin"
+
+
 def test_the_signing_key_is_created_once_and_kept_private(tmp_path: Path) -> None:
     web = WebSettings(secret_file=tmp_path / "keys" / "web-secret")
     first = ConversationTokens.from_settings(web)

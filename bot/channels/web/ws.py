@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -173,11 +174,26 @@ class ChatConnection:
             await self.send({"type": "ping"})
 
 
+def _same_origin(origin: str, host: str) -> bool:
+    """Whether a browser's Origin header names the host it connected to."""
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
 async def chat_socket(socket: WebSocket) -> None:
     """`WS /ws`: see docs/web.md."""
     state: WebState = socket.app.state.web
     ip = client_ip(socket)
     await socket.accept()
+    origin = socket.headers.get("origin")
+    if origin is not None and not _same_origin(origin, socket.headers.get("host", "")) \
+            and origin not in state.settings.web.cors_origins:
+        # Browsers let any page open a web socket anywhere: only the bot's own page (and the
+        # origins in web.cors_origins) may talk to it. Clients that are not browsers send none.
+        state.metrics.errors.labels("bad_origin").inc()
+        await socket.send_json(error_frame("bad_origin", f"origin {origin[:100]} may not use "
+                                           "this chat; add it to web.cors_origins"))
+        await socket.close(BAD_TOKEN_CLOSE)
+        return
     if state.service.closing:
         await socket.send_json(error_frame("unavailable", "the server is shutting down"))
         await socket.close(1012)
