@@ -1,0 +1,467 @@
+"""The web chat page and the embed widget in a real browser, against the real server.
+
+Debian's Chromium (/usr/bin/chromium) driven by Playwright; `playwright install` is not used.
+Without Chromium or Playwright the module is skipped, unless REQUIRE_BROWSER=1 (CI), where
+that is a failure. Screenshots go to the test's temp folder and to .supportbot/screenshots/.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import secrets
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from retrieval.corpus import load_faq
+from tests.conftest import ROOT, SAMPLE_FAQ
+
+try:
+    from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+
+    _PLAYWRIGHT_ERROR = ""
+except ImportError as exc:  # pragma: no cover - depends on the machine
+    _PLAYWRIGHT_ERROR = f"playwright is not installed ({exc})"
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+SCREENSHOTS = ROOT / ".supportbot" / "screenshots"  # .supportbot/ is gitignored
+WAIT_MS = 30_000  # the first turn loads the embedder's weights into the retrieval workers
+PHONE = {"width": 375, "height": 740}
+DESKTOP = {"width": 1100, "height": 800}
+
+FAQ_QUESTION = "how do I reset my password"
+CLARIFY_QUESTION = "what's the time limit for sending stuff back"  # "Did you mean" on the sample
+XSS = '<img src=x onerror="window.__xss = 1"> <b>bold?</b>'
+
+
+def _missing() -> str:
+    if _PLAYWRIGHT_ERROR:
+        return _PLAYWRIGHT_ERROR
+    if not CHROMIUM.is_file():
+        return f"{CHROMIUM} is missing (Debian's chromium package: bash .ci/chromium.sh)"
+    return ""
+
+
+if _missing():
+    if os.environ.get("REQUIRE_BROWSER") == "1":
+        pytest.fail(f"REQUIRE_BROWSER=1, but {_missing()}", pytrace=False)
+    pytest.skip(f"browser test skipped: {_missing()} (REQUIRE_BROWSER=1 makes this an error)",
+                allow_module_level=True)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+# --- the real server in a thread --------------------------------------------------------------
+
+
+class LiveServer:
+    """uvicorn serving create_app(settings) on 127.0.0.1 in a background thread."""
+
+    def __init__(self, folder: Path) -> None:
+        import uvicorn
+        from bot.channels.web.app import create_app
+
+        from bot.settings import load_settings
+
+        config = folder / "supportbot.yaml"
+        config.write_text(
+            f"retrieval:\n  faq_path: {SAMPLE_FAQ}\n  index_dir: index\n"
+            "storage:\n  database_url: sqlite+aiosqlite:///bot.db\n"
+            "dialogue:\n  middle: clarify\n"
+            f"web:\n  secret: {secrets.token_hex(32)}\n  secret_file: {folder / 'web-secret'}\n"
+            "  drain_seconds: 2\n",
+            encoding="utf-8")
+        with pytest.MonkeyPatch.context() as env:  # the developer's SUPPORTBOT_* stay out
+            for name in list(os.environ):
+                if name.startswith("SUPPORTBOT_"):
+                    env.delenv(name)
+            self.settings = load_settings(config, explicit=True)
+        self.database = folder / "bot.db"
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))  # a free port, held until uvicorn takes it over
+        self.port = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(create_app(self.settings), host="127.0.0.1",
+                                                    port=self.port, log_level="warning"))
+        self._thread = threading.Thread(target=self.server.run,
+                                        kwargs={"sockets": [self._socket]},
+                                        name="uvicorn", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + 120  # start-up builds the FAQ index
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the server stopped during start-up (see the log above)")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the server did not start within 120 s")
+            time.sleep(0.05)
+        ready = httpx.get(f"{self.url}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=30)
+        self._socket.close()
+        assert not self._thread.is_alive(), "the server did not stop within 30 s"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer(tmp_path_factory.mktemp("web-server"))
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        yield _launch(playwright)
+
+
+def _launch(playwright: Playwright) -> Browser:
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=DESKTOP)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+class Shots:
+    """Saves screenshots under the test's temp folder and .supportbot/screenshots/."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def take(self, page: Page, name: str) -> None:
+        path = self.folder / f"{name}.png"
+        page.screenshot(path=str(path))
+        shutil.copyfile(path, SCREENSHOTS / path.name)
+        print(f"screenshot: {path} (and {SCREENSHOTS / path.name})")
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Shots:
+    return Shots(tmp_path)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _ask(page: Page, text: str) -> None:
+    """Type a question and send it with Enter, as a customer would."""
+    box = page.get_by_test_id("message-input")
+    box.fill(text)
+    box.press("Enter")
+    expect(box).to_have_value("")
+
+
+def _bot_messages(page: Page, count: int) -> Any:
+    """The bot's finished messages, once there are `count` of them."""
+    messages = page.get_by_test_id("bot-message")
+    expect(messages).to_have_count(count)
+    expect(page.get_by_test_id("bot-typing")).to_have_count(0)
+    return messages
+
+
+def _stored(page: Page) -> dict[str, str]:
+    value = page.evaluate("localStorage.getItem('supportbot.conversation')")
+    assert isinstance(value, str), "the page keeps its conversation in localStorage"
+    data: dict[str, str] = json.loads(value)
+    assert set(data) == {"conversation_id", "token"}
+    return data
+
+
+def _no_horizontal_scroll(page: Page) -> None:
+    widths = page.evaluate("""() => {
+        const log = document.querySelector('[data-testid=message-log]');
+        return {page: document.documentElement.scrollWidth, view: window.innerWidth,
+                log: log.scrollWidth, logView: log.clientWidth};
+    }""")
+    assert widths["page"] <= widths["view"], widths
+    assert widths["log"] <= widths["logView"], widths
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+
+def test_chat_page_answers_suggests_rates_and_survives_a_reload(
+        server: LiveServer, page: Page, shots: Shots) -> None:
+    entries = load_faq(SAMPLE_FAQ)
+    faq = {entry.question: entry for entry in entries}  # as sources and suggestions name them
+    frames: list[dict[str, Any]] = []
+    page.on("websocket", lambda ws: ws.on(
+        "framereceived", lambda payload: frames.append(json.loads(payload))))
+    page.goto(server.url + "/")
+
+    expect(page.get_by_test_id("greeting")).to_contain_text("How can I help")
+    expect(page.get_by_test_id("bot-name")).to_have_text(server.settings.persona.bot_name)
+    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "online")
+    box = page.get_by_test_id("message-input")
+    send = page.get_by_test_id("send-button")
+    expect(box).to_be_focused()
+    expect(send).to_be_disabled()  # nothing typed
+    box.fill("   ")
+    expect(send).to_be_disabled()  # only spaces
+    box.fill("x" * (server.settings.dialogue.max_input_chars + 1))
+    expect(send).to_be_disabled()  # over max_text_chars: the counter says so
+    expect(page.get_by_test_id("char-counter")).to_have_class("over")
+    box.fill("first line")
+    box.press("Shift+Enter")
+    box.press_sequentially("second line")
+    expect(box).to_have_value("first line\nsecond line")  # Shift+Enter: a new line, not sent
+    expect(page.get_by_test_id("user-message")).to_have_count(0)
+
+    # An FAQ question: the answer streams in, then shows its source as a link.
+    _ask(page, FAQ_QUESTION)
+    expect(page.get_by_test_id("user-message")).to_have_text([FAQ_QUESTION])
+    answer = _bot_messages(page, 1).first
+    entry = next(e for e in entries if e.id == "reset-password")
+    expect(answer).to_contain_text(entry.answer[:60])
+    source = answer.get_by_test_id("source-link")
+    expect(source).to_have_text(entry.question + " (opens in a new tab)")
+    expect(source).to_have_attribute("href", str(entry.link))
+    expect(source).to_have_attribute("target", "_blank")
+    expect(source).to_have_attribute("rel", "noopener noreferrer")
+    tokens = [f for f in frames if f.get("type") == "token"]
+    reply = next(f for f in frames if f.get("type") == "reply")
+    assert tokens and "".join(t["text"] for t in tokens) == reply["text"]
+    assert reply["decision"] == "answer"
+    expect(page.get_by_test_id("announcer")).to_contain_text(entry.answer[:40])
+
+    # "Did you mean": the offered questions are buttons; one click asks it.
+    _ask(page, CLARIFY_QUESTION)
+    clarify = _bot_messages(page, 2).nth(1)
+    expect(clarify).to_have_attribute("data-decision", "clarify")
+    offered = clarify.get_by_test_id("suggestion")
+    expect(offered.first).to_be_visible()
+    shots.take(page, "page-clarify")
+    picked = offered.first.locator(".label").inner_text()
+    assert picked in faq, picked
+    offered.first.click()
+    expect(page.get_by_test_id("user-message").last).to_have_text(picked)
+    chosen = _bot_messages(page, 3).nth(2)
+    expect(chosen).to_contain_text(faq[picked].answer[:60])
+
+    # Server text is text, never markup.
+    _ask(page, XSS)
+    _bot_messages(page, 4)
+    expect(page.get_by_test_id("user-message").last).to_have_text(XSS)
+    assert page.evaluate("window.__xss") is None
+    assert page.locator(".bubble img, .bubble b").count() == 0
+
+    # Thumbs up on the first answer: the server's ack shows, and the rating is stored.
+    answer.get_by_test_id("thumbs-up").click()
+    expect(answer.get_by_test_id("thumbs-up")).to_have_attribute("aria-pressed", "true")
+    expect(answer.get_by_test_id("thumbs-down")).to_have_attribute("aria-pressed", "false")
+    message_id = int(str(answer.get_attribute("data-message-id")))
+    conversation = _stored(page)
+    rest = httpx.get(f"{server.url}/v1/conversations/{conversation['conversation_id']}",
+                     headers={"X-Conversation-Token": conversation["token"]}, timeout=10)
+    assert rest.status_code == 200, rest.text
+    rated = [m for m in rest.json()["messages"] if m.get("message_id") == message_id]
+    assert len(rated) == 1 and rated[0]["role"] == "bot" and rated[0]["feedback"] == "up"
+    engine = sa.create_engine(f"sqlite:///{server.database}")
+    try:
+        with engine.connect() as db:
+            rows = db.execute(sa.text("SELECT rating FROM feedback WHERE message_id = :id"),
+                              {"id": message_id}).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [("up",)]
+    shots.take(page, "page-desktop")
+
+    # A reload resumes the conversation: the whole history, with its links, buttons and rating.
+    texts = page.get_by_test_id("bot-message").all_inner_texts()
+    users = page.get_by_test_id("user-message").all_inner_texts()
+    page.reload()
+    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "online")
+    expect(page.get_by_test_id("bot-message")).to_have_text(texts, use_inner_text=True)
+    expect(page.get_by_test_id("user-message")).to_have_text(users, use_inner_text=True)
+    assert _stored(page) == conversation
+    again = page.get_by_test_id("bot-message").first
+    expect(again.get_by_test_id("source-link")).to_have_attribute("href", str(entry.link))
+    expect(again.get_by_test_id("thumbs-up")).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_test_id("bot-message").nth(1).get_by_test_id("suggestion")).to_have_count(
+        offered.count())
+    expect(page.get_by_test_id("handoff-banner")).to_be_hidden()
+
+    # At phone width nothing scrolls sideways.
+    page.set_viewport_size(PHONE)
+    _no_horizontal_scroll(page)
+    shots.take(page, "page-phone")
+
+
+def test_handoff_shows_a_banner_and_stays_after_a_reload(
+        server: LiveServer, page: Page, shots: Shots) -> None:
+    page.set_viewport_size(PHONE)
+    page.goto(server.url + "/")
+    expect(page.get_by_test_id("greeting")).to_be_visible()
+    expect(page.get_by_test_id("handoff-banner")).to_be_hidden()
+    _ask(page, "human")
+    handoff = _bot_messages(page, 1).first
+    expect(handoff).to_have_attribute("data-decision", "handoff")
+    banner = page.get_by_test_id("handoff-banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("A colleague will reply here")
+    page.reload()
+    expect(page.get_by_test_id("bot-message")).to_have_count(1)
+    expect(page.get_by_test_id("handoff-banner")).to_be_visible()  # hello's status
+    _no_horizontal_scroll(page)
+    shots.take(page, "page-handoff-phone")
+
+
+def test_a_stale_token_starts_a_new_conversation(server: LiveServer, page: Page) -> None:
+    page.goto(server.url + "/")
+    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "online")
+    first = _stored(page)
+    page.evaluate("""(c) => localStorage.setItem('supportbot.conversation',
+        JSON.stringify({conversation_id: c, token: 'not-the-token'}))""", first["conversation_id"])
+    page.reload()
+    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "online")
+    expect(page.get_by_test_id("greeting")).to_be_visible()
+    fresh = _stored(page)
+    assert fresh["conversation_id"] != first["conversation_id"]
+    assert fresh["token"] != "not-the-token"
+
+
+# --- the widget -------------------------------------------------------------------------------
+
+
+SHOP_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>Shop</title></head>
+<body style="margin:0;font-family:sans-serif"><header style="padding:16px 24px;background:#222;
+color:#fff"><b>Example Shop</b></header><main style="padding:24px"><h1>Tents</h1>
+<p>Our best tents for every season.</p></main>
+<script src="{url}/widget.js" defer></script></body></html>"""
+
+
+@pytest.fixture
+def shop_site(server: LiveServer) -> Iterator[str]:
+    """A company's page embedding the widget, served from another origin (its own port).
+
+    A real local server, not Playwright's router: Chromium lets a page load the bot's
+    127.0.0.1 script only if the page itself comes from the local network.
+    """
+    body = SHOP_PAGE.format(url=server.url).encode()
+
+    class Shop(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shop)
+    thread = threading.Thread(target=site.serve_forever, name="shop", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{site.server_address[1]}/"
+    finally:
+        site.shutdown()
+        site.server_close()
+        thread.join(timeout=10)
+
+
+def test_widget_opens_the_chat_in_an_iframe(
+        server: LiveServer, browser: Browser, shop_site: str, shots: Shots) -> None:
+    context = browser.new_context(viewport=DESKTOP)
+    context.set_default_timeout(WAIT_MS)
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(shop_site)
+        # One global, the namespace; nothing else leaks into the company's page.
+        expect(page.get_by_test_id("widget-button")).to_be_visible()
+        added = page.evaluate("""() => {
+            const frame = document.createElement('iframe');
+            document.body.appendChild(frame);
+            const clean = new Set(Object.keys(frame.contentWindow));
+            frame.remove();
+            return Object.keys(window).filter(k => !clean.has(k));
+        }""")
+        assert added == ["SupportbotWidget"], added
+
+        button = page.get_by_test_id("widget-button")
+        panel = page.get_by_test_id("widget-panel")
+        expect(button).to_have_attribute("aria-expanded", "false")
+        expect(panel).to_be_hidden()
+        expect(page.get_by_test_id("widget-frame")).to_have_count(0)  # nothing loads before
+        box = button.bounding_box()
+        assert box is not None
+        assert box["x"] + box["width"] > DESKTOP["width"] - 40
+        assert box["y"] + box["height"] > DESKTOP["height"] - 40  # bottom-right corner
+
+        button.click()
+        expect(panel).to_be_visible()
+        expect(button).to_have_attribute("aria-expanded", "true")
+        frame_element = page.get_by_test_id("widget-frame")
+        expect(frame_element).to_have_attribute("src", server.url + "/?embed=1")
+        chat = page.frame_locator("[data-testid=widget-frame]")
+        expect(chat.get_by_test_id("greeting")).to_be_visible()
+        expect(chat.get_by_test_id("message-input")).to_be_focused()
+        expect(chat.get_by_test_id("close-embed")).to_be_visible()
+        chat.get_by_test_id("message-input").fill(FAQ_QUESTION)
+        chat.get_by_test_id("message-input").press("Enter")
+        expect(chat.get_by_test_id("source-link")).to_be_visible()
+        page.wait_for_timeout(300)  # the panel's opening animation
+        shots.take(page, "widget-desktop")
+
+        # Escape (pressed inside the chat) closes the panel; focus goes back to the button.
+        chat.get_by_test_id("message-input").press("Escape")
+        expect(panel).to_be_hidden()
+        expect(button).to_be_focused()
+        # The keyboard opens it again; the chat kept its conversation.
+        page.keyboard.press("Enter")
+        expect(panel).to_be_visible()
+        expect(chat.get_by_test_id("bot-message")).to_have_count(1)
+        page.keyboard.press("Escape")
+        expect(panel).to_be_hidden()
+
+        # On a phone the panel fills the screen; the chat's own button closes it.
+        page.set_viewport_size(PHONE)
+        button.click()
+        expect(panel).to_be_visible()
+        page.wait_for_timeout(300)
+        rect = panel.bounding_box()
+        assert rect is not None
+        assert (rect["x"], rect["y"], rect["width"], rect["height"]) == (
+            0, 0, PHONE["width"], PHONE["height"])
+        shots.take(page, "widget-phone")
+        chat.get_by_test_id("close-embed").click()
+        expect(panel).to_be_hidden()
+        assert not errors, f"JavaScript errors on the page: {errors}"
+    finally:
+        context.close()
