@@ -702,7 +702,8 @@
       state.pending.delete(id);
       markFailed(id);
     }
-    if (code === "unknown_message") {
+    if (!id) {
+      // Not about a message: it may be about a rating just sent (refused or rate-limited).
       document.querySelectorAll(".feedback[data-pending]").forEach(function (box) {
         box.removeAttribute("data-pending");
       });
