@@ -79,8 +79,8 @@ class LiveServer:
 
     def __init__(self, folder: Path) -> None:
         import uvicorn
-        from bot.channels.web.app import create_app
 
+        from bot.channels.web.app import create_app
         from bot.settings import load_settings
 
         config = folder / "supportbot.yaml"

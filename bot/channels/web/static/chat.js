@@ -25,6 +25,7 @@
     botName: "",
     heartbeatMs: 20000,
     attempts: 0,
+    stopped: false, // the server refused this page for good (bad_origin): no more reconnects
     reconnectTimer: null,
     reconnectAt: 0,
     watchdog: null,
@@ -412,11 +413,13 @@
     }, 50);
   }
 
-  function showNotice(text) {
+  function showNotice(text, lasting) {
     els.notice.textContent = text;
     els.notice.hidden = false;
     window.clearTimeout(state.noticeTimer);
-    state.noticeTimer = window.setTimeout(function () { els.notice.hidden = true; }, NOTICE_MS);
+    if (!lasting) {
+      state.noticeTimer = window.setTimeout(function () { els.notice.hidden = true; }, NOTICE_MS);
+    }
   }
 
   function setHandoff(on) {
@@ -432,6 +435,8 @@
       els.connectionText.textContent = "Online";
     } else if (kind === "connecting") {
       els.connectionText.textContent = "Connecting…";
+    } else if (kind === "stopped") {
+      els.connectionText.textContent = "Unavailable";
     } else {
       var tick = function () {
         var seconds = Math.max(1, Math.ceil((state.reconnectAt - Date.now()) / 1000));
@@ -483,14 +488,12 @@
     ws.onmessage = function (event) {
       if (ws === state.ws) onFrame(event.data, resuming);
     };
-    ws.onclose = function (event) {
+    ws.onclose = function () {
       if (ws !== state.ws) return;
       drop(ws);
-      if (event.code === 4403 && resuming) {
-        startFresh();
-      } else {
-        scheduleReconnect();
-      }
+      // Close code 4403 alone says little (bad_token and bad_origin share it); the error
+      // frame before it has already been handled.
+      if (!state.stopped) scheduleReconnect();
     };
   }
 
@@ -518,7 +521,7 @@
   }
 
   function reconnectNow() {
-    if (state.reconnectTimer !== null) connect();
+    if (state.reconnectTimer !== null && !state.stopped) connect();
   }
 
   // The stored conversation is not accepted (bad_token): forget it and start a new one.
@@ -685,6 +688,15 @@
 
   function onError(frame, resuming) {
     var code = typeof frame.code === "string" ? frame.code : "";
+    if (code === "bad_origin") {
+      // This page's origin may not use the chat (web.cors_origins): retrying cannot help.
+      state.stopped = true;
+      if (state.ws) drop(state.ws);
+      window.clearTimeout(state.reconnectTimer);
+      setConnection("stopped");
+      showNotice("The chat isn't available on this site.", true);
+      return;
+    }
     if (code === "bad_token") {
       // The stored conversation isn't accepted (new server secret, or it was removed).
       if (resuming) {
