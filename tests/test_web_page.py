@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -32,6 +33,7 @@ try:
         Page,
         Playwright,
         ViewportSize,
+        WebSocketRoute,
         expect,
         sync_playwright,
     )
@@ -90,7 +92,8 @@ class LiveServer:
             "dialogue:\n  middle: clarify\n"
             f"web:\n  secret: {secrets.token_hex(32)}\n  secret_file: {folder / 'web-secret'}\n"
             # A customer needs seconds per message; this test sends them as fast as it can.
-            "  drain_seconds: 2\n  burst_per_connection: 20\n",
+            "  drain_seconds: 2\n  burst_per_connection: 20\n"
+            "  heartbeat_seconds: 1\n",  # pings the page must answer, within the test's time
             encoding="utf-8")
         with pytest.MonkeyPatch.context() as env:  # the developer's SUPPORTBOT_* stay out
             for name in list(os.environ):
@@ -365,6 +368,49 @@ def test_a_stale_token_starts_a_new_conversation(server: LiveServer, page: Page)
     fresh = _stored(page)
     assert fresh["conversation_id"] != first["conversation_id"]
     assert fresh["token"] != "not-the-token"
+
+
+def test_a_dropped_socket_reconnects_and_heartbeats_are_answered(
+        server: LiveServer, page: Page) -> None:
+    sockets: list[tuple[WebSocketRoute, WebSocketRoute]] = []
+    sent: list[dict[str, Any]] = []
+
+    def relay(socket: WebSocketRoute) -> None:
+        """Pass the page's socket through to the server, noting what the page sends."""
+        upstream = socket.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            sent.append(json.loads(message))
+            upstream.send(message)
+
+        socket.on_message(from_page)
+        sockets.append((socket, upstream))
+
+    def wait_until(done: Any, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not done():
+            assert time.monotonic() < deadline, f"waited 10 s for {what}"
+            page.wait_for_timeout(100)
+
+    page.route_web_socket(re.compile(r"/ws(\?|$)"), relay)
+    page.goto(server.url + "/")
+    _ask(page, FAQ_QUESTION)
+    _bot_messages(page, 1)
+    # The server pings every heartbeat_seconds (1 s here); the page answers each with a pong.
+    wait_until(lambda: any(frame["type"] == "pong" for frame in sent), "a pong")
+
+    # The connection drops: the page reconnects, resumes, and shows the history once.
+    page_side, server_side = sockets[0]
+    page_side.close(code=4000, reason="the test drops the socket")
+    server_side.close()
+    wait_until(lambda: len(sockets) == 2, "a new socket")
+    conversation = _stored(page)
+    assert f"conversation_id={conversation['conversation_id']}" in sockets[1][0].url
+    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "online")
+    expect(page.get_by_test_id("user-message")).to_have_text([FAQ_QUESTION])
+    _bot_messages(page, 1)
+    _ask(page, "how can I track my order")
+    expect(_bot_messages(page, 2).nth(1).get_by_test_id("source-link")).to_be_visible()
 
 
 # --- the widget -------------------------------------------------------------------------------
