@@ -116,7 +116,7 @@
     launcher.setAttribute("aria-controls", "supportbot-panel");
     launcher.setAttribute("aria-expanded", "false");
     launcher.setAttribute("aria-label", "Open chat");
-    launcher.title = "Chat with us";
+    launcher.title = "Open chat";
     launcher.appendChild(icon("when-closed", CHAT_PATH, true));
     launcher.appendChild(icon("when-open", CLOSE_PATH, false));
     launcher.addEventListener("click", toggle);
@@ -161,6 +161,7 @@
     root.querySelector(".box").classList.add("open");
     launcher.setAttribute("aria-expanded", "true");
     launcher.setAttribute("aria-label", "Close chat");
+    launcher.title = "Close chat";
     focusChat();
   }
 
@@ -171,6 +172,7 @@
     root.querySelector(".box").classList.remove("open");
     launcher.setAttribute("aria-expanded", "false");
     launcher.setAttribute("aria-label", "Open chat");
+    launcher.title = "Open chat";
     launcher.focus();
   }
 
