@@ -128,7 +128,7 @@ class DialogueManager:
 
     async def ping(self) -> None:
         """Raise StorageError unless the database answers."""
-        await self.store.revision()
+        await self.store.ping()
 
     def close(self) -> None:
         """Stop the generator's worker (cancelling what runs) and release the model."""

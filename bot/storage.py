@@ -133,6 +133,14 @@ class ConversationStore:
 
         return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
+    async def ping(self) -> None:
+        """Raise StorageError unless the database answers a trivial query."""
+        try:
+            async with self._engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise self._read_error(exc) from exc
+
     async def close(self) -> None:
         """Release the connection pools."""
         await self._engine.dispose()

@@ -55,6 +55,12 @@ def test_health_ready_docs_and_page_routes(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/chat", "/v1/feedback", "/v1/conversations/{conversation_id}"} <= set(paths)
+    page = client.get("/")
+    assert page.headers["content-type"].startswith("text/html") and "<html" in page.text
+    widget = client.get("/widget.js")
+    assert widget.headers["content-type"].startswith("text/javascript")
+    assert client.get("/static/chat.js").status_code == 200
+    assert "_created" not in client.get("/metrics").text
 
 
 def test_a_faq_question_streams_and_is_stored(client: TestClient, settings: Settings) -> None:
@@ -242,13 +248,16 @@ def test_rate_limits_answer_with_an_error_frame_and_429(tmp_path: Path,
     with TestClient(create_app(settings, index=sample_index)) as client:
         with client.websocket_connect("/ws") as ws:
             ws.receive_json()
-            turn(ws, FAQ_QUESTION)
+            _, answered = turn(ws, FAQ_QUESTION)
             turn(ws, FAQ_QUESTION)
             ws.send_json({"type": "message", "text": FAQ_QUESTION, "client_id": "x"})
             refused = ws.receive_json()
             assert refused["code"] == "rate_limited" and refused["client_id"] == "x"
             ws.send_json({"type": "ping"})
             assert ws.receive_json() == {"type": "pong"}  # still connected
+            ws.send_json({"type": "feedback", "message_id": answered["message_id"],
+                          "rating": "up"})  # ratings count against the IP's budget only
+            assert ws.receive_json()["type"] == "feedback"
         first = client.post("/v1/chat", json={"text": FAQ_QUESTION}).json()
         again = {"text": FAQ_QUESTION, "conversation_id": first["conversation_id"],
                  "token": first["token"]}

@@ -141,7 +141,7 @@ async def conversation(conversation_id: str, request: Request,
 async def feedback(body: FeedbackRequest, request: Request) -> Any:
     state = _state(request)
     _open(state, body.conversation_id, body.token)
-    _limit(state, request, body.conversation_id)
+    _limit(state, request, None)  # the IP's budget only, as on the web socket
     try:
         stored = await state.manager.feedback(body.conversation_id, body.message_id,
                                               body.rating, body.comment)

@@ -109,7 +109,10 @@ class ChatConnection:
             if not frame.pong:
                 await self.send({"type": "pong"})
             return
-        wait = self.state.limit(self.ip, self.conversation_id)
+        # Ratings count against the IP's budget only: a customer who asked five quick
+        # questions may still rate the answers.
+        chat = isinstance(frame, ChatFrame)
+        wait = self.state.limit(self.ip, self.conversation_id if chat else None)
         if wait:
             raise FrameError("rate_limited", f"too many messages: wait {wait:.1f} s")
         if isinstance(frame, FeedbackFrame):
