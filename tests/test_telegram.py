@@ -443,3 +443,50 @@ async def test_the_webhook_can_share_the_web_servers_port(tmp_path: Path, api: F
             metrics = (await client.get(f"http://{address}/metrics")).text
     assert api.of("setWebhook")[0].params["secret_token"] == "s3cret-for_the-test"
     assert 'supportbot_turns_total{channel="telegram",decision="answer"} 1.0' in metrics
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def test_the_command_refuses_a_missing_or_malformed_token_before_starting(
+        config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["--config", str(config_file), "telegram"])
+    assert result.exit_code == 1 and "telegram.token: not set" in result.stderr
+    monkeypatch.setenv("SUPPORTBOT_TELEGRAM__TOKEN", "12345:short")
+    result = runner.invoke(app, ["--config", str(config_file), "telegram"])
+    assert result.exit_code == 1 and "not a bot token" in result.stderr
+    assert "Traceback" not in result.stderr and not (config_file.parent / "index").exists()
+
+
+@pytest.mark.slow
+def test_the_command_checks_the_token_with_get_me(config_file: Path, api: FakeBotApi,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    monkeypatch.setenv("SUPPORTBOT_TELEGRAM__TOKEN", "42:" + "x" * 35)  # well formed, unknown
+    monkeypatch.setenv("SUPPORTBOT_TELEGRAM__BASE_URL", api.base_url)
+    monkeypatch.setenv("SUPPORTBOT_TELEGRAM__STATE_FILE", str(config_file.parent / "tg.pickle"))
+    result = CliRunner().invoke(app, ["--config", str(config_file), "telegram"])
+    assert result.exit_code == 1, result.output
+    assert "Telegram refused the bot token" in result.stderr and "Traceback" not in result.stderr
+    assert [c.method for c in api.calls] == ["getMe"]
+
+
+async def test_retry_after_without_the_throttle_and_network_errors_are_retried(
+        tmp_path: Path, api: FakeBotApi, sample_index: FaqIndex) -> None:
+    settings = tg_settings(tmp_path, api, rate_limit=False)
+    api.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
+    api.fail_next("sendMessage", 502, "Bad Gateway")  # a network error: backoff 0.1 s
+    async with telegram_bot(settings, sample_index) as service:
+        api.send(ALICE, ALICE, PASSWORD)
+        await api.wait_for(lambda: api.texts(ALICE), what="the answer")
+        assert service.app.bot.rate_limiter.retried == 2
+    first, second, third = api.of("sendMessage")
+    assert second.at - first.at >= 1.0 and third.params["text"] == first.params["text"]

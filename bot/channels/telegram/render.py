@@ -94,7 +94,10 @@ class TurnRenderer:
 
     async def _locked_show(self, text: str) -> None:
         async with self._lock:
-            await self._show(text, None)
+            try:
+                await self._show(text, None)
+            except TelegramError as exc:  # retried already; the final show tries once more
+                log.warning("chat %s: showing the answer so far failed: %s", self.chat_id, exc)
 
     async def _show(self, text: str, markup: InlineKeyboardMarkup | None) -> None:
         """Make the chat show `text` (split as needed), editing what is shown already."""

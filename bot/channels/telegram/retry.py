@@ -21,8 +21,9 @@ Result = bool | dict[str, Any] | list[dict[str, Any]]
 class RetryingLimiter(BaseRateLimiter[int]):
     """python-telegram-bot's rate-limiter hook, used to retry calls that failed with flood
     control (RetryAfter: after the wait Telegram asks for), a timeout or a network error (with
-    doubling backoff). Bad requests are not retried. With `throttle`, calls are also spread
-    under Telegram's limits by python-telegram-bot's AIORateLimiter.
+    doubling backoff). Bad requests are not retried. With `throttle` (python-telegram-bot's
+    AIORateLimiter), calls are also spread under Telegram's limits, and the throttle does the
+    RetryAfter retries itself, pausing all calls while it waits.
 
     A timed-out sendMessage may have reached Telegram: its retry can show the customer a
     message twice, which beats losing an answer.
@@ -39,7 +40,8 @@ class RetryingLimiter(BaseRateLimiter[int]):
     @classmethod
     def from_settings(cls, settings: TelegramSettings) -> RetryingLimiter:
         """The limiter the settings ask for."""
-        throttle = AIORateLimiter(max_retries=0) if settings.rate_limit else None
+        throttle = AIORateLimiter(max_retries=settings.max_retries) if settings.rate_limit \
+            else None
         return cls(settings.max_retries, settings.retry_backoff_seconds,
                    settings.retry_max_backoff_seconds, throttle)
 
@@ -68,6 +70,8 @@ class RetryingLimiter(BaseRateLimiter[int]):
                                                                data, None)
                 return await callback(*args, **kwargs)
             except RetryAfter as exc:
+                if self.throttle is not None:  # it has waited and retried already, holding
+                    raise                      # back every other call meanwhile
                 wait, error = retry_after_seconds(exc) + 0.1, exc
             except BadRequest:
                 raise
