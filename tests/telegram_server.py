@@ -99,6 +99,11 @@ class FakeBotApi:
             message["edit_date"] = int(time.time()) + 1
         return self._queue({"edited_message" if edit_of else "message": message})
 
+    def redeliver(self, update: dict[str, Any]) -> None:
+        """Queue an update again, as Telegram does when it is not sure it was received."""
+        with self.lock:
+            self.updates.append({**update, "update_id": next(self._update_ids)})
+
     def press(self, chat_id: int, user_id: int, message_id: int, data: str) -> dict[str, Any]:
         """A customer pressing an inline button under one of the bot's messages."""
         with self.lock:

@@ -154,6 +154,18 @@ async def test_a_question_is_answered_with_typing_and_thumbs_and_stored(
     assert not api.of("editMessageText")  # a quick answer goes out once, complete
 
 
+async def test_an_update_delivered_twice_is_answered_once(tmp_path: Path, api: FakeBotApi,
+                                                          sample_index: FaqIndex) -> None:
+    settings = tg_settings(tmp_path, api)
+    async with telegram_bot(settings, sample_index):
+        update = api.send(ALICE, ALICE, PASSWORD)
+        api.redeliver(update)
+        api.send(ALICE, ALICE, "/help")  # handled after both: the chat's order is kept
+        await api.wait_for(lambda: len(api.texts(ALICE)) >= 2, what="the answer and the help")
+    assert len(api.texts(ALICE)) == 2
+    assert len(rows(settings, "SELECT id FROM messages WHERE role='user'")) == 1
+
+
 async def test_thumbs_up_is_stored_as_feedback(tmp_path: Path, api: FakeBotApi,
                                                sample_index: FaqIndex) -> None:
     settings = tg_settings(tmp_path, api)

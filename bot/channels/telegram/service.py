@@ -101,7 +101,7 @@ class TelegramService:
         try:
             await self._listen()
             await self.app.start()
-        except TelegramError as exc:
+        except (TelegramError, OSError) as exc:  # OSError: the webhook's port is taken
             await self.stop()
             raise ChannelError(f"Telegram {tg.mode} could not start: {exc}") from None
         log.info("telegram: @%s is taking updates by %s", self.username,
