@@ -1,4 +1,4 @@
-"""The `supportbot` command line: config, index, ask and chat."""
+"""The `supportbot` command line: config, index, ask, chat, serve and telegram."""
 
 from __future__ import annotations
 
@@ -260,6 +260,49 @@ def serve(ctx: typer.Context,
                   "[dim](chat page /, web socket /ws, API /docs, metrics /metrics; "
                   "Ctrl+C stops)[/]")
         run_server(settings, built, _generator(settings))
+
+
+@app.command()
+def telegram(ctx: typer.Context,
+             mode: Annotated[str | None, typer.Option(
+                 help="polling or webhook [default: telegram.mode, polling].")] = None) -> None:
+    """Answer customers on Telegram (long polling, or a webhook: see the README)."""
+    with _user_errors():
+        settings = _settings(ctx)
+        if mode is not None:
+            from pydantic import ValidationError
+
+            from bot.settings import TelegramSettings
+
+            try:
+                tg = TelegramSettings.model_validate({**dict(settings.telegram), "mode": mode})
+            except ValidationError as exc:
+                raise SupportbotError("--mode: " + "; ".join(
+                    str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+            settings = settings.model_copy(update={"telegram": tg})
+        from bot.channels.telegram.service import bot_token, shares_web_port
+
+        bot_token(settings.telegram)  # a missing token fails before the index is opened
+        if shares_web_port(settings):
+            raise SupportbotError("telegram.webhook_share_web_port is on: the webhook is "
+                                  "served by `supportbot serve`, not by this command")
+        import logging
+
+        from bot.channels.telegram.run import run
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
+        built = _index(settings)
+        tg = settings.telegram
+
+        def ready(service: Any) -> None:
+            how = f"webhook {tg.webhook_url} (listening on {tg.webhook_listen}:" \
+                f"{tg.webhook_port}{tg.webhook_path})" if tg.mode == "webhook" \
+                else "long polling"
+            err.print(f"[green]on Telegram[/] as @{escape(service.username)} by "
+                      f"{escape(how)}  [dim](Ctrl+C stops)[/]")
+
+        asyncio.run(run(settings, built, _generator(settings), on_ready=ready))
 
 
 def _show_reply(settings: Settings, reply: BotReply) -> None:

@@ -37,3 +37,7 @@ class GenerationError(SupportbotError):
 
 class SettingsWarning(UserWarning):
     """A setting is probably not what the user meant (say, a misspelt SUPPORTBOT_* variable)."""
+
+
+class ChannelError(SupportbotError):
+    """A channel cannot start: bad credentials, or its service cannot be reached."""

@@ -42,6 +42,11 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
     `generator` replaces the configured model's loader (tests pass a small one).
     """
     tokens = ConversationTokens.from_settings(settings.web)  # a bad key fails before serving
+    telegram = settings.telegram.mode == "webhook" and settings.telegram.webhook_share_web_port
+    if telegram:  # the Telegram webhook shares this server: a missing token fails here too
+        from bot.channels.telegram.service import bot_token
+
+        bot_token(settings.telegram)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,10 +64,17 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
         try:
             if settings.web.preload:
                 await asyncio.to_thread(lambda: manager.generator)
+            if telegram:
+                from bot.channels.telegram.service import TelegramService
+
+                app.state.telegram = TelegramService(settings, manager, state.service.turn)
+                await app.state.telegram.start()
             app.state.ready = True
             yield
         finally:
             app.state.ready = False
+            if telegram and app.state.telegram is not None:
+                await app.state.telegram.stop()  # lets its updates in flight finish
             if not await state.service.drain(settings.web.drain_seconds):
                 log.warning("shutdown: %d turns still running after %.0f s; stopping them",
                             state.service.in_flight, settings.web.drain_seconds)
@@ -72,12 +84,19 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
                   summary="supportbot: FAQ answers, grounded generation and handoff, over a "
                   "web socket (/ws, see docs/web.md) and REST.")
     app.state.ready = False
+    app.state.telegram = None
     if settings.web.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.web.cors_origins,
                            allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "X-Conversation-Token"])
-    app.add_middleware(BodyLimit, limit=settings.web.max_frame_bytes)
+    app.add_middleware(BodyLimit, limit=settings.web.max_frame_bytes,
+                       exempt=(settings.telegram.webhook_path,) if telegram else ())
     app.include_router(rest.router)
+    if telegram:  # Telegram's updates are larger than chat frames: the route limits them
+        from bot.channels.telegram.webhook import telegram_webhook
+
+        app.add_route(settings.telegram.webhook_path, telegram_webhook, methods=["POST"],
+                      include_in_schema=False)
     app.add_api_websocket_route("/ws", chat_socket)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
@@ -116,14 +135,16 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
 
 
 class BodyLimit:
-    """Refuses (413) request bodies over `limit` bytes, declared or streamed."""
+    """Refuses (413) request bodies over `limit` bytes, declared or streamed (but on the
+    `exempt` paths, which limit their own)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = ()) -> None:
         self.app = app
         self.limit = limit
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path") in self.exempt:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
