@@ -16,6 +16,8 @@ NEGATIVE = {"no", "nope", "none", "neither", "none of these", "none of them", "n
 AFFIRMATIVE = {"yes", "y", "yes please", "yeah", "yep", "sure", "ok", "okay", "please",
                "please do", "yes connect me"}
 HANDOFF_MAX_WORDS = 8
+# Commands a channel passes through as typed (Telegram's /human); they always hand off.
+HANDOFF_COMMANDS = frozenset({"/human", "/agent", "/operator"})
 # A message that starts like a follow-up or points back ("and how long does that take?").
 FOLLOW_UP = re.compile(r"^(?:and|also|but|so|or|what about|how about|then)\b|"
                        r"\b(?:it|that|this|those|these|them|they|one|there)\b")
@@ -59,6 +61,8 @@ class Intents:
     def wants_human(self, raw: str) -> bool:
         """A short message that asks for a human (agent, operator, ...), and does not refuse one
         ("no human please") or ask whether the bot is one ("is this a human?")."""
+        if raw.strip().lower() in HANDOFF_COMMANDS:  # a channel's own command (Telegram)
+            return True
         # "No, I want a human": a leading "no," answers the bot; the request follows it.
         text = simple(_LEADING_NO.sub("", raw))
         if self._handoff is None or len(text.split()) > HANDOFF_MAX_WORDS:

@@ -12,6 +12,7 @@ from bot.dialogue import DialogueManager
 from bot.errors import InputError
 from bot.generation.batching import BatchingGenerator
 from bot.generation.transformers_generator import TransformersGenerator
+from bot.intents import Intents
 from bot.runtime import generator_factory
 from bot.settings import Settings
 from bot.storage import ConversationStore
@@ -143,6 +144,15 @@ async def test_over_long_input_is_stored_as_a_bounded_prefix(
     await manager(sample_index, store).handle(UserMessage("y" * 500_000, conversation_id="c"))
     user, bot = await store.history("c")
     assert user.text == "y" * 2000 and bot.meta["input_chars"] == 500_000
+
+
+async def test_a_channels_handoff_command_hands_off_without_keywords(
+        sample_index: FaqIndex, store: ConversationStore) -> None:
+    dm = manager(sample_index, store)
+    dm.intents = Intents([])  # the company turned the keywords off; the command still works
+    reply = await dm.handle(UserMessage("/human", conversation_id="c", channel="telegram"))
+    assert reply.decision is Decision.HANDOFF
+    assert await store.conversation_status("c") is ConversationStatus.HANDOFF
 
 
 @pytest.mark.parametrize("text", ["I don't want a human", "no human please",

@@ -224,6 +224,8 @@ async def test_human_command_hands_off(tmp_path: Path, api: FakeBotApi,
     assert conversation.status == "handoff"
     decisions = rows(settings, "SELECT decision FROM messages WHERE role='bot' ORDER BY id")
     assert [d.decision for d in decisions] == ["handoff", "waiting"]
+    asked = rows(settings, "SELECT text FROM messages WHERE role='user' ORDER BY id")
+    assert [a.text for a in asked] == ["/human", PASSWORD]  # stored as the customer typed it
 
 
 async def test_reset_starts_a_new_conversation_that_survives_a_restart(

@@ -50,9 +50,6 @@ class TelegramChannel:
         self.persona = settings.persona
         self.manager = manager
         self.turn: TurnFn = turn or manager.stream
-        keywords = settings.dialogue.handoff_keywords
-        # /human goes through the core as the first handoff keyword: "as in the core".
-        self.handoff_words = keywords[0] if keywords else None
 
     def register(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         """Add the handlers and the error hook to the application."""
@@ -94,15 +91,12 @@ class TelegramChannel:
         await self._say(update, self.persona.render(self.tg.reset_text))
 
     async def human(self, update: Update, context: Context) -> None:
-        """/human: hand the conversation to a human, as the core does for 'human'."""
+        """/human: through the core, which hands off on this command (stored as typed)."""
         message, user = update.effective_message, update.effective_user
         if message is None or user is None:
             return
-        if self.handoff_words is None:  # the company turned handoff keywords off
-            await self._say(update, self.persona.render(self.persona.stay_text))
-            return
-        await self._turn(context, message.chat, user.id, self.handoff_words,
-                         f"m{message.message_id}", message)
+        await self._turn(context, message.chat, user.id, "/human", f"m{message.message_id}",
+                         message)
 
     # --- messages ---------------------------------------------------------------------------
 
