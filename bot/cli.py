@@ -253,8 +253,10 @@ def serve(ctx: typer.Context,
             "host": host or settings.web.host, "port": port or settings.web.port,
             "preload": preload or settings.web.preload})
         settings = settings.model_copy(update={"web": web})
+        from bot.channels.web.serve import check_address
         from bot.channels.web.serve import serve as run_server
 
+        check_address(web.host, web.port)
         built = _index(settings)
         err.print(f"[green]serving[/] http://{web.host}:{web.port}  "
                   "[dim](chat page /, web socket /ws, API /docs, metrics /metrics; "

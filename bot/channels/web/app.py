@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.channels.web import rest
@@ -159,7 +160,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLargeError
+                    raise _TooLargeError(413, f"request body larger than {self.limit} bytes")
             return message
 
         try:
@@ -173,7 +174,8 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-class _TooLargeError(Exception):
-    pass
+class _TooLargeError(HTTPException):
+    """A body streamed in (no Content-Length) past the limit. An HTTPException, so that
+    FastAPI passes it on as 413 (it turns any other error while reading a body into 400)."""
 
 

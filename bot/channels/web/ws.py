@@ -45,10 +45,21 @@ class ChatConnection:
         self.queue: asyncio.Queue[ChatFrame] = asyncio.Queue(_MAX_QUEUED)
         self._send_lock = asyncio.Lock()
         self._heard = asyncio.Event()  # any frame from the client since the last ping
+        self.gone = False  # a send failed: the client cannot be reached any more
 
     async def send(self, frame: dict[str, Any]) -> None:
+        """Send a frame; once the client has gone, frames are dropped, never raised about.
+
+        Whether a turn goes on without its client is `run`'s decision, not the sender's: a
+        customer who left stops it, a server restart lets it finish and be stored.
+        """
+        if self.gone:
+            return
         async with self._send_lock:
-            await self.socket.send_text(json.dumps(frame, ensure_ascii=False))
+            try:
+                await self.socket.send_text(json.dumps(frame, ensure_ascii=False))
+            except (WebSocketDisconnect, OSError, RuntimeError):
+                self.gone = True
 
     async def refuse(self, code: str, message: str, client_id: str | None = None) -> None:
         self.state.metrics.errors.labels(code).inc()
@@ -63,20 +74,26 @@ class ChatConnection:
         finally:
             heartbeat.cancel()
             if code == SERVICE_RESTART or self.state.service.closing:
-                # The server is stopping: let the running turn end and be stored (the client
-                # finds it in the history when it reconnects), within the drain time.
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(self._drained(worker),
-                                           self.state.settings.web.drain_seconds)
+                # The server is stopping. uvicorn has already sent the client close 1012 and
+                # dropped the connection (its lifespan drain runs only after this handler
+                # returns), so this connection's own turns (the running one and those sent
+                # before the restart) are finished here, unseen, and stored: the client finds
+                # them in the history when it reconnects. Bounded by the drain time.
+                await self._drain(worker, self.state.settings.web.drain_seconds)
             worker.cancel()  # a customer who left: generation stops, what was shown is stored
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
 
-    async def _drained(self, worker: asyncio.Task[None]) -> None:
-        while not worker.done() and (self.state.service.in_flight or not self.queue.empty()):
-            await asyncio.sleep(0.05)
+    async def _drain(self, worker: asyncio.Task[None], timeout: float) -> None:
+        """Wait until every message this connection queued has been answered (or `timeout`)."""
+        answered = asyncio.ensure_future(self.queue.join())
+        try:
+            await asyncio.wait({answered, worker}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            answered.cancel()
 
     async def _read(self) -> int:
         """Read frames until the client leaves; returns the close code."""
@@ -144,22 +161,24 @@ class ChatConnection:
             message = UserMessage(frame.text, self.conversation_id, channel="web",
                                   user_id="web", client_id=frame.client_id)
             try:
-                async for event in self.state.service.turn(message):
-                    if isinstance(event, TextEvent):
-                        await self.send({"type": "token", "text": event.text,
-                                         "client_id": frame.client_id})
-                    elif isinstance(event, BotReply):
-                        await self.send(reply_frame(event, frame.client_id))
+                # Closed at once when the worker is cancelled (the customer left): generation
+                # stops and what was shown is stored as an interrupted reply.
+                async with contextlib.aclosing(self.state.service.turn(message)) as events:
+                    async for event in events:
+                        if isinstance(event, TextEvent):
+                            await self.send({"type": "token", "text": event.text,
+                                             "client_id": frame.client_id})
+                        elif isinstance(event, BotReply):
+                            await self.send(reply_frame(event, frame.client_id))
             except ShuttingDownError:
-                with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-                    await self.refuse("unavailable", "the server is shutting down; reconnect "
-                                      "in a moment", frame.client_id)
-            except (WebSocketDisconnect, OSError, RuntimeError):
-                return  # the client has gone: its turn was closed (generation stopped), stored
+                await self.refuse("unavailable", "the server is shutting down; reconnect "
+                                  "in a moment", frame.client_id)
             except Exception as exc:  # one bad turn never ends the connection
                 log.exception("web turn failed in %s", self.conversation_id)
                 await self.refuse("internal", f"the turn failed: {type(exc).__name__}",
                                   frame.client_id)
+            finally:
+                self.queue.task_done()
 
     async def _heartbeat(self) -> None:
         interval = self.state.settings.web.heartbeat_seconds
@@ -172,7 +191,8 @@ class ChatConnection:
                 missed += 1
             self._heard.clear()
             if missed >= 2:  # two intervals without a frame: the client is gone
-                await self.socket.close(1001)
+                with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+                    await self.socket.close(1001)
                 return
             await self.send({"type": "ping"})
 
