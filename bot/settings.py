@@ -283,7 +283,7 @@ class SafetySettings(_Section):
                                        "learned injection head at which a message is blocked "
                                        "(patterns block on their own). Tuned on data/safety "
                                        "dev.")
-    harmful_threshold: float = Field(0.99, ge=0.0, le=1.0, description="Probability of the "
+    harmful_threshold: float = Field(0.988, ge=0.0, le=1.0, description="Probability of the "
                                      "learned harmful-request head at which a message is "
                                      "blocked (the lexicon blocks on its own).")
     abuse_threshold: float = Field(0.8, ge=0.0, le=1.0, description="alt-profanity-check "

@@ -28,9 +28,9 @@ CATEGORIES: list[tuple[str, re.Pattern[str]]] = [(name, re.compile(pattern)) for
      r"silencers?|suppressors?|untraceable (?:gun|firearm|weapon)s?|automatic weapons?|"
      r"thermite|tatp|c-?4|semtex)\b|\bbomb[- ]making\b|\bhow (?:to|do i|can i) (?:get|buy|"
      r"obtain) (?:a )?(?:gun|firearm|weapon) (?:illegally|without)"),
-    ("violence", r"\b(?:kill|murder|poison|stab|shoot|strangle|assassinate|torture|kidnap|"
-     r"abduct|beat up|hurt|attack)\b (?:someone|somebody|a person|people|my (?:wife|husband|"
-     r"boss|neighbou?r|ex|teacher|parents?|mother|father|mom|dad|brother|sister|"
+    ("violence", r"\b(?:kill|murder|poison|stab|shoot|strangle|assassinate|torture|kidnap|hit|"
+     r"punch|assault|rob|abduct|beat up|hurt|attack)\b (?:someone|somebody|a person|people|"
+     r"my (?:wife|husband|boss|neighbou?r|ex|teacher|parents?|mother|father|mom|dad|brother|sister|"
      r"girlfriend|boyfriend|partner|coworker|colleague|child|kid)|him|her|them|a child|"
      r"children|the president)\b|\bmass shooting\b|\bget away with (?:murder|killing)\b|"
      r"\bhide (?:a|the) (?:body|corpse)\b|\bdispose of (?:a|the) body\b"),
@@ -48,6 +48,15 @@ CATEGORIES: list[tuple[str, re.Pattern[str]]] = [(name, re.compile(pattern)) for
     ("crime", r"\b(?:write|create|make|draft|generate|design|code|build|develop|send)\b(?: me)?"
      r"(?: an?| some| the)?(?: \w+)? (?:phishing|ransomware|malware|keylogger|spyware|"
      r"computer virus|trojan|credit card skimmer)\b"),
+    ("crime", rf"\b(?:{_HOW}|where (?:can|could|do) i|what(?:'s| is) the (?:best|easiest) way to)"
+     r"\b.{0,50}\b(?:steal|rob|mug|shoplift|kidnap|abduct|contaminate|sabotage|blackmail|"
+     r"extort|threaten|bribe|defame|cheat on (?:my |the )?tax|commit (?:fraud|arson|a crime)|"
+     r"insider trading|burn (?:down|\w+ \w+ down)|arson|bug (?:someone|somebody|a phone|"
+     r"his|her|their|my \w+'s)|spy on|poach|pirate|get away with|"
+     r"(?:get|break|hack|hook) into (?:someone|somebody|my \w+'s|his|her|their|a stranger)|"
+     r"(?:someone|somebody)'s (?:password|account|phone|wallet|identity)|"
+     r"fake (?:check|cheque|id|passport|money|documents|reviews|prescription)|"
+     r"hit ?man|hire a killer|untraceable poison|frame someone|blame someone else for)"),
     ("hate", r"\b(?:promote|spread|glorif(?:y|ies)|incite)\b.{0,40}\b(?:hate|hatred|white "
      r"supremacy|genocide|terrorism|violence against)\b|\bjoin (?:isis|al-qaeda|a terrorist)"),
 ]]

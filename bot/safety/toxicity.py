@@ -17,7 +17,7 @@ Scorer = Callable[[list[str]], list[float]]
 # a question is a frustrated customer, who gets an answer.
 _AIMED = re.compile(r"\b(?:you|u|ur|your|you'?re|yourself|ya|y'?all|bot|staff|agent|"
                     r"people there|employees?)\b")
-_ASKS = re.compile(r"\?|\b(?:how (?:do|can|long|much)|where(?:'s| is| are)|when (?:will|do|can|is)|"
+_ASKS = re.compile(r"\b(?:how (?:do|can|long|much)|where(?:'s| is| are)|when (?:will|do|can|is)|"
                    r"why (?:is|was|did|has|hasn't|isn't)|i (?:want|need|would like|'d like) to|"
                    r"can i|could i|can you|could you|please|refund|return|cancel|order|"
                    r"deliver|parcel|package|account|charged?)\b")

@@ -204,8 +204,10 @@ KEY_SLOTS = ("credit_card_number", "phone_number", "email", "iban")
 
 
 def pii_sets(shared: Path, rng: random.Random) -> dict[str, list[dict[str, Any]]]:
-    upstream = [t.strip() for t in (shared / "pii/presidio_templates.txt").read_text(
-        encoding="utf-8").splitlines() if "{{" in t]
+    # A few upstream templates write line breaks as a literal backslash-n: real line breaks here.
+    upstream = [t.strip().replace("\\n", "\n") for t in (
+        shared / "pii/presidio_templates.txt").read_text(encoding="utf-8").splitlines()
+        if "{{" in t]
     _, dev, test = split3(upstream, (0.5, 0.5), rng)
     _, own_dev, own_test = split3(OWN_TEMPLATES, (0.5, 0.5), rng)
     out = {}
