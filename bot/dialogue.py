@@ -316,7 +316,7 @@ class DialogueManager:
                 meta={"input_chars": len(message.text)})
             return
         if self.safety is not None:
-            refused = await self._guard_input(message, text, turn)
+            refused = await self._guard_input(message, turn)
             if isinstance(refused, BotReply):
                 yield refused
                 return
@@ -393,8 +393,7 @@ class DialogueManager:
             reply = self._fallback(conversation, top)
         yield replace(reply, meta={**turn.meta, **reply.meta})
 
-    async def _guard_input(self, message: UserMessage, text: str,
-                           turn: _Turn) -> BotReply | str:
+    async def _guard_input(self, message: UserMessage, turn: _Turn) -> BotReply | str:
         """The input guards, off the event loop: a refusal, or the text the turn goes on with."""
         assert self.safety is not None
         conversation = message.conversation_id
@@ -402,9 +401,11 @@ class DialogueManager:
         refusal = self.safety.cooldown_refusal(left) if left else None
         if refusal is None:
             loop = asyncio.get_running_loop()
+            # The raw text: the normaliser collapses white space itself, after reading wide gaps
+            # between spelled-out letters as word breaks ("i g n o r e   y o u r").
             result = await loop.run_in_executor(
-                self._executor, self.safety.check_input, text, message.user_id, conversation,
-                message.channel)
+                self._executor, self.safety.check_input, message.text, message.user_id,
+                conversation, message.channel)
             turn.verdicts_in = result.stored()
             turn.vectors = result.context.vectors
             if result.allowed:
