@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -240,7 +239,7 @@ class DialogueManager:
             stored = replace(stored, text=safety.redact(clean(stored.text)[0]))
             kept = replace(reply, text=safety.redact(reply.text, keep_faq=True),
                            meta=safety.redact_data(reply.meta),
-                           candidates=[dataclasses.replace(c, text=safety.redact(c.text, True))
+                           candidates=[replace(c, text=safety.redact(c.text, True))
                                        for c in reply.candidates])
         status = ConversationStatus.HANDOFF if reply.decision is Decision.HANDOFF else None
         verdicts = (turn.verdicts_in, turn.verdicts_out or None)
@@ -321,6 +320,10 @@ class DialogueManager:
                 yield refused
                 return
             text = refused
+            if not text:  # nothing but invisible characters
+                yield BotReply(self.persona.render(self.persona.empty_text), Decision.INVALID,
+                               conversation, confidence=1.0)
+                return
         if await self.store.conversation_status(conversation) is ConversationStatus.HANDOFF:
             yield BotReply(self.persona.render(self.persona.waiting_text), Decision.WAITING,
                            conversation, confidence=1.0)

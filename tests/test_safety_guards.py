@@ -226,3 +226,11 @@ def test_detector_heads_are_unit_vectors_apart() -> None:
     head = detector.head("injection")
     assert head is not None and head.weights.shape == (384,)
     assert 0.0 < head.probability(np.zeros(384, dtype=np.float32)) < 1.0
+
+
+def test_prompt_leak_lets_a_short_common_phrase_pass() -> None:
+    persona = Settings().persona
+    guard = PromptLeakGuard([persona.render(persona.system_prompt)], [])
+    assert guard.check("Sorry, that is not in the FAQ.", GuardContext()).allowed
+    reworded = "I was told to answer with the facts from the FAQ in one to three sentences."
+    assert not guard.check(reworded, GuardContext()).allowed

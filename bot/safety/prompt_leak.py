@@ -23,7 +23,7 @@ class PromptLeakGuard:
 
     name = "prompt_leak"
 
-    def __init__(self, secret: list[str], public: list[str], n: int = 6, share: float = 0.5,
+    def __init__(self, secret: list[str], public: list[str], n: int = 7, share: float = 0.6,
                  short: int = 3) -> None:
         self.n = n
         self.share = share
@@ -44,7 +44,7 @@ class PromptLeakGuard:
                            category="prompt_leak")
         grams = _grams(words, self.short)
         score = len(grams & self._short) / len(grams) if grams else 0.0
-        if score >= self.share and len(grams) >= 3:
+        if score >= self.share and len(grams) >= 6:  # short common phrases are no leak
             return Verdict(self.name, False, f"echoes the system prompt ({score:.0%} of it)",
                            score, category="prompt_leak")
         return Verdict(self.name, True, "", score)
