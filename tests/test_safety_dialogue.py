@@ -199,3 +199,11 @@ async def test_a_message_of_invisible_characters_is_empty(sample_index: FaqIndex
                                                           store: ConversationStore) -> None:
     _, reply = await turn(guarded(sample_index, store), "\u200b\u200d\u2060")
     assert reply.decision is Decision.INVALID and reply.text == "Please type your question."
+
+
+async def test_pii_split_by_invisible_characters_is_still_redacted(
+        sample_index: FaqIndex, store: ConversationStore) -> None:
+    dm = guarded(sample_index, store)
+    await turn(dm, "card 4111\u200b1111\u200b1111\u200b1111 and \uff4a\uff4f@example.com")
+    user, _ = await rows(store)
+    assert user.text == "card <CREDIT_CARD> and <EMAIL_ADDRESS>"
