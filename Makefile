@@ -40,6 +40,7 @@ bench: setup  ## all benchmarks; figures go to bench/README.md
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_dialogue.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_grounding.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_serve.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_safety.py
 
 clean:
 	rm -rf .supportbot .pytest_cache .mypy_cache .ruff_cache

@@ -454,6 +454,47 @@ def db_upgrade(ctx: typer.Context) -> None:
         out.print(f"upgraded {where} from {before or 'none'} to {after} (head)")
 
 
+eval_app = typer.Typer(help="Measure the bot on labelled data.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("safety")
+def eval_safety(ctx: typer.Context,
+                data: Annotated[Path, typer.Option(help="CSV or JSONL with text, label (1: must "
+                                                   "be blocked) and optional category.")],
+                as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")
+                                   ] = False) -> None:
+    """Detection, false positives, precision and latency of the input guards."""
+    with _user_errors():
+        settings = _settings(ctx)
+        from bot.runtime import torch_threads
+        from bot.safety.build import input_pipeline
+        from bot.safety.evaluate import evaluate_safety, safety_markdown
+        from retrieval.embedder import SentenceTransformerEmbedder
+
+        torch_threads(settings.retrieval.threads)()  # as a retrieval worker embeds in a turn
+        pipeline = input_pipeline(settings.safety)
+        embedder = SentenceTransformerEmbedder(settings.retrieval.embedder)
+        report = evaluate_safety(data, pipeline, lambda text: embedder.embed([text])[0])
+    sys.stdout.write(json.dumps(report) + "\n" if as_json else safety_markdown(report))
+
+
+@eval_app.command("pii")
+def eval_pii(ctx: typer.Context,
+             data: Annotated[Path, typer.Option(help="JSONL with text and spans [{start, end, "
+                                                "label}].")],
+             as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")
+                                ] = False) -> None:
+    """Recall and precision of PII redaction per label."""
+    with _user_errors():
+        settings = _settings(ctx)
+        from bot.safety.build import redactor_for
+        from bot.safety.evaluate import evaluate_pii, pii_markdown
+
+        report = evaluate_pii(data, redactor_for(settings.safety))
+    sys.stdout.write(json.dumps(report) + "\n" if as_json else pii_markdown(report))
+
+
 @app.command()
 def release(ctx: typer.Context, conversation_id: Annotated[str, typer.Argument(
         help="The handed-off conversation to give back to the bot.")]) -> None:

@@ -21,6 +21,8 @@ from bot.generation.ranking import checker_for, grounding_scores
 from bot.generation.text import tidy_reply
 from bot.generation.verified import VerifiedStream, generated_pieces, one_piece
 from bot.intents import AFFIRMATIVE, FOLLOW_UP, NEGATIVE, Intents, pick, simple
+from bot.safety.layer import SafetyLayer
+from bot.safety.normalize import clean
 from bot.settings import DialogueSettings, GenerationSettings, PersonaSettings, RetrievalSettings
 from bot.storage import ConversationStore, Message
 from bot.types import (
@@ -67,6 +69,9 @@ class _Turn:
     sources: list[Source] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     undecided: bool = False  # counted in DialogueManager._undecided
+    verdicts_in: list[dict[str, Any]] | None = None  # input guards' verdicts, once they ran
+    verdicts_out: list[dict[str, Any]] = field(default_factory=list)  # output guards'
+    vectors: dict[str, Any] = field(default_factory=dict)  # embeddings the guards made
 
     @property
     def text(self) -> str:
@@ -86,13 +91,17 @@ class DialogueManager:
                  retrieval: RetrievalSettings, dialogue: DialogueSettings,
                  generation: GenerationSettings | None = None,
                  generator: Callable[[], Generator] | None = None,
-                 executor: ThreadPoolExecutor | None = None) -> None:
+                 executor: ThreadPoolExecutor | None = None,
+                 safety: SafetyLayer | None = None) -> None:
         self.index = index
         self.store = store
         self.persona = persona
         self.retrieval = retrieval
         self.dialogue = dialogue
         self.generation = generation or GenerationSettings()
+        # Input guards before retrieval, output guards on generated text, PII redacted in what
+        # is stored; None runs no guard (policy tests; the runtime always builds one).
+        self.safety = safety
         self._generator_factory = generator
         self._generator: BatchingGenerator | None = None
         self._generator_lock = threading.Lock()
@@ -189,7 +198,7 @@ class DialogueManager:
             except (GeneratorExit, asyncio.CancelledError):
                 if earlier is None:  # a re-sent message's reply is stored already
                     turn.meta["interrupted"] = True
-                    await self._store(message, self._partial(message, turn, started))
+                    await self._store(message, self._partial(message, turn, started), turn)
                 raise
             except Exception as exc:
                 log.exception("turn failed in conversation %s", message.conversation_id)
@@ -204,7 +213,7 @@ class DialogueManager:
             reply = replace(reply, latency_ms=round((time.perf_counter() - started) * 1000, 2))
             if reply.text != turn.text:  # the contract: stored and returned == shown
                 raise AssertionError("reply text differs from the text shown")
-            reply = await self._store(message, reply)
+            reply = await self._store(message, reply, turn)
         yield reply
 
     def _decided(self, turn: _Turn) -> None:
@@ -218,18 +227,30 @@ class DialogueManager:
                         meta=dict(turn.meta),
                         latency_ms=round((time.perf_counter() - started) * 1000, 2))
 
-    async def _store(self, message: UserMessage, reply: BotReply) -> BotReply:
-        """Store the turn; a storage failure is logged and noted, and the customer still has it."""
+    async def _store(self, message: UserMessage, reply: BotReply, turn: _Turn) -> BotReply:
+        """Store the turn, PII redacted; a storage failure is logged and noted, and the customer
+        still has it. The reply returned keeps its text (what was shown), with redacted meta."""
         limit = self.dialogue.max_input_chars
         stored = message if len(message.text) <= limit else replace(message,
                                                                     text=message.text[:limit])
+        kept = reply
+        if self.safety is not None and self.safety.settings.redact_stored:
+            safety = self.safety
+            stored = replace(stored, text=safety.redact(clean(stored.text)[0]))
+            kept = replace(reply, text=safety.redact(reply.text, keep_faq=True),
+                           meta=safety.redact_data(reply.meta),
+                           candidates=[replace(c, text=safety.redact(c.text, True))
+                                       for c in reply.candidates])
         status = ConversationStatus.HANDOFF if reply.decision is Decision.HANDOFF else None
+        verdicts = (turn.verdicts_in, turn.verdicts_out or None)
         try:
-            message_id = await self.store.record_turn(stored, reply, status=status)
+            message_id = await self.store.record_turn(stored, kept, status=status,
+                                                      verdicts=verdicts)
         except StorageError as exc:
             log.error("turn not stored in conversation %s: %s", message.conversation_id, exc)
-            return replace(reply, meta={**reply.meta, "storage_error": str(exc)})
-        return replace(reply, message_id=message_id)
+            return replace(reply, meta={**kept.meta, "storage_error": str(exc)},
+                           candidates=kept.candidates)
+        return replace(reply, meta=kept.meta, candidates=kept.candidates, message_id=message_id)
 
     def stored_reply(self, message: Message) -> BotReply:
         """A stored bot message as a reply again (sources looked up in today's FAQ)."""
@@ -293,6 +314,16 @@ class DialogueManager:
                 Decision.INVALID, conversation, confidence=1.0,
                 meta={"input_chars": len(message.text)})
             return
+        if self.safety is not None:
+            refused = await self._guard_input(message, turn)
+            if isinstance(refused, BotReply):
+                yield refused
+                return
+            text = refused
+            if not text:  # nothing but invisible characters
+                yield BotReply(self.persona.render(self.persona.empty_text), Decision.INVALID,
+                               conversation, confidence=1.0)
+                return
         if await self.store.conversation_status(conversation) is ConversationStatus.HANDOFF:
             yield BotReply(self.persona.render(self.persona.waiting_text), Decision.WAITING,
                            conversation, confidence=1.0)
@@ -326,7 +357,8 @@ class DialogueManager:
         history = await self.store.history(conversation, limit=self.dialogue.history_turns) \
             if self.dialogue.history_turns else []
         loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(self._executor, self._retrieve, text, history)
+        found = await loop.run_in_executor(self._executor, self._retrieve, text, history,
+                                           turn.vectors)
         hits = found.hits
         top = hits[0].score if hits else 0.0
         turn.meta.update({"retrieval_query": found.query,
@@ -364,11 +396,39 @@ class DialogueManager:
             reply = self._fallback(conversation, top)
         yield replace(reply, meta={**turn.meta, **reply.meta})
 
-    def _retrieve(self, text: str, history: list[Message]) -> _Retrieved:
-        """Search the message; a short follow-up is also searched with the previous question."""
+    async def _guard_input(self, message: UserMessage, turn: _Turn) -> BotReply | str:
+        """The input guards, off the event loop: a refusal, or the text the turn goes on with."""
+        assert self.safety is not None
+        conversation = message.conversation_id
+        left = self.safety.cooldown_left(conversation)
+        refusal = self.safety.cooldown_refusal(left) if left else None
+        if refusal is None:
+            loop = asyncio.get_running_loop()
+            # The raw text: the normaliser collapses white space itself, after reading wide gaps
+            # between spelled-out letters as word breaks ("i g n o r e   y o u r").
+            result = await loop.run_in_executor(
+                self._executor, self.safety.check_input, message.text, message.user_id,
+                conversation, message.channel)
+            turn.verdicts_in = result.stored()
+            turn.vectors = result.context.vectors
+            if result.allowed:
+                return self.safety.turn_text(result)
+            assert result.blocked is not None
+            refusal = self.safety.refusal(conversation, result.blocked)
+        return BotReply(refusal.text, refusal.decision, conversation, confidence=1.0,
+                        meta=refusal.meta)
+
+    def _retrieve(self, text: str, history: list[Message],
+                  vectors: dict[str, Any] | None = None) -> _Retrieved:
+        """Search the message; a short follow-up is also searched with the previous question.
+        `vectors` may hold the message's embedding already (the input guards made it)."""
         previous = next((m.text for m in reversed(history) if m.role == "user"), None)
         if (previous is None or len(text.split()) > _FOLLOW_UP_MAX_WORDS
                 or not FOLLOW_UP.search(simple(text))):
+            vector = (vectors or {}).get(text)
+            if vector is not None:
+                hits = self.index.search_vectors(vector.reshape(1, -1), self.retrieval.top_k)[0]
+                return _Retrieved(hits, text)
             return _Retrieved(self.index.search(text, self.retrieval.top_k), text)
         combined = f"{previous} {text}"
         alone, joined = self.index.search_many([text, combined], self.retrieval.top_k)
@@ -416,7 +476,7 @@ class DialogueManager:
 
         async def check(sentence: str) -> SentenceCheck:
             return await loop.run_in_executor(self._executor, self._check, sentence, entries,
-                                              text)
+                                              text, turn)
 
         verified = VerifiedStream(pieces, check, cancel.set,
                                   per_sentence=self.dialogue.release == "sentence")
@@ -435,7 +495,7 @@ class DialogueManager:
                 (c.score for c in outcome.checks), default=0.0))]
         if not outcome.released:
             reason = outcome.rejected.reason if outcome.rejected else "no complete sentence"
-            meta["rejected"] = f"grounding: {reason}"
+            meta["rejected"] = reason if reason.startswith("safety") else f"grounding: {reason}"
             yield replace(self._clarify(conversation, hits), candidates=candidates, meta=meta)
             return
         if outcome.rejected is not None:
@@ -446,8 +506,17 @@ class DialogueManager:
                        sources=turn.sources, confidence=confidence, candidates=candidates,
                        meta=meta)
 
-    def _check(self, sentence: str, entries: list[FaqEntry], question: str) -> SentenceCheck:
-        """The grounding check on one sentence against the FAQ entries in the prompt."""
+    def _check(self, sentence: str, entries: list[FaqEntry], question: str,
+               turn: _Turn | None = None) -> SentenceCheck:
+        """The output guards, then the grounding check, on one sentence against the FAQ entries
+        in the prompt; a blocked sentence counts as unsupported (nothing after it is shown)."""
+        if self.safety is not None:
+            result = self.safety.check_output(sentence, question)
+            if turn is not None:
+                turn.verdicts_out.extend(result.stored())
+            if result.blocked is not None:
+                return SentenceCheck(sentence, 0.0, False,
+                                     f"safety: {result.blocked.guard}: {result.blocked.reason}")
         return self._checker.check_sentence(sentence, entries, question,
                                             min_score=self.dialogue.min_grounding)
 

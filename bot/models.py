@@ -63,6 +63,9 @@ class Message(Base):
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # The channel's own id of a user message, so a re-sent message is not answered twice.
     client_id: Mapped[str | None] = mapped_column(String(CLIENT_ID_LENGTH), nullable=True)
+    # The safety guards' verdicts (guard, allowed, score, reason, ...): input guards on the
+    # user's message, output guards on the bot's; None where no guard ran.
+    verdicts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (Index("ix_messages_conversation_client", "conversation_id", "client_id"),)
 

@@ -6,11 +6,15 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.dialogue import DialogueManager
 from bot.generation.base import Generator
 from bot.settings import ModelSettings, Settings
 from bot.storage import ConversationStore
+
+if TYPE_CHECKING:
+    from bot.safety.layer import SafetyLayer
 from retrieval.embedder import Embedder, ProgressCallback, SentenceTransformerEmbedder
 from retrieval.errors import IndexMissingError, IndexStaleError
 from retrieval.index import FaqIndex
@@ -98,5 +102,18 @@ async def open_runtime(settings: Settings, index: FaqIndex,
                                   initializer=torch_threads(settings.retrieval.threads))
     manager = DialogueManager(index, store, settings.persona, settings.retrieval,
                               settings.dialogue, settings.model.generation,
-                              generator or generator_factory(settings.model), executor)
+                              generator or generator_factory(settings.model), executor,
+                              safety_layer(settings, index))
     return Runtime(manager, store, index)
+
+
+def safety_layer(settings: Settings, index: FaqIndex) -> SafetyLayer | None:
+    """The guards the settings ask for (None when safety.enabled is off); they embed with the
+    index's embedder, so that the message's vector is shared with retrieval."""
+    if not settings.safety.enabled:
+        return None
+    from bot.safety.layer import SafetyLayer
+
+    faq_texts = [text for e in index.entries for text in (e.answer, *e.questions)]
+    return SafetyLayer(settings.safety, settings.persona, faq_texts,
+                       embed=lambda text: index.embedder.embed([text])[0])

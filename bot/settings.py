@@ -47,6 +47,8 @@ PLACEHOLDERS: dict[str, frozenset[str]] = {
     "handoff_text": _NAMES, "clarify_text": _NAMES, "clarify_footer": _NAMES,
     "empty_text": _NAMES, "too_long_text": _NAMES | {"max_chars"}, "error_text": _NAMES,
     "waiting_text": _NAMES, "identity_text": _NAMES, "stay_text": _NAMES,
+    "blocked_text": _NAMES, "abuse_text": _NAMES, "harmful_text": _NAMES,
+    "self_harm_text": _NAMES, "rate_text": _NAMES, "cooldown_text": _NAMES | {"minutes"},
 }
 
 
@@ -99,6 +101,28 @@ class PersonaSettings(_Section):
     stay_text: str = Field(
         "All right, I'll keep helping you here. What would you like to know?", min_length=1,
         description="Reply when the customer says they do not want a human.")
+    blocked_text: str = Field(
+        "Sorry, I can't help with that. I'm happy to help with your orders, deliveries, returns "
+        "and account.", min_length=1,
+        description="Reply to a message the safety guards block (it does not say which rule).")
+    abuse_text: str = Field(
+        "I'm here to help, and I'd like to keep this conversation friendly. What can I do for "
+        "you?", min_length=1, description="Reply to an abusive or offensive message.")
+    harmful_text: str = Field(
+        "Sorry, I can't help with that.", min_length=1,
+        description="Reply to a request for something harmful (weapons, crime, violence).")
+    self_harm_text: str = Field(
+        "I'm really sorry you're feeling this way. You deserve support right now: if you are in "
+        "danger, please call your local emergency number, or reach a crisis line (988 in the "
+        "US, 116 123 in the UK and Ireland). You don't have to go through this alone.",
+        min_length=1, description="Reply when a message speaks of self-harm or suicide.")
+    rate_text: str = Field(
+        "You're sending messages faster than I can answer. Please wait a moment and try again.",
+        min_length=1, description="Reply when a user goes over the rate or flood limit.")
+    cooldown_text: str = Field(
+        "Let's take a short break. I'll be able to reply again in about {minutes} minutes.",
+        min_length=1, description="Reply during a cool-down after repeated blocked messages "
+        "({minutes} is filled in).")
 
     @field_validator(*PLACEHOLDERS)
     @classmethod
@@ -231,6 +255,91 @@ class DialogueSettings(_Section):
         default_factory=lambda: ["human", "agent", "real person", "operator",
                                  "talk to someone", "speak to someone", "representative"],
         description="A message that is one of these (or asks for one) goes to a human.")
+
+
+InputGuard = Literal["normalize", "rate", "injection", "harmful", "abuse", "pii"]
+OutputGuard = Literal["toxicity", "blocklist", "pii_leak", "prompt_leak"]
+INPUT_GUARDS: tuple[InputGuard, ...] = ("normalize", "rate", "injection", "harmful", "abuse",
+                                        "pii")
+OUTPUT_GUARDS: tuple[OutputGuard, ...] = ("toxicity", "blocklist", "pii_leak", "prompt_leak")
+PII_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN",
+                "IP_ADDRESS", "UK_NINO", "PERSON", "ADDRESS", "SECRET")
+
+
+class SafetySettings(_Section):
+    """Input guards (before retrieval) and output guards (on generated text); bot/safety/."""
+
+    enabled: bool = Field(True, description="Run the guards at all (off: nothing is checked "
+                          "and PII is stored as typed).")
+    input_guards: list[InputGuard] = (
+        Field(default_factory=lambda: list(INPUT_GUARDS), description="Input guards, in the "
+              "order they run; the first block wins. PII is redacted in what is stored "
+              "whether or not 'pii' is listed (see redact_stored)."))
+    output_guards: list[OutputGuard] = Field(
+        default_factory=lambda: list(OUTPUT_GUARDS), description="Guards on every generated "
+        "sentence before it is shown; a block stops the answer there, like a failed grounding "
+        "check.")
+    injection_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Probability of the "
+                                       "learned injection head at which a message is blocked "
+                                       "(patterns block on their own). Tuned on data/safety "
+                                       "dev.")
+    harmful_threshold: float = Field(0.988, ge=0.0, le=1.0, description="Probability of the "
+                                     "learned harmful-request head at which a message is "
+                                     "blocked (the lexicon blocks on its own).")
+    abuse_threshold: float = Field(0.8, ge=0.0, le=1.0, description="alt-profanity-check "
+                                   "probability at which a customer's message is abuse.")
+    abuse_allow: list[str] = Field(
+        default_factory=lambda: ["hell", "the hell", "damn", "dammit", "bloody", "crap",
+                                 "crappy", "freaking", "frigging", "heck", "wtf"],
+        description="Mild swear words a frustrated customer may use: left out before the abuse "
+        "score (\"where the hell is my parcel\" is a customer, not abuse).")
+    abuse_allow_frustration: bool = Field(
+        True, description="Let through swearing that is aimed at no one in a message that asks "
+        "for something (\"this bullshit jacket broke, how do I return it?\"); swearing at the "
+        "bot or staff is still abuse.")
+    output_toxicity_threshold: float = Field(0.5, ge=0.0, le=1.0, description="The same "
+                                             "probability for a generated sentence (stricter: "
+                                             "the bot speaks for the company).")
+    detector_path: Path | None = Field(None, description="Weights of the learned heads "
+                                       "(default: the file shipped in bot/safety/, made by "
+                                       "training/safety_detector.py).")
+    blocklist: list[str] = Field(default_factory=list, description="Words and sentences the "
+                                 "bot must never say (case, accents and homoglyphs folded).")
+    pii_entities: list[str] = Field(default_factory=lambda: list(PII_ENTITIES),
+                                    description="PII labels found and redacted.")
+    phone_regions: list[str] = Field(default_factory=lambda: ["US", "GB", "DE", "FR", "IN"],
+                                     description="Regions whose national phone formats are "
+                                     "recognised (international +NN numbers always are).")
+    pii_use_in_turn: bool = Field(True, description="The live turn (retrieval, generation) may "
+                                  "use the customer's PII; off: it sees the redacted text.")
+    redact_stored: bool = Field(True, description="Redact PII in everything stored and logged "
+                                "(the message, the retrieval query, generated text, checks).")
+    rate_per_minute: int = Field(20, ge=0, description="Messages one user may send per minute "
+                                 "in one conversation (0: no limit).")
+    flood_repeats: int = Field(4, ge=0, description="The same message this many times within "
+                               "flood_window_seconds (one user, one conversation) is blocked "
+                               "(0: off).")
+    flood_window_seconds: float = Field(120.0, gt=0, description="Window of the flood guard.")
+    cooldown_after: int = Field(3, ge=0, description="After this many blocked messages in a "
+                                "conversation it cools down (0: never).")
+    cooldown_seconds: float = Field(300.0, ge=0, description="How long a cool-down lasts.")
+    handoff_after: int = Field(0, ge=0, description="After this many blocked messages the "
+                               "conversation goes to a human instead (0: never; checked "
+                               "before cooldown_after).")
+
+    @field_validator("pii_entities")
+    @classmethod
+    def _known_entities(cls, entities: list[str]) -> list[str]:
+        unknown = [e for e in entities if e not in PII_ENTITIES]
+        if unknown:
+            raise ValueError(f"unknown PII label(s) {', '.join(unknown)} (known: "
+                             f"{', '.join(PII_ENTITIES)})")
+        return entities
+
+    @field_validator("detector_path")
+    @classmethod
+    def _expand_user(cls, path: Path | None) -> Path | None:
+        return path.expanduser() if path is not None else None
 
 
 class StorageSettings(_Section):
@@ -391,6 +500,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     dialogue: DialogueSettings = Field(default_factory=DialogueSettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
@@ -473,7 +583,7 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     """Make relative paths in the file relative to the file's folder, not the working directory."""
     for section, key in (("retrieval", "faq_path"), ("retrieval", "index_dir"),
                          ("model", "adapter"), ("model", "cache_dir"),
-                         ("telegram", "state_file")):
+                         ("telegram", "state_file"), ("safety", "detector_path")):
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             data[section][key] = str(base / value)

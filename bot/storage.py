@@ -148,9 +148,11 @@ class ConversationStore:
             await self._lock_engine.dispose()
 
     async def record_turn(self, message: UserMessage, reply: BotReply,
-                          status: ConversationStatus | None = None) -> int:
+                          status: ConversationStatus | None = None,
+                          verdicts: tuple[list[dict[str, Any]] | None,
+                                          list[dict[str, Any]] | None] = (None, None)) -> int:
         """Store the user's message and the bot's reply in one transaction (both or neither);
-        returns the bot message's id.
+        returns the bot message's id. `verdicts`: the safety verdicts of each.
 
         The first turn of a new conversation creates it, also when two such turns race;
         with `status`, the conversation's status changes in the same transaction.
@@ -162,12 +164,14 @@ class ConversationStore:
         used = reply.sources or reply.suggestions
         asked = {"conversation_id": conversation_id, "role": "user", "text": _clean(message.text),
                  "decision": None, "faq_ids": [], "scores": [], "confidence": None,
-                 "latency_ms": None, "meta": {}, "client_id": _clean(message.client_id)}
+                 "latency_ms": None, "meta": {}, "client_id": _clean(message.client_id),
+                 "verdicts": _clean(verdicts[0])}
         answered = {"conversation_id": conversation_id, "role": "bot",
                     "text": _clean(reply.text), "decision": reply.decision.value,
                     "faq_ids": _clean([s.id for s in used]),
                     "scores": [round(s.score, 4) for s in used], "confidence": reply.confidence,
-                    "latency_ms": reply.latency_ms, "meta": _clean(_meta(reply))}
+                    "latency_ms": reply.latency_ms, "meta": _clean(_meta(reply)),
+                    "verdicts": _clean(verdicts[1])}
         now = utcnow()
         changes: dict[str, Any] = {"updated_at": now}
         if status is not None:

@@ -20,6 +20,7 @@ class Decision(str, Enum):
     INVALID = "invalid"  # empty or over-long input
     WAITING = "waiting"  # the conversation is with a human: the bot only says a colleague replies
     ERROR = "error"  # the turn failed; the customer got an apology, the cause is logged and stored
+    BLOCKED = "blocked"  # a safety guard refused the message; the customer got a short reply
 
 
 class ConversationStatus(str, Enum):

@@ -78,7 +78,12 @@ class FaqIndex:
             return []
         if self.size == 0:
             return [[] for _ in queries]
-        vectors = self.embedder.embed(list(queries))
+        return self.search_vectors(self.embedder.embed(list(queries)), top_k)
+
+    def search_vectors(self, vectors: np.ndarray, top_k: int = 5) -> list[list[FaqHit]]:
+        """Search queries embedded already (by this index's embedder), one row each."""
+        if self.size == 0:
+            return [[] for _ in range(len(vectors))]
         k = self.size if self.size <= EXHAUSTIVE_LIMIT else min(self.size, top_k * 20)
         scores, ids = self._index.search(vectors, k)
         results = []

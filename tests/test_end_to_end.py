@@ -88,6 +88,9 @@ async def test_what_the_customer_sees_is_never_withdrawn(config_file: Path) -> N
             assert "".join(shown) == reply.text, "the reply is exactly what was shown"
             stored = await runtime.store.last_bot_message(f"h{i}")
             assert stored is not None and stored.text == reply.text, "stored what was shown"
+            if "bomb" in text:  # the input guards refuse it before the model runs
+                assert reply.decision is Decision.BLOCKED
+                continue
             assert reply.decision in (Decision.GENERATE, Decision.CLARIFY)
             if reply.decision is Decision.GENERATE:
                 checks = reply.meta["checks"]
