@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import signal
 import socket
@@ -51,6 +52,39 @@ if TYPE_CHECKING:
 
 WAIT_S = 120.0  # a frame, or the server's start, may take this long before the run fails
 WARM_UP = "how do I change the delivery address of my order"
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class Others:
+    """CPU used by processes other than this benchmark and its server while a figure was
+    measured, in cores (Linux /proc; None elsewhere). This machine is shared: a figure taken
+    while others ran is not the server's (a generation batch of 8 took 5 s on an idle machine
+    and 97 s beside a test run), so each is printed with this."""
+
+    def __init__(self, *pids: int) -> None:
+        self.pids = (os.getpid(), *pids)
+        self.started = time.perf_counter()
+        self.machine, self.own = self._read()
+
+    def _read(self) -> tuple[float, float]:
+        try:
+            values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0]
+                      .split()[1:9]]
+            own = 0
+            for pid in self.pids:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                own += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            return float("nan"), float("nan")
+        busy = sum(values) - values[3] - values[4]  # all but idle and iowait
+        return busy / _TICK, own / _TICK
+
+    def __str__(self) -> str:
+        machine, own = self._read()
+        cores = ((machine - self.machine) - (own - self.own)) / (time.perf_counter()
+                                                                 - self.started)
+        return "CPU elsewhere: n/a" if cores != cores else \
+            f"{max(cores, 0.0):.2f} cores busy elsewhere"
 
 
 def bench_settings(work: Path, generated: bool, max_new_tokens: int = 48) -> Any:
@@ -185,6 +219,8 @@ async def socket_turn(ws: Any, text: str) -> Turn:
         frame = json.loads(await asyncio.wait_for(ws.recv(), WAIT_S))
         if frame["type"] == "token" and first is None:
             first = time.perf_counter() - started
+        elif frame["type"] == "ping":  # the server's heartbeat, answered as a page does
+            await ws.send(json.dumps({"type": "pong"}))
         elif frame["type"] == "reply":
             return Turn(time.perf_counter() - started, first, frame["decision"])
         elif frame["type"] == "error":
@@ -219,22 +255,31 @@ async def faq_over_sockets(address: str, plan: list[list[str]], think_s: float,
 async def generated_over_sockets(server: Server, questions: list[str], at_once: bool
                                  ) -> tuple[list[Turn], float, float]:
     """One fresh conversation per question, all at once or one after another: the turns,
-    the wall time and the tokens the server generated meanwhile."""
-    sockets = [await open_socket(server.address) for _ in questions]
-    try:
-        tokens = await asyncio.to_thread(server.generated_tokens)
-        started = time.perf_counter()
-        if at_once:
+    the seconds they took (at once: the wall time; in turn: the sum of the turns, each socket
+    opened just before its turn, since one left idle is closed after two unanswered
+    heartbeats) and the tokens the server generated meanwhile."""
+    tokens = await asyncio.to_thread(server.generated_tokens)
+    if at_once:
+        sockets = [await open_socket(server.address) for _ in questions]
+        try:
+            started = time.perf_counter()
             turns = list(await asyncio.gather(*(socket_turn(ws, q)
                                                 for ws, q in zip(sockets, questions,
                                                                  strict=True))))
-        else:
-            turns = [await socket_turn(ws, q) for ws, q in zip(sockets, questions, strict=True)]
-        seconds = time.perf_counter() - started
-        tokens = await asyncio.to_thread(server.generated_tokens) - tokens
-    finally:
-        for ws in sockets:
-            await ws.close()
+            seconds = time.perf_counter() - started
+        finally:
+            for ws in sockets:
+                await ws.close()
+    else:
+        turns = []
+        for question in questions:
+            ws = await open_socket(server.address)
+            try:
+                turns.append(await socket_turn(ws, question))
+            finally:
+                await ws.close()
+        seconds = sum(t.seconds for t in turns)
+    tokens = await asyncio.to_thread(server.generated_tokens) - tokens
     return turns, seconds, tokens
 
 
@@ -304,26 +349,33 @@ async def faq_figures(work: Path, clients: int, turns: int, think_s: float) -> N
         return [await handle_turn(manager, q, f"in-process-{i}")
                 for i, questions_ in enumerate(plan) for q in questions_]
 
+    meter = Others()
     base = await in_process(work, bench_settings(work, False), baseline)
+    base_others = str(meter)
     server = Server(work, generated=False, max_new_tokens=48)
     try:
         await faq_over_sockets(server.address, [[WARM_UP]], 0.0, 0)
+        meter = Others(server.process.pid)
         alone, _ = await faq_over_sockets(server.address, [questions], 0.0, 0)
+        alone_others, meter = str(meter), Others(server.process.pid)
         paced, paced_s = await faq_over_sockets(server.address, plan, think_s, 1)
+        paced_others, meter = str(meter), Others(server.process.pid)
         loaded, loaded_s = await faq_over_sockets(server.address, plan, 0.0, 2)
+        loaded_others = str(meter)
     finally:
         status, _ = server.stop()
     answered = sum(t.decision == "answer" for t in paced + loaded + alone)
     print(f"FAQ answers over the web socket, {clients} clients x {turns} turns, paced (next "
           f"question 0-{2 * think_s:.1f} s after a reply; {len(paced) / paced_s:.1f} turns/s): "
-          f"{ms(paced)} (goal p50 <= 25 ms)")
+          f"{ms(paced)} (goal p50 <= 25 ms; {paced_others})")
     print(f"  same {clients} clients without pausing (server saturated; "
-          f"{len(loaded) / loaded_s:.1f} turns/s): {ms(loaded)}")
-    print(f"  one client alone, the same {len(alone)} questions in turn: {ms(alone)}")
+          f"{len(loaded) / loaded_s:.1f} turns/s): {ms(loaded)} ({loaded_others})")
+    print(f"  one client alone, the same {len(alone)} questions in turn: {ms(alone)} "
+          f"({alone_others})")
     added = percentile([t.seconds for t in alone], 0.5) - percentile([t.seconds for t in base],
                                                                     0.5)
     print(f"  baseline DialogueManager.handle in process, same questions in turn: {ms(base)} "
-          f"(one client over the socket: {added * 1000:+.1f} ms at p50)")
+          f"(one client over the socket: {added * 1000:+.1f} ms at p50; {base_others})")
     print(f"  ({answered} of {len(paced) + len(loaded) + len(alone)} socket turns were FAQ "
           f"answers; the server exited with status {status} on SIGTERM)")
 
@@ -374,6 +426,7 @@ async def generated_figures(work: Path, conversations: int, max_new_tokens: int,
     server = Server(work, generated=True, max_new_tokens=max_new_tokens)
     try:
         await generated_over_sockets(server, [WARM_UP], at_once=False)
+        meter = Others(server.process.pid)
         for _ in range(rounds):
             turns, seconds, tokens = await generated_over_sockets(server, questions, False)
             one.append(Rate(tokens, seconds))
@@ -382,6 +435,7 @@ async def generated_figures(work: Path, conversations: int, max_new_tokens: int,
             turns, seconds, tokens = await generated_over_sockets(server, questions, True)
             many.append(Rate(tokens, seconds))
             shown += sum(t.decision == "generate" for t in turns)
+        server_others = str(meter)
     finally:
         status, batches = server.stop()
 
@@ -390,12 +444,14 @@ async def generated_figures(work: Path, conversations: int, max_new_tokens: int,
         manager._checker = PassEverything()
         assert manager.generator is not None  # load now: loading is not throughput
         await handle_turn(manager, WARM_UP, "warm-up")
+        meters.append(Others())
         seq, par, turns, sizes = [], [], [], []
         for r in range(rounds):
-            before, started = manager.tokens_generated, time.perf_counter()
-            turns += [await handle_turn(manager, q, f"one-{r}-{i}")
-                      for i, q in enumerate(questions)]
-            seq.append(Rate(manager.tokens_generated - before, time.perf_counter() - started))
+            before = manager.tokens_generated
+            in_turn = [await handle_turn(manager, q, f"one-{r}-{i}")
+                       for i, q in enumerate(questions)]
+            seq.append(Rate(manager.tokens_generated - before, sum(t.seconds for t in in_turn)))
+            turns += in_turn
             count = len(manager.generator.batches)
             before, started = manager.tokens_generated, time.perf_counter()
             await asyncio.gather(*(handle_turn(manager, q, f"many-{r}-{i}")
@@ -404,8 +460,10 @@ async def generated_figures(work: Path, conversations: int, max_new_tokens: int,
             sizes.append(list(manager.generator.batches[count:]))
         return seq, par, turns, sizes
 
+    meters: list[Others] = []
     seq, par, in_process_firsts, in_batches = await in_process(
         work, bench_settings(work, True, max_new_tokens), baseline)
+    in_process_others = str(meters[0])
 
     def first(turns: list[Turn]) -> str:
         times = [t.first_token for t in turns if t.first_token is not None]
@@ -425,7 +483,8 @@ async def generated_figures(work: Path, conversations: int, max_new_tokens: int,
           f"{ratio(par, seq):.2f}x; the server over sockets reaches {ratio(many, par):.2f} of "
           "it at once")
     print(f"  ({shown} of {2 * rounds * conversations} socket turns showed generated text; the "
-          f"server exited with status {status} on SIGTERM)")
+          f"server exited with status {status} on SIGTERM; {server_others} during the socket "
+          f"runs, {in_process_others} during the in-process ones)")
 
 
 def main() -> None:
@@ -452,6 +511,7 @@ def main() -> None:
         return
     if not 0 <= args.think_ms <= 5000:
         parser.error("--think-ms must be between 0 and 5000")
+    os.environ.update(ENV)  # the baselines run as `supportbot` and the server do
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         from bot.runtime import open_index

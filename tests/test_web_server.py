@@ -213,7 +213,9 @@ async def test_a_client_who_leaves_mid_answer_stops_its_generation(
         settled = generator.steps
         await asyncio.sleep(0.5)
         assert generator.steps == settled, "generation went on after the client left"
-    assert settled <= at_leaving + 3 < words // 2, (at_leaving, settled, words)
+    # A step is 50 ms: the model stopped within a second of the client leaving, long before
+    # the answer's end.
+    assert settled <= at_leaving + 20 < words // 2, (at_leaving, settled, words)
     bot = meta_rows(await stored(settings.storage.database_url), "bot")
     assert len(bot) == 1 and bot[0].conversation_id == conversation_id
     assert meta(bot[0])["interrupted"] is True
