@@ -583,7 +583,8 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     """Make relative paths in the file relative to the file's folder, not the working directory."""
     for section, key in (("retrieval", "faq_path"), ("retrieval", "index_dir"),
                          ("model", "adapter"), ("model", "cache_dir"),
-                         ("telegram", "state_file"), ("safety", "detector_path")):
+                         ("telegram", "state_file"), ("safety", "detector_path"),
+                         ("web", "secret_file")):
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             data[section][key] = str(base / value)

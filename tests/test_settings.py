@@ -59,8 +59,10 @@ def test_reading_settings_loads_no_model_code() -> None:
 
 def test_file_values_and_relative_paths(tmp_path: Path) -> None:
     path = write(tmp_path, "persona:\n  company_name: Acme\nretrieval:\n  top_k: 3\n"
-                           "  faq_path: faq.csv\nstorage:\n  database_url: sqlite+aiosqlite:///x.db\n")
+                           "  faq_path: faq.csv\nstorage:\n  database_url: sqlite+aiosqlite:///x.db\n"
+                           "web:\n  secret_file: keys/web-secret\n")
     settings = load_settings(path)
+    assert settings.web.secret_file == tmp_path / "keys" / "web-secret"
     assert settings.persona.company_name == "Acme"
     assert settings.persona.bot_name == "Kes", "unset keys keep their defaults"
     assert settings.retrieval.top_k == 3
