@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -9,6 +10,17 @@ from typing import Any, Protocol
 import numpy as np
 
 Embed = Callable[[str], np.ndarray]  # one text -> its unit-length sentence embedding
+Patterns = list[tuple[str, re.Pattern[str]]]  # (family or category, pattern), tried in order
+
+
+def first_match(texts: list[str], patterns: Patterns) -> tuple[str, str] | None:
+    """(name, matched text) of the first pattern found in any of the texts, in order."""
+    for text in texts:
+        for name, pattern in patterns:
+            found = pattern.search(text)
+            if found:
+                return name, found.group()[:80]
+    return None
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import re
 
-from bot.safety.base import GuardContext, Verdict
+from bot.safety.base import GuardContext, Patterns, Verdict, first_match
 from bot.safety.detector import Head
 
 _HOW = r"(?:how (?:do|can|could|would|should) (?:i|you|we|one|someone)|how to|ways? to|" \
     r"steps? to|teach me (?:to|how to)|help me|tell me how to|instructions (?:for|to|on)|" \
     r"guide (?:to|for|on)|tutorial (?:on|for)|i (?:want|need|plan|am going|'m going) to|" \
     r"best way to|easiest way to|recipe for|can you (?:help me|tell me how to|explain how to))"
-CATEGORIES: list[tuple[str, re.Pattern[str]]] = [(name, re.compile(pattern)) for name, pattern in [
+CATEGORIES: Patterns = [(name, re.compile(pattern)) for name, pattern in [
     ("self-harm", r"\b(?:kill|hurt|harm|cut|hang|poison|shoot|drown|starve) (?:my ?self|myself)\b|"
      r"\bsuicid(?:e|al)\b|\bend(?:ing)? (?:my (?:own )?life|it all)\b|\bwant(?:s)? to die\b|"
      r"\bdon'?t want to (?:live|be alive|exist) (?:any ?more)?|\bself[- ]?harm|"
@@ -62,16 +62,6 @@ CATEGORIES: list[tuple[str, re.Pattern[str]]] = [(name, re.compile(pattern)) for
 ]]
 
 
-def match_category(texts: list[str]) -> tuple[str, str] | None:
-    """(category, matched text) of the first harmful-request pattern found."""
-    for text in texts:
-        for category, pattern in CATEGORIES:
-            found = pattern.search(text)
-            if found:
-                return category, found.group()[:80]
-    return None
-
-
 class HarmfulGuard:
     """Blocks requests for weapons, self-harm, crime, violence or hate content."""
 
@@ -84,7 +74,7 @@ class HarmfulGuard:
     def check(self, text: str, context: GuardContext) -> Verdict:
         """The lexicon first (it names the category); then the learned head."""
         folded = context.folded or text.lower()
-        hit = match_category([folded])
+        hit = first_match([folded], CATEGORIES)
         if hit is not None:
             return Verdict(self.name, False, f"{hit[0]}: {hit[1]!r}", 1.0, category=hit[0])
         vector = context.vector(folded) if self.head is not None else None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 
-from bot.safety.base import GuardContext, Verdict
+from bot.safety.base import GuardContext, Patterns, Verdict, first_match
 from bot.safety.detector import Head
 
 _INSTRUCTIONS = (r"(?:instructions?|rules|prompts?|guidelines|directives|directions|"
                  r"programming|restrictions|constraints|context|system message|safeguards)")
 _EARLIER = r"(?:all|every|your|previous|prior|above|earlier|preceding|initial|original|" \
     r"existing|former|safety|ethical|developer|system)"
-PATTERNS: list[tuple[str, re.Pattern[str]]] = [(name, re.compile(pattern)) for name, pattern in [
+PATTERNS: Patterns = [(name, re.compile(pattern)) for name, pattern in [
     ("override", rf"\b(?:ignore|disregard|forget|override|bypass|skip|drop|abandon|neglect)\b"
      rf"(?:\W+\w+){{0,2}}?\W+{_EARLIER}\b(?:\W+\w+){{0,3}}?\W+{_INSTRUCTIONS}"),
     ("override", r"\b(?:ignore|disregard|forget)\s+(?:everything|all)\s+(?:above|before|"
@@ -77,16 +77,6 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [(name, re.compile(pattern)) for n
 ]]
 
 
-def match_pattern(texts: list[str]) -> tuple[str, str] | None:
-    """(family, matched text) of the first injection pattern found in any of the texts."""
-    for text in texts:
-        for family, pattern in PATTERNS:
-            found = pattern.search(text)
-            if found:
-                return family, found.group()[:80]
-    return None
-
-
 class InjectionGuard:
     """Blocks prompt injection and jailbreaks: a pattern hit, or the learned head above threshold.
 
@@ -106,7 +96,7 @@ class InjectionGuard:
     def check(self, text: str, context: GuardContext) -> Verdict:
         """Pattern first (free); then the head on the folded text's embedding."""
         folded = context.folded or text.lower()
-        hit = match_pattern([folded, text.lower(), folded[::-1]])  # reversed: "erongi"
+        hit = first_match([folded, text.lower(), folded[::-1]], PATTERNS)  # reversed: "erongi"
         if hit is not None:
             return Verdict(self.name, False, f"pattern {hit[0]}: {hit[1]!r}", 1.0,
                            category=hit[0])
