@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,21 +15,14 @@ from bot.intents import Intents
 from bot.runtime import generator_factory
 from bot.settings import Settings
 from bot.storage import ConversationStore
-from bot.types import BotReply, ConversationStatus, Decision, TextEvent, UserMessage
+from bot.types import ConversationStatus, Decision, TextEvent, UserMessage
 from retrieval.index import FaqIndex
+from tests.dialogue_support import FAITHFUL, NEAR_MISS, collect, into_generated_band, store
 from tests.fakes import ScriptedGenerator
 
 pytestmark = pytest.mark.timeout(120)
 
-NEAR_MISS = "what's the time limit for sending stuff back"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[ConversationStore]:
-    store = ConversationStore(f"sqlite+aiosqlite:///{tmp_path}/bot.db")
-    await store.init()
-    yield store
-    await store.close()
+__all__ = ["store"]  # the fixture, from tests/dialogue_support.py
 
 
 def manager(index: FaqIndex, store: ConversationStore, **retrieval: object) -> DialogueManager:
@@ -208,8 +200,6 @@ async def test_every_turn_is_stored(sample_index: FaqIndex, store: ConversationS
 
 # --- the generated branch ---------------------------------------------------------------------
 
-FAITHFUL = ('Go to "My orders", choose the order and click "Return items", then select the items '
-            "and a reason.")
 INVENTED = "Call us on 0800 123 456 and we will collect it for free."
 SECOND = ("Drop the parcel off at any carrier drop-off point within 14 days of registering the "
           "return.")
@@ -219,12 +209,7 @@ def generating(index: FaqIndex, store: ConversationStore, generator: object,
                min_grounding: float = 0.6, loads: list[int] | None = None,
                **dialogue: object) -> DialogueManager:
     """A manager whose thresholds put NEAR_MISS in the generated band."""
-    settings = Settings()
-    score = index.search(NEAR_MISS, top_k=1)[0].score
-    settings.retrieval.answer_threshold = score + 0.05
-    settings.retrieval.suggest_threshold = score - 0.15
-    settings.dialogue.min_grounding = min_grounding
-    settings.dialogue.middle = "generate"
+    settings = into_generated_band(Settings(), index, min_grounding)
     for key, value in dialogue.items():
         setattr(settings.dialogue, key, value)
     settings.model.generation.max_new_tokens = 60
@@ -236,19 +221,6 @@ def generating(index: FaqIndex, store: ConversationStore, generator: object,
 
     return DialogueManager(index, store, settings.persona, settings.retrieval, settings.dialogue,
                            settings.model.generation, factory)  # type: ignore[arg-type]
-
-
-async def collect(dm: DialogueManager, message: UserMessage) -> tuple[list[str], BotReply]:
-    """The text events of a turn and its final reply."""
-    pieces: list[str] = []
-    reply = None
-    async for event in dm.stream(message):
-        if isinstance(event, TextEvent):
-            pieces.append(event.text)
-        else:
-            reply = event
-    assert isinstance(reply, BotReply)
-    return pieces, reply
 
 
 async def test_middle_band_generates_a_grounded_answer(
@@ -444,11 +416,7 @@ async def test_the_real_stream_path_on_a_tiny_model(
 
 async def test_a_model_that_cannot_load_degrades_to_did_you_mean(
         sample_index: FaqIndex, store: ConversationStore, tmp_path: Path) -> None:
-    settings = Settings()
-    score = sample_index.search(NEAR_MISS, top_k=1)[0].score
-    settings.retrieval.answer_threshold = score + 0.05
-    settings.retrieval.suggest_threshold = score - 0.15
-    settings.dialogue.middle = "generate"
+    settings = into_generated_band(Settings(), sample_index)
     settings.model.base_model = str(tmp_path / "no-such-model")
     dm = DialogueManager(sample_index, store, settings.persona, settings.retrieval,
                          settings.dialogue, settings.model.generation,

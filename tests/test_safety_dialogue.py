@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from bot.dialogue import DialogueManager
 from bot.models import Message
-from bot.safety.layer import SafetyLayer
+from bot.runtime import safety_layer
 from bot.settings import Settings
 from bot.storage import ConversationStore
-from bot.types import BotReply, ConversationStatus, Decision, TextEvent, UserMessage
+from bot.types import BotReply, ConversationStatus, Decision, UserMessage
 from retrieval.index import FaqIndex
+from tests.dialogue_support import FAITHFUL, NEAR_MISS, collect, into_generated_band, store
 from tests.fakes import ScriptedGenerator
 
 pytestmark = pytest.mark.timeout(120)
-NEAR_MISS = "what's the time limit for sending stuff back"
-FAITHFUL = ('Go to "My orders", choose the order and click "Return items", then select the items '
-            "and a reason.")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[ConversationStore]:
-    store = ConversationStore(f"sqlite+aiosqlite:///{tmp_path}/bot.db")
-    await store.init()
-    yield store
-    await store.close()
+__all__ = ["store"]  # the fixture, from tests/dialogue_support.py
 
 
 def guarded(index: FaqIndex, store: ConversationStore, settings: Settings | None = None,
@@ -37,14 +26,8 @@ def guarded(index: FaqIndex, store: ConversationStore, settings: Settings | None
     """A manager with the default guards (generating in the middle band if given a model)."""
     settings = settings or Settings()
     if generator is not None:
-        score = index.search(NEAR_MISS, top_k=1)[0].score
-        settings.retrieval.answer_threshold = score + 0.05
-        settings.retrieval.suggest_threshold = score - 0.15
-        settings.dialogue.min_grounding = 0.6
-        settings.dialogue.middle = "generate"
-    faq = [t for e in index.entries for t in (e.answer, *e.questions)]
-    layer = SafetyLayer(settings.safety, settings.persona, faq,
-                        embed=lambda text: index.embedder.embed([text])[0])
+        into_generated_band(settings, index)
+    layer = safety_layer(settings, index)  # what the runtime builds
     return DialogueManager(index, store, settings.persona, settings.retrieval, settings.dialogue,
                            settings.model.generation,
                            (lambda: generator) if generator is not None else None,  # type: ignore[arg-type,return-value]
@@ -53,15 +36,7 @@ def guarded(index: FaqIndex, store: ConversationStore, settings: Settings | None
 
 async def turn(dm: DialogueManager, text: str, conversation: str = "c"
                ) -> tuple[list[str], BotReply]:
-    pieces: list[str] = []
-    reply = None
-    async for event in dm.stream(UserMessage(text, conversation_id=conversation)):
-        if isinstance(event, TextEvent):
-            pieces.append(event.text)
-        else:
-            reply = event
-    assert isinstance(reply, BotReply)
-    return pieces, reply
+    return await collect(dm, UserMessage(text, conversation_id=conversation))
 
 
 async def rows(store: ConversationStore, conversation: str = "c") -> list[Message]:

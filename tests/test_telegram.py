@@ -22,8 +22,9 @@ from bot.settings import Settings, TelegramSettings, load_settings
 from retrieval.corpus import load_faq
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.index import FaqIndex
+from tests.dialogue_support import NEAR_MISS
 from tests.telegram_server import BOT, TOKEN, FakeBotApi
-from tests.web_support import NEAR_MISS, free_port, rows, running, scripted, web_settings
+from tests.web_support import free_port, rows, running, scripted, web_settings
 
 pytestmark = pytest.mark.timeout(60)
 PASSWORD = "how do I reset my password"

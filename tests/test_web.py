@@ -16,7 +16,8 @@ from bot.channels.web.security import ConversationTokens, RateLimiter
 from bot.errors import SettingsError
 from bot.settings import Settings, WebSettings
 from retrieval.index import FaqIndex
-from tests.web_support import FAITHFUL, NEAR_MISS, rows, scripted, web_settings
+from tests.dialogue_support import FAITHFUL, NEAR_MISS
+from tests.web_support import rows, scripted, web_settings
 
 pytestmark = pytest.mark.timeout(120)
 FAQ_QUESTION = "how do I reset my password"

@@ -31,8 +31,9 @@ from bot.channels.web import create_app
 from bot.settings import Settings
 from retrieval.index import FaqIndex
 from tests.conftest import SAMPLE_FAQ
+from tests.dialogue_support import FAITHFUL, NEAR_MISS
 from tests.test_storage import database_url
-from tests.web_support import FAITHFUL, NEAR_MISS, free_port, running, scripted, web_settings
+from tests.web_support import free_port, running, scripted, web_settings
 
 __all__ = ["database_url"]  # the fixture (SQLite, and PostgreSQL when TEST_POSTGRES_URL is set)
 

@@ -17,11 +17,8 @@ from sqlalchemy import create_engine, text
 
 from bot.settings import Settings
 from retrieval.index import FaqIndex
+from tests.dialogue_support import FAITHFUL, into_generated_band
 from tests.fakes import ScriptedGenerator
-
-NEAR_MISS = "what's the time limit for sending stuff back"
-FAITHFUL = ('Go to "My orders", choose the order and click "Return items", then select the items '
-            "and a reason.")
 
 
 def web_settings(tmp_path: Path, index: FaqIndex | None = None, generate: bool = False,
@@ -40,11 +37,7 @@ def web_settings(tmp_path: Path, index: FaqIndex | None = None, generate: bool =
         setattr(settings.web, key, value)
     if generate:
         assert index is not None
-        score = index.search(NEAR_MISS, top_k=1)[0].score
-        settings.retrieval.answer_threshold = score + 0.05
-        settings.retrieval.suggest_threshold = score - 0.15
-        settings.dialogue.middle = "generate"
-        settings.dialogue.min_grounding = 0.6
+        into_generated_band(settings, index)
         settings.model.generation.max_new_tokens = 60
     return settings
 
