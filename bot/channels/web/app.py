@@ -99,7 +99,7 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
         app.add_route(settings.telegram.webhook_path, telegram_webhook, methods=["POST"],
                       include_in_schema=False)
     app.add_api_websocket_route("/ws", chat_socket)
-    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
