@@ -1,4 +1,5 @@
-"""The `supportbot` command line: config, index, ask, chat, serve and telegram."""
+"""The `supportbot` command line: config, index, ask, chat, serve, telegram and (in
+cli_train.py) train, merge and export."""
 
 from __future__ import annotations
 
@@ -558,6 +559,10 @@ def _user_errors() -> Iterator[None]:
     except USER_ERRORS as exc:
         err.print(f"[bold red]error[/]: {escape(str(exc))}")
         raise typer.Exit(1) from None
+
+
+# The training commands (train, merge, export) register themselves on `app`.
+from bot import cli_train as _cli_train  # noqa: E402,F401
 
 
 def main() -> None:

@@ -252,6 +252,17 @@ class ConversationStore:
             raise self._read_error(exc) from exc
         return [(message, rating) for message, rating in reversed(rows)]
 
+    async def rated_conversations(self, rating: str = "up") -> list[str]:
+        """Ids of the conversations with at least one bot message rated `rating`, oldest first."""
+        statement = (select(Feedback.conversation_id).where(Feedback.rating == rating)
+                     .group_by(Feedback.conversation_id)
+                     .order_by(func.min(Feedback.message_id)))
+        try:
+            async with self._session() as session:
+                return list((await session.scalars(statement)).all())
+        except SQLAlchemyError as exc:
+            raise self._read_error(exc) from exc
+
     async def _create_conversation(self, conn: AsyncConnection, conversation_id: str,
                                    channel: str, user_id: str, now: datetime) -> None:
         """Insert the conversation unless it exists; idempotent under concurrent first turns."""

