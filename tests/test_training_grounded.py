@@ -1,0 +1,87 @@
+"""Grounded FAQ examples: the bot's own prompt for each held-out phrasing, and the right target."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.generation.prompt import build_prompt as bot_prompt
+from bot.settings import Settings
+from retrieval.corpus import FaqEntry
+from retrieval.embedder import SentenceTransformerEmbedder
+from retrieval.index import FaqIndex
+from retrieval.prompt import EXAMPLE, Prompt
+from training.errors import ConfigError
+from training.grounded import GroundedConfig, GroundedStats, grounded_conversations
+
+
+def chars(prompt: Prompt) -> int:
+    """A stand-in token count: characters / 4."""
+    return sum(len(m["content"]) for m in prompt) // 4
+
+
+@pytest.mark.parametrize("prompt_entries", [1, 2])
+def test_each_held_out_phrasing_gets_the_bots_prompt_and_the_right_target(
+        minilm: SentenceTransformerEmbedder, sample_entries: list[FaqEntry],
+        prompt_entries: int) -> None:
+    settings = Settings()
+    persona = settings.persona
+    config = GroundedConfig(system=persona.render(persona.system_prompt),
+                            fallback=persona.render(persona.fallback_text), budget=2000,
+                            prompt_entries=prompt_entries)
+    stats = GroundedStats()
+    made = grounded_conversations(sample_entries, minilm, config, chars, stats)
+    by_id = {e.id: e for e in sample_entries}
+    phrasings = sum(len(e.questions) for e in sample_entries if len(e.questions) >= 2)
+    assert stats.answer + stats.fallback + stats.not_asked == phrasings
+    assert len(made) == stats.answer + stats.fallback and stats.answer > stats.fallback > 0
+    seen = set()
+    for conversation in made:
+        _, entry_id, number = conversation.id.split(":")
+        entry = by_id[entry_id]
+        question = entry.questions[int(number)]
+        *prompt, target = conversation.turns
+        assert [t.train for t in conversation.turns] == [False] * len(prompt) + [True]
+        messages = [{"role": t.role, "content": t.content} for t in prompt]
+        assert messages[1:3] == EXAMPLE
+        # Exactly what the bot builds for the same retrieved entries (the same function).
+        shown = [by_id[line] for line in _entry_ids(messages[-1]["content"], sample_entries)]
+        assert 1 <= len(shown) <= prompt_entries
+        assert messages == bot_prompt(persona, shown, [], question, chars, 2000).messages
+        if entry in shown:
+            assert target.content == entry.answer
+        else:
+            assert target.content == config.fallback
+        seen.add(conversation.id)
+    assert len(seen) == len(made), "one example per phrasing"
+
+
+def _entry_ids(final: str, entries: list[FaqEntry]) -> list[str]:
+    facts = final.split("\n\nQuestion: ")[0].removeprefix("FAQ:\n").split("\n")
+    return [next(e.id for e in entries if f"- {e.answer}" == fact) for fact in facts]
+
+
+def test_the_held_out_phrasing_is_not_in_the_index_it_is_searched_in(
+        minilm: SentenceTransformerEmbedder) -> None:
+    """Searched in an index that held it, a phrasing would find its own entry at 1.0, and
+    every target would be an answer: nothing like a customer's new wording."""
+    reset = FaqEntry("reset", ("reset my password please", "a blue whale sings"),
+                     "Click Forgot password.")
+    login = FaqEntry("login", ("reset my password please now", "sign-in page broken"),
+                     "Try another browser.")
+    config = GroundedConfig(system="s", fallback="I am not sure.", budget=4000,
+                            suggest_threshold=-1.0, folds=2)
+    made = {c.id: c.turns[-1].content for c in grounded_conversations(
+        [reset, login], minilm, config, chars)}
+    assert FaqIndex.build([reset, login], minilm).search("reset my password please")[0] \
+        .entry.id == "reset", "with the phrasing itself in the index, its own entry wins"
+    assert made["faq:reset:0"] == "I am not sure.", "held out, the other entry ranks first"
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("folds", 1, "folds: must be at least 2"),
+    ("system", " ", "must not be empty"),
+])
+def test_bad_config_names_the_field(field: str, value: object, message: str) -> None:
+    values: dict[str, object] = {"system": "s", "fallback": "f", field: value}
+    with pytest.raises(ConfigError, match=message):
+        GroundedConfig(**values)  # type: ignore[arg-type]
