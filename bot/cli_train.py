@@ -4,7 +4,6 @@ adapter the bot serves. The only part of the bot that imports `training/`."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
