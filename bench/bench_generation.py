@@ -9,6 +9,13 @@ Figures, each with its baseline measured in the same run:
 3. cold start of `supportbot ask --json` on a question that needs generation: first run (the
    GGUF is converted into an empty cache) and cached; baseline: an FAQ-answer ask (no model);
 4. median latency of an FAQ answer and of a generated answer (DialogueManager.handle).
+
+With `--quality [--adapter FOLDER]`, only the answer quality of the middle band: the first 40
+held-out paraphrases (data/faq_eval.yaml) whose top score falls between the suggest and answer
+thresholds go through the bot with `dialogue.middle: generate`; how many answers are sent, and
+how many of those are wrong: grounded in an entry other than the paraphrase's own (the grounding
+check has already rejected text its entry does not support). Every output, with its judgement,
+goes to bench/out/middle_band_<name>.jsonl for a person to read.
 """
 
 from __future__ import annotations
@@ -147,11 +154,57 @@ async def latency(turns: int, work: Path) -> dict[str, Any]:
             "generated": decisions.count("generate"), "middle": len(middle)}
 
 
+async def quality(adapter: Path | None, limit: int, work: Path) -> dict[str, Any]:
+    """Sent and wrong generated answers on the held-out middle band, each output kept."""
+    import json
+
+    from bot.types import Decision, UserMessage
+
+    settings, runtime = await open_bench_runtime(work, middle_generates=True, adapter=adapter)
+    index, manager = runtime.index, runtime.manager
+    held_out = yaml.safe_load((ROOT / "data" / "faq_eval.yaml").read_text())["paraphrases"]
+    middle = [p for p in held_out
+              if settings.retrieval.suggest_threshold <= index.search(p["text"])[0].score
+              < settings.retrieval.answer_threshold][:limit]
+    rows = []
+    for i, p in enumerate(middle):
+        reply = await manager.handle(UserMessage(p["text"], conversation_id=f"q-{i}"))
+        sent = reply.decision is Decision.GENERATE and reply.meta.get("interrupted") is None
+        source = reply.sources[0].id if reply.sources else None
+        rows.append({"question": p["text"], "expected": p["id"], "decision": reply.decision.value,
+                     "sent": sent, "source": source, "wrong": sent and source != p["id"],
+                     "text": reply.text, "raw": reply.meta.get("generated")})
+    await runtime.close()
+    name = adapter.name if adapter else "base"
+    out = ROOT / "bench" / "out" / f"middle_band_{name}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    sent_rows = [r for r in rows if r["sent"]]
+    return {"n": len(rows), "sent": len(sent_rows), "wrong": sum(r["wrong"] for r in rows),
+            "right_entry_top": sum(r["source"] == r["expected"] for r in rows
+                                   if r["source"]), "out": out}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64, help="tokens per generation")
     parser.add_argument("--turns", type=int, default=12, help="messages per latency figure")
+    parser.add_argument("--quality", action="store_true", help="only the middle band's answer "
+                        "quality (sent / wrong), with and without --adapter")
+    parser.add_argument("--adapter", type=Path, help="a LoRA adapter folder from "
+                        "`supportbot train` (with --quality)")
+    parser.add_argument("--limit", type=int, default=40, help="middle-band questions (--quality)")
     args = parser.parse_args()
+    if args.quality:
+        with tempfile.TemporaryDirectory() as tmp:
+            for adapter in [None, args.adapter] if args.adapter else [None]:
+                q = asyncio.run(quality(adapter, args.limit, Path(tmp) / (
+                    adapter.name if adapter else "base")))
+                print(f"{adapter or 'base model'}: {q['sent']} of {q['n']} middle-band answers "
+                      f"sent (goal >= 30), {q['wrong']} of them wrong (goal <= 1 in 20); "
+                      f"top entry right for {q['right_entry_top']} of {q['n']}; outputs: "
+                      f"{q['out']}")
+        return
     s = speed(args.tokens)
     print(f"1 stream: generator.stream {s['stream']:.1f} tok/s vs raw model.generate "
           f"{s['raw']:.1f} tok/s (medians) -> {s['ratio']:.3f} of raw, median of 5 paired "

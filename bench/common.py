@@ -31,10 +31,12 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - started
 
 
-async def open_bench_runtime(work: Path, everything_generates: bool = False) -> Any:
+async def open_bench_runtime(work: Path, everything_generates: bool = False,
+                             middle_generates: bool = False, adapter: Path | None = None) -> Any:
     """The sample-FAQ bot with index and database inside `work`.
 
-    With `everything_generates`, every question lands in the generated band.
+    With `everything_generates`, every question lands in the generated band; with
+    `middle_generates`, the middle band generates (the default setting asks "Did you mean").
     """
     from bot.runtime import open_index, open_runtime
     from bot.settings import Settings
@@ -47,5 +49,8 @@ async def open_bench_runtime(work: Path, everything_generates: bool = False) -> 
         settings.retrieval.answer_threshold = 1.0
         settings.retrieval.suggest_threshold = -1.0
         settings.dialogue.middle = "generate"
+    if middle_generates:
+        settings.dialogue.middle = "generate"
+    settings.model.adapter = adapter
     index, _ = open_index(settings)
     return settings, await open_runtime(settings, index)

@@ -120,7 +120,10 @@ def train(ctx: typer.Context,
           resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in "
                                                "--out.")] = False,
           dry_run: Annotated[bool, typer.Option(help="Prepare the data and print its report; "
-                                                "do not train.")] = False) -> None:
+                                                "do not train.")] = False,
+          samples: Annotated[int, typer.Option(min=0, help="Held-out conversations to answer "
+                                               "with the base model and the adapter, side by "
+                                               "side (samples.md).")] = 3) -> None:
     """Fine-tune the model with LoRA on support transcripts (CPU, or a GPU with bf16)."""
     with _training_errors():
         from training.errors import ConfigError
@@ -152,7 +155,18 @@ def train(ctx: typer.Context,
 
         metrics = run(config, base, prepared.train_rows, prepared.eval_rows, output,
                       resume=resume, pad_id=prepared.pad_id)
-    _show_metrics(metrics, output)
+        _show_metrics(metrics, output)
+        if samples and prepared.eval_conversations:
+            from training.samples import sample_replies, write_samples
+
+            made = sample_replies(base, output, prepared.eval_conversations, samples)
+            write_samples(made, output)
+            for sample in made:
+                question = sample["prompt"][-1]["content"]
+                out.print(f"[bold]customer[/]: {escape(question[-200:])}\n"
+                          f"  [dim]agent:[/]   {escape(sample['reference'])}\n"
+                          f"  [dim]base:[/]    {escape(sample['base'])}\n"
+                          f"  [dim]adapter:[/] {escape(sample['adapter'])}")
 
 
 def _show_metrics(metrics: dict[str, Any], output: Path) -> None:
