@@ -36,7 +36,7 @@ def test_each_held_out_phrasing_gets_the_bots_prompt_and_the_right_target(
     assert len(made) == stats.answer + stats.fallback and stats.answer > stats.fallback > 0
     seen = set()
     for conversation in made:
-        _, entry_id, number = conversation.id.split(":")
+        _, entry_id, number = conversation.split_key.split(":")
         entry = by_id[entry_id]
         question = entry.questions[int(number)]
         *prompt, target = conversation.turns
@@ -85,3 +85,26 @@ def test_bad_config_names_the_field(field: str, value: object, message: str) -> 
     values: dict[str, object] = {"system": "s", "fallback": "f", field: value}
     with pytest.raises(ConfigError, match=message):
         GroundedConfig(**values)  # type: ignore[arg-type]
+
+
+def test_rotations_move_the_right_entry_and_negatives_leave_it_out(
+        minilm: SentenceTransformerEmbedder, sample_entries: list[FaqEntry]) -> None:
+    config = GroundedConfig(system="s", fallback="I am not sure.", budget=4000,
+                            prompt_entries=3, rotations=3, negatives=True)
+    stats = GroundedStats()
+    made = grounded_conversations(sample_entries, minilm, config, chars, stats)
+    by_id = {e.id: e for e in sample_entries}
+    groups: dict[str, list[tuple[str, list[str], str]]] = {}
+    for c in made:
+        groups.setdefault(c.split_key, []).append(
+            (c.id, _entry_ids(c.turns[-2].content, sample_entries), c.turns[-1].content))
+    assert stats.rotated > stats.answer and stats.negative > 0
+    assert len(made) == stats.answer + stats.rotated + stats.fallback + stats.negative
+    for key, variants in groups.items():
+        right = by_id[key.split(":")[1]]
+        answers = [ids for _, ids, target in variants if target == right.answer]
+        places = [ids.index(right.id) for ids in answers]
+        assert len(places) == len(set(places)), "each rotation puts the entry somewhere new"
+        for variant_id, ids, target in variants:
+            if variant_id.endswith("#without"):
+                assert right.id not in ids and target == "I am not sure."

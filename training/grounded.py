@@ -6,10 +6,16 @@ the prompt exactly as the bot puts them there (`retrieval.prompt.build_prompt`, 
 The target is the entry's own answer when the entry made it into the prompt; when it did not
 (a wrong entry ranked first), the target is the fallback: the model learns to say it does not
 know rather than restate an entry that does not answer the question.
+
+Two augmentations keep the model from learning "copy the first entry" (which in the middle band,
+where the first entry is often the wrong one, is a confident wrong answer): `rotations` moves
+the right entry to other places among the prompt's entries, and `negatives` adds the same
+question with the right entry left out (target: the fallback).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -32,10 +38,18 @@ class GroundedConfig:
     suggest_threshold: float = field(default=0.45, metadata={"help": "retrieval.suggest_threshold"})
     prompt_entries: int = field(default=1, metadata={"help": "dialogue.prompt_entries"})
     folds: int = field(default=4, metadata={"help": "Phrasing folds held out in turn."})
+    rotations: int = field(default=1, metadata={
+        "help": "Examples per phrasing with the right entry at different places in the prompt "
+                "(1: only where retrieval ranked it)."})
+    negatives: bool = field(default=False, metadata={
+        "help": "Also each question with its entry left out of the prompt, target the fallback."})
+    seed: int = field(default=0, metadata={"help": "Seeds the places rotations choose."})
 
     def __post_init__(self) -> None:
         if self.folds < 2:
             raise ConfigError(f"folds: must be at least 2, got {self.folds}")
+        if self.rotations < 1:
+            raise ConfigError(f"rotations: must be at least 1, got {self.rotations}")
         if not self.system.strip() or not self.fallback.strip():
             raise ConfigError("system and fallback: must not be empty")
 
@@ -45,7 +59,9 @@ class GroundedStats:
     """What the examples are made of, for the data report."""
 
     answer: int = 0  # the right entry was in the prompt: target its answer
-    fallback: int = 0  # a wrong entry was: target the fallback
+    fallback: int = 0  # only wrong entries were: target the fallback
+    rotated: int = 0  # extra answer examples with the right entry moved
+    negative: int = 0  # extra fallback examples with the right entry left out
     not_asked: int = 0  # nothing reached suggest_threshold: the bot would not generate
     single_phrasing: int = 0  # entries with one phrasing cannot be held out
 
@@ -59,7 +75,8 @@ def grounded_conversations(entries: Sequence[FaqEntry], embedder: Embedder,
     """One conversation per held-out phrasing: the bot's prompt, then the target answer."""
     stats = stats if stats is not None else GroundedStats()
     stats.single_phrasing += sum(1 for e in entries if len(e.questions) < 2)
-    conversations = []
+    conversations: list[Conversation] = []
+    rng = random.Random(config.seed)
     for fold in range(config.folds):
         held = [(entry, q) for entry in entries if len(entry.questions) >= 2
                 for i, q in enumerate(entry.questions) if i % config.folds == fold]
@@ -72,20 +89,44 @@ def grounded_conversations(entries: Sequence[FaqEntry], embedder: Embedder,
         index = FaqIndex.build([e for e in kept if e.questions], embedder)
         results = index.search_many([q for _, q in held], config.top_k)
         for (entry, question), hits in zip(held, results, strict=True):
-            sources = [h.entry for h in hits if h.score >= config.suggest_threshold]
-            sources = sources[:config.prompt_entries]
-            if not sources:
+            ranked = [h.entry for h in hits if h.score >= config.suggest_threshold]
+            if not ranked:
                 stats.not_asked += 1
                 continue
-            built = build_prompt(config.system, sources, [], question, count_tokens,
-                                 config.budget)
-            right = entry.id in built.entry_ids
-            stats.answer += right
-            stats.fallback += not right
-            target = entry.answer if right else config.fallback
-            turns = [Turn(m["role"], m["content"], train=False)  # type: ignore[arg-type]
-                     for m in built.messages]
-            conversations.append(Conversation(
-                f"faq:{entry.id}:{entry.questions.index(question)}",
-                (*turns, Turn("assistant", target)), source=f"faq entry {entry.id}"))
+            name = f"faq:{entry.id}:{entry.questions.index(question)}"
+            shown = ranked[:config.prompt_entries]
+            ids = [e.id for e in shown]
+            if entry.id not in ids:
+                stats.fallback += 1
+                conversations.append(example(name, shown, question, config.fallback, config,
+                                             count_tokens))
+                continue
+            stats.answer += 1
+            right = shown[ids.index(entry.id)]
+            others = [e for e in shown if e.id != entry.id]
+            places = [ids.index(entry.id)]
+            spare = [p for p in range(len(shown)) if p != places[0]]
+            places += rng.sample(spare, min(len(spare), config.rotations - 1))
+            for variant, place in enumerate(places):
+                order = [*others[:place], right, *others[place:]]
+                stats.rotated += variant > 0
+                conversations.append(example(name, order, question, entry.answer, config,
+                                             count_tokens, f"#{variant}" if variant else ""))
+            wrong = [e for e in ranked if e.id != entry.id][:config.prompt_entries]
+            if config.negatives and wrong:
+                stats.negative += 1
+                conversations.append(example(name, wrong, question, config.fallback, config,
+                                             count_tokens, "#without"))
     return conversations
+
+
+def example(name: str, entries: list[FaqEntry], question: str, target: str,
+            config: GroundedConfig, count_tokens: Callable[[Prompt], int],
+            variant: str = "") -> Conversation:
+    """The bot's prompt for `question` with these entries, then the target as the reply.
+    Variants of one phrasing share a group, so the train / eval split keeps them together."""
+    built = build_prompt(config.system, entries, [], question, count_tokens, config.budget)
+    turns = [Turn(m["role"], m["content"], train=False)  # type: ignore[arg-type]
+             for m in built.messages]
+    return Conversation(name + variant, (*turns, Turn("assistant", target)), source=name,
+                        group=name)

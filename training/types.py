@@ -25,11 +25,18 @@ class Turn:
 @dataclass(frozen=True)
 class Conversation:
     """One whole conversation; `id` is unique across all inputs; `source` says where it came from
-    ("file", or "file:line" for line-based formats), for messages and the data report."""
+    ("file", or "file:line" for line-based formats), for messages and the data report.
+    Conversations with the same `group` (default: their own id) stay on one side of the
+    train / eval split (variants of one example must not leak across it)."""
 
     id: str
     turns: tuple[Turn, ...]
     source: str = ""
+    group: str = ""
+
+    @property
+    def split_key(self) -> str:
+        return self.group or self.id
 
 
 @dataclass(frozen=True)
