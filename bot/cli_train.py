@@ -65,7 +65,7 @@ def _base_model(settings: Settings, base_model: str | None) -> Path:
     return Path(path)
 
 
-def _grounded(settings: Settings, base_model: Path) -> list[Conversation]:
+def _grounded(settings: Settings, base_model: Path, seed: int) -> list[Conversation]:
     """The bot's own prompts for every FAQ phrasing, with the answers as targets."""
     from transformers import AutoTokenizer
 
@@ -80,13 +80,17 @@ def _grounded(settings: Settings, base_model: Path) -> list[Conversation]:
             persona.fallback_text),
         budget=settings.model.context_tokens - settings.model.generation.max_new_tokens,
         top_k=settings.retrieval.top_k, suggest_threshold=settings.retrieval.suggest_threshold,
-        prompt_entries=settings.dialogue.prompt_entries)
+        prompt_entries=settings.dialogue.prompt_entries,
+        # The right entry at every place the prompt has, and each question once without it:
+        # the model learns to pick the entry that answers, or to say it does not know.
+        rotations=settings.dialogue.prompt_entries, negatives=True, seed=seed)
     stats = GroundedStats()
     made = grounded_conversations(
         index.entries, index.embedder, config,
         lambda p: len(tokenizer.apply_chat_template(p, tokenize=True)), stats)
-    err.print(f"[dim]grounded FAQ examples: {stats.answer} answers, {stats.fallback} fallbacks "
-              f"({stats.not_asked} phrasings the bot would not generate for)[/]")
+    err.print(f"[dim]grounded FAQ examples: {stats.answer} answers (+{stats.rotated} with the "
+              f"entry moved), {stats.fallback} fallbacks (+{stats.negative} with the entry left "
+              f"out); {stats.not_asked} phrasings the bot would not generate for[/]")
     return made
 
 
@@ -140,7 +144,7 @@ def train(ctx: typer.Context,
             "learning_rate": learning_rate, "rank": rank, "max_length": max_length,
             "seed": seed}, settings_pairs or [])
         base = _base_model(settings, base_model)
-        extra = _grounded(settings, base) if grounded else []
+        extra = _grounded(settings, base, config.seed) if grounded else []
         from training.pipeline import prepare
 
         prepared = prepare(inputs or [], base, config, fmt, on_error,
