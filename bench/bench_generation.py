@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import tempfile
 import threading
@@ -154,13 +155,24 @@ async def latency(turns: int, work: Path) -> dict[str, Any]:
             "generated": decisions.count("generate"), "middle": len(middle)}
 
 
-async def quality(adapter: Path | None, limit: int, work: Path) -> dict[str, Any]:
+def restated(text: str, ids: list[str], index: Any) -> str | None:
+    """Of the entries in the prompt, the one whose answer shares the most words with `text`."""
+    words = set(re.findall(r"[a-z0-9']+", text.lower()))
+    answers = {e.id: set(re.findall(r"[a-z0-9']+", e.answer.lower())) for e in index.entries
+               if e.id in ids}
+    return max(ids, key=lambda i: len(words & answers[i]) / max(len(answers[i]), 1),
+               default=None)
+
+
+async def quality(adapter: Path | None, limit: int, work: Path,
+                  prompt_entries: int | None) -> dict[str, Any]:
     """Sent and wrong generated answers on the held-out middle band, each output kept."""
     import json
 
     from bot.types import Decision, UserMessage
 
-    settings, runtime = await open_bench_runtime(work, middle_generates=True, adapter=adapter)
+    settings, runtime = await open_bench_runtime(work, middle_generates=True, adapter=adapter,
+                                                 prompt_entries=prompt_entries)
     index, manager = runtime.index, runtime.manager
     held_out = yaml.safe_load((ROOT / "data" / "faq_eval.yaml").read_text())["paraphrases"]
     middle = [p for p in held_out
@@ -170,10 +182,13 @@ async def quality(adapter: Path | None, limit: int, work: Path) -> dict[str, Any
     for i, p in enumerate(middle):
         reply = await manager.handle(UserMessage(p["text"], conversation_id=f"q-{i}"))
         sent = reply.decision is Decision.GENERATE and reply.meta.get("interrupted") is None
-        source = reply.sources[0].id if reply.sources else None
-        rows.append({"question": p["text"], "expected": p["id"], "decision": reply.decision.value,
-                     "sent": sent, "source": source, "wrong": sent and source != p["id"],
-                     "text": reply.text, "raw": reply.meta.get("generated")})
+        top = index.search(p["text"])[0].entry.id
+        source = restated(reply.text, [s.id for s in reply.sources], index) if sent else None
+        rows.append({"question": p["text"], "expected": p["id"], "top_entry": top,
+                     "decision": reply.decision.value, "sent": sent,
+                     "prompt_entries": [s.id for s in reply.sources], "source": source,
+                     "wrong": sent and source != p["id"], "text": reply.text,
+                     "raw": reply.meta.get("generated")})
     await runtime.close()
     name = adapter.name if adapter else "base"
     out = ROOT / "bench" / "out" / f"middle_band_{name}.jsonl"
@@ -181,8 +196,7 @@ async def quality(adapter: Path | None, limit: int, work: Path) -> dict[str, Any
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     sent_rows = [r for r in rows if r["sent"]]
     return {"n": len(rows), "sent": len(sent_rows), "wrong": sum(r["wrong"] for r in rows),
-            "right_entry_top": sum(r["source"] == r["expected"] for r in rows
-                                   if r["source"]), "out": out}
+            "right_entry_top": sum(r["top_entry"] == r["expected"] for r in rows), "out": out}
 
 
 def main() -> None:
@@ -194,12 +208,14 @@ def main() -> None:
     parser.add_argument("--adapter", type=Path, help="a LoRA adapter folder from "
                         "`supportbot train` (with --quality)")
     parser.add_argument("--limit", type=int, default=40, help="middle-band questions (--quality)")
+    parser.add_argument("--prompt-entries", type=int, help="dialogue.prompt_entries (--quality; "
+                        "use the value the adapter was trained with)")
     args = parser.parse_args()
     if args.quality:
         with tempfile.TemporaryDirectory() as tmp:
             for adapter in [None, args.adapter] if args.adapter else [None]:
                 q = asyncio.run(quality(adapter, args.limit, Path(tmp) / (
-                    adapter.name if adapter else "base")))
+                    adapter.name if adapter else "base"), args.prompt_entries))
                 print(f"{adapter or 'base model'}: {q['sent']} of {q['n']} middle-band answers "
                       f"sent (goal >= 30), {q['wrong']} of them wrong (goal <= 1 in 20); "
                       f"top entry right for {q['right_entry_top']} of {q['n']}; outputs: "

@@ -32,7 +32,8 @@ def timed(cmd: list[str]) -> float:
 
 
 async def open_bench_runtime(work: Path, everything_generates: bool = False,
-                             middle_generates: bool = False, adapter: Path | None = None) -> Any:
+                             middle_generates: bool = False, adapter: Path | None = None,
+                             prompt_entries: int | None = None) -> Any:
     """The sample-FAQ bot with index and database inside `work`.
 
     With `everything_generates`, every question lands in the generated band; with
@@ -52,5 +53,7 @@ async def open_bench_runtime(work: Path, everything_generates: bool = False,
     if middle_generates:
         settings.dialogue.middle = "generate"
     settings.model.adapter = adapter
+    if prompt_entries:
+        settings.dialogue.prompt_entries = prompt_entries
     index, _ = open_index(settings)
     return settings, await open_runtime(settings, index)
