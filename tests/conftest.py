@@ -38,6 +38,15 @@ def sample_index(minilm: SentenceTransformerEmbedder, sample_entries: list[FaqEn
 
 
 @pytest.fixture(scope="session")
+def bundled_model_dir() -> Path:
+    """The bundled SmolLM2-135M-Instruct as a transformers folder (converted once, cached)."""
+    from bot.generation.bundled import resolve_model_path
+    from bot.settings import BUNDLED_GENERATOR, Settings
+
+    return Path(resolve_model_path(BUNDLED_GENERATOR, Settings().model.cache_dir))
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random chat model (real tokenizer, real Llama architecture) saved to a folder."""
     from tests.tiny_models import build_tiny_chat_model

@@ -17,11 +17,11 @@ from training.types import IGNORE, Conversation, Example, Row, Turn
 
 pytestmark = pytest.mark.timeout(120)
 
-SMOLLM = Path("~/.cache/supportbot/models/SmolLM2-135M-Instruct").expanduser()
 SYSTEM = Turn("system", "You are the support assistant.")
 Q1, A1 = Turn("user", "Where is my parcel?"), Turn("assistant", "Open My orders to track it.")
 Q2, A2 = Turn("user", "And returns?"), Turn("assistant", "Within 30 days, for a full refund.")
 Q3, A3 = Turn("user", "Thanks!"), Turn("assistant", "You are welcome.")
+SHOWN = Turn("assistant", "Open My orders to track it.", train=False)  # context, not learnt
 
 
 def conv(*turns: Turn, id: str = "c") -> Conversation:
@@ -66,6 +66,9 @@ MASKING_CASES = [
     ("two questions in a row", (Q1, Q2, A2), [A2], (Q1, Q2, A2)),
     ("greeting first is left out", (A3, Q1, A1), [A1], (Q1, A1)),
     ("trailing question is left out", (SYSTEM, Q1, A1, Q2), [A1], (SYSTEM, Q1, A1)),
+    ("a context reply carries no loss", (SYSTEM, Q1, SHOWN, Q2, A2), [A2],
+     (SYSTEM, Q1, SHOWN, Q2, A2)),
+    ("a context reply last is left out", (Q1, A1, Q2, SHOWN), [A1], (Q1, A1)),
 ]
 
 
@@ -83,7 +86,7 @@ def test_loss_is_on_assistant_contents_and_end_token(
         messages, tokenize=False)
 
 
-@pytest.mark.parametrize("turns", [(), (SYSTEM,), (SYSTEM, Q1), (A1,), (A1, Q1)])
+@pytest.mark.parametrize("turns", [(), (SYSTEM,), (SYSTEM, Q1), (A1,), (A1, Q1), (Q1, SHOWN)])
 def test_no_trainable_assistant_turn_gives_none(tokenizer: Any, turns: tuple[Turn, ...]) -> None:
     stats: dict[str, int] = {}
     assert tokenize(tokenizer, conv(*turns), max_length=512, stats=stats) is None
@@ -131,14 +134,14 @@ def test_a_template_that_rewrites_earlier_turns_is_refused(tokenizer: Any) -> No
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SMOLLM.exists(), reason="the bundled SmolLM2 is not downloaded")
 @pytest.mark.parametrize(("name", "turns", "trained", "kept"), MASKING_CASES[:4],
                          ids=[c[0] for c in MASKING_CASES[:4]])
 def test_masking_on_the_real_smollm2_template(
-        name: str, turns: tuple[Turn, ...], trained: list[Turn], kept: tuple[Turn, ...]) -> None:
+        bundled_model_dir: Path, name: str, turns: tuple[Turn, ...], trained: list[Turn],
+        kept: tuple[Turn, ...]) -> None:
     from transformers import AutoTokenizer
 
-    smol = AutoTokenizer.from_pretrained(SMOLLM)
+    smol = AutoTokenizer.from_pretrained(bundled_model_dir)
     example = tokenize(smol, conv(*turns), max_length=512)
     assert example is not None and example.labels[0] == IGNORE
     assert loss_spans(smol, example) == [t.content + "<|im_end|>" for t in trained]
@@ -148,18 +151,17 @@ def test_masking_on_the_real_smollm2_template(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SMOLLM.exists(), reason="the bundled SmolLM2 is not downloaded")
 @pytest.mark.parametrize(("content", "trained"), [
     ("\nHello", ["\n", "Hello", "<|im_end|>"]),
     (" Hello", [" Hello", "<|im_end|>"]),
     ("\n\nHello", None),  # "\n\n" would swallow the header's "\n": no exact mask, dropped
     ("  two spaces", None),
 ])
-def test_a_turn_boundary_inside_a_token_drops_the_example(content: str,
-                                                          trained: list[str] | None) -> None:
+def test_a_turn_boundary_inside_a_token_drops_the_example(
+        bundled_model_dir: Path, content: str, trained: list[str] | None) -> None:
     from transformers import AutoTokenizer
 
-    smol = AutoTokenizer.from_pretrained(SMOLLM)
+    smol = AutoTokenizer.from_pretrained(bundled_model_dir)
     stats: dict[str, int] = {}
     example = tokenize(smol, conv(Q1, Turn("assistant", content)), 512, stats)
     if trained is None:

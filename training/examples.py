@@ -161,13 +161,13 @@ def _exchanges(turns: Sequence[Turn]) -> tuple[list[Turn], list[list[Turn]]]:
 
     Assistant turns before the first user turn (a greeting) answer nothing and have no prompt
     to render a header from, so they are left out, as are turns after the last assistant
-    turn (they would carry no loss).
+    turn to learn (`train=True`; they would carry no loss).
     """
     start = 0
     while start < len(turns) and turns[start].role == "system":
         start += 1
     rest = list(turns[start:])
-    last = max((i for i, t in enumerate(rest) if t.role == "assistant"), default=-1)
+    last = max((i for i, t in enumerate(rest) if t.role == "assistant" and t.train), default=-1)
     rest = rest[:last + 1]
     while rest and rest[0].role != "user":
         rest.pop(0)
@@ -211,8 +211,8 @@ def _encode_masked(tokenizer: Any, turns: list[Turn],
     labels = [IGNORE] * len(input_ids)
     special = set(tokenizer.all_special_ids)
     for i, turn in enumerate(turns):
-        if turn.role != "assistant" or i == 0:
-            continue
+        if turn.role != "assistant" or i == 0 or not turn.train:
+            continue  # context (such as a worked example), not a reply to learn
         bounds = []
         for prefix, header in ((turns[:i], True), (turns[:i + 1], False)):
             rendered = _render(tokenizer, prefix, header)
