@@ -1,0 +1,501 @@
+"""train(): LoRA fine-tuning of a local causal LM on token rows, in one process or under torchrun.
+
+Read top to bottom: the edge (environment, rows, device), then `train`, then the helpers it calls
+(batching, loss, eval, checkpoints, outputs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import TrainConfig
+from training.errors import ConfigError, TrainingError
+from training.types import IGNORE, Row
+
+# Settings a resumed run may change; any other change would make the continuation a different run.
+RESUMABLE_CHANGES = {"epochs", "max_steps", "eval_every", "save_every", "log_every", "device",
+                     "threads"}
+KEEP_CHECKPOINTS = 2
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _dist_env() -> _Dist:
+    """Where this process sits in a torchrun launch: the only place that reads the environment."""
+    env = os.environ
+    return _Dist(int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")),
+                 int(env.get("WORLD_SIZE", "1")))
+
+
+def train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_rows: list[Row],
+          out_dir: Path, resume: bool = False, pad_id: int | None = None,
+          progress: bool = True) -> dict[str, Any]:
+    """Fit a LoRA adapter on `train_rows`, write it and its report to `out_dir`, return the metrics.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this with the same rows; each trains on its
+    own shard, and only rank 0 writes files and shows progress.
+    """
+    dist = _dist_env()
+    _check_rows(train_rows, eval_rows, config.max_length)
+    device = _device(config.device, dist)
+    own_group = dist.world_size > 1 and not torch_dist.is_initialized()
+    if own_group:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                      rank=dist.rank, world_size=dist.world_size)
+    try:
+        return _train(config, Path(base_model), train_rows, eval_rows, Path(out_dir), resume,
+                      pad_id, progress and dist.main, dist, device)
+    finally:
+        if own_group:
+            torch_dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_rows: list[Row],
+           out_dir: Path, resume: bool, pad_id: int | None, show: bool, dist: _Dist,
+           device: torch.device) -> dict[str, Any]:
+    started = time.perf_counter()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    checkpoints = out_dir / "checkpoints"
+    if not resume and _checkpoint_dirs(checkpoints):
+        raise TrainingError(f"{out_dir} holds checkpoints of an earlier run: pass resume to "
+                            "continue it, or train into another folder")
+
+    # The same seed on every rank gives every rank the same LoRA initialisation (DDP would
+    # broadcast rank 0's anyway, but a single process must not depend on that).
+    _seed_everything(config.seed)
+    tokenizer, model = _load(config, base_model, device)
+    if pad_id is None:
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+            else tokenizer.eos_token_id
+    if pad_id is None:
+        raise TrainingError(f"the tokenizer in {base_model} has no pad or end-of-text token; "
+                            "pass pad_id")
+
+    # How long: steps are optimizer steps; an epoch is every rank's shard once.
+    micro_batches = len(_batches(len(train_rows), config.batch_size, config.seed, 0, dist))
+    steps_per_epoch = math.ceil(micro_batches / config.grad_accum)
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    warmup = (config.warmup_steps if config.warmup_steps is not None
+              else math.ceil(config.warmup_ratio * total_steps))
+
+    from transformers import get_scheduler
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    schedule = "constant_with_warmup" if config.schedule == "constant" else config.schedule
+    scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=warmup,
+                              num_training_steps=total_steps)
+
+    metrics: dict[str, Any] = {
+        "base_model": str(base_model), "device": str(device), "world_size": dist.world_size,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "train_rows": len(train_rows), "eval_rows": len(eval_rows),
+        "trainable_params": sum(p.numel() for p in trainable),
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "steps": total_steps, "steps_per_epoch": steps_per_epoch, "warmup_steps": warmup,
+        "tokens_per_s_counts": "all tokens of the rows (prompt and answer, not padding), "
+                               "summed over ranks, per second of the step",
+        "train": [], "eval": [], "base_eval_loss": None, "base_eval_perplexity": None,
+        "wall_time_s": 0.0,
+    }
+    step, earlier_time = 0, 0.0
+    if resume:
+        step, metrics, earlier_time = _resume(checkpoints, config, model, optimizer, scheduler,
+                                              dist, device)
+    else:
+        # The eval loss before any update: LoRA's B starts at zero, so this is the base model,
+        # and the eval points after it show what training bought.
+        base = _evaluate(model, eval_rows, config.batch_size, pad_id, device, dist)
+        if base is not None:
+            metrics["eval"].append({"step": 0, **base})
+            metrics["base_eval_loss"], metrics["base_eval_perplexity"] = base["loss"], \
+                base["perplexity"]
+        # Ranks draw different dropout masks; the seed still fixes each rank's stream.
+        torch.manual_seed(config.seed + dist.rank)
+
+    net: nn.Module = model
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                      else None)
+
+    with _progress_bar(show, total_steps, step) as bar:
+        epoch_batches: tuple[int, list[list[int]]] = (-1, [])
+        while step < total_steps:
+            # The data position follows from the step alone (the order is a pure function of
+            # seed and epoch), so a resumed run picks up exactly where the checkpoint left off.
+            epoch, window = divmod(step, steps_per_epoch)
+            if epoch_batches[0] != epoch:
+                epoch_batches = (epoch, _batches(len(train_rows), config.batch_size,
+                                                 config.seed, epoch, dist))
+            window_batches = epoch_batches[1][window * config.grad_accum:
+                                              (window + 1) * config.grad_accum]
+            tick = time.perf_counter()
+            batches = [_collate([train_rows[i] for i in b], pad_id) for b in window_batches]
+            targets = [_targets(b) for b in batches]
+
+            # The denominator is the label-token count of the whole window on all ranks, so the
+            # gradient is that of the mean loss over one big batch: accumulation and DDP change
+            # how the work is split, never the update.
+            label_tokens = _all_sum(torch.tensor(
+                float(sum(int((t != IGNORE).sum()) for t in targets)), device=device))
+            denominator = label_tokens.clamp(min=1)
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            for i, (batch, target) in enumerate(zip(batches, targets, strict=True)):
+                # Gradients are exchanged once per window, on its last micro-batch.
+                last = i == len(batches) - 1
+                sync = nullcontext() if last or dist.world_size == 1 else net.no_sync()  # type: ignore[operator]
+                with sync:
+                    loss = _loss_sum(net, batch, target, device)
+                    # DDP averages gradients over ranks; times world_size makes that a sum.
+                    (loss * dist.world_size / denominator).backward()
+                loss_sum += loss.detach()
+
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+
+            tokens = sum(len(train_rows[i]) for b in window_batches for i in b)
+            totals = _all_sum(torch.tensor([float(loss_sum), float(tokens)], device=device))
+            seconds = time.perf_counter() - tick
+            entry = {"step": step, "epoch": epoch, "loss": float(totals[0] / denominator),
+                     "lr": lr, "grad_norm": float(grad_norm), "tokens": int(totals[1]),
+                     "label_tokens": int(label_tokens), "tokens_per_s": float(totals[1]) / seconds}
+            metrics["train"].append(entry)
+            info = f"loss {entry['loss']:.4f}  lr {lr:.2e}  {entry['tokens_per_s']:.0f} tok/s"
+            bar.update(step, info)
+            if show and config.log_every and step % config.log_every == 0:
+                bar.log(f"step {step}/{total_steps}  {info}")
+
+            if config.eval_every and step % config.eval_every == 0 and step < total_steps:
+                point = _evaluate(model, eval_rows, config.batch_size, pad_id, device, dist)
+                if point is not None:
+                    metrics["eval"].append({"step": step, **point})
+                    bar.log(f"step {step}  eval loss {point['loss']:.4f}  "
+                            f"perplexity {point['perplexity']:.2f}")
+            if step == total_steps:
+                point = _evaluate(model, eval_rows, config.batch_size, pad_id, device, dist)
+                if point is not None:
+                    metrics["eval"].append({"step": step, **point})
+            if (config.save_every and step % config.save_every == 0) or step == total_steps:
+                metrics["wall_time_s"] = earlier_time + time.perf_counter() - started
+                _save_checkpoint(checkpoints, model, optimizer, scheduler, step, epoch, window,
+                                 metrics, config, dist)
+
+    last_eval = metrics["eval"][-1] if metrics["eval"] else {}
+    metrics["final_train_loss"] = metrics["train"][-1]["loss"] if metrics["train"] else None
+    metrics["final_eval_loss"] = last_eval.get("loss")
+    metrics["final_eval_perplexity"] = last_eval.get("perplexity")
+    if dist.world_size > 1:
+        metrics["rank_weight_max_diff"] = _rank_divergence(trainable)
+    metrics["peak_memory_mb"] = _peak_memory_mb(device)
+    metrics["wall_time_s"] = earlier_time + time.perf_counter() - started
+    if dist.main:
+        _write_outputs(out_dir, model, tokenizer, config, metrics)
+    return metrics
+
+
+# --- the edge: rows, device, model ----
+
+def _check_rows(train_rows: list[Row], eval_rows: list[Row], max_length: int) -> None:
+    if not train_rows:
+        raise TrainingError("no training rows: the data left nothing to train on")
+    for name, rows in (("train", train_rows), ("eval", eval_rows)):
+        for n, row in enumerate(rows):
+            if not len(row) == len(row.labels) == len(row.position_ids) or not len(row):
+                raise TrainingError(f"{name} row {n}: input_ids, labels and position_ids must "
+                                    "have the same, non-zero length")
+            if len(row) > max_length:
+                raise TrainingError(f"{name} row {n} has {len(row)} tokens, more than "
+                                    f"max_length {max_length}")
+
+
+def _device(setting: str, dist: _Dist) -> torch.device:
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and dist.world_size > 1:
+        return torch.device("cuda", dist.local_rank)  # one GPU per process
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {setting} asked for, but torch sees no CUDA device")
+    return torch.device(setting)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _load(config: TrainConfig, base_model: Path, device: torch.device) -> tuple[Any, nn.Module]:
+    """The tokenizer and the base model wrapped with fresh LoRA layers (bf16 on CUDA, else fp32)."""
+    if not (base_model / "config.json").is_file():
+        raise TrainingError(f"base model folder {base_model} has no config.json")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    model.to(device)  # type: ignore[arg-type]  # transformers' stubs miss this overload
+    lora = LoraConfig(task_type="CAUSAL_LM", r=config.rank, lora_alpha=config.alpha,
+                      lora_dropout=config.dropout, target_modules=config.target_modules)
+    try:
+        return tokenizer, get_peft_model(model, lora)
+    except ValueError as e:  # e.g. a target module name the model does not have
+        raise ConfigError(f"target_modules: {e}") from e
+
+
+# --- batches and loss ----
+
+def _batches(n_rows: int, batch_size: int, seed: int, epoch: int,
+             dist: _Dist = _Dist()) -> list[list[int]]:
+    """This rank's micro-batches (row indices) for one epoch: a seeded shuffle dealt round-robin
+    to the ranks. The shuffle is padded by wrapping round so every rank gets as many rows (and
+    batches) as the others, which DDP's collectives need; the last batch may be short."""
+    order = list(range(n_rows))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    order += [order[i % n_rows] for i in range(-n_rows % dist.world_size)]
+    mine = order[dist.rank::dist.world_size]
+    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def _collate(rows: list[Row], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad rows to the longest: pad labels IGNORE, pad positions 0, 1, 2.. (so the padding
+    is a packed example of its own that nothing attends to); no attention_mask."""
+    width = max(len(r) for r in rows)
+    input_ids, labels, position_ids = [], [], []
+    for row in rows:
+        pad = width - len(row)
+        input_ids.append(list(row.input_ids) + [pad_id] * pad)
+        labels.append(list(row.labels) + [IGNORE] * pad)
+        position_ids.append(list(row.position_ids) + list(range(pad)))
+    return {"input_ids": torch.tensor(input_ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "position_ids": torch.tensor(position_ids, dtype=torch.long)}
+
+
+def _targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The token each position predicts; never the first token of the next packed example."""
+    targets = batch["labels"][:, 1:].clone()
+    targets[batch["position_ids"][:, 1:] == 0] = IGNORE
+    return targets
+
+
+def _loss_sum(net: nn.Module, batch: dict[str, torch.Tensor], targets: torch.Tensor,
+              device: torch.device) -> torch.Tensor:
+    """Summed cross-entropy over the label tokens (the caller divides by the window's count)."""
+    # use_cache=False and no attention_mask: transformers then builds the block-diagonal causal
+    # mask from position_ids, so packed examples do not see each other.
+    logits = net(input_ids=batch["input_ids"].to(device),
+                 position_ids=batch["position_ids"].to(device), use_cache=False).logits
+    logits = logits[:, :-1].float()  # the loss in fp32 even when the model runs in bf16
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.to(device).reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+
+
+def _all_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+        torch_dist.all_reduce(tensor)
+    return tensor
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, rows: list[Row], batch_size: int, pad_id: int,
+              device: torch.device, dist: _Dist) -> dict[str, float] | None:
+    """Token-weighted mean loss and perplexity over all eval rows (each rank a shard)."""
+    if not rows:
+        return None
+    model.eval()  # no dropout
+    shard = rows[dist.rank::dist.world_size]
+    totals = torch.zeros(2, device=device)
+    for start in range(0, len(shard), batch_size):
+        batch = _collate(shard[start:start + batch_size], pad_id)
+        targets = _targets(batch)
+        totals[0] += _loss_sum(model, batch, targets, device)
+        totals[1] += int((targets != IGNORE).sum())
+    model.train()
+    loss = float(_all_sum(totals)[0] / totals[1].clamp(min=1))
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+
+# --- checkpoints ----
+
+def _checkpoint_dirs(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (a folder gets its final name only once written)."""
+    found = [p for p in root.glob("step-*") if (p / "trainer_state.pt").is_file()
+             and p.name.removeprefix("step-").isdigit()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _save_checkpoint(root: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: Any, step: int, epoch: int, window: int,
+                     metrics: dict[str, Any], config: TrainConfig, dist: _Dist) -> None:
+    """Adapter, optimizer, scheduler, data position, every rank's RNG and the metrics so far."""
+    rng: list[Any] = [_rng_state()]
+    if dist.world_size > 1:  # each rank's dropout stream is its own
+        rng = [None] * dist.world_size
+        torch_dist.all_gather_object(rng, _rng_state())
+    if not dist.main:
+        return
+    final, partial = root / f"step-{step}", root / f".step-{step}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)  # type: ignore[operator]
+    torch.save({"step": step, "epoch": epoch, "window": window, "world_size": dist.world_size,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng, "config": config.to_dict()}, partial / "trainer_state.pt")
+    (partial / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    # Renamed only when complete, so a run killed mid-save never leaves a checkpoint to trust.
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    for old in _checkpoint_dirs(root)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old)
+
+
+def _resume(root: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: Any, dist: _Dist, device: torch.device
+            ) -> tuple[int, dict[str, Any], float]:
+    """Load the newest checkpoint into the fresh objects: (step, metrics, seconds so far)."""
+    found = _checkpoint_dirs(root)
+    if not found:
+        raise TrainingError(f"nothing to resume: no checkpoint in {root}")
+    path = found[-1]
+    state = torch.load(path / "trainer_state.pt", map_location=device, weights_only=True)
+    if state["world_size"] != dist.world_size:
+        raise TrainingError(f"{path} was written by {state['world_size']} process(es); resume it "
+                            f"with as many (now {dist.world_size}), or the data order changes")
+    changed = sorted(k for k, v in state["config"].items()
+                     if k not in RESUMABLE_CHANGES and config.to_dict().get(k) != v)
+    if changed:
+        raise ConfigError(f"resume: these settings differ from the checkpoint's: "
+                          f"{', '.join(changed)}")
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors",
+                                               device=str(device)))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng = state["rng"][dist.rank]
+    random.setstate(rng["python"])
+    torch.set_rng_state(rng["torch"].cpu())
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+    metrics = json.loads((path / "metrics.json").read_text())
+    return int(state["step"]), metrics, float(metrics.get("wall_time_s", 0.0))
+
+
+# --- the end of a run ----
+
+def _rank_divergence(trainable: list[nn.Parameter]) -> float:
+    """Largest difference between any rank's trainable weights and rank 0's (0.0 when in step)."""
+    mine = torch.cat([p.detach().float().reshape(-1) for p in trainable])
+    reference = mine.clone()
+    torch_dist.broadcast(reference, src=0)
+    diff = (mine - reference).abs().max()
+    torch_dist.all_reduce(diff, op=torch_dist.ReduceOp.MAX)
+    return float(diff)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _write_outputs(out_dir: Path, model: nn.Module, tokenizer: Any, config: TrainConfig,
+                   metrics: dict[str, Any]) -> None:
+    """The adapter, the tokenizer (its chat template goes along), the settings and the report."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)  # type: ignore[operator]
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    _plot(metrics, out_dir / "loss.png")
+
+
+def _plot(metrics: dict[str, Any], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4))
+    FigureCanvasAgg(figure)  # draws off-screen; no pyplot, no global backend switch
+    axes = figure.add_subplot()
+    axes.plot([e["step"] for e in metrics["train"]], [e["loss"] for e in metrics["train"]],
+              label="train loss", linewidth=1)
+    if metrics["eval"]:
+        axes.plot([e["step"] for e in metrics["eval"]], [e["loss"] for e in metrics["eval"]],
+                  "o-", label="eval loss")
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss (mean per label token)")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+
+
+class _Bar:
+    """A rich progress bar on rank 0 (loss, lr, tokens/s), or nothing."""
+
+    def __init__(self, progress: Any | None, task: Any) -> None:
+        self.progress, self.task = progress, task
+
+    def update(self, step: int, info: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, info=info)
+
+    def log(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(line)
+
+
+@contextmanager
+def _progress_bar(show: bool, total: int, done: int) -> Iterator[_Bar]:
+    if not show:
+        yield _Bar(None, None)
+        return
+    from rich import progress as rp
+
+    with rp.Progress(rp.TextColumn("training"), rp.BarColumn(), rp.MofNCompleteColumn(),
+                     rp.TimeRemainingColumn(), rp.TextColumn("{task.fields[info]}")) as progress:
+        yield _Bar(progress, progress.add_task("train", total=total, completed=done, info=""))
