@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import shutil
 import subprocess
@@ -34,8 +35,9 @@ from common import ENV, ROOT
 
 SHARED = ROOT.parent / "shared" / "data" / "transcripts" / "taskmaster4_data_00.json"
 SAMPLE = ROOT / "data" / "transcripts" / "taskmaster4_sample.json"
-LORA = {"rank": 16, "alpha": 32, "dropout": 0.05, "learning_rate": 2e-4, "batch_size": 4,
-        "max_length": 512, "warmup_ratio": 0.05, "seed": 0}
+RANK, ALPHA, DROPOUT, LR, BATCH, MAX_LENGTH, WARMUP = 16, 32, 0.05, 2e-4, 4, 512, 0.05
+LORA = {"rank": RANK, "alpha": ALPHA, "dropout": DROPOUT, "learning_rate": LR,
+        "batch_size": BATCH, "max_length": MAX_LENGTH, "warmup_ratio": WARMUP, "seed": 0}
 
 
 def messages_file(source: Path, n: int, target: Path) -> int:
@@ -76,17 +78,17 @@ def run_trl(data: Path, model_dir: Path, steps: int, packing: bool, work: Path) 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     config = SFTConfig(
-        output_dir=str(work / "trl"), max_steps=steps, per_device_train_batch_size=LORA[
-            "batch_size"], learning_rate=LORA["learning_rate"], lr_scheduler_type="cosine",
-        warmup_ratio=LORA["warmup_ratio"], max_length=LORA["max_length"], packing=packing,
+        output_dir=str(work / "trl"), max_steps=steps, per_device_train_batch_size=BATCH,
+        learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=math.ceil(WARMUP * steps),
+        max_length=MAX_LENGTH, packing=packing,
         gradient_checkpointing=False, use_cpu=True, bf16=False, logging_steps=1,
         save_strategy="no", report_to="none", seed=0, max_grad_norm=1.0,
         include_num_input_tokens_seen="non_padding", disable_tqdm=True)
-    lora = LoraConfig(r=LORA["rank"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+    lora = LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=DROPOUT,
                       target_modules="all-linear", task_type="CAUSAL_LM")
     losses: list[float] = []
 
-    class Losses(TrainerCallback):  # type: ignore[misc]
+    class Losses(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None,
                    **kwargs: Any) -> None:
             if logs and "loss" in logs:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from training.errors import TrainingError
-from training.examples import batches, collate, count_tokens, make_rows, tokenize
+from training.examples import collate, count_tokens, make_rows, tokenize
 from training.types import IGNORE, Conversation, Example, Row, Turn
 
 pytestmark = pytest.mark.timeout(120)
@@ -278,56 +278,3 @@ def test_padding_does_not_change_the_loss(tokenizer: Any, model: Any) -> None:
     torch.testing.assert_close(together.loss, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(together.logits[0, :len(short)], alone[0].logits[0],
                                atol=1e-5, rtol=1e-5)
-
-
-def rows_of_lengths(lengths: list[int]) -> list[Row]:
-    return [Row([i] * n, [IGNORE] + [i] * (n - 1), list(range(n))) for i, n in enumerate(lengths)]
-
-
-def ids(batch_list: list[list[Row]]) -> list[list[int]]:
-    return [[row.input_ids[0] for row in batch] for batch in batch_list]
-
-
-def test_batches_are_a_deterministic_per_epoch_shuffle() -> None:
-    rows = rows_of_lengths([(i * 37) % 90 + 1 for i in range(100)])
-    first = batches(rows, 8, seed=3, epoch=0)
-    assert ids(first) == ids(batches(rows, 8, seed=3, epoch=0))
-    assert ids(first) != ids(batches(rows, 8, seed=3, epoch=1))
-    assert ids(first) != ids(batches(rows, 8, seed=4, epoch=0))
-    assert sorted(i for b in ids(first) for i in b) == list(range(100))
-    assert sorted(len(b) for b in first) == [4] + [8] * 12
-
-
-def test_length_grouping_reduces_padding() -> None:
-    rows = rows_of_lengths([(i * 37) % 90 + 1 for i in range(400)])
-
-    def padding(batch_list: list[list[Row]]) -> int:
-        return sum(max(map(len, b)) * len(b) - sum(map(len, b)) for b in batch_list)
-
-    grouped = batches(rows, 8, seed=0, epoch=0)
-    plain = batches(rows, 8, seed=0, epoch=0, group_by_length=False)
-    assert padding(grouped) < padding(plain) / 4
-
-
-@pytest.mark.parametrize(("n_rows", "batch_size", "world_size", "per_rank"), [
-    (100, 8, 2, 6),   # 13 batches: one dropped
-    (100, 8, 3, 4),   # 13 batches: one dropped
-    (64, 8, 4, 2),    # even
-    (10, 8, 4, 1),    # 2 batches for 4 ranks: repeated so every rank steps
-])
-def test_rank_shards_are_disjoint_and_equal(n_rows: int, batch_size: int, world_size: int,
-                                            per_rank: int) -> None:
-    rows = rows_of_lengths([i % 50 + 1 for i in range(n_rows)])
-    shards = [ids(batches(rows, batch_size, 0, 2, rank, world_size)) for rank in range(world_size)]
-    assert [len(s) for s in shards] == [per_rank] * world_size
-    everything = [tuple(b) for s in shards for b in s]
-    if per_rank * world_size * batch_size <= n_rows:
-        assert len(set(everything)) == len(everything)
-    whole = {tuple(b) for b in ids(batches(rows, batch_size, 0, 2))}
-    assert set(everything) <= whole
-
-
-def test_bad_batching_arguments_are_refused() -> None:
-    with pytest.raises(ValueError, match="rank=2"):
-        batches(rows_of_lengths([3]), 1, 0, 0, rank=2, world_size=2)
-    assert batches([], 4, 0, 0) == []

@@ -1,4 +1,4 @@
-"""Conversations -> token examples (chat template, assistant-only loss) -> packed rows -> batches.
+"""Conversations -> token examples (chat template, assistant-only loss) -> packed rows -> tensors.
 
 Masking: a token carries loss only if the assistant produced it at serving time, i.e. an
 assistant message's content and the template's end-of-turn token (`<|im_end|>` for ChatML).
@@ -27,8 +27,6 @@ import torch
 
 from training.errors import TrainingError
 from training.types import IGNORE, Conversation, Example, Row, Turn
-
-MEGA_CHUNK_BATCHES = 50  # length grouping sorts within this many batches: less padding
 
 
 def tokenize(tokenizer: Any, conversation: Conversation, max_length: int,
@@ -99,37 +97,6 @@ def make_rows(examples: Sequence[Example], max_length: int, pack: bool = True,
         bins[index].append(example)
         insort(free, (left - len(example), index))
     return [_row(b) for b in bins]
-
-
-def batches(rows: Sequence[Row], batch_size: int, seed: int, epoch: int, rank: int = 0,
-            world_size: int = 1, group_by_length: bool = True) -> list[list[Row]]:
-    """This rank's batches for one epoch: a shuffle fixed by (seed, epoch), sharded by rank.
-
-    With `group_by_length`, rows are sorted by length within chunks of MEGA_CHUNK_BATCHES
-    batches before they are cut into batches (less padding; packed rows are all near
-    max_length, so this changes little for them), and then the batch order is shuffled.
-    Every rank gets the same number of batches (DDP steps in lockstep): the remainder of
-    len(batches) / world_size is dropped, which loses no data for good because the shuffle
-    differs every epoch; only when there are fewer batches than ranks are batches repeated.
-    """
-    if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"bad batching: batch_size={batch_size}, rank={rank},"
-                         f" world_size={world_size}")
-    rng = random.Random(f"supportbot:{seed}:{epoch}")
-    order = list(rows)
-    rng.shuffle(order)
-    if group_by_length:
-        chunk = batch_size * MEGA_CHUNK_BATCHES
-        order = [row for start in range(0, len(order), chunk)
-                 for row in sorted(order[start:start + chunk], key=len, reverse=True)]
-    cut = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
-    rng.shuffle(cut)
-    if not cut:
-        return []
-    if len(cut) < world_size:
-        cut = [cut[i % len(cut)] for i in range(world_size)]
-    per_rank = len(cut) // world_size
-    return cut[rank::world_size][:per_rank]
 
 
 def collate(rows: Sequence[Row], pad_id: int) -> dict[str, torch.Tensor]:

@@ -27,6 +27,7 @@ from torch import nn
 
 from training.config import TrainConfig
 from training.errors import ConfigError, TrainingError
+from training.examples import collate
 from training.types import IGNORE, Row
 
 # Settings a resumed run may change; any other change would make the continuation a different run.
@@ -162,7 +163,7 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
             window_batches = epoch_batches[1][window * config.grad_accum:
                                               (window + 1) * config.grad_accum]
             tick = time.perf_counter()
-            batches = [_collate([train_rows[i] for i in b], pad_id) for b in window_batches]
+            batches = [collate([train_rows[i] for i in b], pad_id) for b in window_batches]
             targets = [_targets(b) for b in batches]
 
             # The denominator is the label-token count of the whole window on all ranks, so the
@@ -293,21 +294,6 @@ def _batches(n_rows: int, batch_size: int, seed: int, epoch: int,
     return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
 
 
-def _collate(rows: list[Row], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad rows to the longest: pad labels IGNORE, pad positions 0, 1, 2.. (so the padding
-    is a packed example of its own that nothing attends to); no attention_mask."""
-    width = max(len(r) for r in rows)
-    input_ids, labels, position_ids = [], [], []
-    for row in rows:
-        pad = width - len(row)
-        input_ids.append(list(row.input_ids) + [pad_id] * pad)
-        labels.append(list(row.labels) + [IGNORE] * pad)
-        position_ids.append(list(row.position_ids) + list(range(pad)))
-    return {"input_ids": torch.tensor(input_ids, dtype=torch.long),
-            "labels": torch.tensor(labels, dtype=torch.long),
-            "position_ids": torch.tensor(position_ids, dtype=torch.long)}
-
-
 def _targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The token each position predicts; never the first token of the next packed example."""
     targets = batch["labels"][:, 1:].clone()
@@ -343,7 +329,7 @@ def _evaluate(model: nn.Module, rows: list[Row], batch_size: int, pad_id: int,
     shard = rows[dist.rank::dist.world_size]
     totals = torch.zeros(2, device=device)
     for start in range(0, len(shard), batch_size):
-        batch = _collate(shard[start:start + batch_size], pad_id)
+        batch = collate(shard[start:start + batch_size], pad_id)
         targets = _targets(batch)
         totals[0] += _loss_sum(model, batch, targets, device)
         totals[1] += int((targets != IGNORE).sum())

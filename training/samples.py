@@ -47,13 +47,13 @@ def sample_replies(base_model: Path, adapter: Path, conversations: Sequence[Conv
     def replies(m: Any) -> list[str]:
         texts = []
         for messages, _ in pairs:
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                return_tensors="pt", return_dict=True)
+            ids: Any = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                     return_tensors="pt", return_dict=True)
             with torch.no_grad():
                 output = m.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
             new = output[0, ids["input_ids"].shape[1]:]
-            texts.append(tokenizer.decode(new, skip_special_tokens=True).strip())
+            texts.append(str(tokenizer.decode(new, skip_special_tokens=True)).strip())
         return texts
 
     before = replies(model)
