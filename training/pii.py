@@ -31,12 +31,15 @@ PHONE_REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR", "AU")  # for nu
 MASTERCARD_2_SERIES = Pattern(
     "Mastercard 2-series",
     r"\b(?:222[1-9]|22[3-9]\d|2[3-6]\d{2}|27[01]\d|2720)[- ]?\d{4}[- ]?\d{4}[- ]?\d{4}\b", 0.3)
+# phonenumbers accepts some short numbers as valid (with region DE, "1695" of a street address);
+# a phone number to redact has at least this many digits.
+MIN_PHONE_DIGITS = 7
 _OFFLINE_TLD = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 # Cheap pre-checks: a recognizer runs only on text that could hold its kind (most turns hold none).
 _DIGITS = re.compile(r"\d")
 _MAY_HOLD = {
     "EMAIL": lambda text: "@" in text,
-    "PHONE": lambda text: len(_DIGITS.findall(text)) >= 7,
+    "PHONE": lambda text: len(_DIGITS.findall(text)) >= MIN_PHONE_DIGITS,
     "CARD": lambda text: len(_DIGITS.findall(text)) >= 12,
     "IBAN": lambda text: re.search(r"[A-Z]{2}\d{2}", text) is not None,
 }
@@ -86,8 +89,11 @@ class Redactor:
             if not _MAY_HOLD[kind](text):
                 continue
             for result in recognizer.analyze(text, [entity], nlp_artifacts=None):
-                if result.score > 0 and result.end > result.start:
-                    found.append(Span(result.start, result.end, kind, result.score))
+                piece = text[result.start:result.end]
+                if result.score <= 0 or not piece or (
+                        kind == "PHONE" and len(_DIGITS.findall(piece)) < MIN_PHONE_DIGITS):
+                    continue
+                found.append(Span(result.start, result.end, kind, result.score))
         found.sort(key=lambda s: (s.start, -s.end))
         spans: list[Span] = []
         for span in found:
