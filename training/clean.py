@@ -1,0 +1,123 @@
+"""Clean conversations for training (PII, whitespace, empty, duplicate and long turns) and split
+them into train and eval by conversation."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from training.errors import ConfigError
+from training.pii import Redactor
+from training.report import DataReport
+from training.types import Conversation, Turn
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """How conversations are cleaned; validated on creation (ConfigError names the setting)."""
+
+    max_turn_chars: int = field(default=2000, metadata={
+        "help": "Longer turns are cut at the last word boundary before this many characters."})
+    redact_pii: bool = field(default=True, metadata={
+        "help": "Replace emails, phone numbers, card numbers and IBANs with <EMAIL>, <PHONE>, "
+                "<CARD>, <IBAN> before anything else."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_turn_chars, bool) or not isinstance(self.max_turn_chars, int):
+            raise ConfigError(f"max_turn_chars must be an integer, not {self.max_turn_chars!r}")
+        if self.max_turn_chars < 1:
+            raise ConfigError(f"max_turn_chars must be at least 1, not {self.max_turn_chars}")
+        if not isinstance(self.redact_pii, bool):
+            raise ConfigError(f"redact_pii must be true or false, not {self.redact_pii!r}")
+
+
+def truncate(text: str, limit: int) -> str:
+    """The text cut to at most `limit` characters, at the last whitespace if there is one in
+    the second half of the cut (else mid-word: a single long token)."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    if not text[limit].isspace():
+        boundary = max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t"))
+        if boundary > limit // 2:
+            cut = cut[:boundary]
+    return cut.rstrip()
+
+
+def clean_turns(turns: Sequence[Turn], config: CleanConfig, report: DataReport,
+                redactor: Redactor | None) -> tuple[Turn, ...]:
+    """One conversation's turns: redacted, stripped, without empty or repeated turns, adjacent
+    turns of one role merged (a chat template expects alternation), long turns cut."""
+    kept: list[Turn] = []
+    last_piece = ""  # the last turn added to kept[-1], to catch a repeat after a merge
+    for turn in turns:
+        content = turn.content
+        if redactor is not None:
+            content, counts = redactor.redact(content)
+            report.add_redacted(counts)
+        content = content.strip()
+        if not content:
+            report.dropped_empty_turns += 1
+            continue
+        if kept and kept[-1].role == turn.role:
+            if content == last_piece:  # sent twice in a row
+                report.dropped_duplicate_turns += 1
+                continue
+            kept[-1] = Turn(turn.role, f"{kept[-1].content}\n{content}")
+            report.merged_turns += 1
+        else:
+            kept.append(Turn(turn.role, content))
+        last_piece = content
+    out = []
+    for turn in kept:
+        short = truncate(turn.content, config.max_turn_chars)
+        if short != turn.content:
+            report.truncated_turns += 1
+        out.append(Turn(turn.role, short))
+    return tuple(out)
+
+
+def clean(conversations: Sequence[Conversation], config: CleanConfig,
+          report: DataReport | None = None,
+          redactor: Redactor | None = None) -> list[Conversation]:
+    """Cleaned conversations, in input order; those without an assistant turn, and exact
+    repeats of an earlier conversation (same turns), are dropped. Every step is counted."""
+    report = report if report is not None else DataReport()
+    if config.redact_pii and redactor is None:
+        redactor = Redactor()
+    seen: set[tuple[Turn, ...]] = set()
+    out = []
+    for conversation in conversations:
+        turns = clean_turns(conversation.turns, config, report,
+                            redactor if config.redact_pii else None)
+        if not any(turn.role == "assistant" for turn in turns):
+            report.dropped_no_assistant += 1
+            continue
+        if turns in seen:
+            report.dropped_duplicate_conversations += 1
+            continue
+        seen.add(turns)
+        out.append(Conversation(conversation.id, turns, conversation.source))
+    return out
+
+
+def split(conversations: Sequence[Conversation], eval_fraction: float, seed: int,
+          report: DataReport | None = None) -> tuple[list[Conversation], list[Conversation]]:
+    """(train, eval) by conversation: the ids are ordered by a hash of seed and id and the first
+    round(n * eval_fraction) go to eval (at least one when eval_fraction > 0 and n >= 2, never
+    all). The same seed and ids give the same split whatever the input order; input order is
+    kept within each part."""
+    if not 0 <= eval_fraction < 1:
+        raise ConfigError(f"eval_fraction must be in [0, 1), not {eval_fraction}")
+    ids = sorted({c.id for c in conversations},
+                 key=lambda cid: hashlib.sha256(f"{seed}\0{cid}".encode()).digest())
+    n_eval = round(len(ids) * eval_fraction)
+    if eval_fraction > 0 and len(ids) >= 2:
+        n_eval = min(max(n_eval, 1), len(ids) - 1)
+    eval_ids = set(ids[:n_eval])
+    train = [c for c in conversations if c.id not in eval_ids]
+    held_out = [c for c in conversations if c.id in eval_ids]
+    if report is not None:
+        report.train_conversations, report.eval_conversations = len(train), len(held_out)
+    return train, held_out
