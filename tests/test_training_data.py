@@ -194,6 +194,8 @@ BAD_MSG = [  # (bad line, field, words in the message)
     ('{"messages": [{"role": "user", "content": 5}]}', "messages[0].content",
      "expected a string"),
     (msg(("user", "a"), id=[1]), "id", "expected a string or a number"),
+    ('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", '
+     '"weight": 2}]}', "messages[1].weight", "expected 0 or 1"),
 ]
 BAD_CSV = [
     ("only a question", "answer", "missing"),
@@ -457,3 +459,30 @@ def test_report_json_and_table(tmp_path: Path) -> None:
     shown = console.export_text()
     assert "skipped records" in shown and "a.jsonl:3: invalid JSON [x]" in shown
     assert "train tokens" in shown and "1234" in shown
+
+
+def test_weight_zero_turns_are_context_and_survive_cleaning(tmp_path: Path) -> None:
+    """OpenAI's `weight: 0`: the reply stays as context (train=False) through clean()."""
+    path = tmp_path / "w.jsonl"
+    path.write_text(json.dumps({"messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello", "weight": 0},
+        {"role": "user", "content": "refund?"}, {"role": "assistant", "content": "30 days",
+                                                 "weight": 1}]}) + "\n"
+        + json.dumps({"messages": [{"role": "user", "content": "q"},
+                                   {"role": "assistant", "content": "a", "weight": 0}]}) + "\n",
+        encoding="utf-8")
+    loaded = load_conversations([path], "messages", "fail")
+    assert [t.train for t in loaded[0].turns] == [True, False, True, True]
+    report = DataReport()
+    cleaned = clean(loaded, NO_PII, report)
+    assert [[t.train for t in c.turns] for c in cleaned] == [[True, False, True, True]]
+    assert report.dropped_no_assistant == 1, "only context replies: nothing to learn"
+
+
+def test_split_keeps_a_group_together() -> None:
+    """Variants of one example (same group) never straddle the split."""
+    grouped = [Conversation(f"g{i}#{v}", (Turn("user", f"q{i}"), Turn("assistant", f"a{i}{v}")),
+                            group=f"g{i}") for i in range(30) for v in range(3)]
+    train, held_out = split(grouped, 0.2, seed=3)
+    assert len(held_out) == 18
+    assert {c.group for c in train}.isdisjoint(c.group for c in held_out)

@@ -64,17 +64,19 @@ def clean_turns(turns: Sequence[Turn], config: CleanConfig, report: DataReport,
             if content == last_piece:  # sent twice in a row
                 report.dropped_duplicate_turns += 1
                 continue
-            kept[-1] = Turn(turn.role, f"{kept[-1].content}\n{content}")
+            # One merged turn is learnt if either part was.
+            kept[-1] = Turn(turn.role, f"{kept[-1].content}\n{content}",
+                            kept[-1].train or turn.train)
             report.merged_turns += 1
         else:
-            kept.append(Turn(turn.role, content))
+            kept.append(Turn(turn.role, content, turn.train))
         last_piece = content
     out = []
     for turn in kept:
         short = truncate(turn.content, config.max_turn_chars)
         if short != turn.content:
             report.truncated_turns += 1
-        out.append(Turn(turn.role, short))
+        out.append(Turn(turn.role, short, turn.train))
     return tuple(out)
 
 
@@ -91,33 +93,35 @@ def clean(conversations: Sequence[Conversation], config: CleanConfig,
     for conversation in conversations:
         turns = clean_turns(conversation.turns, config, report,
                             redactor if config.redact_pii else None)
-        if not any(turn.role == "assistant" for turn in turns):
+        if not any(turn.role == "assistant" and turn.train for turn in turns):
             report.dropped_no_assistant += 1
             continue
         if turns in seen:
             report.dropped_duplicate_conversations += 1
             continue
         seen.add(turns)
-        out.append(Conversation(conversation.id, turns, conversation.source))
+        out.append(Conversation(conversation.id, turns, conversation.source,
+                                conversation.group))
     return out
 
 
 def split(conversations: Sequence[Conversation], eval_fraction: float, seed: int,
           report: DataReport | None = None) -> tuple[list[Conversation], list[Conversation]]:
-    """(train, eval) by conversation: the ids are ordered by a hash of seed and id and the first
+    """(train, eval) by conversation (by group, where conversations share one: see
+    Conversation.split_key): the keys are ordered by a hash of seed and key and the first
     round(n * eval_fraction) go to eval (at least one when eval_fraction > 0 and n >= 2, never
     all). The same seed and ids give the same split whatever the input order; input order is
     kept within each part."""
     if not 0 <= eval_fraction < 1:
         raise ConfigError(f"eval_fraction must be in [0, 1), not {eval_fraction}")
-    ids = sorted({c.id for c in conversations},
+    ids = sorted({c.split_key for c in conversations},
                  key=lambda cid: hashlib.sha256(f"{seed}\0{cid}".encode()).digest())
     n_eval = round(len(ids) * eval_fraction)
     if eval_fraction > 0 and len(ids) >= 2:
         n_eval = min(max(n_eval, 1), len(ids) - 1)
     eval_ids = set(ids[:n_eval])
-    train = [c for c in conversations if c.id not in eval_ids]
-    held_out = [c for c in conversations if c.id in eval_ids]
+    train = [c for c in conversations if c.split_key not in eval_ids]
+    held_out = [c for c in conversations if c.split_key in eval_ids]
     if report is not None:
         report.train_conversations, report.eval_conversations = len(train), len(held_out)
     return train, held_out

@@ -223,8 +223,17 @@ def _message(obj: object) -> tuple[str | None, tuple[Turn, ...]]:
         where = f"messages[{i}]"
         if not isinstance(message, dict):
             raise _Invalid(f"expected an object, got {_kind(message)}", where)
-        turns.append(Turn(_role(message, "role", where), _text(message, "content", where)))
+        turns.append(Turn(_role(message, "role", where), _text(message, "content", where),
+                          _weight(message, where)))
     return own, tuple(turns)
+
+
+def _weight(message: dict[str, Any], where: str) -> bool:
+    """OpenAI's fine-tuning `weight` (0 or 1, default 1): 0 keeps the turn as context only."""
+    weight = message.get("weight", 1)
+    if isinstance(weight, bool) or weight not in (0, 1):
+        raise _Invalid(f"expected 0 or 1, got {weight!r}", f"{where}.weight")
+    return weight == 1
 
 
 def _read_messages(path: Path, text: str) -> Iterator[_Record | _Bad]:
