@@ -36,6 +36,18 @@ def _training_errors() -> Iterator[None]:
             raise typer.Exit(1) from None
 
 
+def _quiet_transformers() -> None:
+    """Our own progress bar and report say what happens; transformers' weight-loading bars
+    and deprecation notices (for its own internals) would only interleave with them."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+
 def _train_config(overrides: dict[str, Any], pairs: list[str]) -> TrainConfig:
     """TrainConfig from the explicit options and --set KEY=VALUE pairs (values read as JSON)."""
     from training.config import TrainConfig
@@ -139,6 +151,7 @@ def train(ctx: typer.Context,
         if not inputs and not grounded:
             raise ConfigError("nothing to train on: give transcript files, --grounded, or both")
         settings = _settings(ctx)
+        _quiet_transformers()
         config = _train_config({
             "max_steps": max_steps, "epochs": epochs, "batch_size": batch_size,
             "learning_rate": learning_rate, "rank": rank, "max_length": max_length,
@@ -147,8 +160,9 @@ def train(ctx: typer.Context,
         extra = _grounded(settings, base, config.seed) if grounded else []
         from training.pipeline import prepare
 
-        prepared = prepare(inputs or [], base, config, fmt, on_error,
-                           extra_conversations=extra)
+        persona = settings.persona
+        prepared = prepare(inputs or [], base, config, fmt, on_error, extra_conversations=extra,
+                           system=persona.render(persona.system_prompt))
         err.print(prepared.report.table())
         output.mkdir(parents=True, exist_ok=True)
         prepared.report.write(output / "data_report.json")
@@ -177,7 +191,7 @@ def _show_metrics(metrics: dict[str, Any], output: Path) -> None:
     base, final = metrics.get("base_eval_loss"), metrics.get("final_eval_loss")
     if base is not None and final is not None:
         out.print(f"eval loss {base:.3f} -> {final:.3f} "
-                  f"(perplexity {metrics.get('final_perplexity', float('nan')):.2f})")
+                  f"(perplexity {metrics.get('final_eval_perplexity', float('nan')):.2f})")
     out.print(f"adapter: {escape(str(output))}  [dim](serve it: model.adapter: {output}; "
               f"loss curve {output / 'loss.png'})[/]")
 
@@ -192,6 +206,7 @@ def merge(ctx: typer.Context,
     """Merge a LoRA adapter into its base model and save the full model (for any server)."""
     with _training_errors():
         settings = _settings(ctx)
+        _quiet_transformers()
         from training.merge import merge as run
 
         folder = run(_base_model(settings, base_model), adapter, output)

@@ -6,7 +6,7 @@ This is what `supportbot train` runs; each step is its own module (docs/training
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from training.errors import TrainingError
 from training.examples import make_rows, tokenize
 from training.formats import load_conversations
 from training.report import DataReport
-from training.types import Conversation, Example, Row
+from training.types import Conversation, Example, Row, Turn
 
 
 @dataclass
@@ -34,12 +34,21 @@ class Prepared:
 def prepare(inputs: Sequence[Path], base_model: Path, config: TrainConfig,
             fmt: str = "auto", on_error: str = "skip",
             clean_config: CleanConfig | None = None,
-            extra_conversations: Sequence[Conversation] = ()) -> Prepared:
-    """Read and clean every input, split by conversation, tokenise with the model's template."""
+            extra_conversations: Sequence[Conversation] = (),
+            system: str | None = None) -> Prepared:
+    """Read and clean every input, split by conversation, tokenise with the model's template.
+
+    `system`: the system prompt given to conversations that have none, so the model learns
+    under the prompt it is served with (without one, a template may put in its own default).
+    """
     from transformers import AutoTokenizer
 
     report = DataReport()
     conversations = load_conversations(list(inputs), fmt, on_error, report) if inputs else []
+    if system:
+        conversations = [c if c.turns and c.turns[0].role == "system" else
+                         replace(c, turns=(Turn("system", system), *c.turns))
+                         for c in conversations]
     conversations += list(extra_conversations)
     report.extra["grounded_conversations"] = len(extra_conversations)
     conversations = clean(conversations, clean_config or CleanConfig(), report)
