@@ -569,7 +569,3 @@ def main() -> None:
     """Console entry point."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()
-
-
-if __name__ == "__main__":
-    main()

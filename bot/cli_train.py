@@ -163,16 +163,23 @@ def train(ctx: typer.Context,
         persona = settings.persona
         prepared = prepare(inputs or [], base, config, fmt, on_error, extra_conversations=extra,
                            system=persona.render(persona.system_prompt))
-        err.print(prepared.report.table())
-        output.mkdir(parents=True, exist_ok=True)
-        prepared.report.write(output / "data_report.json")
+        from training.loop import dist_env
+        from training.loop import train as run
+
+        # Under torchrun every process prepares the same data (it is deterministic); only the
+        # first one writes and prints.
+        main = dist_env().main
+        if main:
+            err.print(prepared.report.table())
+            output.mkdir(parents=True, exist_ok=True)
+            prepared.report.write(output / "data_report.json")
         if dry_run:
             out.print(f"data report: {output / 'data_report.json'} (dry run: not trained)")
             return
-        from training.loop import train as run
-
         metrics = run(config, base, prepared.train_rows, prepared.eval_rows, output,
                       resume=resume, pad_id=prepared.pad_id)
+        if not main:
+            return
         _show_metrics(metrics, output)
         if samples and prepared.eval_conversations:
             from training.samples import sample_replies, write_samples

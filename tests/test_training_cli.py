@@ -125,3 +125,35 @@ def test_short_real_run_on_the_bundled_model_then_merge(tmp_path: Path,
     ids = tuned.tokenizer("one latte please", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.allclose(full.model(ids).logits, tuned.model(ids).logits, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_train_under_torchrun_with_two_cpu_processes(tmp_path: Path,
+                                                     tiny_model_dir: Path) -> None:
+    """The multi-GPU path, on 2 CPU processes (gloo): one adapter, one report, one printout."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "supportbot.yaml"
+    config.write_text("persona:\n  company_name: Beans\n", encoding="utf-8")
+    out = tmp_path / "ddp"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "bot",
+         "--config", str(config), "train", str(SAMPLE), "--base-model", str(tiny_model_dir),
+         "--out", str(out), "--max-steps", "2", "--batch-size", "2", "--max-length", "1024",
+         "--samples", "0"],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+                           "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["rank_weight_max_diff"] == 0.0
+    assert done.stdout.count("eval loss") == 1, "only the first process prints"
+    assert (out / "adapter_model.safetensors").is_file()

@@ -47,7 +47,7 @@ class _Dist:
         return self.rank == 0
 
 
-def _dist_env() -> _Dist:
+def dist_env() -> _Dist:
     """Where this process sits in a torchrun launch: the only place that reads the environment."""
     env = os.environ
     return _Dist(int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")),
@@ -62,7 +62,7 @@ def train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_row
     Under torchrun (WORLD_SIZE > 1) every rank calls this with the same rows; each trains on its
     own shard, and only rank 0 writes files and shows progress.
     """
-    dist = _dist_env()
+    dist = dist_env()
     _check_rows(train_rows, eval_rows, config.max_length)
     device = _device(config.device, dist)
     own_group = dist.world_size > 1 and not torch_dist.is_initialized()
