@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from training import loop
+from training import checkpoint
 from training.config import TrainConfig
 from training.errors import ConfigError, TrainingError
 from training.loop import train
@@ -215,16 +215,16 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off(
     class Killed(Exception):
         pass
 
-    save = loop._save_checkpoint
+    save = checkpoint.save
 
     def save_then_die(*args: Any, **kwargs: Any) -> None:
         save(*args, **kwargs)
         raise Killed
 
-    monkeypatch.setattr(loop, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
     with pytest.raises(Killed):
         train(config, tiny_model_dir, rows[:6], rows[6:], tmp_path / "b", progress=False)
-    monkeypatch.setattr(loop, "_save_checkpoint", save)
+    monkeypatch.setattr(checkpoint, "save", save)
     with pytest.raises(TrainingError, match="earlier run"):  # no silent restart over it
         train(config, tiny_model_dir, rows[:6], rows[6:], tmp_path / "b", progress=False)
     resumed = train(config, tiny_model_dir, rows[:6], rows[6:], tmp_path / "b", resume=True,
@@ -287,6 +287,7 @@ DDP_SCRIPT = """
 import json, sys
 from pathlib import Path
 import torch.distributed as dist
+from training import checkpoint
 from training.config import TrainConfig
 from training.loop import train
 from training.types import Row

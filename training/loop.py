@@ -6,12 +6,10 @@ Read top to bottom: the edge (environment, rows, device), then `train`, then the
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import resource
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -25,19 +23,15 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
 
+from training import checkpoint
 from training.config import TrainConfig
 from training.errors import ConfigError, TrainingError
 from training.examples import collate
 from training.types import IGNORE, Row
 
-# Settings a resumed run may change; any other change would make the continuation a different run.
-RESUMABLE_CHANGES = {"epochs", "max_steps", "eval_every", "save_every", "log_every", "device",
-                     "threads"}
-KEEP_CHECKPOINTS = 2
-
 
 @dataclass(frozen=True)
-class _Dist:
+class Dist:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
@@ -47,10 +41,10 @@ class _Dist:
         return self.rank == 0
 
 
-def dist_env() -> _Dist:
+def dist_env() -> Dist:
     """Where this process sits in a torchrun launch: the only place that reads the environment."""
     env = os.environ
-    return _Dist(int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")),
+    return Dist(int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")),
                  int(env.get("WORLD_SIZE", "1")))
 
 
@@ -80,13 +74,13 @@ def train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_row
 
 
 def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_rows: list[Row],
-           out_dir: Path, resume: bool, pad_id: int | None, show: bool, dist: _Dist,
+           out_dir: Path, resume: bool, pad_id: int | None, show: bool, dist: Dist,
            device: torch.device) -> dict[str, Any]:
     started = time.perf_counter()
     if config.threads:
         torch.set_num_threads(config.threads)
     checkpoints = out_dir / "checkpoints"
-    if not resume and _checkpoint_dirs(checkpoints):
+    if not resume and checkpoint.complete(checkpoints):
         raise TrainingError(f"{out_dir} holds checkpoints of an earlier run: pass resume to "
                             "continue it, or train into another folder")
 
@@ -131,8 +125,8 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
     }
     step, earlier_time = 0, 0.0
     if resume:
-        step, metrics, earlier_time = _resume(checkpoints, config, model, optimizer, scheduler,
-                                              dist, device)
+        step, metrics, earlier_time = checkpoint.resume(checkpoints, config, model, optimizer,
+                                                        scheduler, dist, device)
     else:
         # The eval loss before any update: LoRA's B starts at zero, so this is the base model,
         # and the eval points after it show what training bought.
@@ -215,7 +209,7 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
                     metrics["eval"].append({"step": step, **point})
             if (config.save_every and step % config.save_every == 0) or step == total_steps:
                 metrics["wall_time_s"] = earlier_time + time.perf_counter() - started
-                _save_checkpoint(checkpoints, model, optimizer, scheduler, step, epoch, window,
+                checkpoint.save(checkpoints, model, optimizer, scheduler, step, epoch, window,
                                  metrics, config, dist)
 
     last_eval = metrics["eval"][-1] if metrics["eval"] else {}
@@ -227,7 +221,7 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
     metrics["peak_memory_mb"] = _peak_memory_mb(device)
     metrics["wall_time_s"] = earlier_time + time.perf_counter() - started
     if dist.main:
-        _write_outputs(out_dir, model, tokenizer, config, metrics)
+        checkpoint.write_outputs(out_dir, model, tokenizer, config, metrics)
     return metrics
 
 
@@ -246,7 +240,7 @@ def _check_rows(train_rows: list[Row], eval_rows: list[Row], max_length: int) ->
                                     f"max_length {max_length}")
 
 
-def _device(setting: str, dist: _Dist) -> torch.device:
+def _device(setting: str, dist: Dist) -> torch.device:
     if setting == "auto":
         setting = "cuda" if torch.cuda.is_available() else "cpu"
     if setting == "cuda" and dist.world_size > 1:
@@ -283,7 +277,7 @@ def _load(config: TrainConfig, base_model: Path, device: torch.device) -> tuple[
 # --- batches and loss ----
 
 def _batches(n_rows: int, batch_size: int, seed: int, epoch: int,
-             dist: _Dist = _Dist()) -> list[list[int]]:
+             dist: Dist = Dist()) -> list[list[int]]:
     """This rank's micro-batches (row indices) for one epoch: a seeded shuffle dealt round-robin
     to the ranks. The shuffle is padded by wrapping round so every rank gets as many rows (and
     batches) as the others, which DDP's collectives need; the last batch may be short."""
@@ -321,7 +315,7 @@ def _all_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _evaluate(model: nn.Module, rows: list[Row], batch_size: int, pad_id: int,
-              device: torch.device, dist: _Dist) -> dict[str, float] | None:
+              device: torch.device, dist: Dist) -> dict[str, float] | None:
     """Token-weighted mean loss and perplexity over all eval rows (each rank a shard)."""
     if not rows:
         return None
@@ -336,79 +330,6 @@ def _evaluate(model: nn.Module, rows: list[Row], batch_size: int, pad_id: int,
     model.train()
     loss = float(_all_sum(totals)[0] / totals[1].clamp(min=1))
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
-
-
-# --- checkpoints ----
-
-def _checkpoint_dirs(root: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (a folder gets its final name only once written)."""
-    found = [p for p in root.glob("step-*") if (p / "trainer_state.pt").is_file()
-             and p.name.removeprefix("step-").isdigit()]
-    return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _save_checkpoint(root: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: Any, step: int, epoch: int, window: int,
-                     metrics: dict[str, Any], config: TrainConfig, dist: _Dist) -> None:
-    """Adapter, optimizer, scheduler, data position, every rank's RNG and the metrics so far."""
-    rng: list[Any] = [_rng_state()]
-    if dist.world_size > 1:  # each rank's dropout stream is its own
-        rng = [None] * dist.world_size
-        torch_dist.all_gather_object(rng, _rng_state())
-    if not dist.main:
-        return
-    final, partial = root / f"step-{step}", root / f".step-{step}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)  # type: ignore[operator]
-    torch.save({"step": step, "epoch": epoch, "window": window, "world_size": dist.world_size,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng, "config": config.to_dict()}, partial / "trainer_state.pt")
-    (partial / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    # Renamed only when complete, so a run killed mid-save never leaves a checkpoint to trust.
-    shutil.rmtree(final, ignore_errors=True)
-    partial.rename(final)
-    for old in _checkpoint_dirs(root)[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old)
-
-
-def _resume(root: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: Any, dist: _Dist, device: torch.device
-            ) -> tuple[int, dict[str, Any], float]:
-    """Load the newest checkpoint into the fresh objects: (step, metrics, seconds so far)."""
-    found = _checkpoint_dirs(root)
-    if not found:
-        raise TrainingError(f"nothing to resume: no checkpoint in {root}")
-    path = found[-1]
-    state = torch.load(path / "trainer_state.pt", map_location=device, weights_only=True)
-    if state["world_size"] != dist.world_size:
-        raise TrainingError(f"{path} was written by {state['world_size']} process(es); resume it "
-                            f"with as many (now {dist.world_size}), or the data order changes")
-    changed = sorted(k for k, v in state["config"].items()
-                     if k not in RESUMABLE_CHANGES and config.to_dict().get(k) != v)
-    if changed:
-        raise ConfigError(f"resume: these settings differ from the checkpoint's: "
-                          f"{', '.join(changed)}")
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors",
-                                               device=str(device)))
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    rng = state["rng"][dist.rank]
-    random.setstate(rng["python"])
-    torch.set_rng_state(rng["torch"].cpu())
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-    metrics = json.loads((path / "metrics.json").read_text())
-    return int(state["step"]), metrics, float(metrics.get("wall_time_s", 0.0))
 
 
 # --- the end of a run ----
@@ -428,36 +349,6 @@ def _peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
-def _write_outputs(out_dir: Path, model: nn.Module, tokenizer: Any, config: TrainConfig,
-                   metrics: dict[str, Any]) -> None:
-    """The adapter, the tokenizer (its chat template goes along), the settings and the report."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)  # type: ignore[operator]
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    _plot(metrics, out_dir / "loss.png")
-
-
-def _plot(metrics: dict[str, Any], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 4))
-    FigureCanvasAgg(figure)  # draws off-screen; no pyplot, no global backend switch
-    axes = figure.add_subplot()
-    axes.plot([e["step"] for e in metrics["train"]], [e["loss"] for e in metrics["train"]],
-              label="train loss", linewidth=1)
-    if metrics["eval"]:
-        axes.plot([e["step"] for e in metrics["eval"]], [e["loss"] for e in metrics["eval"]],
-                  "o-", label="eval loss")
-    axes.set_xlabel("optimizer step")
-    axes.set_ylabel("loss (mean per label token)")
-    axes.legend()
-    axes.grid(alpha=0.3)
-    figure.savefig(path, dpi=100, bbox_inches="tight")
 
 
 class _Bar:
