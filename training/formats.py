@@ -208,16 +208,22 @@ def _text(item: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
+def _listing(obj: object, what: str, id_key: str, key: str) -> tuple[str | None, list[Any]]:
+    """A record's own id and its non-empty list under `key` (messages, utterances)."""
+    if not isinstance(obj, dict):
+        raise _Invalid(f"expected {what}, got {_kind(obj)}")
+    own = _own_id(obj, id_key)
+    if key not in obj:
+        raise _Invalid("missing", key)
+    items = obj[key]
+    if not isinstance(items, list) or not items:
+        raise _Invalid(f"expected a non-empty list, got {_kind(items)}", key)
+    return own, items
+
+
 def _message(obj: object) -> tuple[str | None, tuple[Turn, ...]]:
     """The id and turns of one messages record."""
-    if not isinstance(obj, dict):
-        raise _Invalid(f"expected a JSON object, got {_kind(obj)}")
-    own = _own_id(obj, "id")
-    if "messages" not in obj:
-        raise _Invalid("missing", "messages")
-    messages = obj["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise _Invalid(f"expected a non-empty list, got {_kind(messages)}", "messages")
+    own, messages = _listing(obj, "a JSON object", "id", "messages")
     turns = []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
@@ -299,14 +305,7 @@ def _read_csv(path: Path, text: str) -> Iterator[_Record | _Bad]:
 
 def _dialogue(obj: object) -> tuple[str | None, tuple[Turn, ...]]:
     """The id and turns of one Taskmaster dialogue; consecutive turns of one speaker merged."""
-    if not isinstance(obj, dict):
-        raise _Invalid(f"expected an object, got {_kind(obj)}")
-    own = _own_id(obj, "conversation_id")
-    if "utterances" not in obj:
-        raise _Invalid("missing", "utterances")
-    utterances = obj["utterances"]
-    if not isinstance(utterances, list) or not utterances:
-        raise _Invalid(f"expected a non-empty list, got {_kind(utterances)}", "utterances")
+    own, utterances = _listing(obj, "an object", "conversation_id", "utterances")
     turns: list[Turn] = []
     for j, utterance in enumerate(utterances):
         where = f"utterances[{j}]"
