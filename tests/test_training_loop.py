@@ -343,3 +343,27 @@ def _env() -> dict[str, str]:
 
     return {k: v for k, v in os.environ.items()
             if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+
+
+def test_the_loss_over_label_positions_only_is_the_full_logits_loss(
+        tiny_model_dir: Path, rows: list[Row], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The output head runs on label positions only; the loss and its gradient are unchanged."""
+    from transformers import AutoModelForCausalLM
+
+    from training import loop
+    from training.examples import collate
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    batch = collate(rows[:3], pad_id=0)
+    targets = loop._targets(batch)
+    results = []
+    for sliced in (True, False):
+        monkeypatch.setattr(loop, "LOGITS_BY_MASK", sliced)
+        model.zero_grad()
+        loss = loop._loss_sum(model, batch, targets, torch.device("cpu"))
+        loss.backward()
+        grad = model.model.embed_tokens.weight.grad
+        assert grad is not None
+        results.append((float(loss), grad.clone()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-6)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 import torch.nn.functional as F
+import transformers
 from torch import nn
 
 from training import checkpoint
@@ -28,6 +29,10 @@ from training.config import TrainConfig
 from training.errors import ConfigError, TrainingError
 from training.examples import collate
 from training.types import IGNORE, Row
+
+# transformers 5 takes a (batch, sequence) boolean mask as logits_to_keep and computes logits
+# only there; older versions compute every position's.
+LOGITS_BY_MASK = int(transformers.__version__.split(".")[0]) >= 5
 
 
 @dataclass(frozen=True)
@@ -300,10 +305,20 @@ def _loss_sum(net: nn.Module, batch: dict[str, torch.Tensor], targets: torch.Ten
     """Summed cross-entropy over the label tokens (the caller divides by the window's count)."""
     # use_cache=False and no attention_mask: transformers then builds the block-diagonal causal
     # mask from position_ids, so packed examples do not see each other.
-    logits = net(input_ids=batch["input_ids"].to(device),
-                 position_ids=batch["position_ids"].to(device), use_cache=False).logits
-    logits = logits[:, :-1].float()  # the loss in fp32 even when the model runs in bf16
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.to(device).reshape(-1),
+    input_ids = batch["input_ids"].to(device)
+    inputs = {"input_ids": input_ids, "position_ids": batch["position_ids"].to(device),
+              "use_cache": False}
+    targets = targets.to(device)
+    if LOGITS_BY_MASK:
+        # Only positions with a label go through the output head: a chat's prompt tokens carry
+        # no loss, and the head (vocabulary x hidden) is a fifth of a small model's compute and
+        # most of its activation memory.
+        keep = torch.zeros_like(input_ids, dtype=torch.bool)
+        keep[:, :-1] = targets != IGNORE
+        logits = net(**inputs, logits_to_keep=keep).logits  # (label tokens, vocabulary)
+        return F.cross_entropy(logits.float(), targets[keep[:, :-1]], reduction="sum")
+    logits = net(**inputs).logits[:, :-1].float()  # the loss in fp32 even when the model is bf16
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
                            ignore_index=IGNORE, reduction="sum")
 
 
