@@ -122,15 +122,15 @@ def train(ctx: typer.Context,
           on_error: Annotated[str, typer.Option(help="A malformed record: skip (counted in the "
                                                 "data report) or fail.")] = "skip",
           base_model: Annotated[str | None, typer.Option(
-              help="Base model folder [default: model.base_model].")] = None,
+              help="Base model folder (default: model.base_model).")] = None,
           max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (wins over "
                                                         "--epochs).")] = None,
-          epochs: Annotated[float | None, typer.Option(help="Passes over the data.")] = None,
+          epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
           batch_size: Annotated[int | None, typer.Option(help="Rows per step.")] = None,
-          learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
+          learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
           rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
           max_length: Annotated[int | None, typer.Option(help="Tokens per row.")] = None,
-          seed: Annotated[int | None, typer.Option()] = None,
+          seed: Annotated[int | None, typer.Option(help="Seeds the split, LoRA init and order.")] = None,
           settings_pairs: Annotated[list[str] | None, typer.Option(
               "--set", help="Any other TrainConfig field, KEY=VALUE (docs/training.md).")] = None,
           resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in "
@@ -209,7 +209,7 @@ def merge(ctx: typer.Context,
           output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the merged "
                                                "model.")],
           base_model: Annotated[str | None, typer.Option(
-              help="Base model folder [default: model.base_model].")] = None) -> None:
+              help="Base model folder (default: model.base_model).")] = None) -> None:
     """Merge a LoRA adapter into its base model and save the full model (for any server)."""
     with _training_errors():
         settings = _settings(ctx)
