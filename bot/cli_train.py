@@ -127,10 +127,12 @@ def train(ctx: typer.Context,
                                                         "--epochs).")] = None,
           epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
           batch_size: Annotated[int | None, typer.Option(help="Rows per step.")] = None,
-          learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+          learning_rate: Annotated[float | None, typer.Option(
+              "--lr", help="Peak learning rate.")] = None,
           rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
           max_length: Annotated[int | None, typer.Option(help="Tokens per row.")] = None,
-          seed: Annotated[int | None, typer.Option(help="Seeds the split, LoRA init and order.")] = None,
+          seed: Annotated[int | None, typer.Option(
+              help="Seeds the split, LoRA init and order.")] = None,
           settings_pairs: Annotated[list[str] | None, typer.Option(
               "--set", help="Any other TrainConfig field, KEY=VALUE (docs/training.md).")] = None,
           resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in "
