@@ -91,7 +91,7 @@ def logits(model: Any, ids: list[int]) -> torch.Tensor:
     ("warmup_ratio", 1.5), ("warmup_steps", -1), ("schedule", "step"), ("epochs", 0),
     ("max_steps", 0), ("batch_size", 0), ("grad_accum", 0), ("max_length", 1),
     ("max_grad_norm", 0), ("weight_decay", -1), ("seed", -1), ("eval_every", -5),
-    ("save_every", -1), ("pack", "yes"), ("eval_fraction", 1), ("device", "gpu"),
+    ("save_every", -1), ("pack", "yes"), ("gradient_checkpointing", 1), ("eval_fraction", 1), ("device", "gpu"),
     ("threads", -1), ("log_every", 0),
 ])
 def test_config_rejects_bad_values_naming_the_field(field: str, value: Any) -> None:
@@ -200,6 +200,20 @@ def test_grad_accumulation_is_exactly_a_bigger_batch(
 
     a, b = (load_file(out / "adapter_model.safetensors") for _, out in runs.values())
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_gradient_checkpointing_changes_memory_not_the_math(
+        tiny_model_dir: Path, rows: list[Row], tmp_path: Path) -> None:
+    """Recomputed activations give the same losses and gradient norms step for step."""
+    runs = []
+    for checkpointing in (False, True):
+        config = TrainConfig(**{**QUICK, "max_steps": 2, "batch_size": 4, "dropout": 0.0,
+                                "gradient_checkpointing": checkpointing})
+        runs.append(train(config, tiny_model_dir, rows, [], tmp_path / str(checkpointing),
+                          progress=False)["train"])
+    for plain, recomputed in zip(*runs, strict=True):
+        assert recomputed["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+        assert recomputed["grad_norm"] == pytest.approx(plain["grad_norm"], rel=1e-4)
 
 
 def test_resume_continues_exactly_where_the_checkpoint_left_off(

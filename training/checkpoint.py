@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # Settings a resumed run may change; any other change would make the continuation a different run.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "eval_every", "save_every", "log_every", "device",
-                     "threads"}
+                     "threads", "gradient_checkpointing"}
 KEEP_CHECKPOINTS = 2
 
 

@@ -271,6 +271,9 @@ def _load(config: TrainConfig, base_model: Path, device: torch.device) -> tuple[
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     model.to(device)  # type: ignore[arg-type]  # transformers' stubs miss this overload
+    if config.gradient_checkpointing:
+        # Non-reentrant checkpointing works with frozen inputs (LoRA trains adapters only).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(task_type="CAUSAL_LM", r=config.rank, lora_alpha=config.alpha,
                       lora_dropout=config.dropout, target_modules=config.target_modules)
     try:
