@@ -117,11 +117,11 @@ def run_supportbot(data: Path, model_dir: Path, steps: int, pack: bool,
            *(f"--set={k}={v}" for k, v in settings.items())]
     subprocess.run(cmd, check=True, env=ENV, cwd=work)
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    steps = metrics["train"]
-    tokens = sum(s["tokens"] for s in steps)
-    seconds = sum(s["tokens"] / s["tokens_per_s"] for s in steps)  # the steps' own wall time
+    done = metrics["train"]
+    tokens = sum(s["tokens"] for s in done)
+    seconds = sum(s["tokens"] / s["tokens_per_s"] for s in done)  # the steps' own wall time
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
-            "final_loss": steps[-1]["loss"], "peak_rss_mb": metrics["peak_memory_mb"]}
+            "final_loss": done[-1]["loss"], "peak_rss_mb": metrics["peak_memory_mb"]}
 
 
 def main() -> None:
