@@ -4,6 +4,8 @@ Run: HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_retrieval.py [--faq data/faq.
      [--eval data/faq_eval.yaml] [--plot bench/out/retrieval_scores.png]
 
 Baseline in the same run: what always answering with the top hit (no thresholds) would do.
+The bands come from retrieval.bands, as in the bot; `supportbot eval retrieval --queries
+data/faq_eval.yaml` reports the same mix and more (bench/README.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import yaml
 from common import ROOT
 
 from bot.settings import RetrievalSettings
+from retrieval.bands import Band, decide
 from retrieval.corpus import load_faq
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.index import FaqIndex
@@ -41,12 +44,18 @@ def main() -> None:
     top = np.array([h[0].score for h in para_hits])
     right = np.array([h[0].entry.id == p["id"] for h, p in zip(para_hits, paraphrases,
                                                                  strict=True)])
-    offered_right = np.array([p["id"] in [x.entry.id for x in h[:shown]]
-                              for h, p in zip(para_hits, paraphrases, strict=True)])
+    in_top = np.array([p["id"] in [x.entry.id for x in h[:shown]]
+                       for h, p in zip(para_hits, paraphrases, strict=True)])
     unrel_top = np.array([h[0].score for h in unrel_hits])
 
-    answered = top >= answer_t
-    clarified = (top >= suggest_t) & ~answered
+    # The bot's own band decision (retrieval.bands), not a copy of its comparisons.
+    para_bands = [decide([x.score for x in h], answer_t, suggest_t, shown) for h in para_hits]
+    unrel_bands = [decide([x.score for x in h], answer_t, suggest_t, shown).band
+                   for h in unrel_hits]
+    answered = np.array([b.band is Band.ANSWER for b in para_bands])
+    clarified = np.array([b.band is Band.SUGGEST for b in para_bands])
+    offered_right = np.array([p["id"] in [h[i].entry.id for i in b.offered] for h, p, b in
+                              zip(para_hits, paraphrases, para_bands, strict=True)])
     n, m = len(top), len(unrel_top)
     print(f"{len(index.entries)} entries, {index.size} phrasings; {n} held-out paraphrases, "
           f"{m} unrelated queries; thresholds answer {answer_t}, suggest {suggest_t}")
@@ -57,11 +66,11 @@ def main() -> None:
           f"{(answered & ~right).sum() / n:.1%}, 'Did you mean' {clarified.mean():.1%} "
           f"(right entry offered in {offered_share:.1%} of those), "
           f"fallback {(top < suggest_t).mean():.1%}")
-    print(f"unrelated: answered {(unrel_top >= answer_t).mean():.1%}, 'Did you mean' "
-          f"{((unrel_top >= suggest_t) & (unrel_top < answer_t)).mean():.1%}, fallback "
-          f"{(unrel_top < suggest_t).mean():.1%}")
+    print(f"unrelated: answered {unrel_bands.count(Band.ANSWER) / m:.1%}, 'Did you mean' "
+          f"{unrel_bands.count(Band.SUGGEST) / m:.1%}, fallback "
+          f"{unrel_bands.count(Band.FALLBACK) / m:.1%}")
     print(f"precision of direct answers: {right[answered].mean() if answered.any() else 0:.1%}; "
-          f"top-1 {right.mean():.1%}, top-{shown} {offered_right.mean():.1%}")
+          f"top-1 {right.mean():.1%}, top-{shown} {in_top.mean():.1%}")
 
     import matplotlib
 

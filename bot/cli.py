@@ -1,4 +1,4 @@
-"""The `supportbot` command line: config, index, ask, chat, serve, telegram and (in
+"""The `supportbot` command line: config, index, ask, chat, serve, telegram, eval and (in
 cli_train.py) train, merge and export."""
 
 from __future__ import annotations
@@ -478,6 +478,55 @@ def eval_safety(ctx: typer.Context,
         embedder = SentenceTransformerEmbedder(settings.retrieval.embedder)
         report = evaluate_safety(data, pipeline, lambda text: embedder.embed([text])[0])
     sys.stdout.write(json.dumps(report) + "\n" if as_json else safety_markdown(report))
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(ctx: typer.Context,
+                   queries: Annotated[Path, typer.Option(help="CSV or JSONL with query and "
+                                                         "faq_id (empty: out of scope), or a "
+                                                         "held-out YAML like data/faq_eval.yaml."
+                                                         )],
+                   faq: Annotated[Path | None, typer.Option(
+                       help="FAQ file (default: retrieval.faq_path).")] = None,
+                   as_json: Annotated[bool, typer.Option("--json", help="Print one JSON "
+                                                         "object.")] = False,
+                   out_dir: Annotated[Path | None, typer.Option(
+                       "--out", help="Also write report.json, report.md and PNG plots here.")
+                   ] = None) -> None:
+    """Top-1, hit@k, MRR, the decision mix and out-of-scope detection of the FAQ retrieval at
+    the configured thresholds, with a threshold sweep and query latency."""
+    with _user_errors():
+        settings = _settings(ctx)
+        from bot.runtime import torch_threads
+        from retrieval import plots
+        from retrieval.corpus import load_faq
+        from retrieval.embedder import SentenceTransformerEmbedder
+        from retrieval.evaluate import evaluate_retrieval, retrieval_markdown, write_report
+        from retrieval.index import FaqIndex
+        from retrieval.metrics import Policy
+        from retrieval.queries import read_queries
+
+        r = settings.retrieval
+        faq_path = faq or r.faq_path
+        entries = load_faq(faq_path)
+        labelled = read_queries(queries, {e.id for e in entries})
+        torch_threads(r.threads)()  # as a retrieval worker embeds in a turn: same latency
+        embedder = SentenceTransformerEmbedder(r.embedder)
+        with _progress("embedding FAQ phrasings", sum(len(e.questions) for e in entries)
+                       ) as advance:
+            built = FaqIndex.build(entries, embedder, progress=advance)
+        policy = Policy(r.answer_threshold, r.suggest_threshold, r.max_suggestions, r.top_k)
+        with _progress("embedding queries", len(labelled)) as advance:
+            evaluation = evaluate_retrieval(built, labelled, policy, progress=advance,
+                                            sources={"faq": str(faq_path),
+                                                     "queries": str(queries)})
+        if out_dir is not None:
+            if not plots.available():
+                err.print("[yellow]no plots[/]: they need matplotlib (pip install matplotlib)")
+            for path in write_report(evaluation, out_dir):
+                err.print(f"wrote {escape(str(path))}")
+    report = evaluation.report
+    sys.stdout.write(json.dumps(report) + "\n" if as_json else retrieval_markdown(report))
 
 
 @eval_app.command("pii")

@@ -35,6 +35,7 @@ from bot.types import (
     TranscriptItem,
     UserMessage,
 )
+from retrieval.bands import Band, BandDecision, decide, suggestions
 from retrieval.corpus import FaqEntry
 from retrieval.index import FaqHit, FaqIndex
 
@@ -365,9 +366,10 @@ class DialogueManager:
                           "retrieved": [{"id": h.entry.id, "score": round(h.score, 4)}
                                         for h in hits]})
         reply: BotReply
-        if hits and top >= self.retrieval.answer_threshold:
+        band = self._band(hits).band
+        if band is Band.ANSWER:
             reply = self._answer(conversation, hits[0])
-        elif hits and top >= self.retrieval.suggest_threshold:
+        elif band is Band.SUGGEST:
             middle = self.dialogue.middle
             if middle == "generate" and self._generator_factory is None:
                 middle = "clarify"
@@ -524,10 +526,17 @@ class DialogueManager:
         return BotReply(self.persona.render(self.persona.fallback_text), Decision.FALLBACK,
                         conversation, confidence=top)
 
+    def _band(self, hits: list[FaqHit]) -> BandDecision:
+        """The policy's band for ranked hits (retrieval.bands: the same for eval and bench)."""
+        r = self.retrieval
+        return decide([h.score for h in hits], r.answer_threshold, r.suggest_threshold,
+                      r.max_suggestions)
+
     def _clarify(self, conversation: str, hits: list[FaqHit]) -> BotReply:
         """'Did you mean' with the closest entries above the suggest threshold."""
-        offered = [h for h in hits if h.score >= self.retrieval.suggest_threshold]
-        offered = offered[:self.retrieval.max_suggestions]
+        offered = [hits[i] for i in suggestions([h.score for h in hits],
+                                                self.retrieval.suggest_threshold,
+                                                self.retrieval.max_suggestions)]
         lines = [self.persona.render(self.persona.clarify_text)]
         lines += [f"{i}. {h.entry.question}" for i, h in enumerate(offered, start=1)]
         if self.persona.clarify_footer:

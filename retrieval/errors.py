@@ -77,3 +77,16 @@ class IndexWriteError(RetrievalError):
             f"cannot save the index in {self.index_dir} ({detail}); set retrieval.index_dir "
             "to a folder you can write to"
         )
+
+
+class QueryFileError(CorpusError):
+    """A labelled queries file (for `eval retrieval`) is missing, unreadable or malformed."""
+
+
+class ReportWriteError(RetrievalError):
+    """An evaluation report cannot be written to the folder asked for."""
+
+    def __init__(self, out_dir: Path | str, cause: OSError) -> None:
+        self.out_dir = Path(out_dir)
+        super().__init__(f"cannot write the report into {self.out_dir} "
+                         f"({cause.strerror or cause})")

@@ -1,0 +1,184 @@
+"""Labelled query files for evaluation: CSV or JSONL with `query` and `faq_id`, or held-out YAML."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from retrieval.corpus import decode_faq
+from retrieval.errors import CorpusError, CorpusProblem, QueryFileError
+
+# A file with thousands of bad rows names the first ones, not all of them.
+MAX_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class LabelledQuery:
+    """A query and the FAQ entry that answers it; faq_id None marks an out-of-scope query."""
+
+    text: str
+    faq_id: str | None
+    line: int | None = None
+
+    @property
+    def in_scope(self) -> bool:
+        """Whether some FAQ entry answers this query."""
+        return self.faq_id is not None
+
+
+def read_queries(path: Path | str, known_ids: Collection[str] | None = None
+                 ) -> list[LabelledQuery]:
+    """Load labelled queries; QueryFileError names the file, line and field of every problem.
+
+    .csv and .jsonl rows have `query` and `faq_id` (other fields are ignored); an empty or null
+    `faq_id` marks an out-of-scope query. .yaml / .yml is the held-out format of
+    data/faq_eval.yaml: `paraphrases` ({text, id}) and `unrelated` (plain strings). With
+    `known_ids`, a `faq_id` that is not one of them is a problem too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise QueryFileError.single(path, "queries file not found")
+    suffix = path.suffix.lower()
+    readers = {".csv": _read_csv, ".jsonl": _read_jsonl, ".yaml": _read_yaml, ".yml": _read_yaml}
+    if suffix not in readers:
+        raise QueryFileError.single(
+            path, f"unknown queries format '{suffix}' (use .csv, .jsonl or .yaml)")
+    try:
+        text = decode_faq(path, path.read_bytes())
+    except OSError as exc:
+        raise QueryFileError.single(path, f"cannot read: {exc.strerror or exc}") from exc
+    except CorpusError as exc:
+        raise QueryFileError(exc.problems) from None
+    problems: list[CorpusProblem] = []
+    queries = readers[suffix](path, text, problems)
+    if known_ids is not None:
+        for query in queries:
+            if query.faq_id is not None and query.faq_id not in known_ids:
+                problems.append(CorpusProblem(
+                    path, f"no FAQ entry has the id '{query.faq_id}'", query.line, "faq_id"))
+    if not queries and not problems:
+        problems.append(CorpusProblem(path, "no queries in file"))
+    if problems:
+        if len(problems) > MAX_PROBLEMS:
+            more = len(problems) - MAX_PROBLEMS
+            problems = [*problems[:MAX_PROBLEMS],
+                        CorpusProblem(path, f"... and {more} more problems")]
+        raise QueryFileError(problems)
+    return queries
+
+
+def _row(path: Path, data: dict[str, Any], line: int,
+         problems: list[CorpusProblem]) -> LabelledQuery | None:
+    """One row's query, or None after noting what is wrong with it."""
+    before = len(problems)
+    text = data.get("query")
+    if not isinstance(text, str) or not text.strip():
+        problems.append(CorpusProblem(path, "missing or empty query", line, "query"))
+    if "faq_id" not in data:
+        problems.append(CorpusProblem(
+            path, "missing (leave it empty, or null, for an out-of-scope query)", line, "faq_id"))
+    faq_id = data.get("faq_id")
+    if faq_id is not None and (isinstance(faq_id, bool) or not isinstance(faq_id, str | int)):
+        problems.append(CorpusProblem(
+            path, f"must be an entry id or empty, not {faq_id!r}", line, "faq_id"))
+    if len(problems) > before:
+        return None
+    assert isinstance(text, str)
+    label = str(faq_id).strip() if faq_id is not None else ""
+    return LabelledQuery(" ".join(text.split()), label or None, line)
+
+
+def _read_csv(path: Path, text: str, problems: list[CorpusProblem]) -> list[LabelledQuery]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in next(reader, [])]
+    missing = [name for name in ("query", "faq_id") if name not in header]
+    if missing:
+        problems.append(CorpusProblem(path, f"header lacks column(s): {', '.join(missing)}", 1))
+        return []
+    queries = []
+    while True:
+        line = reader.line_num + 1  # where the next record starts (it may span lines)
+        record = next(reader, None)
+        if record is None:
+            break
+        if not record:
+            continue
+        if len(record) != len(header):
+            problems.append(CorpusProblem(
+                path, f"row has {len(record)} fields, the header {len(header)}", line))
+            continue
+        query = _row(path, dict(zip(header, record, strict=True)), line, problems)
+        if query is not None:
+            queries.append(query)
+    return queries
+
+
+def _read_jsonl(path: Path, text: str, problems: list[CorpusProblem]) -> list[LabelledQuery]:
+    queries = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            problems.append(CorpusProblem(
+                path, f"invalid JSON: {exc.msg} (column {exc.colno})", number))
+            continue
+        if not isinstance(item, dict):
+            problems.append(CorpusProblem(path, "each line must be a JSON object", number))
+            continue
+        query = _row(path, item, number, problems)
+        if query is not None:
+            queries.append(query)
+    return queries
+
+
+def _read_yaml(path: Path, text: str, problems: list[CorpusProblem]) -> list[LabelledQuery]:
+    try:
+        doc = yaml.safe_load(text)
+        lines = _item_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problems.append(CorpusProblem(path, f"invalid YAML: {getattr(exc, 'problem', exc)}",
+                                      mark.line + 1 if mark is not None else None))
+        return []
+    if not isinstance(doc, dict) or not isinstance(doc.get("paraphrases", []), list) \
+            or not isinstance(doc.get("unrelated", []), list):
+        problems.append(CorpusProblem(
+            path, "expected a mapping with lists 'paraphrases' ({text, id}) and 'unrelated'"))
+        return []
+    queries = []
+    for number, item in enumerate(doc.get("paraphrases") or []):
+        line = lines.get(("paraphrases", number))
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str) \
+                or not item["text"].strip() or not item.get("id"):
+            problems.append(CorpusProblem(path, "needs a text and an id", line,
+                                          f"paraphrases[{number + 1}]"))
+            continue
+        queries.append(LabelledQuery(" ".join(item["text"].split()), str(item["id"]), line))
+    for number, item in enumerate(doc.get("unrelated") or []):
+        line = lines.get(("unrelated", number))
+        if not isinstance(item, str) or not item.strip():
+            problems.append(CorpusProblem(path, "must be a non-empty string", line,
+                                          f"unrelated[{number + 1}]"))
+            continue
+        queries.append(LabelledQuery(" ".join(item.split()), None, line))
+    return queries
+
+
+def _item_lines(node: yaml.Node | None) -> dict[tuple[str, int], int]:
+    """The line of each item of the top-level lists, keyed by (list name, position)."""
+    lines: dict[tuple[str, int], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(value, yaml.SequenceNode):
+                for i, item in enumerate(value.value):
+                    lines[(str(key.value), i)] = item.start_mark.line + 1
+    return lines
