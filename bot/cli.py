@@ -498,7 +498,6 @@ def eval_retrieval(ctx: typer.Context,
     with _user_errors():
         settings = _settings(ctx)
         from bot.runtime import torch_threads
-        from retrieval import plots
         from retrieval.corpus import load_faq
         from retrieval.embedder import SentenceTransformerEmbedder
         from retrieval.evaluate import evaluate_retrieval, retrieval_markdown, write_report
@@ -521,8 +520,6 @@ def eval_retrieval(ctx: typer.Context,
                                             sources={"faq": str(faq_path),
                                                      "queries": str(queries)})
         if out_dir is not None:
-            if not plots.available():
-                err.print("[yellow]no plots[/]: they need matplotlib (pip install matplotlib)")
             for path in write_report(evaluation, out_dir):
                 err.print(f"wrote {escape(str(path))}")
     report = evaluation.report

@@ -83,7 +83,7 @@ def evaluate_retrieval(index: FaqIndex, queries: Sequence[LabelledQuery], policy
 
 
 def write_report(evaluation: Evaluation, out_dir: Path) -> list[Path]:
-    """report.json, report.md and (with matplotlib installed) scores.png and sweep.png."""
+    """report.json, report.md, scores.png and sweep.png."""
     from retrieval import plots
 
     written = [out_dir / "report.json", out_dir / "report.md"]
@@ -91,8 +91,7 @@ def write_report(evaluation: Evaluation, out_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
         written[0].write_text(json.dumps(evaluation.report, indent=1) + "\n", encoding="utf-8")
         written[1].write_text(retrieval_markdown(evaluation.report), encoding="utf-8")
-        if plots.available():
-            written += plots.write_plots(evaluation, out_dir)
+        written += plots.write_plots(evaluation, out_dir)
     except OSError as exc:
         raise ReportWriteError(out_dir, exc) from exc
     return written

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from retrieval.evaluate import Evaluation
-
-
-def available() -> bool:
-    """Whether matplotlib is installed (a dev extra: the plots are optional)."""
-    return importlib.util.find_spec("matplotlib") is not None
 
 
 def write_plots(evaluation: Evaluation, out_dir: Path) -> list[Path]:
