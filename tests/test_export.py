@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -40,8 +41,8 @@ async def fill(path: Path) -> None:
         await store.close()
 
 
-async def test_export_keeps_rated_conversations_redacted_and_weighted(tmp_path: Path) -> None:
-    await fill(tmp_path / "bot.db")
+def test_export_keeps_rated_conversations_redacted_and_weighted(tmp_path: Path) -> None:
+    asyncio.run(fill(tmp_path / "bot.db"))
     config = tmp_path / "supportbot.yaml"
     config.write_text("storage:\n  database_url: sqlite+aiosqlite:///bot.db\n", encoding="utf-8")
     target = tmp_path / "out" / "export.jsonl"
