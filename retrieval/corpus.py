@@ -174,8 +174,10 @@ def _strip_lines(value: Any) -> Any:
     return value
 
 
-def _read_jsonl(path: Path, text: str, problems: list[CorpusProblem]) -> list[_RawRow]:
-    rows = []
+def jsonl_objects(path: Path, text: str, problems: list[CorpusProblem]
+                  ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each non-blank line's JSON object with its line number; a line that is not valid JSON
+    or not an object is noted in `problems` and skipped."""
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -188,21 +190,22 @@ def _read_jsonl(path: Path, text: str, problems: list[CorpusProblem]) -> list[_R
         if not isinstance(item, dict):
             problems.append(CorpusProblem(path, "each line must be a JSON object", number))
             continue
-        rows.append(_RawRow(item, number, dict.fromkeys(item, number)))
-    return rows
+        yield number, item
 
 
-def _read_csv(path: Path, text: str, problems: list[CorpusProblem]) -> list[_RawRow]:
+def csv_records(path: Path, text: str, problems: list[CorpusProblem],
+                required: Iterable[str | tuple[str, ...]]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Each data row keyed by the (stripped) header, with the line it starts on; a header that
+    lacks a required column (a tuple: any one of its names) is one problem and no rows; a row
+    with more or fewer fields than the header is noted and skipped, as are blank lines."""
     # newline="": a quoted cell may hold a line break, which the csv module keeps.
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [h.strip() for h in next(reader, [])]
-    missing = [name for name in ("id", "answer") if name not in header]
-    if "questions" not in header and "question" not in header:
-        missing.insert(1, "questions")
+    missing = [names if isinstance(names, str) else names[0] for names in required
+               if not set((names,) if isinstance(names, str) else names) & set(header)]
     if missing:
         problems.append(CorpusProblem(path, f"header lacks column(s): {', '.join(missing)}", 1))
-        return []
-    rows = []
+        return
     while True:
         line = reader.line_num + 1  # where the next record starts (it may span lines)
         record = next(reader, None)
@@ -210,15 +213,24 @@ def _read_csv(path: Path, text: str, problems: list[CorpusProblem]) -> list[_Raw
             break
         if not record:  # a blank line
             continue
-        if len(record) > len(header):
+        if len(record) != len(header):
+            more = "more" if len(record) > len(header) else "fewer"
             problems.append(CorpusProblem(
-                path, f"row has more fields than the header's {len(header)}", line))
+                path, f"row has {more} fields than the header's {len(header)}", line))
             continue
-        if len(record) < len(header):
-            problems.append(CorpusProblem(
-                path, f"row has fewer fields than the header's {len(header)}", line))
-            continue
-        item: dict[str, Any] = {k: v for k, v in zip(header, record, strict=True)
+        yield line, dict(zip(header, record, strict=True))
+
+
+def _read_jsonl(path: Path, text: str, problems: list[CorpusProblem]) -> list[_RawRow]:
+    return [_RawRow(item, number, dict.fromkeys(item, number))
+            for number, item in jsonl_objects(path, text, problems)]
+
+
+def _read_csv(path: Path, text: str, problems: list[CorpusProblem]) -> list[_RawRow]:
+    rows = []
+    for line, record in csv_records(path, text, problems,
+                                    ("id", ("questions", "question"), "answer")):
+        item: dict[str, Any] = {k: v for k, v in record.items()
                                 if v != "" or k in ("id", "answer")}
         for key in ("questions", "question", "tags"):
             if key in item:

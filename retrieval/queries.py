@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from retrieval.corpus import decode_faq
+from retrieval.corpus import csv_records, decode_faq, jsonl_objects
 from retrieval.errors import CorpusError, CorpusProblem, QueryFileError
 
 # A file with thousands of bad rows names the first ones, not all of them.
@@ -96,48 +93,15 @@ def _row(path: Path, data: dict[str, Any], line: int,
 
 
 def _read_csv(path: Path, text: str, problems: list[CorpusProblem]) -> list[LabelledQuery]:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in next(reader, [])]
-    missing = [name for name in ("query", "faq_id") if name not in header]
-    if missing:
-        problems.append(CorpusProblem(path, f"header lacks column(s): {', '.join(missing)}", 1))
-        return []
-    queries = []
-    while True:
-        line = reader.line_num + 1  # where the next record starts (it may span lines)
-        record = next(reader, None)
-        if record is None:
-            break
-        if not record:
-            continue
-        if len(record) != len(header):
-            problems.append(CorpusProblem(
-                path, f"row has {len(record)} fields, the header {len(header)}", line))
-            continue
-        query = _row(path, dict(zip(header, record, strict=True)), line, problems)
-        if query is not None:
-            queries.append(query)
-    return queries
+    rows = (_row(path, record, line, problems)
+            for line, record in csv_records(path, text, problems, ("query", "faq_id")))
+    return [query for query in rows if query is not None]
 
 
 def _read_jsonl(path: Path, text: str, problems: list[CorpusProblem]) -> list[LabelledQuery]:
-    queries = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            item = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            problems.append(CorpusProblem(
-                path, f"invalid JSON: {exc.msg} (column {exc.colno})", number))
-            continue
-        if not isinstance(item, dict):
-            problems.append(CorpusProblem(path, "each line must be a JSON object", number))
-            continue
-        query = _row(path, item, number, problems)
-        if query is not None:
-            queries.append(query)
-    return queries
+    rows = (_row(path, item, number, problems)
+            for number, item in jsonl_objects(path, text, problems))
+    return [query for query in rows if query is not None]
 
 
 def _read_yaml(path: Path, text: str, problems: list[CorpusProblem]) -> list[LabelledQuery]:
