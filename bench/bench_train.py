@@ -41,18 +41,15 @@ LORA = {"rank": RANK, "alpha": ALPHA, "dropout": DROPOUT, "learning_rate": LR,
 
 
 def messages_file(source: Path, n: int, target: Path) -> int:
-    """The first `n` dialogues as messages JSONL (both trainers read the same file)."""
-    dialogues = json.loads(source.read_text(encoding="utf-8"))[:n]
+    """The first `n` dialogues as messages JSONL (both trainers read the same file), read by
+    supportbot's own Taskmaster reader."""
+    from training.formats import load_conversations
+
+    dialogues = load_conversations([source], "taskmaster", "fail")[:n]
     with target.open("w", encoding="utf-8") as file:
         for d in dialogues:
-            turns: list[dict[str, str]] = []
-            for u in d["utterances"]:
-                role = "user" if u["speaker"] == "user" else "assistant"
-                if turns and turns[-1]["role"] == role:
-                    turns[-1]["content"] += "\n" + u["text"]
-                else:
-                    turns.append({"role": role, "content": u["text"]})
-            file.write(json.dumps({"id": d["conversation_id"], "messages": turns}) + "\n")
+            turns = [{"role": t.role, "content": t.content} for t in d.turns]
+            file.write(json.dumps({"id": d.id, "messages": turns}) + "\n")
     return len(dialogues)
 
 

@@ -25,6 +25,7 @@ from bot.errors import SettingsWarning, SupportbotError
 from bot.settings import DEFAULT_CONFIG, Settings, example_yaml, load_settings, settings_to_yaml
 from bot.types import BotReply, TextEvent, UserMessage
 from retrieval.errors import IndexMissingError, IndexStaleError, RetrievalError
+from training.errors import TrainingError
 
 if TYPE_CHECKING:
     from bot.generation.base import Generator
@@ -39,7 +40,7 @@ app.add_typer(config_app, name="config")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-USER_ERRORS = (SupportbotError, RetrievalError)
+USER_ERRORS = (SupportbotError, RetrievalError, TrainingError)
 
 
 @app.callback()

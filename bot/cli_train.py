@@ -1,12 +1,11 @@
 """`supportbot train`, `merge` and `export`: from stored and historical conversations to an
-adapter the bot serves. The only part of the bot that imports `training/`."""
+adapter the bot serves. With cli.py (which shows training's errors), the only part of the bot that
+imports `training/`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,19 +20,6 @@ if TYPE_CHECKING:
     from training.types import Conversation
 
 FORMATS = ("auto", "messages", "csv", "taskmaster")
-
-
-@contextmanager
-def _training_errors() -> Iterator[None]:
-    """The bot's user errors and the training package's, as one line each, no traceback."""
-    from training.errors import TrainingError
-
-    with _user_errors():
-        try:
-            yield
-        except TrainingError as exc:
-            err.print(f"[bold red]error[/]: {escape(str(exc))}")
-            raise typer.Exit(1) from None
 
 
 def _quiet_transformers() -> None:
@@ -143,7 +129,7 @@ def train(ctx: typer.Context,
                                                "with the base model and the adapter, side by "
                                                "side (samples.md).")] = 3) -> None:
     """Fine-tune the model with LoRA on support transcripts (CPU, or a GPU with bf16)."""
-    with _training_errors():
+    with _user_errors():
         from training.errors import ConfigError
 
         if fmt not in FORMATS:
@@ -213,7 +199,7 @@ def merge(ctx: typer.Context,
           base_model: Annotated[str | None, typer.Option(
               help="Base model folder (default: model.base_model).")] = None) -> None:
     """Merge a LoRA adapter into its base model and save the full model (for any server)."""
-    with _training_errors():
+    with _user_errors():
         settings = _settings(ctx)
         _quiet_transformers()
         from training.merge import merge as run
@@ -228,7 +214,7 @@ def export(ctx: typer.Context,
            output: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")
                              ] = Path("exports/conversations.jsonl")) -> None:
     """Write rated conversations from the database as training data (messages JSONL)."""
-    with _training_errors():
+    with _user_errors():
         settings = _settings(ctx)
         from bot.export import export as run
         from bot.storage import ConversationStore

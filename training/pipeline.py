@@ -55,8 +55,7 @@ def prepare(inputs: Sequence[Path], base_model: Path, config: TrainConfig,
     if not conversations:
         raise TrainingError("no conversation with an assistant turn is left to train on "
                             "(see the data report's skipped and dropped counts)")
-    train_set, eval_set = split(conversations, config.eval_fraction, config.seed)
-    report.train_conversations, report.eval_conversations = len(train_set), len(eval_set)
+    train_set, eval_set = split(conversations, config.eval_fraction, config.seed, report)
     tokenizer = AutoTokenizer.from_pretrained(str(base_model))
     stats: dict[str, int] = {}
 
