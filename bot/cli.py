@@ -514,7 +514,7 @@ def eval_retrieval(ctx: typer.Context,
         embedder = SentenceTransformerEmbedder(r.embedder)
         with _progress("embedding FAQ phrasings", sum(len(e.questions) for e in entries)
                        ) as advance:
-            built = FaqIndex.build(entries, embedder, progress=advance)
+            built = FaqIndex.build(entries, embedder, progress=advance, scoring=r.scoring)
         policy = Policy(r.answer_threshold, r.suggest_threshold, r.max_suggestions, r.top_k)
         with _progress("embedding queries", len(labelled)) as advance:
             evaluation = evaluate_retrieval(built, labelled, policy, progress=advance,
@@ -610,6 +610,7 @@ def _user_errors() -> Iterator[None]:
 
 # The training commands (train, merge, export) register themselves on `app`.
 from bot import cli_train as _cli_train  # noqa: E402,F401
+from bot import cli_retrieval as _cli_retrieval  # noqa: E402,F401  (tune-retriever)
 
 
 def main() -> None:

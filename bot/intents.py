@@ -25,10 +25,14 @@ FOLLOW_UP = re.compile(r"^(?:and|also|but|so|or|what about|how about|then)\b|"
 _REFUSAL = re.compile(r"\b(?:no|not|don t|dont|do not|never|without|nobody|no one|stop|"
                       r"rather not|didn t|didnt|wasn t|isn t)\b")
 _LEADING_NO = re.compile(r"^\s*(?:no|nope|nah)\s*[,.!;:-]+\s*", re.IGNORECASE)
-# "is this a human or a bot?", "am I talking to a person?", "are you a real person?"
-_IDENTITY = re.compile(r"^(?:is (?:this|it|that)|are you|am i (?:talking|speaking|chatting) "
-                       r"(?:to|with)|who am i (?:talking|speaking|chatting) (?:to|with)|"
-                       r"who are you|what are you)\b|\b(?:or (?:a |an )?(?:bot|robot|machine|ai)|"
+# "is this a human or a bot?", "am I talking to a person?", "are you a real person?"; not "is it
+# possible to ...", "are you open on Sunday?": "is this" / "are you" must be about what it is.
+_WHAT = (r"(?:a |an )?(?:real |live |actual |automated |virtual )?(?:bot|robot|chat ?bot|machine|"
+         r"ai|human|person|computer|people|someone|assistant|program|automated|real)")
+_IDENTITY = re.compile(rf"^(?:is (?:this|it|that)|are you|am i (?:talking|speaking|chatting) "
+                       rf"(?:to|with)) {_WHAT}\b|"
+                       r"^(?:who am i (?:talking|speaking|chatting) (?:to|with)|who are you|"
+                       r"what are you)\b|\b(?:or (?:a |an )?(?:bot|robot|machine|ai)|"
                        r"(?:bot|robot|machine|ai) or)\b")
 
 

@@ -45,8 +45,11 @@ def open_index(settings: Settings, embedder: Embedder | None = None,
     # The first torch work of the calling thread (the event loop's): keep its pool small.
     torch_threads(settings.retrieval.threads)()
     embedder = embedder or SentenceTransformerEmbedder(settings.retrieval.embedder)
-    return FaqIndex.open(settings.retrieval.faq_path, settings.retrieval.index_dir, embedder,
-                         rebuild=settings.retrieval.auto_rebuild, progress=progress)
+    index, why = FaqIndex.open(settings.retrieval.faq_path, settings.retrieval.index_dir,
+                               embedder, rebuild=settings.retrieval.auto_rebuild,
+                               progress=progress)
+    index.scoring = settings.retrieval.scoring  # a search-time choice: the saved index fits both
+    return index, why
 
 
 def generator_factory(model: ModelSettings,

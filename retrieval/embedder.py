@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
 
 ProgressCallback = Callable[[int], None]
+# Written by `supportbot tune-retriever` next to a tuned model (retrieval.tune).
+TUNING_FILE = "supportbot_tuning.json"
 
 
 class Embedder(Protocol):
@@ -56,7 +59,10 @@ class SentenceTransformerEmbedder:
 
     def __init__(self, name: str = BUNDLED_EMBEDDER, device: str = "cpu",
                  batch_size: int = 64) -> None:
-        self.name = name
+        # A tuned folder's name carries its tuning fingerprint: tuning again into the same folder
+        # makes a saved index stale, as a different model must.
+        fingerprint = tuned_fingerprint(name)
+        self.name = f"{name}#{fingerprint}" if fingerprint else name
         self.batch_size = batch_size
         self._model = _load(name, device)
         get_dimension = getattr(self._model, "get_embedding_dimension", None) or \
@@ -80,6 +86,17 @@ class SentenceTransformerEmbedder:
         if not chunks:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.concatenate(chunks)
+
+
+def tuned_fingerprint(folder: str | Path) -> str | None:
+    """The fingerprint of a folder that `supportbot tune-retriever` wrote (None otherwise)."""
+    path = Path(folder).expanduser() / TUNING_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = record.get("fingerprint") if isinstance(record, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _load(name: str, device: str) -> SentenceTransformer:
