@@ -1,4 +1,4 @@
-"""Plain MiniLM against the embedder `supportbot tune-retriever` tunes, on the dev splits, in one run.
+"""Plain MiniLM against the embedder `supportbot tune-retriever` tunes, on the dev splits.
 
 Run: HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_tuned_retrieval.py [--sets banking77_5 ...]
      [--max-steps 400]

@@ -608,11 +608,11 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-from bot import cli_eval as _cli_eval  # noqa: E402,F401  (`eval dialogue`, on eval_app)
-
-# The training commands (train, merge, export) register themselves on `app`.
+# Commands in their own modules register themselves: `eval dialogue` (on eval_app), train,
+# merge and export, tune-retriever.
+from bot import cli_eval as _cli_eval  # noqa: E402,F401
+from bot import cli_retrieval as _cli_retrieval  # noqa: E402,F401
 from bot import cli_train as _cli_train  # noqa: E402,F401
-from bot import cli_retrieval as _cli_retrieval  # noqa: E402,F401  (tune-retriever)
 
 
 def main() -> None:

@@ -83,7 +83,8 @@ def _memory_index(settings: Settings, entries: list[FaqEntry]) -> FaqIndex:
     embedder = SentenceTransformerEmbedder(settings.retrieval.embedder)
     with _progress("embedding FAQ phrasings", sum(len(e.questions) for e in entries)
                    ) as advance:
-        return FaqIndex.build(entries, embedder, progress=advance)
+        return FaqIndex.build(entries, embedder, progress=advance,
+                              scoring=settings.retrieval.scoring)
 
 
 async def _run(settings: Settings, built: FaqIndex, labelled: list[LabelledQuery],

@@ -26,7 +26,8 @@ SETTINGS_FILE = "settings.yaml"
 
 
 @contextmanager
-def _steps(description: str) -> Iterator[tuple[Callable[[int], None], Callable[[int, float], None]]]:
+def _steps(description: str
+           ) -> Iterator[tuple[Callable[[int], None], Callable[[int, float], None]]]:
     """A progress bar over optimizer steps with the loss and the rate, on stderr."""
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]}  {task.fields[rate]}"),

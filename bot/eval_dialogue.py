@@ -144,6 +144,7 @@ def settings_used(settings: Settings) -> dict[str, Any]:
     r, d, m = settings.retrieval, settings.dialogue, settings.model
     return {"answer_threshold": r.answer_threshold, "suggest_threshold": r.suggest_threshold,
             "max_suggestions": r.max_suggestions, "top_k": r.top_k, "embedder": r.embedder,
+            "scoring": r.scoring,
             "middle": d.middle, "prompt_entries": d.prompt_entries,
             "min_grounding": d.min_grounding, "release": d.release,
             "model": m.base_model, "adapter": str(m.adapter) if m.adapter else None,

@@ -51,9 +51,12 @@ class Thresholds:
 
 def calibrate(samples: Sequence[Sample], target_precision: float = 0.95,
               oos_share: float = 0.2, suggest_recall: float = 0.95) -> Thresholds:
-    """The lowest answer threshold (0.01 steps) above which the weighted precision stays >=
-    target_precision at every step (1.0 when it never does), and the suggest threshold under which only 1 - suggest_recall of the
-    in-scope phrasings with a right top entry fall, but not below FLOOR nor above the answer."""
+    """The answer and suggest thresholds for these samples.
+
+    Answer: the lowest (0.01 steps) above which the weighted precision stays >= target_precision
+    at every step (1.0 when it never does). Suggest: the score under which only
+    1 - suggest_recall of the in-scope phrasings with a right top entry fall, but not below
+    FLOOR nor above the answer threshold."""
     if not samples:
         raise ValueError("calibration needs held-out phrasings: the FAQ has too few")
     top = np.array([s.top for s in samples])

@@ -74,7 +74,8 @@ def evaluate_retrieval(index: FaqIndex, queries: Sequence[LabelledQuery], policy
     rows = rank_queries(index, queries, policy.top_k, progress)
     times = query_latency(index, queries, policy.top_k, latency_sample)
     report: dict[str, Any] = {
-        **(sources or {}), "embedder": index.embedder.name, "entries": len(index.entries),
+        **(sources or {}), "embedder": index.embedder.name,
+        "scoring": index.scoring, "entries": len(index.entries),
         "phrasings": index.size, "top_k": policy.top_k,
         "max_suggestions": policy.max_suggestions, **summarise(rows, policy),
         "p50_ms": percentile(times, 50), "p95_ms": percentile(times, 95),

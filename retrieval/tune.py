@@ -153,7 +153,8 @@ def tune_embedder(entries: Sequence[FaqEntry], base: str, out_dir: Path | str,
     every step.
     """
     import torch
-    from sentence_transformers import SentenceTransformer, losses
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
     from transformers import get_linear_schedule_with_warmup
 
     split = split_phrasings(entries, config.holdout, config.seed)
@@ -170,7 +171,7 @@ def tune_embedder(entries: Sequence[FaqEntry], base: str, out_dir: Path | str,
     total = per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
-    loss_fn = losses.MultipleNegativesRankingLoss(model)
+    loss_fn = MultipleNegativesRankingLoss(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
     schedule = get_linear_schedule_with_warmup(
         optimizer, math.ceil(config.warmup_ratio * total), total)

@@ -171,6 +171,21 @@ async def test_identity_question_gets_an_honest_answer(sample_index: FaqIndex,
     assert "virtual assistant" in reply.text and reply.meta["intent"] == "identity"
 
 
+@pytest.mark.parametrize(("text", "identity"), [
+    ("is this a human or a bot?", True), ("are you a real person", True),
+    ("am I talking to a person?", True), ("who am i talking to", True), ("are you human", True),
+    ("is this automated", True), ("what are you", True),
+    # Questions that start the same way but ask about something else (they were answered with
+    # the identity reply before: found by `supportbot eval dialogue` on data/faq_eval.yaml).
+    ("is it possible to return an engraved water bottle", False),
+    ("is this email from you or a scam", False), ("are you open on sunday", False),
+    ("is it going to snow in the Alps next week", False)])
+def test_identity_is_a_question_about_the_bot(text: str, identity: bool) -> None:
+    from bot.intents import simple
+
+    assert Intents(["human", "agent"]).asks_identity(simple(text)) is identity
+
+
 async def test_after_a_handoff_the_bot_waits_for_the_human(sample_index: FaqIndex,
                                                            store: ConversationStore) -> None:
     dm = manager(sample_index, store)

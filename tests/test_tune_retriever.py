@@ -66,7 +66,7 @@ def test_batches_pair_within_a_group_and_never_repeat_a_group_in_a_batch() -> No
 
 
 def test_config_names_every_bad_field() -> None:
-    with pytest.raises(TuneError, match="batch_size.*holdout"):
+    with pytest.raises(TuneError, match=r"batch_size.*holdout"):
         TuneConfig(batch_size=1, holdout=0.9)
 
 
