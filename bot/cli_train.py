@@ -78,6 +78,7 @@ def _grounded(settings: Settings, base_model: Path, seed: int) -> list[Conversat
             persona.fallback_text),
         budget=settings.model.context_tokens - settings.model.generation.max_new_tokens,
         top_k=settings.retrieval.top_k, suggest_threshold=settings.retrieval.suggest_threshold,
+        scoring=settings.retrieval.scoring,
         prompt_entries=settings.dialogue.prompt_entries,
         # The right entry at every place the prompt has, and each question once without it:
         # the model learns to pick the entry that answers, or to say it does not know.

@@ -96,22 +96,33 @@ class FaqIndex:
             return [[] for _ in range(len(vectors))]
         if self.scoring == "blend":
             return self._search_blend(vectors, top_k)
+        top_k = min(top_k, len(self.entries))
         k = self.size if self.size <= EXHAUSTIVE_LIMIT else min(self.size, top_k * 20)
-        scores, ids = self._index.search(vectors, k)
-        results = []
-        for row_scores, row_ids in zip(scores, ids, strict=True):
-            best: dict[int, FaqHit] = {}
-            for score, phrasing_id in zip(row_scores, row_ids, strict=True):
-                if phrasing_id < 0:
-                    continue
-                entry_id = int(self._phrasing_entry[phrasing_id])
-                if entry_id not in best:  # FAISS returns phrasings best first
-                    best[entry_id] = FaqHit(self.entries[entry_id], float(score),
-                                            self._phrasings[phrasing_id])
-                    if len(best) == top_k:
-                        break
-            results.append(list(best.values()))
+        results: list[list[FaqHit]] = [[] for _ in range(len(vectors))]
+        todo = list(range(len(vectors)))
+        while todo:
+            scores, ids = self._index.search(vectors[todo], k)
+            short = []
+            for row, row_scores, row_ids in zip(todo, scores, ids, strict=True):
+                results[row] = self._entries_of(row_scores, row_ids, top_k)
+                if len(results[row]) < top_k and k < self.size:
+                    short.append(row)  # a few entries own all k nearest phrasings: look deeper
+            todo, k = short, min(self.size, k * 4)
         return results
+
+    def _entries_of(self, scores: np.ndarray, ids: np.ndarray, top_k: int) -> list[FaqHit]:
+        """The first top_k distinct entries of phrasings ranked best first, each at its best."""
+        best: dict[int, FaqHit] = {}
+        for score, phrasing_id in zip(scores, ids, strict=True):
+            if phrasing_id < 0:
+                continue
+            entry_id = int(self._phrasing_entry[phrasing_id])
+            if entry_id not in best:
+                best[entry_id] = FaqHit(self.entries[entry_id], float(score),
+                                        self._phrasings[phrasing_id])
+                if len(best) == top_k:
+                    break
+        return list(best.values())
 
     def _search_blend(self, vectors: np.ndarray, top_k: int) -> list[list[FaqHit]]:
         """Entries by the mean of their best phrasing's and their centroid's cosine (exact)."""

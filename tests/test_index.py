@@ -248,3 +248,25 @@ def test_open_treats_malformed_saved_entries_as_stale(
     assert why is None, "the file is parsed and the index (same corpus) is used"
     assert opened.entries == load_faq(faq)
     assert FaqIndex.open(faq, index_dir, minilm)[0].entries == load_faq(faq)
+
+
+def test_large_index_finds_top_k_entries_when_one_entry_owns_the_nearest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above the exhaustive limit FAISS is asked for top_k * 20 phrasings; when one entry owns
+    all of them, the search looks deeper rather than return fewer entries than top_k."""
+    import numpy as np
+
+    from retrieval import index as index_module
+    from tests.test_tune_retriever import TableEmbedder
+
+    rng = np.random.default_rng(0)
+    near = [f"near {i}" for i in range(60)]  # all close to the query
+    table = {t: [1.0, 0.05 * rng.random(), 0.0] for t in near}
+    table |= {"other a": [0.5, 1.0, 0.0], "other b": [0.3, 0.0, 1.0], "q": [1.0, 0.0, 0.0]}
+    entries = [FaqEntry("big", tuple(near), "x"), FaqEntry("a", ("other a",), "y"),
+               FaqEntry("b", ("other b",), "z")]
+    monkeypatch.setattr(index_module, "EXHAUSTIVE_LIMIT", 10)
+    built = FaqIndex.build(entries, TableEmbedder(table))
+    assert built.size == 62 > 2 * 20
+    assert [h.entry.id for h in built.search("q", top_k=2)] == ["big", "a"]
+    assert [h.entry.id for h in built.search("q", top_k=5)] == ["big", "a", "b"]

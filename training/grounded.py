@@ -36,6 +36,7 @@ class GroundedConfig:
     budget: int = field(default=1948, metadata={"help": "Prompt tokens (context - new tokens)."})
     top_k: int = field(default=5, metadata={"help": "retrieval.top_k"})
     suggest_threshold: float = field(default=0.45, metadata={"help": "retrieval.suggest_threshold"})
+    scoring: str = field(default="nearest", metadata={"help": "retrieval.scoring"})
     prompt_entries: int = field(default=1, metadata={"help": "dialogue.prompt_entries"})
     folds: int = field(default=4, metadata={"help": "Phrasing folds held out in turn."})
     rotations: int = field(default=1, metadata={
@@ -86,7 +87,8 @@ def grounded_conversations(entries: Sequence[FaqEntry], embedder: Embedder,
         kept = [FaqEntry(e.id, tuple(q for i, q in enumerate(e.questions)
                                      if i % config.folds != fold or len(e.questions) < 2),
                          e.answer, e.tags, e.link) for e in entries]
-        index = FaqIndex.build([e for e in kept if e.questions], embedder)
+        index = FaqIndex.build([e for e in kept if e.questions], embedder,
+                               scoring=config.scoring)
         results = index.search_many([q for _, q in held], config.top_k)
         for (entry, question), hits in zip(held, results, strict=True):
             ranked = [h.entry for h in hits if h.score >= config.suggest_threshold]
