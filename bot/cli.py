@@ -515,7 +515,8 @@ def eval_retrieval(ctx: typer.Context,
         with _progress("embedding FAQ phrasings", sum(len(e.questions) for e in entries)
                        ) as advance:
             built = FaqIndex.build(entries, embedder, progress=advance, scoring=r.scoring)
-        policy = Policy(r.answer_threshold, r.suggest_threshold, r.max_suggestions, r.top_k)
+        policy = Policy(r.answer_threshold, r.suggest_threshold, r.max_suggestions, r.top_k,
+                        r.answer_margin)
         with _progress("embedding queries", len(labelled)) as advance:
             evaluation = evaluate_retrieval(built, labelled, policy, progress=advance,
                                             sources={"faq": str(faq_path),

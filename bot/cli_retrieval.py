@@ -86,12 +86,14 @@ def _settings_yaml(out_dir: Path, scoring: str, thresholds: Thresholds) -> str:
             f"  embedder: {json.dumps(str(out_dir.resolve()))}\n"
             f"  scoring: {scoring}\n"
             f"  answer_threshold: {thresholds.answer}\n"
+            f"  answer_margin: {thresholds.margin}\n"
             f"  suggest_threshold: {thresholds.suggest}\n")
 
 
 def _row(name: str, t: Thresholds) -> str:
     precision = "n/a" if t.answer_precision is None else f"{t.answer_precision:.1%}"
-    return (f"| {name} | {t.answer:.2f} / {t.suggest:.2f} | {t.answered_right:.1%} | "
+    return (f"| {name} | {t.answer:.2f} / {t.suggest:.2f} / {t.margin:.2f} | "
+            f"{t.answered_right:.1%} | "
             f"{precision} | {t.oos_answered:.1%} | {t.oos_fallback:.1%} |")
 
 
@@ -168,7 +170,7 @@ def tune_retriever(
             raise TuneError(f"cannot write into {output}: {exc}") from exc
     out.print(f"Held-out phrasings ({len(result.split.held_out)}), thresholds calibrated for "
               f">= {target_precision:.0%} precision with {oos_share:.0%} out-of-scope traffic:\n")
-    out.print("| embedder, scoring | answer / suggest | answered right | precision | "
+    out.print("| embedder, scoring | answer / suggest / margin | answered right | precision | "
               "out of scope answered | out of scope to fallback |", markup=False)
     out.print("|---|---|---|---|---|---|", markup=False)
     for name, by in calibrated.items():

@@ -530,7 +530,7 @@ class DialogueManager:
         """The policy's band for ranked hits (retrieval.bands: the same for eval and bench)."""
         r = self.retrieval
         return decide([h.score for h in hits], r.answer_threshold, r.suggest_threshold,
-                      r.max_suggestions)
+                      r.max_suggestions, r.answer_margin)
 
     def _clarify(self, conversation: str, hits: list[FaqHit]) -> BotReply:
         """'Did you mean' with the closest entries above the suggest threshold."""

@@ -142,7 +142,8 @@ def summarise(rows: Sequence[DialogueRow]) -> dict[str, Any]:
 def settings_used(settings: Settings) -> dict[str, Any]:
     """The settings that shape the outcomes, for the report."""
     r, d, m = settings.retrieval, settings.dialogue, settings.model
-    return {"answer_threshold": r.answer_threshold, "suggest_threshold": r.suggest_threshold,
+    return {"answer_threshold": r.answer_threshold, "answer_margin": r.answer_margin,
+            "suggest_threshold": r.suggest_threshold,
             "max_suggestions": r.max_suggestions, "top_k": r.top_k, "embedder": r.embedder,
             "scoring": r.scoring,
             "middle": d.middle, "prompt_entries": d.prompt_entries,

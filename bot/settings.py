@@ -214,6 +214,9 @@ class RetrievalSettings(_Section):
     top_k: int = Field(5, ge=1, le=50, description="FAQ entries retrieved per message.")
     answer_threshold: float = Field(0.70, ge=-1.0, le=1.0,
                                     description="Cosine score at or above which the FAQ answers.")
+    answer_margin: float = Field(0.0, ge=0.0, le=1.0, description="A direct answer also needs "
+                                 "the top entry this far ahead of the second; closer entries "
+                                 "get 'Did you mean' (calibrated by tune-retriever).")
     suggest_threshold: float = Field(0.45, ge=-1.0, le=1.0,
                                      description="Score at or above which 'Did you mean' offers.")
     max_suggestions: int = Field(3, ge=1, le=5, description="Questions offered in 'Did you mean'.")

@@ -33,15 +33,18 @@ def suggestions(scores: Sequence[float], suggest_threshold: float,
 
 
 def decide(scores: Sequence[float], answer_threshold: float, suggest_threshold: float,
-           max_suggestions: int = 3) -> BandDecision:
+           max_suggestions: int = 3, answer_margin: float = 0.0) -> BandDecision:
     """The band of one query from its ranked hits' scores (best first); thresholds inclusive.
 
-    `offered` is filled for the SUGGEST band only; ANSWER answers with position 0.
+    A direct answer also needs the top entry `answer_margin` ahead of the second: two entries
+    that score alike are offered as 'Did you mean' instead. `offered` is filled for the SUGGEST
+    band only; ANSWER answers with position 0.
     """
     if not len(scores):
         return BandDecision(Band.FALLBACK, 0.0)
     top = float(scores[0])
-    if top >= answer_threshold:
+    margin = top - float(scores[1]) if len(scores) > 1 else float("inf")
+    if top >= answer_threshold and margin >= answer_margin - 1e-9:
         return BandDecision(Band.ANSWER, top)
     if top >= suggest_threshold:
         return BandDecision(Band.SUGGEST, top,

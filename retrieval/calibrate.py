@@ -23,14 +23,21 @@ from retrieval.index import FaqIndex
 FLOOR = 0.2
 
 
+# Margins tried for the answer band: how far the top entry must lead the second.
+MARGINS = tuple(round(m, 2) for m in np.arange(0.0, 0.205, 0.01))
+
+
 @dataclass(frozen=True)
 class Sample:
-    """One held-out phrasing: its top score, whether the top entry is its own, and the top
-    score once its own entry is gone (how an out-of-scope question would score)."""
+    """One held-out phrasing: its top score, whether the top entry is its own, the lead over the
+    second entry, and the top score and lead once its own entry is gone (how an out-of-scope
+    question would score)."""
 
     top: float
     right: bool
     oos_top: float
+    margin: float = 1.0
+    oos_margin: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class Thresholds:
 
     answer: float
     suggest: float
+    margin: float
     answer_precision: float | None  # weighted by oos_share
     answered_right: float  # share of in-scope held-out phrasings answered directly and right
     oos_answered: float  # share of the simulated out-of-scope questions answered directly
@@ -50,51 +58,68 @@ class Thresholds:
 
 
 def calibrate(samples: Sequence[Sample], target_precision: float = 0.95,
-              oos_share: float = 0.2, suggest_recall: float = 0.95) -> Thresholds:
-    """The answer and suggest thresholds for these samples.
+              oos_share: float = 0.2, suggest_recall: float = 0.98,
+              margins: Sequence[float] = MARGINS) -> Thresholds:
+    """The answer and suggest thresholds and the answer margin for these samples.
 
-    Answer: the lowest (0.01 steps) above which the weighted precision stays >= target_precision
-    at every step (1.0 when it never does). Suggest: the score under which only
-    1 - suggest_recall of the in-scope phrasings with a right top entry fall, but not below
-    FLOOR nor above the answer threshold."""
+    For each margin, the answer threshold is the lowest (0.01 steps) above which the weighted
+    precision stays >= target_precision at every step (1.0 when it never does); the margin (and
+    its threshold) that answers most phrasings right wins, the smallest on ties. Suggest: the
+    score under which only 1 - suggest_recall of the in-scope phrasings with a right top entry
+    fall, but not below FLOOR nor above the answer threshold.
+    """
     if not samples:
         raise ValueError("calibration needs held-out phrasings: the FAQ has too few")
     top = np.array([s.top for s in samples])
     right = np.array([s.right for s in samples])
+    lead = np.array([s.margin for s in samples])
     oos = np.array([s.oos_top for s in samples])
+    oos_lead = np.array([s.oos_margin for s in samples])
     n = len(samples)
 
-    def weighted(t: float) -> tuple[float | None, float, float]:
-        inside_right = float((right & (top >= t)).sum()) / n
-        inside_wrong = float((~right & (top >= t)).sum()) / n
-        outside = float((oos >= t).sum()) / n
+    def weighted(t: float, m: float) -> tuple[float | None, float, float]:
+        inside = (top >= t) & (lead >= m - 1e-9)
+        inside_right = float((right & inside).sum()) / n
+        inside_wrong = float((~right & inside).sum()) / n
+        outside = float(((oos >= t) & (oos_lead >= m - 1e-9)).sum()) / n
         answered = (1 - oos_share) * (inside_right + inside_wrong) + oos_share * outside
         precision = (1 - oos_share) * inside_right / answered if answered else None
         return precision, inside_right, outside
 
-    answer = 1.0  # from the top down, as long as precision holds (it is noisy, not monotone)
-    for t in np.round(np.arange(1.0, FLOOR - 1e-9, -0.01), 2):
-        precision, _, _ = weighted(float(t))
-        if precision is not None and precision < target_precision:
-            break
-        answer = float(t)
+    best = (-1.0, 1.0, 0.0)  # (answered right, threshold, margin)
+    for m in margins:
+        answer = 1.0  # from the top down, as long as precision holds (it is noisy, not monotone)
+        for t in np.round(np.arange(1.0, FLOOR - 1e-9, -0.01), 2):
+            precision, _, _ = weighted(float(t), m)
+            if precision is not None and precision < target_precision:
+                break
+            answer = float(t)
+        answered_right = weighted(answer, m)[1]
+        if answered_right > best[0] + 1e-12:
+            best = (answered_right, answer, float(m))
+    _, answer, margin = best
     rights = np.sort(top[right])
     suggest = float(np.quantile(rights, 1 - suggest_recall)) if len(rights) else answer
     suggest = round(min(max(suggest, FLOOR), answer), 2)
-    precision, answered_right, oos_answered = weighted(answer)
-    return Thresholds(answer, suggest, precision, answered_right, oos_answered,
+    precision, answered_right, oos_answered = weighted(answer, margin)
+    return Thresholds(answer, suggest, margin, precision, answered_right, oos_answered,
                       float((oos < suggest).sum()) / n, n)
 
 
 def samples_from_hits(gold: Sequence[int], ranked: Sequence[Sequence[tuple[int, float]]]
                       ) -> list[Sample]:
-    """Samples from each held-out phrasing's ranked (entry position, score) hits."""
+    """Samples from each held-out phrasing's ranked (entry position, score) hits (3 are enough:
+    the top two with and without the phrasing's own entry)."""
     samples = []
     for own, hits in zip(gold, ranked, strict=True):
         if not hits:
             continue
+        scores = [score for _, score in hits]
         others = [score for entry, score in hits if entry != own]
-        samples.append(Sample(hits[0][1], hits[0][0] == own, others[0] if others else -1.0))
+        samples.append(Sample(
+            scores[0], hits[0][0] == own, others[0] if others else -1.0,
+            scores[0] - scores[1] if len(scores) > 1 else 1.0,
+            others[0] - others[1] if len(others) > 1 else 1.0))
     return samples
 
 
@@ -106,6 +131,6 @@ def held_out_samples(entries: Sequence[FaqEntry], tune: Sequence[Sequence[str]],
                                                                            strict=True)]
     index = FaqIndex.build(kept, embedder, scoring=scoring)
     position = {entry.id: i for i, entry in enumerate(kept)}
-    hits = index.search_many([text for _, text in held_out], top_k=2)
+    hits = index.search_many([text for _, text in held_out], top_k=3)
     return samples_from_hits([own for own, _ in held_out],
                              [[(position[h.entry.id], h.score) for h in row] for row in hits])

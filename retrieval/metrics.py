@@ -60,11 +60,12 @@ class Policy:
     suggest_threshold: float
     max_suggestions: int = 3
     top_k: int = 5
+    answer_margin: float = 0.0
 
     def band(self, row: Ranked) -> BandDecision:
         """The band the bot would choose for this result (it sees only the top_k entries)."""
         return decide(row.scores[:self.top_k], self.answer_threshold, self.suggest_threshold,
-                      self.max_suggestions)
+                      self.max_suggestions, self.answer_margin)
 
 
 def _share(count: int, total: int) -> float | None:
@@ -137,17 +138,20 @@ def scope_metrics(rows: Sequence[Ranked], policy: Policy) -> dict[str, Any]:
 
 def sweep(rows: Sequence[Ranked], policy: Policy,
           grid: Sequence[float] | None = None) -> list[dict[str, Any]]:
-    """The answer threshold swept over `grid` (0.00 to 1.00 by 0.01), the suggest threshold kept
-    (lowered to the answer threshold where it would exceed it): one row of metrics per value."""
+    """The answer threshold swept over `grid` (0.00 to 1.00 by 0.01), the suggest threshold and
+    the answer margin kept (the suggest threshold lowered to the answer threshold where it would
+    exceed it): one row of metrics per value."""
     grid = [round(t, 2) for t in np.arange(0.0, 1.0001, 0.01)] if grid is None else grid
     scores = [row.scores[:policy.top_k] for row in rows]
     top = np.array([s[0] if s else -np.inf for s in scores])
+    clear = np.array([len(s) < 2 or s[0] - s[1] >= policy.answer_margin - 1e-9 for s in scores],
+                     dtype=bool)  # far enough ahead of the second entry to answer
     gold = np.array([row.gold is not None for row in rows])
     right = np.array([row.right for row in rows])
     n_in, n_oos = int(gold.sum()), int((~gold).sum())
     points = []
     for t in grid:
-        answered = top >= t
+        answered = (top >= t) & clear
         kept = ~gold & ~answered
         rejected = top < min(policy.suggest_threshold, t)
         precision = _oos_precision(int(kept.sum()), int((~answered).sum()), n_oos)
@@ -200,6 +204,7 @@ def summarise(rows: Sequence[Ranked], policy: Policy) -> dict[str, Any]:
     points = sweep(rows, policy)
     return {**ranking_metrics(rows), **scope_metrics(rows, policy),
             "threshold": policy.answer_threshold, "suggest_threshold": policy.suggest_threshold,
+            "answer_margin": policy.answer_margin,
             "n_queries": len(rows), "n_in_scope": sum(r.gold is not None for r in rows),
             "n_out_of_scope": sum(r.gold is None for r in rows),
             "mix": decision_mix(rows, policy), "operating_points": operating_points(points),

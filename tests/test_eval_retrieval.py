@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,17 @@ def test_band_edges(scores: list[float], band: Band, offered: tuple[int, ...]) -
     decision = decide(scores, 0.70, 0.45, max_suggestions=3)
     assert (decision.band, decision.offered) == (band, offered)
     assert decision.top == (scores[0] if scores else 0.0)
+
+
+def test_a_close_second_entry_turns_an_answer_into_did_you_mean() -> None:
+    assert decide([0.9, 0.85], 0.7, 0.45, answer_margin=0.05).band is Band.ANSWER  # inclusive
+    close = decide([0.9, 0.86, 0.3], 0.7, 0.45, answer_margin=0.05)
+    assert (close.band, close.offered) == (Band.SUGGEST, (0, 1))
+    assert decide([0.9], 0.7, 0.45, answer_margin=0.5).band is Band.ANSWER  # no second entry
+    # The sweep applies the margin too: with 0.2, "a" (0.90 vs 0.50) is still answered, the
+    # out-of-scope "e" (alone) too; nothing else reaches 0.70.
+    points = {p["threshold"]: p for p in sweep(ROWS, replace(POLICY, answer_margin=0.45))}
+    assert points[0.7]["answered_right"] == 0.0 and points[0.7]["answer_precision"] == 0.0
 
 
 def test_equal_thresholds_leave_no_middle_band() -> None:

@@ -88,9 +88,14 @@ def test_blend_scores_are_the_mean_of_nearest_and_centroid_cosines() -> None:
 
 
 def test_samples_take_the_out_of_scope_score_from_the_other_entries() -> None:
-    samples = samples_from_hits([0, 0, 1], [[(0, 0.9), (1, 0.4)], [(2, 0.8), (0, 0.7)],
-                                            [(1, 0.6)]])
-    assert samples == [Sample(0.9, True, 0.4), Sample(0.8, False, 0.8), Sample(0.6, True, -1.0)]
+    samples = samples_from_hits([0, 0, 1], [[(0, 0.9), (1, 0.4), (2, 0.3)],
+                                            [(2, 0.8), (0, 0.7), (1, 0.5)], [(1, 0.6)]])
+    assert [(s.top, s.right, s.oos_top) for s in samples] == [
+        (0.9, True, 0.4), (0.8, False, 0.8), (0.6, True, -1.0)]
+    # Leads over the next entry: with the own entry 0.9 - 0.4; without it 0.4 - 0.3, and so on;
+    # 1.0 when there is no next entry.
+    assert [s.margin for s in samples] == pytest.approx([0.5, 0.1, 1.0])
+    assert [s.oos_margin for s in samples] == pytest.approx([0.1, 0.3, 1.0])
 
 
 def test_calibration_finds_the_lowest_threshold_that_keeps_precision() -> None:
@@ -98,14 +103,15 @@ def test_calibration_finds_the_lowest_threshold_that_keeps_precision() -> None:
     # out-of-scope scores 0.30 each. Without out-of-scope traffic: precision is 1 down to 0.66,
     # 0.75 at 0.65 (3 of 4): with a 0.95 target the answer threshold is 0.66.
     samples = [Sample(t, True, 0.3) for t in (0.9, 0.8, 0.7, 0.6)] + [Sample(0.65, False, 0.3)]
-    result = calibrate(samples, target_precision=0.95, oos_share=0.0, suggest_recall=1.0)
+    result = calibrate(samples, target_precision=0.95, oos_share=0.0, suggest_recall=1.0,
+                       margins=(0.0,))
     assert result.answer == pytest.approx(0.66)
     assert result.answered_right == pytest.approx(3 / 5)
     assert result.answer_precision == pytest.approx(1.0)
     # Every right top entry keeps its 'Did you mean': the lowest right score, 0.60.
     assert result.suggest == pytest.approx(0.6)
     # At 75%, the 25th percentile (0.675) would be above the answer threshold: capped to it.
-    assert calibrate(samples, 0.95, 0.0, suggest_recall=0.75).suggest == pytest.approx(0.66)
+    assert calibrate(samples, 0.95, 0.0, 0.75, (0.0,)).suggest == pytest.approx(0.66)
     assert result.oos_fallback == 1.0 and result.oos_answered == 0.0
 
 
@@ -113,8 +119,8 @@ def test_out_of_scope_traffic_raises_the_threshold() -> None:
     # An out-of-scope question would score 0.8 for one sample: weighted at 50% of traffic, the
     # answers at 0.8 and below lose precision; above it all is right.
     samples = [Sample(t, True, 0.8 if t == 0.9 else 0.2) for t in (0.95, 0.9, 0.85, 0.75)]
-    low = calibrate(samples, target_precision=0.9, oos_share=0.0)
-    high = calibrate(samples, target_precision=0.9, oos_share=0.5)
+    low = calibrate(samples, target_precision=0.9, oos_share=0.0, margins=(0.0,))
+    high = calibrate(samples, target_precision=0.9, oos_share=0.5, margins=(0.0,))
     assert low.answer == pytest.approx(0.2)  # nothing wrong at any threshold: the floor
     assert high.answer == pytest.approx(0.81)
     with pytest.raises(ValueError, match="held-out"):
@@ -151,6 +157,7 @@ def test_tune_retriever_writes_a_model_the_index_and_settings_can_use(tmp_path: 
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
     settings = (out / "settings.yaml").read_text()
     assert f'embedder: "{out.resolve()}"' in settings and "answer_threshold:" in settings
+    assert "answer_margin:" in settings
     assert "| tuned, nearest |" in result.stdout
 
     # The tuned folder is an embedder; its name carries the fingerprint, so tuning again
@@ -162,6 +169,20 @@ def test_tune_retriever_writes_a_model_the_index_and_settings_can_use(tmp_path: 
     assert CliRunner().invoke(app, args).exit_code == 0
     with pytest.raises(IndexStaleError, match="built with embedder"):
         FaqIndex.load(tmp_path / "index", entries, SentenceTransformerEmbedder(str(out)))
+
+
+def test_a_margin_answers_more_when_the_wrong_answers_are_close_calls() -> None:
+    # Right answers lead the second entry by 0.2; the wrong ones, at the same scores, by 0.02.
+    # By score alone precision is 50% everywhere; with a margin of 0.05 it is 100%.
+    samples = [Sample(t, True, 0.1, margin=0.2) for t in (0.9, 0.8, 0.7)] + \
+        [Sample(t, False, 0.1, margin=0.02) for t in (0.9, 0.8, 0.7)]
+    by_score = calibrate(samples, 0.95, 0.0, margins=(0.0,))
+    assert by_score.answer == pytest.approx(0.91)  # above every score: nothing answered
+    assert by_score.answered_right == 0.0
+    with_margin = calibrate(samples, 0.95, 0.0, margins=(0.0, 0.05, 0.1))
+    assert with_margin.margin == pytest.approx(0.05)  # the smallest margin that does it
+    assert with_margin.answered_right == pytest.approx(0.5)
+    assert with_margin.answer_precision == pytest.approx(1.0)
 
 
 def test_tune_retriever_refuses_a_faq_without_pairs(tmp_path: Path) -> None:
