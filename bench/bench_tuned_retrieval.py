@@ -6,8 +6,10 @@ Run: HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_tuned_retrieval.py [--sets ba
 For each data set: `supportbot eval retrieval` with the plain embedder at the default thresholds
 (the baseline), then `supportbot tune-retriever` on the FAQ file (its thresholds calibrated on the
 FAQ's own held-out phrasings, never on the queries), then `supportbot eval retrieval` with the
-tuned embedder at the recommended settings. Reports land in bench/out/tuned/<set>/; the table is
-printed and written to bench/out/tuned/table.md.
+tuned embedder at the recommended settings; also the plain embedder at thresholds calibrated the
+same way (the tuning record has them), to tell calibration's gain from tuning's. Seconds: the
+eval, plus the tuning (and calibration) for the tuned row. Reports land in
+bench/out/tuned/<set>/; the table is printed and written to bench/out/tuned/table.md.
 """
 
 from __future__ import annotations
@@ -51,7 +53,13 @@ def _row(name: str, r: dict[str, Any], seconds: float) -> str:
     answered_right = mix["answered_right"] / r["n_in_scope"] if r["n_in_scope"] else None
     return (f"| {name} | {pct(r['top1'])} | {pct(r['in_scope_accuracy'])} | "
             f"{pct(answered_right)} | {pct(r['answer_precision'])} | {pct(r['oos_recall'])} | "
-            f"{r['threshold']:.2f} / {r['suggest_threshold']:.2f} | {best} | {seconds:.0f} |")
+            f"{r['threshold']:.2f} / {r['suggest_threshold']:.2f} / {r['answer_margin']:.2f} | "
+            f"{best} | {seconds:.0f} |")
+
+
+def _with(env: dict[str, str], retrieval: dict[str, Any]) -> dict[str, str]:
+    """The environment with these retrieval settings (as SUPPORTBOT_RETRIEVAL__KEY)."""
+    return {**env, **{f"SUPPORTBOT_RETRIEVAL__{k.upper()}": str(v) for k, v in retrieval.items()}}
 
 
 def main() -> None:
@@ -62,8 +70,8 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     lines = ["| data, embedder | top-1 | in-scope accuracy | answered right | answer precision "
-             "| OOS recall | thresholds | most answered right at >= 95% precision (sweep) | "
-             "seconds |", "|---|---|---|---|---|---|---|---|---|"]
+             "| OOS recall | answer / suggest / margin | most answered right at >= 95% "
+             "precision (sweep) | seconds |", "|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for name in args.sets:
         faq, queries = SETS[name]
@@ -76,12 +84,25 @@ def main() -> None:
         subprocess.run([*CLI, "tune-retriever", "--faq", str(faq), "--out", str(out / "model"),
                         "--max-steps", str(args.max_steps)], env=env, check=True,
                        stdout=subprocess.DEVNULL)
-        recommended = yaml.safe_load((out / "model" / "settings.yaml").read_text())["retrieval"]
-        tuned_env = {**env, **{f"SUPPORTBOT_RETRIEVAL__{k.upper()}": str(v)
-                               for k, v in recommended.items()}}
-        tuned = _eval(faq, queries, out / "eval-tuned", tuned_env)
-        lines.append(_row(f"{name}, tuned + {recommended['scoring']}", tuned,
+        seconds = time.perf_counter() - started
+        # The plain embedder with thresholds calibrated the same way (its best scoring), to
+        # tell the calibration's share of the gain from the tuning's.
+        record = json.loads((out / "model" / "supportbot_tuning.json").read_text())
+        plain_by = record["calibration"]["plain"]
+        scoring = max(plain_by, key=lambda s: (plain_by[s]["answered_right"], s == "nearest"))
+        calibrated = {"scoring": scoring, "answer_threshold": plain_by[scoring]["answer"],
+                      "suggest_threshold": plain_by[scoring]["suggest"],
+                      "answer_margin": plain_by[scoring]["margin"]}
+        started = time.perf_counter()
+        result = _eval(faq, queries, out / "eval-plain-calibrated", _with(env, calibrated))
+        lines.append(_row(f"{name}, plain + {scoring}, calibrated", result,
                           time.perf_counter() - started))
+        print(lines[-1], flush=True)
+        recommended = yaml.safe_load((out / "model" / "settings.yaml").read_text())["retrieval"]
+        started = time.perf_counter()
+        tuned = _eval(faq, queries, out / "eval-tuned", _with(env, recommended))
+        lines.append(_row(f"{name}, tuned + {recommended['scoring']}, calibrated", tuned,
+                          seconds + time.perf_counter() - started))
         print(lines[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
