@@ -51,14 +51,19 @@ def _steps(description: str
 
 
 def _calibrations(entries: list[FaqEntry], split: Split, embedder: Embedder,
-                  target_precision: float, oos_share: float) -> dict[str, Thresholds]:
-    """Thresholds for each entry scoring, measured on the held-out phrasings."""
+                  target_precision: float, oos_share: float, outside: list[str]
+                  ) -> dict[str, Thresholds]:
+    """Thresholds for each entry scoring, measured on the held-out phrasings and the
+    out-of-scope questions."""
     from retrieval.calibrate import calibrate, held_out_samples
     from retrieval.index import SCORINGS
 
-    return {scoring: calibrate(held_out_samples(entries, split.tune, split.held_out, embedder,
-                                                scoring), target_precision, oos_share)
-            for scoring in SCORINGS}
+    calibrated = {}
+    for scoring in SCORINGS:
+        samples, leads = held_out_samples(entries, split.tune, split.held_out, embedder,
+                                          scoring, outside)
+        calibrated[scoring] = calibrate(samples, target_precision, oos_share, outside=leads)
+    return calibrated
 
 
 def _best(calibrations: dict[str, Thresholds]) -> str:
@@ -121,7 +126,11 @@ def tune_retriever(
             "phrasings.")] = 0.95,
         oos_share: Annotated[float, typer.Option(
             min=0.0, max=0.9, help="Share of questions the FAQ does not cover, assumed when "
-            "calibrating precision.")] = 0.2) -> None:
+            "calibrating precision.")] = 0.2,
+        oos: Annotated[Path | None, typer.Option(
+            help="Questions your FAQ does not cover, one per line (# comments), to calibrate "
+            "on; default: 100 generic ones bundled (CLINC150's out-of-scope training set).")
+                       ] = None) -> None:
     """Fine-tune the embedder on the FAQ's phrasings (contrastive), then calibrate the answer and
     suggest thresholds on phrasings it did not see, for the plain and the tuned embedder."""
     with _user_errors():
@@ -134,8 +143,11 @@ def tune_retriever(
 
         _quiet_transformers()
         torch_threads(0)()  # tuning is the only work: all cores
+        from retrieval.calibrate import read_questions
+
         faq_path = faq or settings.retrieval.faq_path
         entries = load_faq(faq_path)
+        outside = read_questions(oos)
         config = TuneConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                             holdout=holdout, with_answers=with_answers, positives=positives,
                             max_steps=max_steps or None,
@@ -154,10 +166,11 @@ def tune_retriever(
                       f"{len(result.split.held_out)} held-out phrasings[/]")
             calibrated[name] = _calibrations(entries, result.split,
                                              SentenceTransformerEmbedder(model),
-                                             target_precision, oos_share)
+                                             target_precision, oos_share, outside)
         scoring = _best(calibrated["tuned"])
         chosen = calibrated["tuned"][scoring]
         report = {"faq": str(faq_path), "target_precision": target_precision,
+                  "oos_questions": str(oos) if oos else "bundled", "oos_count": len(outside),
                   "oos_share": oos_share, "recommended": {"scoring": scoring, **chosen.to_dict()},
                   "calibration": {name: {s: t.to_dict() for s, t in by.items()}
                                   for name, by in calibrated.items()}}

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
 from retrieval.corpus import FaqEntry
 from retrieval.embedder import Embedder
+from retrieval.errors import RetrievalError
 from retrieval.index import FaqIndex
 
+# Bundled out-of-scope questions (CLINC150's oos_train; source and license in the file).
+OOS_FILE = "oos_questions.txt"
 # No threshold below this: a cosine this low is noise for any sentence embedder.
 FLOOR = 0.2
 
@@ -59,7 +64,8 @@ class Thresholds:
 
 def calibrate(samples: Sequence[Sample], target_precision: float = 0.95,
               oos_share: float = 0.2, suggest_recall: float = 0.98,
-              margins: Sequence[float] = MARGINS) -> Thresholds:
+              margins: Sequence[float] = MARGINS,
+              outside: Sequence[tuple[float, float]] = ()) -> Thresholds:
     """The answer and suggest thresholds and the answer margin for these samples.
 
     For each margin, the answer threshold is the lowest (0.01 steps) above which the weighted
@@ -67,6 +73,9 @@ def calibrate(samples: Sequence[Sample], target_precision: float = 0.95,
     its threshold) that answers most phrasings right wins, the smallest on ties. Suggest: the
     score under which only 1 - suggest_recall of the in-scope phrasings with a right top entry
     fall, but not below FLOOR nor above the answer threshold.
+
+    Out-of-scope traffic is simulated by the samples' scores without their own entry and, when
+    given, by real out-of-scope questions' (top score, lead) pairs (`outside`), half each.
     """
     if not samples:
         raise ValueError("calibration needs held-out phrasings: the FAQ has too few")
@@ -76,12 +85,15 @@ def calibrate(samples: Sequence[Sample], target_precision: float = 0.95,
     oos = np.array([s.oos_top for s in samples])
     oos_lead = np.array([s.oos_margin for s in samples])
     n = len(samples)
+    real = np.array(list(outside), dtype=float).reshape(-1, 2)
 
     def weighted(t: float, m: float) -> tuple[float | None, float, float]:
         inside = (top >= t) & (lead >= m - 1e-9)
         inside_right = float((right & inside).sum()) / n
         inside_wrong = float((~right & inside).sum()) / n
         outside = float(((oos >= t) & (oos_lead >= m - 1e-9)).sum()) / n
+        if len(real):
+            outside = (outside + float(((real[:, 0] >= t) & (real[:, 1] >= m - 1e-9)).mean())) / 2
         answered = (1 - oos_share) * (inside_right + inside_wrong) + oos_share * outside
         precision = (1 - oos_share) * inside_right / answered if answered else None
         return precision, inside_right, outside
@@ -124,13 +136,31 @@ def samples_from_hits(gold: Sequence[int], ranked: Sequence[Sequence[tuple[int, 
 
 
 def held_out_samples(entries: Sequence[FaqEntry], tune: Sequence[Sequence[str]],
-                     held_out: Sequence[tuple[int, str]], embedder: Embedder,
-                     scoring: str) -> list[Sample]:
-    """Search each held-out phrasing in an index of the entries' other (tuning) phrasings."""
+                     held_out: Sequence[tuple[int, str]], embedder: Embedder, scoring: str,
+                     outside: Sequence[str] = ()
+                     ) -> tuple[list[Sample], list[tuple[float, float]]]:
+    """Search each held-out phrasing, and each out-of-scope question, in an index of the
+    entries' other (tuning) phrasings: the samples, and the questions' (top score, lead)."""
     kept = [replace(entry, questions=tuple(texts)) for entry, texts in zip(entries, tune,
                                                                            strict=True)]
     index = FaqIndex.build(kept, embedder, scoring=scoring)
     position = {entry.id: i for i, entry in enumerate(kept)}
     hits = index.search_many([text for _, text in held_out], top_k=3)
-    return samples_from_hits([own for own, _ in held_out],
-                             [[(position[h.entry.id], h.score) for h in row] for row in hits])
+    samples = samples_from_hits([own for own, _ in held_out],
+                                [[(position[h.entry.id], h.score) for h in row] for row in hits])
+    leads = [(row[0].score, row[0].score - row[1].score if len(row) > 1 else 1.0)
+             for row in index.search_many(list(outside), top_k=2) if row]
+    return samples, leads
+
+
+def read_questions(path: Path | str | None = None) -> list[str]:
+    """Out-of-scope questions, one per line (# comments); the bundled set without a path."""
+    if path is None:
+        text = resources.files("retrieval").joinpath(OOS_FILE).read_text(encoding="utf-8")
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RetrievalError(f"cannot read out-of-scope questions {path}: {exc}") from exc
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]

@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import app
-from retrieval.calibrate import Sample, calibrate, samples_from_hits
+from retrieval.calibrate import Sample, calibrate, read_questions, samples_from_hits
 from retrieval.corpus import FaqEntry
 from retrieval.embedder import TUNING_FILE, SentenceTransformerEmbedder
-from retrieval.errors import IndexStaleError
+from retrieval.errors import IndexStaleError, RetrievalError
 from retrieval.index import FaqIndex
 from retrieval.tune import TuneConfig, TuneError, epoch_batches, split_phrasings
 
@@ -153,6 +153,7 @@ def test_tune_retriever_writes_a_model_the_index_and_settings_can_use(tmp_path: 
     assert record["steps"] == 2 and len(record["losses"]) == 2
     assert record["held_out_phrasings"] == 3 and record["tuned_phrasings"] == 9
     assert set(record["calibration"]) == {"plain", "tuned"}
+    assert record["oos_questions"] == "bundled" and record["oos_count"] == 100
     assert record["recommended"]["scoring"] in ("nearest", "blend")
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
     settings = (out / "settings.yaml").read_text()
@@ -183,6 +184,29 @@ def test_a_margin_answers_more_when_the_wrong_answers_are_close_calls() -> None:
     assert with_margin.margin == pytest.approx(0.05)  # the smallest margin that does it
     assert with_margin.answered_right == pytest.approx(0.5)
     assert with_margin.answer_precision == pytest.approx(1.0)
+
+
+def test_real_out_of_scope_questions_count_half_of_the_out_of_scope_traffic() -> None:
+    # The held-out phrasings alone allow answering from 0.2 up; one of two real out-of-scope
+    # questions scores 0.85 with a clear lead: at 50% of traffic, half of it, answering at
+    # 0.85 or below is wrong 12.5% of the time at best: the threshold goes above it.
+    samples = [Sample(t, True, 0.1, margin=0.3) for t in (0.95, 0.9, 0.8, 0.7)]
+    alone = calibrate(samples, 0.95, 0.5, margins=(0.0,))
+    assert alone.answer == pytest.approx(0.2)
+    real = calibrate(samples, 0.95, 0.5, margins=(0.0,), outside=[(0.85, 0.4), (0.3, 0.1)])
+    assert real.answer == pytest.approx(0.86)
+    assert real.oos_answered == 0.0 and real.answered_right == pytest.approx(0.5)
+
+
+def test_out_of_scope_questions_bundled_and_from_a_file(tmp_path: Path) -> None:
+    bundled = read_questions()
+    assert len(bundled) == 100 and not any(q.startswith("#") for q in bundled)
+    assert "how is glue made" in bundled
+    mine = tmp_path / "oos.txt"
+    mine.write_text("# ours\nwhat is the meaning of life\n\n  who won the match  \n")
+    assert read_questions(mine) == ["what is the meaning of life", "who won the match"]
+    with pytest.raises(RetrievalError, match="cannot read out-of-scope questions"):
+        read_questions(tmp_path / "missing.txt")
 
 
 def test_tune_retriever_refuses_a_faq_without_pairs(tmp_path: Path) -> None:
