@@ -24,6 +24,8 @@ FOLLOW_UP = re.compile(r"^(?:and|also|but|so|or|what about|how about|then)\b|"
 # "I don't want a human", "no human please", "without an agent": a refusal, not a request.
 _REFUSAL = re.compile(r"\b(?:no|not|don t|dont|do not|never|without|nobody|no one|stop|"
                       r"rather not|didn t|didnt|wasn t|isn t)\b")
+_REQUEST = re.compile(r"\b(?:want|need|talk|speak|chat|connect|get|give|reach|transfer|put me|"
+                      r"escalate|contact|let me|can i|could i|may i|is there|please|now)\b")
 _LEADING_NO = re.compile(r"^\s*(?:no|nope|nah)\s*[,.!;:-]+\s*", re.IGNORECASE)
 # "is this a human or a bot?", "am I talking to a person?", "are you a real person?"; not "is it
 # possible to ...", "are you open on Sunday?": "is this" / "are you" must be about what it is.
@@ -73,7 +75,10 @@ class Intents:
             return False
         if self._handoff.search(text) is None or self.asks_identity(text):
             return False
-        return _REFUSAL.search(text) is None
+        # "human" alone or "agent please" asks; in a longer message the keyword must come with
+        # a request ("I want a human"), not name a thing ("bones in the human body").
+        asks = len(text.split()) <= 3 or _REQUEST.search(text) is not None
+        return asks and _REFUSAL.search(text) is None
 
 
 def pick(text: str, offered: Sequence[FaqEntry]) -> FaqEntry | None:

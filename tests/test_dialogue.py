@@ -186,6 +186,18 @@ def test_identity_is_a_question_about_the_bot(text: str, identity: bool) -> None
     assert Intents(["human", "agent"]).asks_identity(simple(text)) is identity
 
 
+@pytest.mark.parametrize(("text", "wanted"), [
+    ("human", True), ("AGENT please", True), ("a human now", True), ("No, I want a human", True),
+    ("Can I talk to a real person?", True), ("is there an agent I could chat with", True),
+    ("put me through to an operator", True), ("I need a human for my refund", True),
+    # The keyword names a thing, or the message refuses one: no handoff.
+    ("how many bones are in the human body", False), ("is the agent fee refundable", False),
+    ("I don't want a human", False), ("no human please", False)])
+def test_asking_for_a_human_needs_a_request(text: str, wanted: bool) -> None:
+    intents = Intents(["human", "agent", "real person", "operator"])
+    assert intents.wants_human(text) is wanted
+
+
 async def test_after_a_handoff_the_bot_waits_for_the_human(sample_index: FaqIndex,
                                                            store: ConversationStore) -> None:
     dm = manager(sample_index, store)
