@@ -26,6 +26,9 @@ from retrieval.index import FaqIndex
 OOS_FILE = "oos_questions.txt"
 # No threshold below this: a cosine this low is noise for any sentence embedder.
 FLOOR = 0.2
+# No direct answer below this score, whatever the margin: held-out phrasings of the FAQ are
+# closer to it than customers' questions are, so what they allow is a lower bound.
+ANSWER_FLOOR = 0.5
 
 
 # Margins tried for the answer band: how far the top entry must lead the second.
@@ -65,7 +68,8 @@ class Thresholds:
 def calibrate(samples: Sequence[Sample], target_precision: float = 0.95,
               oos_share: float = 0.2, suggest_recall: float = 0.98,
               margins: Sequence[float] = MARGINS,
-              outside: Sequence[tuple[float, float]] = ()) -> Thresholds:
+              outside: Sequence[tuple[float, float]] = (),
+              max_oos_answered: float = 0.03) -> Thresholds:
     """The answer and suggest thresholds and the answer margin for these samples.
 
     For each margin, the answer threshold is the lowest (0.01 steps) above which the weighted
@@ -74,7 +78,9 @@ def calibrate(samples: Sequence[Sample], target_precision: float = 0.95,
     score under which only 1 - suggest_recall of the in-scope phrasings with a right top entry
     fall, but not below FLOOR nor above the answer threshold.
 
-    Out-of-scope traffic is simulated by the samples' scores without their own entry and, when
+    A threshold (and margin) must also answer at most `max_oos_answered` of the out-of-scope
+    questions, and the answer threshold is never below ANSWER_FLOOR. Out-of-scope traffic is
+    simulated by the samples' scores without their own entry and, when
     given, by real out-of-scope questions' (top score, lead) pairs (`outside`), half each.
     """
     if not samples:
@@ -101,9 +107,10 @@ def calibrate(samples: Sequence[Sample], target_precision: float = 0.95,
     best = (-1.0, 1.0, 0.0)  # (answered right, threshold, margin)
     for m in margins:
         answer = 1.0  # from the top down, as long as precision holds (it is noisy, not monotone)
-        for t in np.round(np.arange(1.0, FLOOR - 1e-9, -0.01), 2):
-            precision, _, _ = weighted(float(t), m)
-            if precision is not None and precision < target_precision:
+        for t in np.round(np.arange(1.0, ANSWER_FLOOR - 1e-9, -0.01), 2):
+            precision, _, oos_answered = weighted(float(t), m)
+            if (precision is not None and precision < target_precision) or \
+                    oos_answered > max_oos_answered + 1e-12:
                 break
             answer = float(t)
         answered_right = weighted(answer, m)[1]

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import app
-from retrieval.calibrate import Sample, calibrate, read_questions, samples_from_hits
+from retrieval.calibrate import ANSWER_FLOOR, Sample, calibrate, read_questions, samples_from_hits
 from retrieval.corpus import FaqEntry
 from retrieval.embedder import TUNING_FILE, SentenceTransformerEmbedder
 from retrieval.errors import IndexStaleError, RetrievalError
@@ -119,10 +119,15 @@ def test_out_of_scope_traffic_raises_the_threshold() -> None:
     # An out-of-scope question would score 0.8 for one sample: weighted at 50% of traffic, the
     # answers at 0.8 and below lose precision; above it all is right.
     samples = [Sample(t, True, 0.8 if t == 0.9 else 0.2) for t in (0.95, 0.9, 0.85, 0.75)]
-    low = calibrate(samples, target_precision=0.9, oos_share=0.0, margins=(0.0,))
-    high = calibrate(samples, target_precision=0.9, oos_share=0.5, margins=(0.0,))
-    assert low.answer == pytest.approx(0.2)  # nothing wrong at any threshold: the floor
+    low = calibrate(samples, target_precision=0.9, oos_share=0.0, margins=(0.0,),
+                    max_oos_answered=1.0)
+    high = calibrate(samples, target_precision=0.9, oos_share=0.5, margins=(0.0,),
+                     max_oos_answered=1.0)
+    assert low.answer == pytest.approx(ANSWER_FLOOR)  # nothing wrong at any threshold
     assert high.answer == pytest.approx(0.81)
+    # Without any weight on it, the out-of-scope question still may not be answered (1 in 4
+    # samples > 3%): the same threshold.
+    assert calibrate(samples, 0.9, 0.0, margins=(0.0,)).answer == pytest.approx(0.81)
     with pytest.raises(ValueError, match="held-out"):
         calibrate([])
 
@@ -187,12 +192,12 @@ def test_a_margin_answers_more_when_the_wrong_answers_are_close_calls() -> None:
 
 
 def test_real_out_of_scope_questions_count_half_of_the_out_of_scope_traffic() -> None:
-    # The held-out phrasings alone allow answering from 0.2 up; one of two real out-of-scope
+    # The held-out phrasings alone allow answering down to the floor; one of two real out-of-scope
     # questions scores 0.85 with a clear lead: at 50% of traffic, half of it, answering at
     # 0.85 or below is wrong 12.5% of the time at best: the threshold goes above it.
     samples = [Sample(t, True, 0.1, margin=0.3) for t in (0.95, 0.9, 0.8, 0.7)]
     alone = calibrate(samples, 0.95, 0.5, margins=(0.0,))
-    assert alone.answer == pytest.approx(0.2)
+    assert alone.answer == pytest.approx(ANSWER_FLOOR)
     real = calibrate(samples, 0.95, 0.5, margins=(0.0,), outside=[(0.85, 0.4), (0.3, 0.1)])
     assert real.answer == pytest.approx(0.86)
     assert real.oos_answered == 0.0 and real.answered_right == pytest.approx(0.5)
