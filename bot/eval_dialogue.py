@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.types import BotReply, Decision, UserMessage
 from retrieval.errors import ReportWriteError
-from retrieval.evaluate import percentile
+from retrieval.evaluate import mix_table, percentile
 from retrieval.queries import LabelledQuery
 
 if TYPE_CHECKING:
@@ -205,11 +205,7 @@ def _pct(value: float | None) -> str:
 def dialogue_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: settings, the outcome mix, precision, decisions and latency."""
     r, s = report, report.get("settings", {})
-    inside, outside = r["mix"]["in_scope"], r["mix"]["out_of_scope"]
     n_in, n_oos = r["n_in_scope"], r["n_out_of_scope"]
-
-    def share(count: int, total: int) -> str:
-        return f"{count} ({count / total * 100:.1f}%)" if total else "-"
 
     model = f"model {s.get('model')}" + (f" + adapter {s['adapter']}" if s.get("adapter") else "")
     gen = r["generation"]
@@ -223,14 +219,7 @@ def dialogue_markdown(report: dict[str, Any]) -> str:
         "by grounding | failed |", "|---|---|---|---|---|---|---|",
         f"| {_pct(r['answer_precision'])} | {r['p50_ms']} | {r['p95_ms']} | "
         f"{gen['attempted']} | {gen['released']} | {gen['rejected']} | {gen['failed']} |", "",
-        "| queries | answered right | answered wrong | 'Did you mean', right entry offered | "
-        "'Did you mean', not offered | fallback |", "|---|---|---|---|---|---|",
-        f"| in scope | {share(inside['answered_right'], n_in)} | "
-        f"{share(inside['answered_wrong'], n_in)} | {share(inside['suggested_right'], n_in)} | "
-        f"{share(inside['suggested_wrong'], n_in)} | {share(inside['fallback'], n_in)} |",
-        f"| out of scope | - | {share(outside['answered'], n_oos)} | "
-        f"{share(outside['suggested'], n_oos)} (offered) | - | "
-        f"{share(outside['fallback'], n_oos)} |", "",
+        *mix_table(r["mix"], n_in, n_oos), "",
         "Decisions: " + (", ".join(f"{k} {v}" for k, v in r["decisions"].items()) or "none")
         + ".", "",
         "Definitions: answered right = `answer` from the right entry, or `generate` with the "

@@ -110,14 +110,28 @@ def _point(point: dict[str, Any] | None) -> str:
             f"{_pct(point['oos_recall'])}, OOS F1 {_pct(point['oos_f1'])}")
 
 
-def retrieval_markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown: headline metrics, the decision mix, operating points, confusions."""
-    r = report
-    inside, outside = r["mix"]["in_scope"], r["mix"]["out_of_scope"]
-    n_in, n_oos = r["n_in_scope"], r["n_out_of_scope"]
+def mix_table(mix: dict[str, dict[str, int]], n_in: int, n_oos: int) -> list[str]:
+    """The decision mix (in scope / out of scope) as a Markdown table: counts and shares."""
+    inside, outside = mix["in_scope"], mix["out_of_scope"]
 
     def share(count: int, total: int) -> str:
         return f"{count} ({count / total * 100:.1f}%)" if total else "-"
+
+    return [
+        "| queries | answered right | answered wrong | 'Did you mean', right entry offered | "
+        "'Did you mean', not offered | fallback |", "|---|---|---|---|---|---|",
+        f"| in scope | {share(inside['answered_right'], n_in)} | "
+        f"{share(inside['answered_wrong'], n_in)} | {share(inside['suggested_right'], n_in)} | "
+        f"{share(inside['suggested_wrong'], n_in)} | {share(inside['fallback'], n_in)} |",
+        f"| out of scope | - | {share(outside['answered'], n_oos)} | "
+        f"{share(outside['suggested'], n_oos)} (offered) | - | "
+        f"{share(outside['fallback'], n_oos)} |"]
+
+
+def retrieval_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: headline metrics, the decision mix, operating points, confusions."""
+    r = report
+    n_in, n_oos = r["n_in_scope"], r["n_out_of_scope"]
 
     lines = [
         f"# Retrieval evaluation: {r.get('queries', '')}", "",
@@ -132,14 +146,7 @@ def retrieval_markdown(report: dict[str, Any]) -> str:
         f"{'n/a' if r['mrr'] is None else r['mrr']} | {_pct(r['in_scope_accuracy'])} | "
         f"{_pct(r['answer_precision'])} | {_pct(r['oos_precision'])} | {_pct(r['oos_recall'])} "
         f"| {_pct(r['oos_f1'])} | {r['p50_ms']} | {r['p95_ms']} |", "",
-        "| queries | answered right | answered wrong | 'Did you mean', right entry offered | "
-        "'Did you mean', not offered | fallback |", "|---|---|---|---|---|---|",
-        f"| in scope | {share(inside['answered_right'], n_in)} | "
-        f"{share(inside['answered_wrong'], n_in)} | {share(inside['suggested_right'], n_in)} | "
-        f"{share(inside['suggested_wrong'], n_in)} | {share(inside['fallback'], n_in)} |",
-        f"| out of scope | - | {share(outside['answered'], n_oos)} | "
-        f"{share(outside['suggested'], n_oos)} (offered) | - | "
-        f"{share(outside['fallback'], n_oos)} |", "",
+        *mix_table(r["mix"], n_in, n_oos), "",
         "Operating points of the answer threshold (suggest threshold kept):", ""]
     for point in r["operating_points"].values():
         lines.append(f"- {point['criterion']}: {_point(point['point'])}")
