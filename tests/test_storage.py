@@ -188,14 +188,14 @@ async def test_a_password_is_masked_when_the_server_cannot_be_reached() -> None:
 
 
 async def test_sqlite_connections_use_wal_a_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
-    """Each pragma differs from SQLite's default except busy_timeout, which the driver sets too."""
+    """Each pragma differs from SQLite's (and the driver's: busy_timeout 5000) default."""
     store = ConversationStore(f"sqlite+aiosqlite:///{tmp_path}/bot.db")
     await store.init()
     async with store._engine.connect() as conn:
         pragmas = {name: (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
                    for name in ("journal_mode", "busy_timeout", "foreign_keys")}
     await store.close()
-    assert pragmas == {"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1}
+    assert pragmas == {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1}
 
 
 async def test_nul_bytes_are_stored_alike_on_every_backend(store: ConversationStore) -> None:
