@@ -88,14 +88,10 @@ def main() -> None:
         # The plain embedder with thresholds calibrated the same way (its best scoring), to
         # tell the calibration's share of the gain from the tuning's.
         record = json.loads((out / "model" / "supportbot_tuning.json").read_text())
-        plain_by = record["calibration"]["plain"]
-        scoring = max(plain_by, key=lambda s: (plain_by[s]["answered_right"], s == "nearest"))
-        calibrated = {"scoring": scoring, "answer_threshold": plain_by[scoring]["answer"],
-                      "suggest_threshold": plain_by[scoring]["suggest"],
-                      "answer_margin": plain_by[scoring]["margin"]}
+        calibrated = record["settings"]["plain"]
         started = time.perf_counter()
         result = _eval(faq, queries, out / "eval-plain-calibrated", _with(env, calibrated))
-        lines.append(_row(f"{name}, plain + {scoring}, calibrated", result,
+        lines.append(_row(f"{name}, plain + {calibrated['scoring']}, calibrated", result,
                           time.perf_counter() - started))
         print(lines[-1], flush=True)
         recommended = yaml.safe_load((out / "model" / "settings.yaml").read_text())["retrieval"]

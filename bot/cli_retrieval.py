@@ -66,11 +66,6 @@ def _calibrations(entries: list[FaqEntry], split: Split, embedder: Embedder,
     return calibrated
 
 
-def _best(calibrations: dict[str, Thresholds]) -> str:
-    """The scoring that answers most held-out phrasings right at the target precision."""
-    return max(calibrations, key=lambda s: (calibrations[s].answered_right, s == "nearest"))
-
-
 def _plot_losses(losses: list[float], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -86,13 +81,10 @@ def _plot_losses(losses: list[float], path: Path) -> None:
     figure.savefig(path, dpi=100, bbox_inches="tight")
 
 
-def _settings_yaml(out_dir: Path, scoring: str, thresholds: Thresholds) -> str:
-    return ("retrieval:\n"
-            f"  embedder: {json.dumps(str(out_dir.resolve()))}\n"
-            f"  scoring: {scoring}\n"
-            f"  answer_threshold: {thresholds.answer}\n"
-            f"  answer_margin: {thresholds.margin}\n"
-            f"  suggest_threshold: {thresholds.suggest}\n")
+def _settings_yaml(out_dir: Path, settings: dict[str, Any]) -> str:
+    """The recommended `retrieval` settings, with the tuned folder as the embedder."""
+    values = {"embedder": json.dumps(str(out_dir.resolve())), **settings}
+    return "retrieval:\n" + "".join(f"  {key}: {value}\n" for key, value in values.items())
 
 
 def _row(name: str, t: Thresholds) -> str:
@@ -143,7 +135,7 @@ def tune_retriever(
 
         _quiet_transformers()
         torch_threads(0)()  # tuning is the only work: all cores
-        from retrieval.calibrate import read_questions
+        from retrieval.calibrate import best_scoring, read_questions
 
         faq_path = faq or settings.retrieval.faq_path
         entries = load_faq(faq_path)
@@ -167,17 +159,22 @@ def tune_retriever(
             calibrated[name] = _calibrations(entries, result.split,
                                              SentenceTransformerEmbedder(model),
                                              target_precision, oos_share, outside)
-        scoring = _best(calibrated["tuned"])
+        # Each embedder's best scoring and its thresholds, as settings: the tuned one's is
+        # recommended, the plain one's shows what calibration alone gives (bench/).
+        best = {name: {"scoring": best_scoring(by), **by[best_scoring(by)].settings()}
+                for name, by in calibrated.items()}
+        scoring = best["tuned"]["scoring"]
         chosen = calibrated["tuned"][scoring]
         report = {"faq": str(faq_path), "target_precision": target_precision,
                   "oos_questions": str(oos) if oos else "bundled", "oos_count": len(outside),
                   "oos_share": oos_share, "recommended": {"scoring": scoring, **chosen.to_dict()},
+                  "settings": best,
                   "calibration": {name: {s: t.to_dict() for s, t in by.items()}
                                   for name, by in calibrated.items()}}
         write_tuning_file(result, base, entries, config, report)
         try:
             _plot_losses(result.losses, output / "loss.png")
-            (output / SETTINGS_FILE).write_text(_settings_yaml(output, scoring, chosen),
+            (output / SETTINGS_FILE).write_text(_settings_yaml(output, best["tuned"]),
                                                 encoding="utf-8")
         except OSError as exc:
             raise TuneError(f"cannot write into {output}: {exc}") from exc
@@ -191,4 +188,4 @@ def tune_retriever(
             out.print(_row(f"{name}, {s}", t), markup=False)
     out.print(f"\nWrote the tuned embedder, loss.png and {SETTINGS_FILE} to "
               f"{escape(str(output))}. Use it with these settings (supportbot.yaml):\n")
-    out.print(_settings_yaml(output, scoring, chosen), markup=False)
+    out.print(_settings_yaml(output, best["tuned"]), markup=False)

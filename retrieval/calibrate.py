@@ -10,7 +10,7 @@ out-of-scope questions weighted as `oos_share` of the traffic; the suggest thres
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -63,6 +63,16 @@ class Thresholds:
 
     def to_dict(self) -> dict[str, float | int | None]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
+
+    def settings(self) -> dict[str, float]:
+        """These thresholds as the bot's `retrieval` settings."""
+        return {"answer_threshold": self.answer, "answer_margin": self.margin,
+                "suggest_threshold": self.suggest}
+
+
+def best_scoring(calibrations: Mapping[str, Thresholds]) -> str:
+    """The scoring whose thresholds answer most held-out phrasings right (nearest on ties)."""
+    return max(calibrations, key=lambda s: (calibrations[s].answered_right, s == "nearest"))
 
 
 def calibrate(samples: Sequence[Sample], target_precision: float = 0.95,

@@ -160,6 +160,10 @@ def test_tune_retriever_writes_a_model_the_index_and_settings_can_use(tmp_path: 
     assert set(record["calibration"]) == {"plain", "tuned"}
     assert record["oos_questions"] == "bundled" and record["oos_count"] == 100
     assert record["recommended"]["scoring"] in ("nearest", "blend")
+    for name in ("plain", "tuned"):  # each embedder's best scoring, as settings (bench/ reads)
+        assert set(record["settings"][name]) == {"scoring", "answer_threshold", "answer_margin",
+                                                 "suggest_threshold"}
+    assert record["settings"]["tuned"]["scoring"] == record["recommended"]["scoring"]
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
     settings = (out / "settings.yaml").read_text()
     assert f'embedder: "{out.resolve()}"' in settings and "answer_threshold:" in settings
