@@ -58,12 +58,9 @@ def _calibrations(entries: list[FaqEntry], split: Split, embedder: Embedder,
     from retrieval.calibrate import calibrate, held_out_samples
     from retrieval.index import SCORINGS
 
-    calibrated = {}
-    for scoring in SCORINGS:
-        samples, leads = held_out_samples(entries, split.tune, split.held_out, embedder,
-                                          scoring, outside)
-        calibrated[scoring] = calibrate(samples, target_precision, oos_share, outside=leads)
-    return calibrated
+    found = held_out_samples(entries, split.tune, split.held_out, embedder, SCORINGS, outside)
+    return {scoring: calibrate(samples, target_precision, oos_share, outside=leads)
+            for scoring, (samples, leads) in found.items()}
 
 
 def _plot_losses(losses: list[float], path: Path) -> None:

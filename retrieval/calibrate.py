@@ -153,21 +153,28 @@ def samples_from_hits(gold: Sequence[int], ranked: Sequence[Sequence[tuple[int, 
 
 
 def held_out_samples(entries: Sequence[FaqEntry], tune: Sequence[Sequence[str]],
-                     held_out: Sequence[tuple[int, str]], embedder: Embedder, scoring: str,
-                     outside: Sequence[str] = ()
-                     ) -> tuple[list[Sample], list[tuple[float, float]]]:
+                     held_out: Sequence[tuple[int, str]], embedder: Embedder,
+                     scorings: Sequence[str], outside: Sequence[str] = ()
+                     ) -> dict[str, tuple[list[Sample], list[tuple[float, float]]]]:
     """Search each held-out phrasing, and each out-of-scope question, in an index of the
-    entries' other (tuning) phrasings: the samples, and the questions' (top score, lead)."""
+    entries' other (tuning) phrasings, under each scoring: the samples, and the questions'
+    (top score, lead). Everything is embedded once; the scoring is a search-time choice."""
     kept = [replace(entry, questions=tuple(texts)) for entry, texts in zip(entries, tune,
                                                                            strict=True)]
-    index = FaqIndex.build(kept, embedder, scoring=scoring)
+    index = FaqIndex.build(kept, embedder)
     position = {entry.id: i for i, entry in enumerate(kept)}
-    hits = index.search_many([text for _, text in held_out], top_k=3)
-    samples = samples_from_hits([own for own, _ in held_out],
-                                [[(position[h.entry.id], h.score) for h in row] for row in hits])
-    leads = [(row[0].score, row[0].score - row[1].score if len(row) > 1 else 1.0)
-             for row in index.search_many(list(outside), top_k=2) if row]
-    return samples, leads
+    phrasings = embedder.embed([text for _, text in held_out])
+    questions = embedder.embed(list(outside))
+    found = {}
+    for scoring in scorings:
+        index.scoring = scoring
+        hits = index.search_vectors(phrasings, top_k=3)
+        samples = samples_from_hits([own for own, _ in held_out], [
+            [(position[h.entry.id], h.score) for h in row] for row in hits])
+        leads = [(row[0].score, row[0].score - row[1].score if len(row) > 1 else 1.0)
+                 for row in index.search_vectors(questions, top_k=2) if row]
+        found[scoring] = (samples, leads)
+    return found
 
 
 def read_questions(path: Path | str | None = None) -> list[str]:
