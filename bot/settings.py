@@ -174,11 +174,39 @@ class GenerationSettings(_Section):
         return self.temperature
 
 
+class OpenAISettings(_Section):
+    """`model.backend: openai`: a model server speaking the OpenAI chat completions API (vLLM,
+    TGI, llama.cpp's server, Ollama, ...)."""
+
+    base_url: str = Field("http://127.0.0.1:8080/v1", description="The server's API root, up to "
+                          "and including /v1 (requests go to {base_url}/chat/completions).")
+    model: str = Field("", description="Model (or LoRA adapter) name the server knows; empty: "
+                       "the first one its /models lists.")
+    api_key: SecretStr | None = Field(None, description="Sent as 'Authorization: Bearer ...'; "
+                                      "better set as SUPPORTBOT_MODEL__OPENAI__API_KEY.")
+    connect_timeout_s: float = Field(5.0, gt=0.0, le=600.0,
+                                     description="Longest wait to connect to the server.")
+    timeout_s: float = Field(60.0, gt=0.0, le=3600.0, description="Longest wait for the first "
+                             "token, and then between two pieces of a streamed reply.")
+    max_retries: int = Field(3, ge=0, le=20, description="Retries of a request that got 429, a "
+                             "5xx or no connection, before any text of it was received.")
+    backoff_s: float = Field(0.5, ge=0.0, le=60.0, description="First retry's wait, doubled at "
+                             "each retry (a Retry-After header from the server wins).")
+    concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once; the "
+                             "server batches them (continuous batching).")
+    tokenizer: str = Field("", description="Local tokenizer folder or id to count prompt tokens "
+                           "with; empty: a cautious estimate from the text's length.")
+
+
 class ModelSettings(_Section):
     """The generator model and its optional LoRA adapter."""
 
+    backend: Literal["transformers", "llama_cpp", "openai"] = Field(
+        "transformers", description="transformers (+ peft; CPU or CUDA), llama_cpp (a GGUF file "
+        "in process; fast on a CPU) or openai (a model server over HTTP: model.openai).")
     base_model: str = Field(BUNDLED_GENERATOR,
-                            description="Bundled name, a local folder, or a hub id.")
+                            description="Bundled name, a local folder, or a hub id; for "
+                            "llama_cpp, the bundled name or a .gguf file.")
     adapter: Path | None = Field(None, description="Folder of a LoRA adapter to load, if any.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if available.")
     context_tokens: int = Field(2048, ge=256, le=131072,
@@ -188,11 +216,12 @@ class ModelSettings(_Section):
     batch_window_ms: float = Field(250.0, ge=0.0, le=5000.0, description="Longest wait of a "
                                    "generation for other conversations' turns, still being "
                                    "retrieved, to share its batch (none coming: no wait).")
-    threads: int = Field(0, ge=0, le=256, description="Torch threads of the generation "
-                         "worker (0: all cores). See bench/README.md.")
+    threads: int = Field(0, ge=0, le=256, description="Threads of the generation worker, "
+                         "torch's or llama.cpp's (0: all cores). See bench/README.md.")
     cache_dir: Path = Field(Path("~/.cache/supportbot/models"), validate_default=True,
                             description="Where the bundled GGUF is converted to safetensors once.")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
 
     @field_validator("adapter", "cache_dir")
     @classmethod

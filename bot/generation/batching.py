@@ -49,11 +49,13 @@ class BatchingGenerator:
     A request waits at most `window_s` for others with the same settings (with `expected` set,
     only while more are expected); then the worker runs up to `max_batch` prompts as one batch.
     A request whose `cancel` event is set stops after the current token; the others in its
-    batch go on.
+    batch go on. With `workers` > 1, that many batches run at once (for a backend that is
+    itself concurrent, such as a model server over HTTP); `inner.generate` must then be safe to
+    call from several threads.
     """
 
     def __init__(self, inner: Generator, max_batch: int = 8, window_s: float = 0.01,
-                 initializer: Callable[[], None] | None = None) -> None:
+                 initializer: Callable[[], None] | None = None, workers: int = 1) -> None:
         self.inner = inner
         self.initializer = initializer  # run first on the worker thread (e.g. torch threads)
         # How many callers may submit soon (turns still retrieving); with it, a batch waits up
@@ -67,7 +69,8 @@ class BatchingGenerator:
         self._pending: list[_Request] = []
         self._cond = threading.Condition()
         self._closed = False
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
+        self._worker_count = workers
         self._running: list[_Request] = []
 
     @property
@@ -97,10 +100,12 @@ class BatchingGenerator:
             if self._closed:
                 raise GeneratorClosedError("the generator is closed")
             self._pending.append(request)
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name="generate-batcher",
-                                                 daemon=True)
-                self._worker.start()
+            if not self._workers:
+                for number in range(self._worker_count):
+                    worker = threading.Thread(target=self._run, daemon=True,
+                                              name=f"generate-batcher-{number}")
+                    worker.start()
+                    self._workers.append(worker)
             self._cond.notify_all()
         return request.future
 
@@ -120,18 +125,22 @@ class BatchingGenerator:
                 request.cancel.set()
         for request in waiting:
             request.future.set_exception(GeneratorClosedError("the generator was closed"))
-        if self._worker is not None:
-            self._worker.join(timeout)
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         if self.initializer is not None:
             self.initializer()
         while (batch := self._next_batch()) is not None:
             with self._cond:
-                self._running = batch
-            self._run_batch(batch)
-            with self._cond:
-                self._running = []
+                self._running.extend(batch)
+            try:
+                self._run_batch(batch)
+            finally:
+                with self._cond:
+                    for request in batch:
+                        self._running.remove(request)
 
     def _run_batch(self, batch: list[_Request]) -> None:
         rows: list[tuple[_Request, int]] = [(r, i) for r in batch for i in range(len(r.prompts))]
