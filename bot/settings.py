@@ -175,8 +175,7 @@ class GenerationSettings(_Section):
 
 
 class OpenAISettings(_Section):
-    """`model.backend: openai`: a model server speaking the OpenAI chat completions API (vLLM,
-    TGI, llama.cpp's server, Ollama, ...)."""
+    """`model.backend: openai`: a server of the OpenAI chat API (vLLM, TGI, llama.cpp, Ollama)."""
 
     base_url: str = Field("http://127.0.0.1:8080/v1", description="The server's API root, up to "
                           "and including /v1 (requests go to {base_url}/chat/completions).")
@@ -187,13 +186,16 @@ class OpenAISettings(_Section):
     connect_timeout_s: float = Field(5.0, gt=0.0, le=600.0,
                                      description="Longest wait to connect to the server.")
     timeout_s: float = Field(60.0, gt=0.0, le=3600.0, description="Longest wait for the first "
-                             "token, and then between two pieces of a streamed reply.")
+                             "token, and then between two pieces of a streamed reply (n > 1 is "
+                             "not streamed: for the whole reply).")
     max_retries: int = Field(3, ge=0, le=20, description="Retries of a request that got 429, a "
-                             "5xx or no connection, before any text of it was received.")
+                             "5xx, no connection or no reply, before any of its text was shown.")
     backoff_s: float = Field(0.5, ge=0.0, le=60.0, description="First retry's wait, doubled at "
                              "each retry (a Retry-After header from the server wins).")
     concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once; the "
-                             "server batches them (continuous batching).")
+                             "server batches them (continuous batching). llama-cpp-python's "
+                             "server runs one at a time and, unless started with "
+                             "--interrupt_requests false, cuts a reply short for the next.")
     tokenizer: str = Field("", description="Local tokenizer folder or id to count prompt tokens "
                            "with; empty: a cautious estimate from the text's length.")
 

@@ -116,7 +116,8 @@ class BatchingGenerator:
         return self.submit(prompts, params, on_text, should_stop=should_stop).result()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Cancel what is running, fail what waits, and stop the worker thread."""
+        """Cancel what is running, fail what waits, stop the worker thread, then close the
+        wrapped generator if it has a close() (a model server's connections)."""
         with self._cond:
             self._closed = True
             waiting, self._pending = self._pending, []
@@ -128,6 +129,9 @@ class BatchingGenerator:
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
+        close_inner = getattr(self.inner, "close", None)
+        if callable(close_inner):
+            close_inner()
 
     def _run(self) -> None:
         if self.initializer is not None:
