@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -105,7 +104,9 @@ def start_server(gguf: Path) -> tuple[subprocess.Popen[bytes], str]:
     server = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "2048", "--n_threads", str(THREADS),
-         "--n_threads_batch", str(THREADS)], env=ENV, stdout=subprocess.DEVNULL,
+         "--n_threads_batch", str(THREADS),
+         # Off: by default a new request cuts the running stream short (one request at a time).
+         "--interrupt_requests", "false"], env=ENV, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
@@ -245,7 +246,7 @@ def random_adapter(folder: Path) -> Path:
         for name, weight in model.named_parameters():
             if "lora_B" in name:
                 weight.mul_(0.5)
-    model.save_pretrained(folder)
+    model.save_pretrained(str(folder))
     return folder
 
 

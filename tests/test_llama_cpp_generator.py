@@ -46,7 +46,7 @@ def test_permute_matches_llama_cpp_row_order() -> None:
 
 def test_model_paths_are_checked(tmp_path: Path) -> None:
     assert gguf_path("SmolLM2-135M-Instruct") == bundled_gguf()
-    with pytest.raises(ModelError, match="not a .gguf file"):
+    with pytest.raises(ModelError, match=r"not a \.gguf file"):
         gguf_path(str(tmp_path / "model"))
     with pytest.raises(ModelError, match="supportbot export-gguf"):
         adapter_gguf(tmp_path)
@@ -161,7 +161,7 @@ def test_export_names_a_tensor_with_no_llama_cpp_form(tmp_path: Path) -> None:
                                                               "lora_alpha": 16}))
     save_file({"base_model.model.lm_head.weight": np.zeros((4, 4), dtype=np.float32)},
               str(tmp_path / "adapter_model.safetensors"))
-    with pytest.raises(TrainingError, match="lm_head.weight is not a LoRA A or B matrix"):
+    with pytest.raises(TrainingError, match=r"lm_head\.weight is not a LoRA A or B matrix"):
         export_gguf_adapter(tmp_path, bundled_gguf())
     result = CliRunner().invoke(app, ["export-gguf", str(tmp_path)])
     assert result.exit_code == 1 and "lm_head.weight" in result.output

@@ -83,7 +83,8 @@ def export_gguf_adapter(adapter: Path, base_gguf: Path, out: Path | None = None)
             raise TrainingError(f"{weights_file}: module {module} has no tensor in {base_gguf}")
         pairs.setdefault(f"{name}.weight", {})[match["part"]] = tensor.astype(np.float32)
 
-    writer = gguf.GGUFWriter(str(out or adapter / ADAPTER_GGUF), base["arch"])
+    target = Path(out) if out is not None else adapter / ADAPTER_GGUF
+    writer = gguf.GGUFWriter(str(target), base["arch"])
     writer.add_string("general.type", "adapter")
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(config.get("lora_alpha", 8)))
@@ -97,7 +98,6 @@ def export_gguf_adapter(adapter: Path, base_gguf: Path, out: Path | None = None)
         # Shapes as torch holds them: A is (rank, in), B is (out, rank).
         writer.add_tensor(f"{name}.lora_a", np.ascontiguousarray(lora_a))
         writer.add_tensor(f"{name}.lora_b", np.ascontiguousarray(lora_b))
-    target = Path(writer.path) if getattr(writer, "path", None) else out or adapter / ADAPTER_GGUF
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -103,7 +103,8 @@ class LlamaCppGenerator:
 
     def render(self, prompt: Prompt) -> str:
         """The prompt as the model sees it: the GGUF's chat template, ready for the reply."""
-        return str(self._formatter(messages=list(prompt)).prompt)
+        messages: Any = list(prompt)
+        return str(self._formatter(messages=messages).prompt)
 
     def count_tokens(self, prompt: Prompt) -> int:
         """Tokens the templated prompt takes."""
