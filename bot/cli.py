@@ -246,23 +246,36 @@ def serve(ctx: typer.Context,
                                                    "[default: web.host, 127.0.0.1].")] = None,
           port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port "
                                                    "[default: web.port, 8000].")] = None,
-          preload: Annotated[bool, typer.Option(help="Load the model before serving.")] = False
+          preload: Annotated[bool, typer.Option(help="Load the model before serving.")] = False,
+          workers: Annotated[int | None, typer.Option(
+              min=1, max=64, help="Server processes sharing the port [default: web.workers, "
+              "1]; more than 1 needs PostgreSQL.")] = None
           ) -> None:
     """Serve the web chat page, the web socket (/ws), REST (/v1) and /metrics."""
     with _user_errors():
         settings = _settings(ctx)
         web = settings.web.model_copy(update={
             "host": host or settings.web.host, "port": port or settings.web.port,
-            "preload": preload or settings.web.preload})
+            "preload": preload or settings.web.preload,
+            "workers": workers or settings.web.workers})
         settings = settings.model_copy(update={"web": web})
         from bot.channels.web.serve import check_address
         from bot.channels.web.serve import serve as run_server
 
+        if web.workers > 1:  # refused before anything slow
+            from bot.channels.web.workers import check_database, serve_workers
+
+            check_database(settings)
         check_address(web.host, web.port)
-        built = _index(settings)
-        err.print(f"[green]serving[/] http://{web.host}:{web.port}  "
+        built = _index(settings)  # built and saved once: the workers load the saved one
+        several = f" with {web.workers} workers" if web.workers > 1 else ""
+        err.print(f"[green]serving[/] http://{web.host}:{web.port}{several}  "
                   "[dim](chat page /, web socket /ws, API /docs, metrics /metrics; "
                   "Ctrl+C stops)[/]")
+        if web.workers > 1:
+            del built  # the parent only supervises: its copy of the embedder goes
+            serve_workers(settings)
+            return
         run_server(settings, built, _generator(settings))
 
 

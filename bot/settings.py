@@ -40,6 +40,7 @@ DEFAULT_CONFIG = Path("supportbot.yaml")
 ENV_PREFIX = "SUPPORTBOT_"
 ENV_DELIMITER = "__"
 CONFIG_ENV = "SUPPORTBOT_CONFIG"  # read by the CLI (--config), not a setting
+WORKER_ENV = "SUPPORTBOT_WORKER_SETTINGS"  # set by `serve --workers` for its workers, not a setting
 _NAMES = frozenset({"bot_name", "company_name"})
 # The {placeholders} each persona text may use; render() fills exactly these.
 PLACEHOLDERS: dict[str, frozenset[str]] = {
@@ -413,6 +414,10 @@ class WebSettings(_Section):
     burst_per_ip: int = Field(60, ge=1, description="Requests one client IP may make at once.")
     drain_seconds: float = Field(30.0, ge=0, le=600, description="On shutdown, how long turns "
                                  "in flight may take to finish.")
+    workers: int = Field(1, ge=1, le=64, description="Server processes sharing the port "
+                         "(`serve --workers`); more than 1 needs PostgreSQL in "
+                         "storage.database_url. Each loads the embedder (and the model, if "
+                         "local): see the README.")
 
 
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{30,}$")  # BotFather's format: <bot id>:<secret>
@@ -721,7 +726,7 @@ def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
     # Whole sections (JSON objects) first, so that a variable for one key overrides them.
     for name in sorted(environ, key=lambda n: (n.count(ENV_DELIMITER), n)):
         upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV:
+        if not upper.startswith(ENV_PREFIX) or upper in (CONFIG_ENV, WORKER_ENV):
             continue
         if upper not in known:
             warnings.warn(_unknown_env_message(name, known), SettingsWarning, stacklevel=2)

@@ -50,6 +50,10 @@ BUSY_TIMEOUT_MS = 30000
 # The async driver to suggest for a URL that names a synchronous one (or none).
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg",
                  "postgres": "postgresql+asyncpg"}
+# Connections of one process holding turn locks on PostgreSQL: turns running at once (more
+# wait up to LOCK_WAIT_S for one). With the query pool's 15, a process opens at most 35.
+LOCK_CONNECTIONS = 20
+LOCK_WAIT_S = 300
 NUL_REPLACEMENT = "\ufffd"  # PostgreSQL cannot store NUL in text; every backend stores this
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
 
@@ -354,9 +358,12 @@ class ConversationStore:
     @contextlib.asynccontextmanager
     async def _advisory_lock(self, conversation_id: str) -> AsyncIterator[None]:
         if self._lock_engine is None:
-            # Its own pool, so turns holding locks never starve the turns' writes of connections.
-            self._lock_engine = create_async_engine(self._engine.url, pool_size=5,
-                                                    max_overflow=-1)
+            # Its own pool, so turns holding locks never starve the turns' writes of connections;
+            # bounded, so that many conversations at once (times the workers) cannot take all of
+            # PostgreSQL's connections (100 by default): turns beyond it wait for one.
+            self._lock_engine = create_async_engine(
+                self._engine.url, pool_size=5, max_overflow=LOCK_CONNECTIONS - 5,
+                pool_timeout=LOCK_WAIT_S)
         key = _lock_key(conversation_id)
         try:
             conn = await self._lock_engine.connect()

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from bot.errors import StorageError
-from bot.storage import ConversationStore
+from bot.storage import LOCK_CONNECTIONS, ConversationStore
 from bot.types import BotReply, ConversationStatus, Decision, UserMessage
 from tests.test_storage import POSTGRES_URL, database_url, store
 
@@ -123,6 +123,30 @@ async def test_postgres_turn_locks_hold_across_processes() -> None:
     finally:
         await store.close()
         await other.close()
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="set TEST_POSTGRES_URL to run this")
+async def test_postgres_turn_locks_take_a_bounded_number_of_connections() -> None:
+    """More conversations at once than lock connections: the rest wait for one, and none
+    fails (each lock held on its own connection would run PostgreSQL out of connections once
+    several workers each hold dozens)."""
+    assert POSTGRES_URL is not None
+    store = ConversationStore(POSTGRES_URL)
+    held: list[int] = []
+
+    async def hold(conversation_id: str) -> None:
+        async with store.turn_lock(conversation_id):
+            assert store._lock_engine is not None
+            held.append(store._lock_engine.pool.checkedout())  # type: ignore[attr-defined]
+            await asyncio.sleep(0.1)
+
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(hold(f"c{i}") for i in range(LOCK_CONNECTIONS + 15)))
+    finally:
+        await store.close()
+    assert len(held) == LOCK_CONNECTIONS + 15
+    assert max(held) == LOCK_CONNECTIONS
 
 
 async def _enter(store: ConversationStore, conversation_id: str) -> None:

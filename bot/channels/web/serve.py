@@ -11,6 +11,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -46,12 +47,16 @@ def serve(settings: Settings, index: FaqIndex, generator: Callable[[], Generator
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     web = settings.web
     config = uvicorn.Config(create_app(settings, index=index, generator=generator),
-                            host=web.host, port=web.port, ws_max_size=_WS_MAX_SIZE,
-                            ws_ping_interval=None, log_level="info",
-                            timeout_graceful_shutdown=int(web.drain_seconds) + 5)
+                            host=web.host, port=web.port, **server_options(web.drain_seconds))
     server = uvicorn.Server(config)
     with _clean_exit(server):
         server.run()
+
+
+def server_options(drain_seconds: float) -> dict[str, Any]:
+    """uvicorn's options for every server, one process or several workers."""
+    return {"ws_max_size": _WS_MAX_SIZE, "ws_ping_interval": None, "log_level": "info",
+            "timeout_graceful_shutdown": int(drain_seconds) + 5}
 
 
 @contextlib.contextmanager
