@@ -267,16 +267,40 @@ def serve(ctx: typer.Context,
 
             check_database(settings)
         check_address(web.host, web.port)
-        built = _index(settings)  # built and saved once: the workers load the saved one
-        several = f" with {web.workers} workers" if web.workers > 1 else ""
-        err.print(f"[green]serving[/] http://{web.host}:{web.port}{several}  "
-                  "[dim](chat page /, web socket /ws, API /docs, metrics /metrics; "
-                  "Ctrl+C stops)[/]")
         if web.workers > 1:
-            del built  # the parent only supervises: its copy of the embedder goes
+            _index_apart(settings)  # built and saved once: the workers load the saved one
+            err.print(f"[green]serving[/] http://{web.host}:{web.port} with {web.workers} "
+                      "workers  [dim](chat page /, web socket /ws, API /docs, metrics "
+                      "/metrics; Ctrl+C stops)[/]")
             serve_workers(settings)
             return
+        built = _index(settings)
+        err.print(f"[green]serving[/] http://{web.host}:{web.port}  "
+                  "[dim](chat page /, web socket /ws, API /docs, metrics /metrics; "
+                  "Ctrl+C stops)[/]")
         run_server(settings, built, _generator(settings))
+
+
+def _index_apart(settings: Settings) -> None:
+    """Open (or build and save) the FAQ index in a process of its own that then ends: the
+    parent of several workers only supervises them, and would otherwise keep torch and the
+    embedder (~600 MB) for nothing. Its errors are its one line on stderr and status 1."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(
+        target=_index_or_exit, args=(settings,), name="supportbot-index")
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise typer.Exit(1)
+
+
+def _index_or_exit(settings: Settings) -> None:
+    try:
+        with _user_errors():
+            _index(settings)
+    except typer.Exit as exc:  # not a traceback from multiprocessing
+        sys.exit(exc.exit_code)
 
 
 @app.command()

@@ -425,3 +425,24 @@ async def test_two_workers_lose_nothing_when_one_is_killed(
         assert [m.text for m in rows[1::2]] == [r["text"] for r in client.replies]
         assert {m.decision for m in rows[1::2]} == {"answer"}, client.name
     assert len(messages) == 2 * replies
+
+
+@pytest.mark.slow
+def test_serve_with_workers_reports_an_index_error_in_one_line(tmp_path: Path) -> None:
+    """The index is opened in a process of its own (the parent stays small): its error is
+    still one line and status 1, before any worker starts."""
+    config = tmp_path / "supportbot.yaml"
+    config.write_text(
+        f"retrieval:\n  faq_path: {SAMPLE_FAQ}\n  index_dir: index\n  auto_rebuild: false\n"
+        "storage:\n  database_url: postgresql+asyncpg://bot:pw@127.0.0.1:1/never-opened\n",
+        encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "bot", "--config", str(config), "serve",
+                           "--workers", "2", "--port", str(free_port())], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("error")] == [
+        f"error: no index in {tmp_path / 'index'}; run 'supportbot index' to build it"
+    ], done.stderr
+    assert "serving" not in done.stderr
