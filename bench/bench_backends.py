@@ -32,7 +32,7 @@ from typing import Any
 from bench_generation import QUESTIONS, concurrently
 from common import ENV
 
-THREADS = len(os.sched_getaffinity(0))  # llama.cpp: all cores, as raw llama-cpp-python
+THREADS = 1  # llama.cpp's threads, on every llama.cpp side alike: --threads
 
 
 def prompts() -> list[list[dict[str, str]]]:
@@ -256,7 +256,14 @@ def main() -> None:
     parser.add_argument("--adapter", type=Path, help="a LoRA adapter folder from "
                         "`supportbot train` for the agreement figure (default: a random one)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads, backend, "
+                        "raw and server alike (default: the backend's own, all cores but one; "
+                        "transformers always uses all cores)")
     args = parser.parse_args()
+    from bot.generation.llama_cpp_generator import default_threads
+
+    global THREADS
+    THREADS = args.threads or default_threads()
     figures: dict[str, Any] = {"threads": THREADS}
     figures.update(one_stream(args.tokens))
     figures.update(server_figures(args.tokens))
@@ -264,7 +271,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         figures["agreement"] = agreement(args.adapter, Path(work))
     f = figures
-    print(f"one stream, {args.tokens} tokens, tokens/s ({THREADS} threads):")
+    print(f"one stream, {args.tokens} tokens, tokens/s (llama.cpp: {THREADS} threads of "
+          f"{len(os.sched_getaffinity(0))} cores):")
     print(f"  llama_cpp backend      {f['llama_backend']:7.1f}   raw llama-cpp-python "
           f"{f['llama_raw']:7.1f}   ratio {f['llama_backend'] / f['llama_raw']:.2f} (goal >= 0.9)")
     print(f"  with repetition penalty 1.05 (transformers' rule): {f['llama_backend_penalty']:.1f}")

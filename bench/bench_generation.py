@@ -10,12 +10,12 @@ Figures, each with its baseline measured in the same run:
    GGUF is converted into an empty cache) and cached; baseline: an FAQ-answer ask (no model);
 4. median latency of an FAQ answer and of a generated answer (DialogueManager.handle).
 
-With `--quality [--adapter FOLDER]`, only the answer quality of the middle band: the first 40
-held-out paraphrases (data/faq_eval.yaml) whose top score falls between the suggest and answer
-thresholds go through the bot with `dialogue.middle: generate`; how many answers are sent, and
-how many of those are wrong: grounded in an entry other than the paraphrase's own (the grounding
-check has already rejected text its entry does not support). Every output, with its judgement,
-goes to bench/out/middle_band_<name>.jsonl for a person to read.
+With `--quality [--adapter FOLDER] [--backend llama_cpp]`, only the answer quality of the middle
+band: the first 40 held-out paraphrases (data/faq_eval.yaml) whose top score falls between the
+suggest and answer thresholds go through the bot with `dialogue.middle: generate`; how many
+answers are sent, and how many of those are wrong: grounded in an entry other than the
+paraphrase's own (the grounding check has already rejected text its entry does not support).
+Every output, with its judgement, goes to bench/out/middle_band_<name>.jsonl for a person to read.
 """
 
 from __future__ import annotations
@@ -165,14 +165,14 @@ def restated(text: str, ids: list[str], index: Any) -> str | None:
 
 
 async def quality(adapter: Path | None, limit: int, work: Path,
-                  prompt_entries: int | None) -> dict[str, Any]:
+                  prompt_entries: int | None, backend: str) -> dict[str, Any]:
     """Sent and wrong generated answers on the held-out middle band, each output kept."""
     import json
 
     from bot.types import Decision, UserMessage
 
     settings, runtime = await open_bench_runtime(work, middle_generates=True, adapter=adapter,
-                                                 prompt_entries=prompt_entries)
+                                                 prompt_entries=prompt_entries, backend=backend)
     index, manager = runtime.index, runtime.manager
     held_out = yaml.safe_load((ROOT / "data" / "faq_eval.yaml").read_text())["paraphrases"]
     middle = [p for p in held_out
@@ -190,7 +190,8 @@ async def quality(adapter: Path | None, limit: int, work: Path,
                      "wrong": sent and source != p["id"], "text": reply.text,
                      "raw": reply.meta.get("generated")})
     await runtime.close()
-    name = adapter.name if adapter else "base"
+    name = (adapter.name if adapter else "base") + (
+        "" if backend == "transformers" else f"_{backend}")
     out = ROOT / "bench" / "out" / f"middle_band_{name}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -210,14 +211,18 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=40, help="middle-band questions (--quality)")
     parser.add_argument("--prompt-entries", type=int, help="dialogue.prompt_entries (--quality; "
                         "use the value the adapter was trained with)")
+    parser.add_argument("--backend", default="transformers", choices=["transformers",
+                        "llama_cpp"], help="model.backend (--quality; llama_cpp serves an "
+                        "adapter through its adapter.gguf: supportbot export-gguf)")
     args = parser.parse_args()
     if args.quality:
         with tempfile.TemporaryDirectory() as tmp:
             for adapter in [None, args.adapter] if args.adapter else [None]:
                 q = asyncio.run(quality(adapter, args.limit, Path(tmp) / (
-                    adapter.name if adapter else "base"), args.prompt_entries))
-                print(f"{adapter or 'base model'}: {q['sent']} of {q['n']} middle-band answers "
-                      f"sent (goal >= 30), {q['wrong']} of them wrong (goal <= 1 in 20); "
+                    adapter.name if adapter else "base"), args.prompt_entries, args.backend))
+                print(f"{adapter or 'base model'} ({args.backend}): {q['sent']} of {q['n']} "
+                      f"middle-band answers sent (goal >= 30), {q['wrong']} of them wrong "
+                      "(goal <= 1 in 20); "
                       f"top entry right for {q['right_entry_top']} of {q['n']}; outputs: "
                       f"{q['out']}")
         return

@@ -33,7 +33,8 @@ def timed(cmd: list[str]) -> float:
 
 async def open_bench_runtime(work: Path, everything_generates: bool = False,
                              middle_generates: bool = False, adapter: Path | None = None,
-                             prompt_entries: int | None = None) -> Any:
+                             prompt_entries: int | None = None,
+                             backend: str = "transformers") -> Any:
     """The sample-FAQ bot with index and database inside `work`.
 
     With `everything_generates`, every question lands in the generated band; with
@@ -53,6 +54,7 @@ async def open_bench_runtime(work: Path, everything_generates: bool = False,
     if middle_generates:
         settings.dialogue.middle = "generate"
     settings.model.adapter = adapter
+    settings.model.backend = backend  # type: ignore[assignment]
     if prompt_entries:
         settings.dialogue.prompt_entries = prompt_entries
     index, _ = open_index(settings)

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from bot.cli import _settings, _user_errors, app, err, out
-from bot.settings import Settings
+from bot.settings import BUNDLED_GENERATOR, Settings
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -170,6 +170,13 @@ def train(ctx: typer.Context,
         if not main:
             return
         _show_metrics(metrics, output)
+        if base_model is None and settings.model.base_model == BUNDLED_GENERATOR:
+            # The bundled model is a GGUF file: its adapter for llama.cpp costs a second.
+            from bot.generation.bundled import bundled_gguf
+            from training.gguf_adapter import export_gguf_adapter
+
+            written = export_gguf_adapter(output, bundled_gguf())
+            out.print(f"[dim]llama.cpp adapter (model.backend llama_cpp): {written}[/]")
         if samples and prepared.eval_conversations:
             from training.samples import sample_replies, write_samples
 

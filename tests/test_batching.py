@@ -167,3 +167,39 @@ def test_close_fails_waiting_callers_and_refuses_new_ones() -> None:
         waiting.result(timeout=5)
     with pytest.raises(GeneratorClosedError):
         batcher.submit([prompt("c")], params)
+
+
+class _MeetingGenerator:
+    """Each call waits (up to 10 s) until `parties` calls are inside generate at once."""
+
+    name = "meeting"
+    context_tokens = 2048
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.closed = False
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return 1
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationSettings,
+                 on_text: TextSink | None = None,
+                 should_stop: StopCheck | None = None) -> list[list[str]]:
+        self.barrier.wait()
+        return [[str(p[0]["content"])] for p in prompts]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_several_workers_run_requests_at_the_same_time() -> None:
+    # For a backend that is itself concurrent (a model server): 3 requests of one prompt each
+    # are inside the backend together; with one worker the meeting would never happen.
+    inner = _MeetingGenerator(3)
+    batching = BatchingGenerator(inner, max_batch=1, window_s=0.0, workers=3)
+    futures = [batching.submit([[{"role": "user", "content": q}]], GREEDY)
+               for q in ("a", "b", "c")]
+    assert [f.result(timeout=20) for f in futures] == [[["a"]], [["b"]], [["c"]]]
+    assert batching.batches == [1, 1, 1]
+    batching.close()
+    assert inner.closed, "closing the batcher closes the backend (its connections)"

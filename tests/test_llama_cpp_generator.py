@@ -199,3 +199,18 @@ async def test_the_bot_generates_with_the_llama_cpp_backend(config_file: Path) -
         assert stored is not None and stored.text == reply.text
     finally:
         await runtime.close()
+
+
+@pytest.mark.slow
+def test_train_on_the_bundled_model_writes_an_adapter_llama_cpp_serves(
+        tmp_path: Path, config_file: Path) -> None:
+    from tests.test_training_cli import SAMPLE
+
+    out = tmp_path / "adapter"
+    result = CliRunner().invoke(app, [
+        "--config", str(config_file), "train", str(SAMPLE), "--out", str(out), "--max-steps",
+        "1", "--batch-size", "1", "--max-length", "256", "--samples", "0"])
+    assert result.exit_code == 0, result.output
+    assert (out / "adapter.gguf").is_file() and "llama.cpp adapter" in result.output
+    served = LlamaCppGenerator.load("SmolLM2-135M-Instruct", adapter=out, threads=2)
+    assert served.generate([PROMPT], GenerationSettings(max_new_tokens=4))[0][0]
