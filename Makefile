@@ -42,6 +42,7 @@ bench: setup  ## all benchmarks; figures go to bench/README.md
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_retrieval.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_tuned_retrieval.py  # ~30 min: tunes 4 embedders
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_generation.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_backends.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_dialogue.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_grounding.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_serve.py
