@@ -647,10 +647,11 @@ def _user_errors() -> Iterator[None]:
 
 
 # Commands in their own modules register themselves: `eval dialogue` (on eval_app), train,
-# merge and export, tune-retriever.
+# merge and export, tune-retriever, operator (bot/operators/cli.py).
 from bot import cli_eval as _cli_eval  # noqa: E402,F401
 from bot import cli_retrieval as _cli_retrieval  # noqa: E402,F401
 from bot import cli_train as _cli_train  # noqa: E402,F401
+from bot.operators import cli as _cli_operators  # noqa: E402,F401
 
 
 def main() -> None:

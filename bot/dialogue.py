@@ -244,6 +244,14 @@ class DialogueManager:
                                        for c in reply.candidates])
         status = ConversationStatus.HANDOFF if reply.decision is Decision.HANDOFF else None
         verdicts = (turn.verdicts_in, turn.verdicts_out or None)
+        if reply.decision is Decision.HELD:  # only the customer's message, for the operator
+            try:
+                await self.store.record_held(stored, reply.meta, verdicts[0])
+            except StorageError as exc:
+                log.error("held message not stored in conversation %s: %s",
+                          message.conversation_id, exc)
+                return replace(reply, meta={**reply.meta, "storage_error": str(exc)})
+            return reply
         try:
             message_id = await self.store.record_turn(stored, kept, status=status,
                                                       verdicts=verdicts)
@@ -269,7 +277,8 @@ class DialogueManager:
     async def transcript(self, conversation_id: str) -> list[TranscriptItem]:
         """A conversation's messages, oldest first, with the bot's replies and their ratings."""
         return [TranscriptItem(m.role, m.text, m.created_at, m.id, m.client_id,
-                               self.stored_reply(m) if m.role == "bot" else None, rating)
+                               self.stored_reply(m) if m.role == "bot" else None, rating,
+                               (m.meta or {}).get("operator") if m.role == "operator" else None)
                 for m, rating in await self.store.transcript(conversation_id)]
 
     async def feedback(self, conversation_id: str, message_id: int, rating: str,
@@ -325,7 +334,14 @@ class DialogueManager:
                 yield BotReply(self.persona.render(self.persona.empty_text), Decision.INVALID,
                                conversation, confidence=1.0)
                 return
-        if await self.store.conversation_status(conversation) is ConversationStatus.HANDOFF:
+        row = await self.store.get_conversation(conversation)
+        if row is not None and row.status == ConversationStatus.HANDOFF.value \
+                and row.claimed_by is not None:
+            # An operator holds it: they answer, the bot stays silent (docs/operators.md).
+            yield BotReply("", Decision.HELD, conversation, confidence=1.0,
+                           meta={"claimed_by": row.claimed_by})
+            return
+        if row is not None and row.status == ConversationStatus.HANDOFF.value:
             yield BotReply(self.persona.render(self.persona.waiting_text), Decision.WAITING,
                            conversation, confidence=1.0)
             return

@@ -15,6 +15,7 @@ USER_ID_LENGTH = 128
 CHANNEL_LENGTH = 32
 CLIENT_ID_LENGTH = 64
 COMMENT_LENGTH = 1000
+OPERATOR_NAME_LENGTH = 64
 
 
 def utcnow() -> datetime:
@@ -42,6 +43,10 @@ class Conversation(Base):
     # When the status last changed (None: it never has, the bot has answered from the start).
     status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
                                                                nullable=True)
+    # The operator holding a handed-off conversation (None: waiting for one, or the bot's).
+    # A name, not a key: removing an account leaves the history readable.
+    claimed_by: Mapped[str | None] = mapped_column(String(OPERATOR_NAME_LENGTH), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Message(Base):
@@ -51,7 +56,7 @@ class Message(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
-    role: Mapped[str] = mapped_column(String(16))  # "user" or "bot"
+    role: Mapped[str] = mapped_column(String(16))  # "user", "bot" or "operator"
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     decision: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -82,3 +87,31 @@ class Feedback(Base):
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Operator(Base):
+    """A human who answers handed-off conversations; only an argon2 hash of the password."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(OPERATOR_NAME_LENGTH), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OperatorAction(Base):
+    """What an operator did (login, claim, reply, release, close), kept for accountability.
+
+    The operator is a name, not a key, so the log outlives a removed account.
+    """
+
+    __tablename__ = "operator_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    operator: Mapped[str] = mapped_column(String(OPERATOR_NAME_LENGTH), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    conversation_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True,
+                                                        index=True)
+    message_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -420,6 +420,19 @@ class WebSettings(_Section):
                          "local): see the README.")
 
 
+class OperatorSettings(_Section):
+    """The operator inbox (`/operator/api/`): human colleagues answering handed-off chats."""
+
+    session_hours: float = Field(12.0, gt=0, le=24 * 30, description="How long an operator "
+                                 "stays signed in after logging in.")
+    max_failed_logins: int = Field(5, ge=1, le=1000, description="Wrong passwords in a row "
+                                   "for one name before its logins are refused for a while.")
+    lockout_minutes: float = Field(15.0, gt=0, le=24 * 60, description="How long logins to a "
+                                   "name are refused after max_failed_logins wrong passwords.")
+    secure_cookie: bool = Field(True, description="Send the session cookie over HTTPS only; "
+                                "turn off only to try the inbox on plain http://localhost.")
+
+
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{30,}$")  # BotFather's format: <bot id>:<secret>
 _WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # what Telegram accepts as secret_token
 TELEGRAM_TEXTS = ("help_text", "text_only_text", "reset_text", "feedback_text", "not_yours_text")
@@ -548,6 +561,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    operators: OperatorSettings = Field(default_factory=OperatorSettings)
 
     @classmethod
     def settings_customise_sources(

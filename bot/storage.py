@@ -82,6 +82,16 @@ class ConversationStore:
     def __repr__(self) -> str:
         return f"ConversationStore({self._safe_url()!r})"
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine, for stores of other tables in this database (bot/operators/store.py)."""
+        return self._engine
+
+    def error(self, doing: str, exc: BaseException) -> StorageError:
+        """A StorageError saying what failed, the URL's password masked."""
+        return StorageError(f"cannot {doing} in {self._safe_url()}: "
+                            f"{self._scrub(_first_line(exc))}")
+
     def _create_engine(self, parsed: URL) -> AsyncEngine:
         try:
             return create_async_engine(parsed)
@@ -197,6 +207,36 @@ class ConversationStore:
                                f"{self._scrub(_first_line(exc))}") from exc
         assert bot_id is not None
         return int(bot_id)
+
+    async def record_held(self, message: UserMessage, meta: dict[str, Any],
+                          verdicts: list[dict[str, Any]] | None = None) -> int | None:
+        """Store a customer's message to a conversation an operator holds (no bot reply);
+        its id, or None when the channel re-sent a message (same client id) stored already."""
+        self.check_ids(message)
+        conversation_id = _checked_id(message.conversation_id)
+        client_id = _clean(message.client_id)
+        now = utcnow()
+        try:
+            async with self._engine.begin() as conn:
+                await self._create_conversation(conn, conversation_id, _clean(message.channel),
+                                                _clean(message.user_id), now)
+                await conn.execute(update(Conversation)
+                                   .where(Conversation.id == conversation_id)
+                                   .values(updated_at=now))
+                if client_id is not None and await conn.scalar(
+                        select(Message.id).where(Message.conversation_id == conversation_id,
+                                                 Message.client_id == client_id,
+                                                 Message.role == "user").limit(1)) is not None:
+                    return None
+                stored = await conn.scalar(insert(Message).values(
+                    conversation_id=conversation_id, role="user", text=_clean(message.text),
+                    decision=None, faq_ids=[], scores=[], confidence=None, latency_ms=None,
+                    meta=_clean(meta), client_id=client_id, verdicts=_clean(verdicts),
+                    created_at=now).returning(Message.id))
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot store the message in {self._safe_url()}: "
+                               f"{self._scrub(_first_line(exc))}") from exc
+        return int(stored) if stored is not None else None
 
     async def find_reply(self, conversation_id: str, client_id: str) -> Message | None:
         """The bot's reply to the user message the channel sent with `client_id`, if stored."""
@@ -317,6 +357,11 @@ class ConversationStore:
             raise StorageError(f"cannot set the status of {conversation_id!r} in "
                                f"{self._safe_url()}: {self._scrub(_first_line(exc))}") from exc
         return bool(result.rowcount)
+
+    @staticmethod
+    def check_id(conversation_id: str) -> str:
+        """The id, or InputError if it is too long to store."""
+        return _checked_id(conversation_id)
 
     @staticmethod
     def check_ids(message: UserMessage) -> None:

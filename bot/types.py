@@ -21,6 +21,9 @@ class Decision(str, Enum):
     WAITING = "waiting"  # the conversation is with a human: the bot only says a colleague replies
     ERROR = "error"  # the turn failed; the customer got an apology, the cause is logged and stored
     BLOCKED = "blocked"  # a safety guard refused the message; the customer got a short reply
+    # An operator holds the conversation: the customer's message is stored for them and the
+    # bot says nothing (the reply's text is empty and no bot message is stored).
+    HELD = "held"
 
 
 class ConversationStatus(str, Enum):
@@ -28,6 +31,7 @@ class ConversationStatus(str, Enum):
 
     BOT = "bot"  # the bot answers
     HANDOFF = "handoff"  # waiting for / held by a human: the bot must not answer as usual
+    CLOSED = "closed"  # an operator finished it; the bot answers anything the customer adds
 
 
 @dataclass(frozen=True)
@@ -95,15 +99,15 @@ class BotReply:
         return data
 
 
-
 @dataclass(frozen=True)
 class TranscriptItem:
     """One stored message of a conversation: the customer's, or the bot's reply and its rating."""
 
-    role: str  # "user" or "bot"
+    role: str  # "user", "bot" or "operator"
     text: str
     created_at: datetime
     message_id: int
     client_id: str | None = None
     reply: BotReply | None = None  # for the bot's messages
     feedback: str | None = None  # "up", "down" or None
+    name: str | None = None  # the operator's, for an operator's message

@@ -23,6 +23,9 @@ from bot.channels.web.state import WebState
 from bot.channels.web.ws import chat_socket
 from bot.errors import StorageError
 from bot.generation.base import Generator
+from bot.operators import api as operator_api
+from bot.operators.auth import LoginThrottle, SessionSigner
+from bot.operators.store import OperatorStore
 from bot.runtime import Runtime, open_index, open_runtime
 from bot.settings import Settings
 from retrieval.embedder import Embedder
@@ -43,6 +46,8 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
     `generator` replaces the configured model's loader (tests pass a small one).
     """
     tokens = ConversationTokens.from_settings(settings.web)  # a bad key fails before serving
+    operators = settings.operators
+    signer = SessionSigner(tokens.derived_key("operator-sessions"), operators.session_hours)
     telegram = settings.telegram.mode == "webhook" and settings.telegram.webhook_share_web_port
     if telegram:  # the Telegram webhook shares this server: a missing token fails here too
         from bot.channels.telegram.service import bot_token
@@ -62,6 +67,9 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
         metrics = Metrics(lambda: manager.tokens_generated)
         state = WebState(settings, manager, ChatService(manager, metrics), metrics, tokens)
         app.state.web = state
+        app.state.operators = operator_api.OperatorContext(
+            OperatorStore(manager.store), signer,
+            LoginThrottle(operators.max_failed_logins, operators.lockout_minutes * 60), state)
         try:
             if settings.web.preload:
                 await asyncio.to_thread(lambda: manager.generator)
@@ -93,6 +101,7 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
     app.add_middleware(BodyLimit, limit=settings.web.max_frame_bytes,
                        exempt=(settings.telegram.webhook_path,) if telegram else ())
     app.include_router(rest.router)
+    app.include_router(operator_api.router)
     if telegram:  # Telegram's updates are larger than chat frames: the route limits them
         from bot.channels.telegram.webhook import telegram_webhook
 

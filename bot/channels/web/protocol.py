@@ -44,7 +44,8 @@ ClientFrame = ChatFrame | FeedbackFrame | PingFrame
 
 def status_after(reply: BotReply) -> str:
     """Who answers the conversation once this reply is out."""
-    return "handoff" if reply.decision in (Decision.HANDOFF, Decision.WAITING) else "bot"
+    return "handoff" if reply.decision in (Decision.HANDOFF, Decision.WAITING,
+                                           Decision.HELD) else "bot"
 
 
 def source(s: Source) -> dict[str, Any]:
@@ -73,7 +74,20 @@ def history_item(item: TranscriptItem) -> dict[str, Any]:
         data.update({k: fields[k] for k in ("decision", "confidence", "sources",
                                             "suggestions")})
         data["feedback"] = item.feedback
+    if item.role == "operator":
+        data["name"] = item.name
     return data
+
+
+def operator_frame(text: str, name: str, message_id: int, created_at: str) -> dict[str, Any]:
+    """An operator's message, pushed to the customer's open sockets."""
+    return {"type": "operator", "text": text, "name": name, "message_id": message_id,
+            "created_at": created_at}
+
+
+def status_frame(status: str) -> dict[str, Any]:
+    """Who answers the conversation now, pushed when an operator releases or closes it."""
+    return {"type": "status", "status": status}
 
 
 def error_frame(code: str, message: str, client_id: str | None = None) -> dict[str, Any]:

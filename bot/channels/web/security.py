@@ -37,6 +37,11 @@ class ConversationTokens:
             return cls(web.secret.get_secret_value().encode())
         return cls(_key_file(web.secret_file))
 
+    def derived_key(self, purpose: str) -> bytes:
+        """A key for another signature (operator sessions), derived from the server's key so
+        that nothing signed for one purpose verifies for another."""
+        return hmac.new(self._key, b"derive:" + purpose.encode(), hashlib.sha256).digest()
+
     def new(self) -> tuple[str, str]:
         """A new conversation id and its token."""
         conversation_id = _PREFIX + secrets.token_hex(16)

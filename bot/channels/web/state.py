@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import HTTPConnection
 
@@ -11,6 +13,34 @@ from bot.channels.web.security import ConversationTokens, RateLimiter
 from bot.channels.web.service import ChatService
 from bot.dialogue import DialogueManager
 from bot.settings import Settings
+
+Sender = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class CustomerSockets:
+    """The customers' open web sockets of this process, by conversation: how an operator's
+    reply reaches the customer at once. Another worker's sockets are not here; a customer
+    connected there sees the reply in the history when they reconnect."""
+
+    def __init__(self) -> None:
+        self._senders: dict[str, set[Sender]] = {}
+
+    def add(self, conversation_id: str, send: Sender) -> None:
+        self._senders.setdefault(conversation_id, set()).add(send)
+
+    def discard(self, conversation_id: str, send: Sender) -> None:
+        senders = self._senders.get(conversation_id)
+        if senders is not None:
+            senders.discard(send)
+            if not senders:
+                del self._senders[conversation_id]
+
+    async def push(self, conversation_id: str, frame: dict[str, Any]) -> int:
+        """Send `frame` to every socket open on the conversation; how many there were."""
+        senders = list(self._senders.get(conversation_id, ()))
+        for send in senders:
+            await send(frame)  # never raises: a socket gone drops the frame
+        return len(senders)
 
 
 @dataclass
@@ -24,6 +54,7 @@ class WebState:
     tokens: ConversationTokens
     ip_limits: RateLimiter = field(init=False)
     conversation_limits: RateLimiter = field(init=False)
+    customers: CustomerSockets = field(default_factory=CustomerSockets)
 
     def __post_init__(self) -> None:
         web = self.settings.web

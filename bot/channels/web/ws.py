@@ -262,9 +262,12 @@ async def chat_socket(socket: WebSocket) -> None:
         "max_text_chars": state.settings.dialogue.max_input_chars,
         "max_frame_bytes": state.settings.web.max_frame_bytes})
     state.metrics.websockets.inc()
+    connection = ChatConnection(socket, state, conversation_id)
+    state.customers.add(conversation_id, connection.send)  # operators' replies come this way
     try:
-        await ChatConnection(socket, state, conversation_id).run()
+        await connection.run()
     except WebSocketDisconnect:
         pass
     finally:
+        state.customers.discard(conversation_id, connection.send)
         state.metrics.websockets.dec()

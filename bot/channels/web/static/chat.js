@@ -180,6 +180,26 @@
     return wrap;
   }
 
+  // A human colleague's message (live "operator" frame or a history item), with their name;
+  // plain text, no feedback buttons: the customer rates the bot's answers only.
+  function addOperatorMessage(message, live) {
+    var wrap = el("div", "msg bot agent");
+    wrap.setAttribute("data-testid", "operator-message");
+    var bubble = el("div", "bubble");
+    if (typeof message.name === "string" && message.name) {
+      bubble.appendChild(el("div", "agent-name", message.name));
+    }
+    var body = el("div", "text");
+    appendRichText(body, String(message.text || ""));
+    bubble.appendChild(body);
+    wrap.appendChild(bubble);
+    timeTitle(bubble, message.created_at);
+    if (message.message_id != null) wrap.setAttribute("data-message-id", String(message.message_id));
+    els.log.appendChild(wrap);
+    if (live) announce((message.name ? message.name + ": " : "") + String(message.text || ""));
+    return wrap;
+  }
+
   // The bubble a turn's reply will be written into; shows "typing" until its first token.
   function addPendingBot(clientId) {
     var wrap = el("div", "msg bot typing");
@@ -565,6 +585,8 @@
       case "feedback": showFeedback(frame.message_id, frame.rating); break;
       case "error": onError(frame, resuming); break;
       case "ping": send({ type: "pong" }); break;
+      case "operator": changeLog(function () { addOperatorMessage(frame, true); }); break;
+      case "status": setHandoff(frame.status === "handoff"); break;
       default: break; // "pong", and frame types added later
     }
   }
@@ -618,14 +640,12 @@
       if (!m || typeof m.text !== "string") return;
       if (m.role === "user") {
         addUserMessage(m.text, m.client_id || null, m.created_at);
+      } else if (m.role === "operator") {
+        addOperatorMessage(m, false);
       } else {
         var wrap = el("div", "msg bot");
         els.log.appendChild(wrap);
         renderBot(wrap, m, false);
-        if (m.role !== "bot") {
-          // A colleague's message, should the server ever store one.
-          wrap.classList.add("agent");
-        }
       }
     });
     state.outbox.forEach(function (entry, id) {
@@ -659,8 +679,9 @@
       state.pending.delete(id);
       state.outbox.delete(id);
     }
-    if (known) {
-      // A duplicate of a reply already on the page (a re-sent turn): nothing new to show.
+    if (known || frame.decision === "held") {
+      // A duplicate of a reply already on the page (a re-sent turn), or a message an operator
+      // holds the conversation for (the bot stays silent; the operator answers): no bubble.
       if (wrap) wrap.remove();
     } else {
       changeLog(function () {

@@ -1,0 +1,238 @@
+"""The operator inbox API (`/operator/api/`): log in, list handed-off conversations, read
+one with the bot's reasoning, claim it, reply, give it back to the bot, close it.
+
+Every route but login needs the session cookie (401 otherwise). The cookie is SameSite=Strict
+and HttpOnly, and the POSTs that carry data take JSON only, so another site can neither read
+nor forge an operator's requests. Each change is logged in operator_actions with its operator.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydantic import BaseModel, Field
+
+from bot.channels.web.protocol import operator_frame, source, status_frame
+from bot.channels.web.state import WebState, client_ip
+from bot.errors import InputError, StorageError
+from bot.models import Message
+from bot.operators.accounts import MAX_PASSWORD, verify_password
+from bot.operators.auth import COOKIE, COOKIE_PATH, LoginThrottle, SessionSigner
+from bot.operators.store import ConflictError, InboxItem, NotFoundError, OperatorStore
+from bot.types import ConversationStatus
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/operator/api", tags=["operators"])
+WRONG_LOGIN = "wrong name or password"  # the one message, whichever of the two was wrong
+MAX_REPLY_CHARS = 4000
+
+
+@dataclass
+class OperatorContext:
+    """What the operator routes share; built at start-up as `app.state.operators`."""
+
+    store: OperatorStore
+    signer: SessionSigner
+    throttle: LoginThrottle
+    web: WebState
+
+
+class LoginRequest(BaseModel):
+    name: str = Field(max_length=64)
+    password: str = Field(max_length=MAX_PASSWORD)
+
+
+class ReplyRequest(BaseModel):
+    text: str = Field(min_length=1, max_length=MAX_REPLY_CHARS,
+                      description="The operator's message to the customer.")
+
+
+def _context(request: Request) -> OperatorContext:
+    context: OperatorContext = request.app.state.operators
+    return context
+
+
+async def current_operator(request: Request) -> str:
+    """The logged-in operator's name; 401 without a valid session of an existing account."""
+    context = _context(request)
+    name = context.signer.verify(request.cookies.get(COOKIE))
+    try:
+        if name is None or await context.store.password_hash(name) is None:
+            raise HTTPException(401, "log in first: POST /operator/api/login")
+    except StorageError as exc:
+        raise _unavailable(exc) from exc
+    return name
+
+
+def _unavailable(exc: StorageError) -> HTTPException:
+    log.error("operator API: %s", exc)
+    return HTTPException(503, "the database cannot be reached right now")
+
+
+@router.post("/login", summary="Log in: sets the session cookie")
+async def login(body: LoginRequest, request: Request, response: Response) -> dict[str, Any]:
+    context = _context(request)
+    wait = context.web.limit(client_ip(request), None) or context.throttle.wait(body.name)
+    if wait:
+        raise HTTPException(429, f"too many attempts: wait {wait:.0f} s",
+                            headers={"Retry-After": str(int(wait) + 1)})
+    try:
+        stored = await context.store.password_hash(body.name)
+    except StorageError as exc:
+        raise _unavailable(exc) from exc
+    if not verify_password(stored, body.password):
+        context.throttle.failed(body.name)
+        log.warning("operator login failed for %r from %s", body.name[:64], client_ip(request))
+        raise HTTPException(401, WRONG_LOGIN)
+    context.throttle.succeeded(body.name)
+    value, expires = context.signer.issue(body.name)
+    settings = context.web.settings.operators
+    response.set_cookie(COOKIE, value, max_age=int(context.signer.seconds), path=COOKIE_PATH,
+                        secure=settings.secure_cookie, httponly=True, samesite="strict")
+    await _log(context, body.name, "login")
+    return {"name": body.name, "expires_at": datetime.fromtimestamp(expires).astimezone()
+            .isoformat()}
+
+
+@router.post("/logout", summary="Log out: clears the session cookie")
+async def logout(request: Request, response: Response,
+                 operator: str = Depends(current_operator)) -> dict[str, Any]:
+    context = _context(request)
+    response.delete_cookie(COOKIE, path=COOKIE_PATH,
+                           secure=context.web.settings.operators.secure_cookie,
+                           httponly=True, samesite="strict")
+    await _log(context, operator, "logout")
+    return {"name": operator, "logged_out": True}
+
+
+@router.get("/me", summary="Who is logged in")
+async def me(operator: str = Depends(current_operator)) -> dict[str, Any]:
+    return {"name": operator}
+
+
+@router.get("/conversations", summary="Conversations waiting for a human, and those claimed")
+async def conversations(request: Request,
+                        operator: str = Depends(current_operator)) -> dict[str, Any]:
+    try:
+        items = await _context(request).store.inbox()
+    except StorageError as exc:
+        raise _unavailable(exc) from exc
+    return {"waiting": [_item(i) for i in items if i.claimed_by is None],
+            "claimed": [_item(i) for i in items if i.claimed_by is not None]}
+
+
+@router.get("/conversations/{conversation_id}",
+            summary="A conversation's messages, with the bot's decisions, sources and scores")
+async def conversation(conversation_id: str, request: Request,
+                       operator: str = Depends(current_operator)) -> dict[str, Any]:
+    context = _context(request)
+    try:
+        row = await context.store.conversation(conversation_id)
+        rows = await context.store.conversations.transcript(conversation_id)
+        actions = await context.store.actions(conversation_id)
+    except (NotFoundError, InputError):
+        raise HTTPException(404, f"no conversation {conversation_id[:128]!r}") from None
+    except StorageError as exc:
+        raise _unavailable(exc) from exc
+    return {"conversation": {"id": row.id, "channel": row.channel, "user_id": row.user_id,
+                             "status": row.status, "created_at": _iso(row.created_at),
+                             "status_changed_at": _iso(row.status_changed_at),
+                             "claimed_by": row.claimed_by, "claimed_at": _iso(row.claimed_at)},
+            "messages": [_message(context, m, rating) for m, rating in rows],
+            "actions": [{"operator": a.operator, "action": a.action,
+                         "message_id": a.message_id, "created_at": _iso(a.created_at)}
+                        for a in actions]}
+
+
+@router.post("/conversations/{conversation_id}/claim",
+             summary="Take a waiting conversation: the bot stops answering it")
+async def claim(conversation_id: str, request: Request,
+                operator: str = Depends(current_operator)) -> dict[str, Any]:
+    await _change(_context(request).store.claim(conversation_id, operator))
+    return {"conversation_id": conversation_id, "status": "handoff", "claimed_by": operator}
+
+
+@router.post("/conversations/{conversation_id}/reply",
+             summary="Send the customer a message (stored; live on an open web chat)")
+async def reply(conversation_id: str, body: ReplyRequest, request: Request,
+                operator: str = Depends(current_operator)) -> dict[str, Any]:
+    if not body.text.strip():
+        raise HTTPException(422, "text is empty")
+    context = _context(request)
+    message = await _change(context.store.reply(conversation_id, operator, body.text))
+    created = _iso(message.created_at) or ""
+    live = await context.web.customers.push(
+        conversation_id, operator_frame(message.text, operator, message.id, created))
+    return {"message_id": message.id, "created_at": created, "live_sockets": live}
+
+
+@router.post("/conversations/{conversation_id}/release",
+             summary="Give the conversation back to the bot")
+async def release(conversation_id: str, request: Request,
+                  operator: str = Depends(current_operator)) -> dict[str, Any]:
+    return await _finish(request, conversation_id, operator, ConversationStatus.BOT)
+
+
+@router.post("/conversations/{conversation_id}/close",
+             summary="Close the conversation: done (the bot answers anything new)")
+async def close(conversation_id: str, request: Request,
+                operator: str = Depends(current_operator)) -> dict[str, Any]:
+    return await _finish(request, conversation_id, operator, ConversationStatus.CLOSED)
+
+
+async def _finish(request: Request, conversation_id: str, operator: str,
+                  status: ConversationStatus) -> dict[str, Any]:
+    context = _context(request)
+    await _change(context.store.finish(conversation_id, operator, status))
+    await context.web.customers.push(conversation_id, status_frame(status.value))
+    return {"conversation_id": conversation_id, "status": status.value}
+
+
+async def _change(change: Any) -> Any:
+    """Await a store change, its refusals as HTTP errors."""
+    try:
+        return await change
+    except (NotFoundError, InputError) as exc:
+        raise HTTPException(404, str(exc)) from None
+    except ConflictError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except StorageError as exc:
+        raise _unavailable(exc) from exc
+
+
+async def _log(context: OperatorContext, operator: str, action: str) -> None:
+    try:
+        await context.store.log(operator, action)
+    except StorageError as exc:  # the login itself worked; the log line says so
+        log.error("operator %s %s not logged: %s", operator, action, exc)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _item(item: InboxItem) -> dict[str, Any]:
+    return {"conversation_id": item.conversation_id, "channel": item.channel,
+            "waiting_since": _iso(item.waiting_since), "claimed_by": item.claimed_by,
+            "claimed_at": _iso(item.claimed_at),
+            "last_customer_message": None if item.last_text is None else
+            {"text": item.last_text, "created_at": _iso(item.last_at)}}
+
+
+def _message(context: OperatorContext, m: Message, rating: str | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"id": m.id, "role": m.role, "text": m.text,
+                            "created_at": _iso(m.created_at), "client_id": m.client_id,
+                            "verdicts": m.verdicts, "meta": m.meta or {}}
+    if m.role == "bot":
+        used = context.web.manager.stored_reply(m)
+        data.update({"decision": m.decision, "confidence": m.confidence,
+                     "latency_ms": m.latency_ms, "feedback": rating,
+                     "sources": [source(s) for s in used.sources],
+                     "suggestions": [source(s) for s in used.suggestions]})
+    elif m.role == "operator":
+        data["name"] = (m.meta or {}).get("operator")
+    return data

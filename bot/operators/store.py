@@ -1,0 +1,229 @@
+"""OperatorStore: operator accounts, claims of handed-off conversations, replies, and the log
+of what each operator did, in the conversation database (tables of migration 0005).
+
+Claims are conditional UPDATEs, so two operators claiming at once cannot both win, on SQLite
+and PostgreSQL alike; each change and its log entry are one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from bot.errors import InputError
+from bot.models import Conversation, Message, Operator, OperatorAction, utcnow
+from bot.storage import ConversationStore
+from bot.types import ConversationStatus
+
+HANDOFF = ConversationStatus.HANDOFF.value
+INBOX_LIMIT = 500
+
+
+class ConflictError(Exception):
+    """The conversation is not in a state that allows the action (held by someone else, not
+    handed off); the message says why."""
+
+
+class NotFoundError(Exception):
+    """No such conversation."""
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """A handed-off conversation as the inbox lists it."""
+
+    conversation_id: str
+    channel: str
+    waiting_since: datetime | None
+    claimed_by: str | None
+    claimed_at: datetime | None
+    last_text: str | None  # the customer's latest message
+    last_at: datetime | None
+
+
+class OperatorStore:
+    """Operators' tables, through the conversation store's engine."""
+
+    def __init__(self, conversations: ConversationStore) -> None:
+        self.conversations = conversations
+        self._engine = conversations.engine
+
+    # --- accounts ----------------------------------------------------------------------------
+
+    async def add(self, name: str, password_hash: str) -> None:
+        """Create an account; InputError if the name is taken."""
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(Operator).values(name=name,
+                                                           password_hash=password_hash,
+                                                           created_at=utcnow()))
+        except IntegrityError:
+            raise InputError(f"there is already an operator named {name!r}") from None
+        except SQLAlchemyError as exc:
+            raise self.conversations.error("add an operator", exc) from exc
+
+    async def remove(self, name: str) -> bool:
+        """Delete an account (its sessions stop working); False if there was none."""
+        try:
+            async with self._engine.begin() as conn:
+                result = await conn.execute(delete(Operator).where(Operator.name == name))
+        except SQLAlchemyError as exc:
+            raise self.conversations.error("remove an operator", exc) from exc
+        return bool(result.rowcount)
+
+    async def accounts(self) -> list[tuple[str, datetime]]:
+        """Names and creation times, by name."""
+        rows = await self._rows(select(Operator.name, Operator.created_at)
+                                .order_by(Operator.name))
+        return [(r.name, r.created_at) for r in rows]
+
+    async def password_hash(self, name: str) -> str | None:
+        """The stored hash of an operator's password; None if there is no such operator."""
+        rows = await self._rows(select(Operator.password_hash).where(Operator.name == name))
+        return rows[0].password_hash if rows else None
+
+    # --- the inbox ---------------------------------------------------------------------------
+
+    async def inbox(self) -> list[InboxItem]:
+        """Handed-off conversations, longest waiting first, with the customer's last message."""
+        last = (select(Message.conversation_id, func.max(Message.id).label("last_id"))
+                .where(Message.role == "user").group_by(Message.conversation_id).subquery())
+        statement = (select(Conversation.id, Conversation.channel,
+                            Conversation.status_changed_at, Conversation.claimed_by,
+                            Conversation.claimed_at, Message.text, Message.created_at)
+                     .outerjoin(last, last.c.conversation_id == Conversation.id)
+                     .outerjoin(Message, Message.id == last.c.last_id)
+                     .where(Conversation.status == HANDOFF)
+                     .order_by(Conversation.status_changed_at, Conversation.id)
+                     .limit(INBOX_LIMIT))
+        return [InboxItem(*row) for row in await self._rows(statement)]
+
+    async def conversation(self, conversation_id: str) -> Conversation:
+        """A conversation's row; NotFoundError if there is none."""
+        found = await self.conversations.get_conversation(conversation_id)
+        if found is None:
+            raise NotFoundError(f"no conversation {conversation_id!r}")
+        return found
+
+    async def claim(self, conversation_id: str, operator: str) -> None:
+        """Take a handed-off conversation (again, if one's own); ConflictError if another
+        operator holds it or it is not handed off."""
+        now = utcnow()
+        async with self._change("claim", conversation_id) as conn:
+            result = await conn.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.status == HANDOFF,
+                       or_(Conversation.claimed_by.is_(None),
+                           Conversation.claimed_by == operator))
+                .values(claimed_by=operator, claimed_at=now, updated_at=now))
+            if not result.rowcount:
+                await self._refuse(conn, conversation_id, operator)
+            await _log(conn, operator, "claim", conversation_id)
+
+    async def reply(self, conversation_id: str, operator: str, text: str) -> Message:
+        """Store an operator's message in a conversation they hold; ConflictError if they
+        do not hold it."""
+        now = utcnow()
+        async with self._change("store the reply", conversation_id) as conn:
+            result = await conn.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.status == HANDOFF,
+                       Conversation.claimed_by == operator)
+                .values(updated_at=now))
+            if not result.rowcount:
+                await self._refuse(conn, conversation_id, operator, must_hold=True)
+            message_id = await conn.scalar(insert(Message).values(
+                conversation_id=conversation_id, role="operator", text=text, created_at=now,
+                decision=None, faq_ids=[], scores=[], confidence=None, latency_ms=None,
+                meta={"operator": operator}).returning(Message.id))
+            await _log(conn, operator, "reply", conversation_id, message_id)
+        row = (await self._rows(select(Message).where(Message.id == message_id), orm=True))[0]
+        assert isinstance(row, Message)
+        return row
+
+    async def finish(self, conversation_id: str, operator: str,
+                     status: ConversationStatus) -> None:
+        """Release (status bot) or close (status closed) a handed-off conversation that the
+        operator holds or nobody does; the claim is cleared. ConflictError otherwise."""
+        action = "release" if status is ConversationStatus.BOT else "close"
+        now = utcnow()
+        async with self._change(action, conversation_id) as conn:
+            result = await conn.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.status == HANDOFF,
+                       or_(Conversation.claimed_by.is_(None),
+                           Conversation.claimed_by == operator))
+                .values(status=status.value, status_changed_at=now, claimed_by=None,
+                        claimed_at=None, updated_at=now))
+            if not result.rowcount:
+                await self._refuse(conn, conversation_id, operator)
+            await _log(conn, operator, action, conversation_id)
+
+    async def log(self, operator: str, action: str, conversation_id: str | None = None) -> None:
+        """Log an action that changes nothing else (login, logout)."""
+        try:
+            async with self._engine.begin() as conn:
+                await _log(conn, operator, action, conversation_id)
+        except SQLAlchemyError as exc:
+            raise self.conversations.error("log an operator action", exc) from exc
+
+    async def actions(self, conversation_id: str | None = None) -> list[OperatorAction]:
+        """The action log, oldest first (of one conversation, if given)."""
+        statement = select(OperatorAction).order_by(OperatorAction.id)
+        if conversation_id is not None:
+            statement = statement.where(OperatorAction.conversation_id == conversation_id)
+        return [a for a in await self._rows(statement, orm=True)
+                if isinstance(a, OperatorAction)]
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _change(self, doing: str, conversation_id: str
+                      ) -> AsyncIterator[AsyncConnection]:
+        """A transaction changing a conversation: ConflictError / NotFoundError roll it back,
+        storage failures become StorageError."""
+        self.conversations.check_id(conversation_id)
+        try:
+            async with self._engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise self.conversations.error(doing, exc) from exc
+
+    async def _refuse(self, conn: AsyncConnection, conversation_id: str, operator: str,
+                      must_hold: bool = False) -> None:
+        """Raise the error explaining why a conditional update changed nothing."""
+        row = (await conn.execute(select(Conversation.status, Conversation.claimed_by)
+                                  .where(Conversation.id == conversation_id))).first()
+        if row is None:
+            raise NotFoundError(f"no conversation {conversation_id!r}")
+        if row.status != HANDOFF:
+            raise ConflictError(f"conversation {conversation_id!r} is not waiting for a human "
+                                f"(status {row.status})")
+        if row.claimed_by is not None and row.claimed_by != operator:
+            raise ConflictError(f"{row.claimed_by} holds conversation {conversation_id!r}")
+        assert must_hold
+        raise ConflictError(f"claim conversation {conversation_id!r} before replying")
+
+    async def _rows(self, statement: Any, orm: bool = False) -> list[Any]:
+        try:
+            async with self._engine.connect() as conn:
+                if orm:
+                    async with AsyncSession(bind=conn, expire_on_commit=False) as session:
+                        return list((await session.scalars(statement)).all())
+                return list((await conn.execute(statement)).all())
+        except SQLAlchemyError as exc:
+            raise self.conversations.error("read the operators' tables", exc) from exc
+
+
+async def _log(conn: AsyncConnection, operator: str, action: str,
+               conversation_id: str | None = None, message_id: int | None = None) -> None:
+    await conn.execute(insert(OperatorAction).values(
+        operator=operator, action=action, conversation_id=conversation_id,
+        message_id=message_id, created_at=utcnow()))

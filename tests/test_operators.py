@@ -1,0 +1,332 @@
+"""The operator inbox: accounts (CLI, hashing), sessions, the inbox API, live delivery of an
+operator's reply to the customer's web socket, and the bot's silence while an operator holds
+a conversation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from bot.channels.web import create_app
+from bot.cli import app as cli_app
+from bot.errors import InputError
+from bot.operators.accounts import check_name, hash_password, verify_password
+from bot.operators.auth import COOKIE, LoginThrottle, SessionSigner
+from bot.operators.store import OperatorStore
+from bot.settings import Settings
+from bot.storage import ConversationStore
+from retrieval.index import FaqIndex
+from tests.web_support import rows, web_settings
+
+pytestmark = pytest.mark.timeout(120)
+PASSWORD = "correct horse battery"
+FAQ_QUESTION = "how do I reset my password"
+runner = CliRunner()
+
+
+# --- accounts and sessions, without a server ---------------------------------------------------
+
+def test_a_password_is_stored_as_an_argon2_hash_that_verifies() -> None:
+    stored = hash_password(PASSWORD)
+    assert PASSWORD not in stored and stored.startswith("$argon2id$")
+    assert stored != hash_password(PASSWORD)  # salted
+    assert verify_password(stored, PASSWORD)
+    assert not verify_password(stored, PASSWORD + "!")
+    assert not verify_password(None, PASSWORD)  # an unknown name
+    assert not verify_password("not a hash", PASSWORD)
+    with pytest.raises(InputError):
+        hash_password("short")
+    for bad in ("", " anna", "<b>anna</b>", "a" * 65):
+        with pytest.raises(InputError):
+            check_name(bad)
+
+
+def test_a_session_cookie_verifies_until_it_expires_and_not_when_altered() -> None:
+    signer = SessionSigner(b"k" * 32, hours=1)
+    value, expires = signer.issue("anna", now=1000.0)
+    assert expires == 1000.0 + 3600
+    assert signer.verify(value, now=1001.0) == "anna"
+    assert signer.verify(value, now=expires) is None
+    payload, signature = value.split(".")
+    assert signer.verify(f"{payload}.{signature[:-1]}A", now=1001.0) is None
+    assert SessionSigner(b"x" * 32, hours=1).verify(value, now=1001.0) is None
+    assert signer.verify("garbage", now=1001.0) is None and signer.verify(None) is None
+
+
+def test_the_login_throttle_locks_a_name_after_failures_in_a_row() -> None:
+    throttle = LoginThrottle(limit=3, lockout=60)
+    for _ in range(3):
+        assert throttle.wait("anna", now=0) == 0.0
+        throttle.failed("anna", now=0)
+    assert throttle.wait("anna", now=10) == 50.0
+    assert throttle.wait("ben", now=10) == 0.0  # per name
+    assert throttle.wait("anna", now=61) == 0.0  # served: one more try
+    throttle.failed("anna", now=61)
+    assert throttle.wait("anna", now=62) > 0
+    throttle.succeeded("anna")
+    assert throttle.wait("anna", now=62) == 0.0
+
+
+def test_operator_accounts_through_the_cli(tmp_path: Path) -> None:
+    config = tmp_path / "supportbot.yaml"
+    db = tmp_path / "bot.db"
+    config.write_text(f"storage:\n  database_url: sqlite+aiosqlite:///{db}\n", encoding="utf-8")
+
+    def run(*args: str, given: str | None = None) -> tuple[int, str, str]:
+        result = runner.invoke(cli_app, ["--config", str(config), "operator", *args],
+                               input=given)
+        return result.exit_code, result.stdout, result.stderr
+
+    assert run("add", "anna", given=f"{PASSWORD}\n{PASSWORD}\n")[0] == 0  # asked twice
+    assert run("add", "ben", "--password-stdin", given=f"{PASSWORD}2\n") == (
+        0, "operator ben added\n", "")
+    code, _, err = run("add", "anna", "--password-stdin", given=f"{PASSWORD}\n")
+    assert code == 1 and "already an operator named 'anna'" in err
+    code, _, err = run("add", "carl", "--password-stdin", given="short\n")
+    assert code == 1 and "at least 8 characters" in err
+    code, out, _ = run("list")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["anna", "ben"]
+    settings = Settings()
+    settings.storage.database_url = f"sqlite+aiosqlite:///{db}"
+    hashes = {r.name: r.password_hash
+              for r in rows(settings, "SELECT name, password_hash FROM operators")}
+    assert all(PASSWORD not in h for h in hashes.values())
+    assert verify_password(hashes["anna"], PASSWORD)
+    assert verify_password(hashes["ben"], PASSWORD + "2")
+    assert run("remove", "ben") == (0, "operator ben removed\n", "")
+    code, _, err = run("remove", "ben")
+    assert code == 1 and "no operator named 'ben'" in err
+    assert run("list")[1].startswith("anna  (added ")
+
+
+# --- the API --------------------------------------------------------------------------------------
+
+def add_operators(settings: Settings, *names: str) -> None:
+    async def add() -> None:
+        store = ConversationStore(settings.storage.database_url)
+        try:
+            await store.init()
+            for name in names:
+                await OperatorStore(store).add(name, hash_password(PASSWORD))
+        finally:
+            await store.close()
+
+    asyncio.run(add())
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    settings = web_settings(tmp_path)
+    add_operators(settings, "anna", "ben")
+    return settings
+
+
+@pytest.fixture
+def client(settings: Settings, sample_index: FaqIndex) -> Iterator[TestClient]:
+    # https: the session cookie is Secure, so the client sends it over https only
+    with TestClient(create_app(settings, index=sample_index),
+                    base_url="https://testserver") as test_client:
+        yield test_client
+
+
+def login(client: TestClient, name: str = "anna", password: str = PASSWORD) -> Any:
+    return client.post("/operator/api/login", json={"name": name, "password": password})
+
+
+def turn(ws: Any, text: str) -> dict[str, Any]:
+    """Send a customer message; the reply frame (token frames skipped)."""
+    ws.send_json({"type": "message", "text": text})
+    while True:
+        frame = ws.receive_json()
+        if frame["type"] == "reply":
+            return dict(frame)
+        assert frame["type"] == "token", frame
+
+
+def handed_off(client: TestClient) -> tuple[str, str]:
+    """A web conversation whose customer asked for a human: its id and token."""
+    with client.websocket_connect("/ws") as ws:
+        hello = ws.receive_json()
+        assert turn(ws, "I want to talk to a human")["decision"] == "handoff"
+    return hello["conversation_id"], hello["token"]
+
+
+ROUTES = [("post", "/operator/api/logout"), ("get", "/operator/api/me"),
+          ("get", "/operator/api/conversations"), ("get", "/operator/api/conversations/web-x"),
+          ("post", "/operator/api/conversations/web-x/claim"),
+          ("post", "/operator/api/conversations/web-x/reply"),
+          ("post", "/operator/api/conversations/web-x/release"),
+          ("post", "/operator/api/conversations/web-x/close")]
+
+
+def test_every_route_but_login_is_listed_here(client: TestClient) -> None:
+    paths = {p for p in client.get("/openapi.json").json()["paths"] if p.startswith("/operator")}
+    listed = {path.replace("web-x", "{conversation_id}") for _, path in ROUTES}
+    assert paths == listed | {"/operator/api/login"}
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_every_route_needs_a_session(client: TestClient, method: str, path: str) -> None:
+    body = {"json": {"text": "hello"}} if path.endswith("/reply") else {}
+    assert getattr(client, method)(path, **body).status_code == 401
+    client.cookies.set(COOKIE, "eyJuIjoiYW5uYSIsImUiOjk5OTk5OTk5OTl9.forged",
+                       domain="testserver", path="/operator")
+    assert getattr(client, method)(path, **body).status_code == 401
+
+
+def test_login_sets_a_strict_cookie_and_logout_ends_it(client: TestClient,
+                                                       settings: Settings) -> None:
+    wrong = login(client, password="not the password")
+    nobody = login(client, name="nobody")
+    assert wrong.status_code == nobody.status_code == 401
+    assert wrong.json() == nobody.json() == {"detail": "wrong name or password"}
+    response = login(client)
+    assert response.status_code == 200 and response.json()["name"] == "anna"
+    cookie = response.headers["set-cookie"].lower()
+    for part in ("httponly", "secure", "samesite=strict", "path=/operator", "max-age=43200"):
+        assert part in cookie
+    assert PASSWORD.lower() not in cookie
+    assert client.get("/operator/api/me").json() == {"name": "anna"}
+    assert client.post("/operator/api/logout").status_code == 200
+    assert client.get("/operator/api/me").status_code == 401
+    assert [(r.operator, r.action) for r in rows(
+        settings, "SELECT operator, action FROM operator_actions ORDER BY id")] == [
+        ("anna", "login"), ("anna", "logout")]
+
+
+def test_repeated_wrong_passwords_lock_the_name(client: TestClient, settings: Settings) -> None:
+    for _ in range(settings.operators.max_failed_logins):
+        assert login(client, password="not the password").status_code == 401
+    locked = login(client)
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+    assert login(client, name="ben").status_code == 200  # other names are not locked
+
+
+def test_removing_an_operator_ends_their_session(client: TestClient,
+                                                 settings: Settings) -> None:
+    assert login(client, name="ben").status_code == 200
+    rows(settings, "SELECT 1")  # the database is there
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(settings.storage.database_url.replace("+aiosqlite", ""))
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM operators WHERE name = 'ben'"))
+    engine.dispose()
+    assert client.get("/operator/api/me").status_code == 401
+
+
+def test_claim_reply_live_bot_silent_release(client: TestClient, settings: Settings) -> None:
+    with client.websocket_connect("/ws") as ws:
+        hello = ws.receive_json()
+        conversation_id = hello["conversation_id"]
+        assert turn(ws, FAQ_QUESTION)["decision"] == "answer"
+        assert turn(ws, "I want to talk to a human")["decision"] == "handoff"
+        waiting = turn(ws, "hello? anyone there")
+        assert waiting["decision"] == "waiting" and waiting["text"]  # waiting_text, unclaimed
+
+        assert login(client).status_code == 200
+        inbox = client.get("/operator/api/conversations").json()
+        assert inbox["claimed"] == [] and len(inbox["waiting"]) == 1
+        item = inbox["waiting"][0]
+        assert item["conversation_id"] == conversation_id and item["channel"] == "web"
+        assert item["last_customer_message"]["text"] == "hello? anyone there"
+        assert item["waiting_since"] and item["claimed_by"] is None
+        detail = client.get(f"/operator/api/conversations/{conversation_id}").json()
+        answer = detail["messages"][1]
+        assert answer["role"] == "bot" and answer["decision"] == "answer"
+        assert answer["sources"][0]["id"] == "reset-password" and answer["sources"][0]["score"]
+        assert answer["confidence"] > 0 and "feedback" in answer
+        assert [m["role"] for m in detail["messages"]] == ["user", "bot"] * 3
+
+        assert client.post(f"/operator/api/conversations/{conversation_id}/reply",
+                           json={"text": "too early"}).status_code == 409  # not claimed yet
+        claimed = client.post(f"/operator/api/conversations/{conversation_id}/claim")
+        assert claimed.json() == {"conversation_id": conversation_id, "status": "handoff",
+                                  "claimed_by": "anna"}
+        inbox = client.get("/operator/api/conversations").json()
+        assert inbox["waiting"] == [] and inbox["claimed"][0]["claimed_by"] == "anna"
+
+        sent = client.post(f"/operator/api/conversations/{conversation_id}/reply",
+                           json={"text": "Hi, Anna here. Let me look."})
+        assert sent.status_code == 200 and sent.json()["live_sockets"] == 1
+        live = ws.receive_json()
+        assert live == {"type": "operator", "text": "Hi, Anna here. Let me look.",
+                        "name": "anna", "message_id": sent.json()["message_id"],
+                        "created_at": sent.json()["created_at"]}
+
+        held = turn(ws, "thanks, my order is 123")  # claimed: stored, the bot says nothing
+        assert held["decision"] == "held" and held["text"] == "" and held["message_id"] is None
+        assert held["status"] == "handoff"
+
+        # Another operator can neither take it nor write in it.
+        other = TestClient(client.app, base_url="https://testserver")
+        assert login(other, name="ben").status_code == 200
+        assert other.post(f"/operator/api/conversations/{conversation_id}/claim"
+                          ).status_code == 409
+        assert other.post(f"/operator/api/conversations/{conversation_id}/reply",
+                          json={"text": "me too"}).status_code == 409
+        assert other.post(f"/operator/api/conversations/{conversation_id}/release"
+                          ).status_code == 409
+
+        assert client.post(f"/operator/api/conversations/{conversation_id}/release"
+                           ).json() == {"conversation_id": conversation_id, "status": "bot"}
+        assert ws.receive_json() == {"type": "status", "status": "bot"}
+        assert turn(ws, FAQ_QUESTION)["decision"] == "answer"  # the bot answers again
+
+    stored = rows(settings, "SELECT role, text, meta FROM messages WHERE conversation_id = :c "
+                  "ORDER BY id", c=conversation_id)
+    assert [r.role for r in stored] == ["user", "bot"] * 3 + ["operator", "user", "user", "bot"]
+    assert '"operator": "anna"' in stored[6].meta and stored[7].text == "thanks, my order is 123"
+    status = rows(settings, "SELECT status, claimed_by FROM conversations WHERE id = :c",
+                  c=conversation_id)
+    assert [tuple(r) for r in status] == [("bot", None)]
+    actions = rows(settings, "SELECT operator, action, conversation_id, message_id "
+                   "FROM operator_actions ORDER BY id")
+    assert [(r.operator, r.action) for r in actions] == [
+        ("anna", "login"), ("anna", "claim"), ("anna", "reply"), ("ben", "login"),
+        ("anna", "release")]
+    assert actions[2].message_id == sent.json()["message_id"]
+    assert {r.conversation_id for r in actions if r.action != "login"} == {conversation_id}
+
+
+def test_a_reply_to_an_absent_customer_is_in_the_history_on_reconnect(
+        client: TestClient, settings: Settings) -> None:
+    conversation_id, token = handed_off(client)
+    assert login(client).status_code == 200
+    base = f"/operator/api/conversations/{conversation_id}"
+    assert client.post(f"{base}/claim").status_code == 200
+    sent = client.post(f"{base}/reply", json={"text": "Sorry for the wait!"})
+    assert sent.json()["live_sockets"] == 0
+    with client.websocket_connect(f"/ws?conversation_id={conversation_id}&token={token}") as ws:
+        hello = ws.receive_json()
+    assert hello["status"] == "handoff"
+    last = hello["history"][-1]
+    assert (last["role"], last["text"], last["name"]) == ("operator", "Sorry for the wait!",
+                                                          "anna")
+    assert client.post(f"{base}/close").json()["status"] == "closed"
+    assert client.get("/operator/api/conversations").json() == {"waiting": [], "claimed": []}
+    detail = client.get(base).json()
+    assert detail["conversation"]["status"] == "closed"
+    assert detail["conversation"]["claimed_by"] is None
+    assert [a["action"] for a in detail["actions"]] == ["claim", "reply", "close"]
+    assert client.post(f"{base}/claim").status_code == 409  # closed: not waiting any more
+
+
+def test_unknown_conversations_and_empty_replies_are_refused(client: TestClient) -> None:
+    assert login(client).status_code == 200
+    assert client.get("/operator/api/conversations/web-nope").status_code == 404
+    assert client.post("/operator/api/conversations/web-nope/claim").status_code == 404
+    assert client.post("/operator/api/conversations/" + "x" * 200 + "/claim"
+                       ).status_code == 404
+    conversation_id, _ = handed_off(client)
+    assert client.post(f"/operator/api/conversations/{conversation_id}/claim"
+                       ).status_code == 200
+    for text in ("", "   "):
+        assert client.post(f"/operator/api/conversations/{conversation_id}/reply",
+                           json={"text": text}).status_code == 422
