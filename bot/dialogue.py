@@ -278,7 +278,8 @@ class DialogueManager:
         """A conversation's messages, oldest first, with the bot's replies and their ratings."""
         return [TranscriptItem(m.role, m.text, m.created_at, m.id, m.client_id,
                                self.stored_reply(m) if m.role == "bot" else None, rating,
-                               (m.meta or {}).get("operator") if m.role == "operator" else None)
+                               (m.meta or {}).get("operator") if m.role == "operator" else None,
+                               m.role == "user" and "claimed_by" in (m.meta or {}))
                 for m, rating in await self.store.transcript(conversation_id)]
 
     async def feedback(self, conversation_id: str, message_id: int, rating: str,

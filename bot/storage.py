@@ -580,10 +580,15 @@ def _clean(value: Any) -> Any:
 
 
 def _status_change(status: ConversationStatus, now: datetime) -> dict[str, Any]:
-    """Column values setting a status; the time changes only when the status does."""
-    return {"status": status.value,
-            "status_changed_at": case((Conversation.status != status.value, now),
-                                      else_=Conversation.status_changed_at)}
+    """Column values setting a status; the time changes only when the status does. Only a
+    handed-off conversation is held by an operator: any other status clears the claim."""
+    values: dict[str, Any] = {"status": status.value,
+                              "status_changed_at": case((Conversation.status != status.value,
+                                                         now),
+                                                        else_=Conversation.status_changed_at)}
+    if status is not ConversationStatus.HANDOFF:
+        values.update(claimed_by=None, claimed_at=None)
+    return values
 
 
 def _lock_key(conversation_id: str) -> int:

@@ -111,3 +111,4 @@ class TranscriptItem:
     reply: BotReply | None = None  # for the bot's messages
     feedback: str | None = None  # "up", "down" or None
     name: str | None = None  # the operator's, for an operator's message
+    held: bool = False  # a customer's message stored for the operator holding the conversation

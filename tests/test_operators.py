@@ -21,6 +21,7 @@ from bot.operators.auth import COOKIE, LoginThrottle, SessionSigner
 from bot.operators.store import OperatorStore
 from bot.settings import Settings
 from bot.storage import ConversationStore
+from bot.types import BotReply, ConversationStatus, Decision, UserMessage
 from retrieval.index import FaqIndex
 from tests.web_support import rows, web_settings
 
@@ -303,12 +304,22 @@ def test_a_reply_to_an_absent_customer_is_in_the_history_on_reconnect(
     assert client.post(f"{base}/claim").status_code == 200
     sent = client.post(f"{base}/reply", json={"text": "Sorry for the wait!"})
     assert sent.json()["live_sockets"] == 0
-    with client.websocket_connect(f"/ws?conversation_id={conversation_id}&token={token}") as ws:
+    resume = f"/ws?conversation_id={conversation_id}&token={token}"
+    with client.websocket_connect(resume) as ws:
         hello = ws.receive_json()
+        for _ in range(2):  # the page re-sends what it saw no reply to: stored once
+            ws.send_json({"type": "message", "text": "still there?", "client_id": "c9"})
+            frame = ws.receive_json()
+            assert (frame["type"], frame["decision"], frame["text"]) == ("reply", "held", "")
     assert hello["status"] == "handoff"
     last = hello["history"][-1]
     assert (last["role"], last["text"], last["name"]) == ("operator", "Sorry for the wait!",
                                                           "anna")
+    with client.websocket_connect(resume) as ws:
+        history = ws.receive_json()["history"]
+    assert [(m["role"], m.get("held")) for m in history[-2:]] == [("operator", None),
+                                                                   ("user", True)]
+    assert len(rows(settings, "SELECT id FROM messages WHERE client_id = 'c9'")) == 1
     assert client.post(f"{base}/close").json()["status"] == "closed"
     assert client.get("/operator/api/conversations").json() == {"waiting": [], "claimed": []}
     detail = client.get(base).json()
@@ -330,3 +341,24 @@ def test_unknown_conversations_and_empty_replies_are_refused(client: TestClient)
     for text in ("", "   "):
         assert client.post(f"/operator/api/conversations/{conversation_id}/reply",
                            json={"text": text}).status_code == 422
+
+
+def test_the_release_command_clears_the_claim(tmp_path: Path) -> None:
+    """Else the next handoff of the conversation would look held by the earlier operator."""
+    async def scenario() -> tuple[Any, Any]:
+        store = ConversationStore(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
+        try:
+            await store.init()
+            await store.record_turn(UserMessage("human", conversation_id="c"),
+                                    BotReply("A colleague will answer.", Decision.HANDOFF, "c"),
+                                    status=ConversationStatus.HANDOFF)
+            await OperatorStore(store).claim("c", "anna")
+            held = await store.get_conversation("c")
+            await store.set_status("c", ConversationStatus.BOT)  # `supportbot release c`
+            return held, await store.get_conversation("c")
+        finally:
+            await store.close()
+
+    held, released = asyncio.run(scenario())
+    assert held.claimed_by == "anna" and held.claimed_at is not None
+    assert (released.status, released.claimed_by, released.claimed_at) == ("bot", None, None)

@@ -7,6 +7,7 @@ handful of operators.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from argon2 import PasswordHasher
@@ -20,8 +21,13 @@ _HASHER = PasswordHasher()
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # hashing a megabyte per login attempt would be a cheap denial of service
-# Verified against for unknown names, so a wrong name takes as long as a wrong password.
-_DUMMY_HASH = _HASHER.hash("not any operator's password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against for unknown names, so a wrong name takes as long as a wrong password
+    (made on first use: hashing costs time that importing should not)."""
+    return _HASHER.hash("not any operator's password")
 
 
 def check_name(name: str) -> str:
@@ -53,6 +59,6 @@ def verify_password(stored: str | None, password: str) -> bool:
     if len(password) > MAX_PASSWORD:
         return False
     try:
-        return _HASHER.verify(stored or _DUMMY_HASH, password) and stored is not None
+        return _HASHER.verify(stored or _dummy_hash(), password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False

@@ -1,5 +1,8 @@
 """`supportbot operator add|list|remove`: the accounts of the humans who answer handed-off
-conversations. Passwords are read hidden (twice) or from stdin, and only their hash is stored."""
+conversations. Passwords are read hidden (twice) or from stdin, and only their hash is stored.
+
+The database and hashing modules are imported by the commands, not here: every `supportbot`
+command imports this module, and should start fast."""
 
 from __future__ import annotations
 
@@ -7,16 +10,16 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timezone
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.markup import escape
 
 from bot.cli import _settings, _user_errors, app, out
 from bot.errors import SupportbotError
-from bot.operators.accounts import check_name, check_password, hash_password
-from bot.operators.store import OperatorStore
-from bot.storage import ConversationStore
+
+if TYPE_CHECKING:
+    from bot.operators.store import OperatorStore
 
 operator_app = typer.Typer(help="Operator accounts for the inbox (/operator/api/).",
                            no_args_is_help=True)
@@ -26,6 +29,9 @@ T = TypeVar("T")
 
 async def _run(url: str, work: Callable[[OperatorStore], Awaitable[T]]) -> T:
     """Run `work` on the configured database, brought up to date first."""
+    from bot.operators.store import OperatorStore
+    from bot.storage import ConversationStore
+
     store = ConversationStore(url)
     try:
         await store.init()
@@ -42,6 +48,8 @@ def operator_add(ctx: typer.Context,
                      "--password-stdin", help="Read the password from the first line of "
                      "standard input (for scripts) instead of asking for it.")] = False) -> None:
     """Create an operator account."""
+    from bot.operators.accounts import check_name, check_password, hash_password
+
     with _user_errors():
         settings = _settings(ctx)
         check_name(name)

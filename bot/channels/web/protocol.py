@@ -76,6 +76,8 @@ def history_item(item: TranscriptItem) -> dict[str, Any]:
         data["feedback"] = item.feedback
     if item.role == "operator":
         data["name"] = item.name
+    if item.held:  # stored for an operator: answered, although no bot reply follows
+        data["held"] = True
     return data
 
 

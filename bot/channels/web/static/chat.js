@@ -621,7 +621,11 @@
     var open = null;
     history.forEach(function (m) {
       if (!m) return;
-      if (m.role === "user") {
+      if (m.role === "user" && m.held) {
+        // Stored for the operator holding the conversation: no bot reply will follow.
+        if (m.client_id) answered[m.client_id] = true;
+        open = null;
+      } else if (m.role === "user") {
         open = m.client_id || null;
       } else {
         if (m.client_id) answered[m.client_id] = true;
