@@ -23,6 +23,7 @@ from bot.errors import InputError, StorageError
 from bot.models import Message
 from bot.operators.accounts import MAX_PASSWORD, verify_password
 from bot.operators.auth import COOKIE, COOKIE_PATH, LoginThrottle, SessionSigner
+from bot.operators.delivery import TelegramDelivery, TelegramDeliveryError, telegram_chat
 from bot.operators.store import ConflictError, InboxItem, NotFoundError, OperatorStore
 from bot.types import ConversationStatus
 
@@ -40,6 +41,7 @@ class OperatorContext:
     signer: SessionSigner
     throttle: LoginThrottle
     web: WebState
+    telegram: TelegramDelivery | None = None  # replies to Telegram customers
 
 
 class LoginRequest(BaseModel):
@@ -169,7 +171,19 @@ async def reply(conversation_id: str, body: ReplyRequest, request: Request,
     created = _iso(message.created_at) or ""
     live = await context.web.customers.push(
         conversation_id, operator_frame(message.text, operator, message.id, created))
-    return {"message_id": message.id, "created_at": created, "live_sockets": live}
+    result: dict[str, Any] = {"message_id": message.id, "created_at": created,
+                              "live_sockets": live}
+    chat = telegram_chat(conversation_id)
+    if chat is not None:  # stored either way; the operator is told whether it was sent
+        try:
+            if context.telegram is None:
+                raise TelegramDeliveryError("this server has no Telegram delivery")
+            await context.telegram.send(chat, f"{operator}: {message.text}")
+            result["telegram"] = "sent"
+        except TelegramDeliveryError as exc:
+            log.warning("operator reply to %s not delivered: %s", conversation_id, exc)
+            result["telegram"] = f"not sent: {exc}"
+    return result
 
 
 @router.post("/conversations/{conversation_id}/release",

@@ -25,6 +25,7 @@ from bot.errors import StorageError
 from bot.generation.base import Generator
 from bot.operators import api as operator_api
 from bot.operators.auth import LoginThrottle, SessionSigner
+from bot.operators.delivery import TelegramDelivery
 from bot.operators.store import OperatorStore
 from bot.runtime import Runtime, open_index, open_runtime
 from bot.settings import Settings
@@ -67,9 +68,11 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
         metrics = Metrics(lambda: manager.tokens_generated)
         state = WebState(settings, manager, ChatService(manager, metrics), metrics, tokens)
         app.state.web = state
+        delivery = TelegramDelivery(settings.telegram)
         app.state.operators = operator_api.OperatorContext(
             OperatorStore(manager.store), signer,
-            LoginThrottle(operators.max_failed_logins, operators.lockout_minutes * 60), state)
+            LoginThrottle(operators.max_failed_logins, operators.lockout_minutes * 60), state,
+            delivery)
         try:
             if settings.web.preload:
                 await asyncio.to_thread(lambda: manager.generator)
@@ -87,6 +90,7 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
             if not await state.service.drain(settings.web.drain_seconds):
                 log.warning("shutdown: %d turns still running after %.0f s; stopping them",
                             state.service.in_flight, settings.web.drain_seconds)
+            await delivery.close()
             await runtime.close()
 
     app = FastAPI(title=f"{settings.persona.company_name} support bot", lifespan=lifespan,

@@ -1,0 +1,81 @@
+"""Operator replies to Telegram customers, sent through the Bot API by the web server.
+
+A web customer's socket is held by the web server, so an operator's reply is pushed to it
+there. A Telegram customer's chat is held by nobody: whichever process runs `supportbot
+telegram` only reacts to updates. So the process that takes the operator's reply sends it to
+the chat itself, with the same token, and says whether that worked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from bot.channels.telegram.handlers import CHANNEL
+from bot.channels.telegram.text import split_text
+from bot.settings import TelegramSettings
+
+if TYPE_CHECKING:
+    from telegram import Bot
+
+
+def telegram_chat(conversation_id: str) -> int | None:
+    """The Telegram chat of a conversation id (`telegram:<chat>:<user>:<epoch>`), else None."""
+    parts = conversation_id.split(":")
+    if len(parts) != 4 or parts[0] != CHANNEL:
+        return None
+    try:
+        return int(parts[1])
+    except ValueError:
+        return None
+
+
+class TelegramDeliveryError(Exception):
+    """The Bot API refused or could not be reached; the reply stays stored."""
+
+
+class TelegramDelivery:
+    """Sends text to Telegram chats with the configured bot (initialised at the first send)."""
+
+    def __init__(self, settings: TelegramSettings) -> None:
+        self.settings = settings
+        self._bot: Bot | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def configured(self) -> bool:
+        """Whether a token is set (without one, Telegram replies cannot be delivered)."""
+        return self.settings.token is not None
+
+    async def send(self, chat_id: int, text: str) -> int:
+        """Send `text` (split at Telegram's length limit); how many messages were sent."""
+        from telegram.error import TelegramError
+
+        try:
+            bot = await self._started()
+            for part in split_text(text):
+                await bot.send_message(chat_id=chat_id, text=part)
+        except TelegramError as exc:
+            raise TelegramDeliveryError(f"Telegram did not take the reply: {exc}") from exc
+        return len(split_text(text))
+
+    async def close(self) -> None:
+        """Release the bot's HTTP connections."""
+        if self._bot is not None:
+            await self._bot.shutdown()
+            self._bot = None
+
+    async def _started(self) -> Bot:
+        from telegram import Bot
+
+        async with self._lock:
+            if self._bot is None:
+                if self.settings.token is None:
+                    raise TelegramDeliveryError("telegram.token is not set on this server, so "
+                                                "replies to Telegram customers cannot be sent")
+                bot = Bot(self.settings.token.get_secret_value(),
+                          base_url=self.settings.base_url,
+                          base_file_url=self.settings.base_file_url)
+                await bot.initialize()
+                self._bot = bot
+            return self._bot
