@@ -47,7 +47,8 @@ PLACEHOLDERS: dict[str, frozenset[str]] = {
     "system_prompt": _NAMES, "greeting": _NAMES, "fallback_text": _NAMES,
     "handoff_text": _NAMES, "clarify_text": _NAMES, "clarify_footer": _NAMES,
     "empty_text": _NAMES, "too_long_text": _NAMES | {"max_chars"}, "error_text": _NAMES,
-    "waiting_text": _NAMES, "identity_text": _NAMES, "stay_text": _NAMES,
+    "waiting_text": _NAMES, "wait_notice_text": _NAMES | {"wait"}, "identity_text": _NAMES,
+    "stay_text": _NAMES,
     "blocked_text": _NAMES, "abuse_text": _NAMES, "harmful_text": _NAMES,
     "self_harm_text": _NAMES, "rate_text": _NAMES, "cooldown_text": _NAMES | {"minutes"},
 }
@@ -95,6 +96,12 @@ class PersonaSettings(_Section):
     waiting_text: str = Field(
         "A colleague from our team has your conversation and will reply here soon.",
         min_length=1, description="Reply while a handed-off conversation waits for a human.")
+    wait_notice_text: str = Field(
+        "Thank you for waiting. Our colleagues are all busy at the moment; the wait is {wait}. "
+        "You don't need to stay: we will reply here in this chat.", min_length=1,
+        description="Sent once to a customer still waiting for a human after "
+        "operators.wait_notice_minutes; {wait}: 'about N minutes' from recent claims, else "
+        "'a little longer than usual'.")
     identity_text: str = Field(
         "I'm {bot_name}, the virtual assistant of {company_name}. I can answer questions "
         "from our help pages; type 'human' to reach a colleague.", min_length=1,
@@ -431,6 +438,9 @@ class OperatorSettings(_Section):
                                    "name are refused after max_failed_logins wrong passwords.")
     secure_cookie: bool = Field(True, description="Send the session cookie over HTTPS only; "
                                 "turn off only to try the inbox on plain http://localhost.")
+    wait_notice_minutes: float = Field(5.0, ge=0, le=24 * 60, description="A customer waiting "
+                                       "this long for a human gets persona.wait_notice_text, "
+                                       "once per handoff (0: never).")
 
 
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{30,}$")  # BotFather's format: <bot id>:<secret>

@@ -24,6 +24,8 @@ class Decision(str, Enum):
     # An operator holds the conversation: the customer's message is stored for them and the
     # bot says nothing (the reply's text is empty and no bot message is stored).
     HELD = "held"
+    # Not a reply: the bot told a customer waiting for a human how long the wait is.
+    NOTICE = "notice"
 
 
 class ConversationStatus(str, Enum):

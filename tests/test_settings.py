@@ -176,7 +176,7 @@ def test_known_placeholders_and_literal_braces_load(tmp_path: Path) -> None:
 def test_every_default_persona_text_renders() -> None:
     persona = PersonaSettings()
     for key in PLACEHOLDERS:
-        assert persona.render(getattr(persona, key), max_chars=5, minutes=5)
+        assert persona.render(getattr(persona, key), max_chars=5, minutes=5, wait="soon")
 
 
 def test_list_settings_from_the_environment(tmp_path: Path,

@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from bot.errors import InputError
 from bot.models import Conversation, Message, Operator, OperatorAction, utcnow
 from bot.storage import ConversationStore
-from bot.types import ConversationStatus
+from bot.types import ConversationStatus, Decision
 
 HANDOFF = ConversationStatus.HANDOFF.value
+NOTICE = Decision.NOTICE.value
 INBOX_LIMIT = 500
 
 
@@ -165,6 +166,40 @@ class OperatorStore:
             if not result.rowcount:
                 await self._refuse(conn, conversation_id, operator)
             await _log(conn, operator, action, conversation_id)
+
+    async def expected_wait(self, sample: int = 20) -> float | None:
+        """Median minutes from handoff to claim over the conversations operators hold now
+        (at most `sample`, newest claims first); None when nobody holds one."""
+        statement = (select(Conversation.status_changed_at, Conversation.claimed_at)
+                     .where(Conversation.status == HANDOFF, Conversation.claimed_at.is_not(None))
+                     .order_by(Conversation.claimed_at.desc()).limit(sample))
+        waits = sorted((claimed - since).total_seconds() / 60
+                       for since, claimed in await self._rows(statement)
+                       if since is not None and claimed is not None)
+        return waits[len(waits) // 2] if waits else None
+
+    async def add_notice(self, conversation_id: str, text: str, waited_since: datetime,
+                         meta: dict[str, Any]) -> Message | None:
+        """Store a wait notice in a conversation still waiting unclaimed since `waited_since`,
+        unless it has one since then; the stored message, or None (claimed, released, or
+        noticed already). Callers hold the conversation's turn lock, so workers do not race."""
+        async with self._change("store the wait notice", conversation_id) as conn:
+            waiting = await conn.scalar(select(Conversation.id).where(
+                Conversation.id == conversation_id, Conversation.status == HANDOFF,
+                Conversation.claimed_by.is_(None),
+                Conversation.status_changed_at == waited_since))
+            noticed = await conn.scalar(select(Message.id).where(
+                Message.conversation_id == conversation_id, Message.decision == NOTICE,
+                Message.created_at >= waited_since))
+            if waiting is None or noticed is not None:
+                return None
+            message_id = await conn.scalar(insert(Message).values(
+                conversation_id=conversation_id, role="bot", text=text, created_at=utcnow(),
+                decision=NOTICE, faq_ids=[], scores=[], confidence=None, latency_ms=None,
+                meta=meta).returning(Message.id))
+        row = (await self._rows(select(Message).where(Message.id == message_id), orm=True))[0]
+        assert isinstance(row, Message)
+        return row
 
     async def log(self, operator: str, action: str, conversation_id: str | None = None) -> None:
         """Log an action that changes nothing else (login, logout)."""

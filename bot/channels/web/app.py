@@ -26,6 +26,7 @@ from bot.generation.base import Generator
 from bot.operators import api as operator_api
 from bot.operators.auth import LoginThrottle, SessionSigner
 from bot.operators.delivery import TelegramDelivery
+from bot.operators.notices import wait_notices
 from bot.operators.store import OperatorStore
 from bot.runtime import Runtime, open_index, open_runtime
 from bot.settings import Settings
@@ -69,10 +70,12 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
         state = WebState(settings, manager, ChatService(manager, metrics), metrics, tokens)
         app.state.web = state
         delivery = TelegramDelivery(settings.telegram)
+        inbox = OperatorStore(manager.store)
         app.state.operators = operator_api.OperatorContext(
-            OperatorStore(manager.store), signer,
+            inbox, signer,
             LoginThrottle(operators.max_failed_logins, operators.lockout_minutes * 60), state,
             delivery)
+        notices = asyncio.create_task(wait_notices(settings, inbox, state, delivery))
         try:
             if settings.web.preload:
                 await asyncio.to_thread(lambda: manager.generator)
@@ -90,6 +93,9 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
             if not await state.service.drain(settings.web.drain_seconds):
                 log.warning("shutdown: %d turns still running after %.0f s; stopping them",
                             state.service.in_flight, settings.web.drain_seconds)
+            notices.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await notices
             await delivery.close()
             await runtime.close()
 

@@ -1,0 +1,82 @@
+"""Wait notices: a customer still waiting for a human after `operators.wait_notice_minutes` is
+told, once per handoff and on their own channel, how long the wait usually is, and that the
+reply will come in this chat (no e-mail address asked for)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta, timezone
+
+from bot.channels.web.protocol import operator_frame
+from bot.channels.web.state import WebState
+from bot.operators.delivery import TelegramDelivery, TelegramDeliveryError, telegram_chat
+from bot.operators.store import OperatorStore
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite gives naive times (stored in UTC); PostgreSQL aware ones."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+def wait_phrase(minutes: float | None) -> str:
+    """The {wait} of persona.wait_notice_text."""
+    if minutes is None:
+        return "a little longer than usual"
+    whole = max(1, round(minutes))
+    return f"about {whole} minute{'s' if whole != 1 else ''}"
+
+
+async def send_wait_notices(settings: Settings, store: OperatorStore, web: WebState,
+                            telegram: TelegramDelivery | None) -> int:
+    """Notify every conversation waiting unclaimed for longer than the setting and not
+    notified since its handoff; how many were notified."""
+    minutes = settings.operators.wait_notice_minutes
+    if minutes <= 0:
+        return 0
+    cutoff = datetime.now(timezone.utc) - timedelta(minutes=minutes)
+    overdue = [item for item in await store.inbox()
+               if item.claimed_by is None and item.waiting_since is not None
+               and _utc(item.waiting_since) <= cutoff]
+    if not overdue:
+        return 0
+    expected = await store.expected_wait()
+    persona = settings.persona
+    text = persona.render(persona.wait_notice_text, wait=wait_phrase(expected))
+    sent = 0
+    for item in overdue:
+        assert item.waiting_since is not None
+        # The turn lock: a customer's message or another worker's sweep is not interleaved.
+        async with store.conversations.turn_lock(item.conversation_id):
+            message = await store.add_notice(item.conversation_id, text, item.waiting_since,
+                                              {"expected_wait_minutes": expected})
+        if message is None:
+            continue
+        sent += 1
+        await web.customers.push(item.conversation_id, operator_frame(
+            text, persona.bot_name, message.id, message.created_at.isoformat()))
+        chat = telegram_chat(item.conversation_id)
+        if chat is not None and telegram is not None and telegram.configured:
+            try:
+                await telegram.send(chat, text)
+            except TelegramDeliveryError as exc:
+                log.warning("wait notice to %s not delivered: %s", item.conversation_id, exc)
+    return sent
+
+
+async def wait_notices(settings: Settings, store: OperatorStore, web: WebState,
+                       telegram: TelegramDelivery | None) -> None:
+    """Sweep for overdue waits until cancelled: every quarter of the setting, at most a minute."""
+    minutes = settings.operators.wait_notice_minutes
+    if minutes <= 0:
+        return
+    interval = min(60.0, minutes * 60 / 4)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await send_wait_notices(settings, store, web, telegram)
+        except Exception:  # a database hiccup must not end the sweeps
+            log.exception("wait notices failed; trying again in %.0f s", interval)

@@ -1,0 +1,73 @@
+"""A customer left waiting for a human is told the expected wait, once, on their channel."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from bot.channels.web import create_app
+from bot.operators.notices import wait_phrase
+from bot.settings import Settings
+from retrieval.index import FaqIndex
+from tests.test_operators import add_operators, login, turn
+from tests.web_support import rows, web_settings
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_the_wait_is_said_in_minutes_or_vaguely() -> None:
+    assert wait_phrase(None) == "a little longer than usual"
+    assert wait_phrase(0.2) == "about 1 minute"
+    assert wait_phrase(7.6) == "about 8 minutes"
+
+
+def notices(settings: Settings) -> list[str]:
+    return [r.text for r in rows(settings, "SELECT text FROM messages WHERE decision='notice'")]
+
+
+def test_a_waiting_customer_hears_the_expected_wait_once(tmp_path: Path,
+                                                         sample_index: FaqIndex) -> None:
+    settings = web_settings(tmp_path)
+    settings.operators.wait_notice_minutes = 0.005  # 0.3 s, swept every 0.075 s
+    add_operators(settings, "anna")
+    with TestClient(create_app(settings, index=sample_index),
+                    base_url="https://testserver") as client:
+        # Someone else's conversation, claimed 0.3+ s after its handoff: the expected wait.
+        with client.websocket_connect("/ws") as first:
+            other = first.receive_json()["conversation_id"]
+            assert turn(first, "I want to talk to a human")["decision"] == "handoff"
+        assert login(client).status_code == 200
+        time.sleep(0.5)
+        assert client.post(f"/operator/api/conversations/{other}/claim").status_code == 200
+
+        with client.websocket_connect("/ws") as ws:
+            conversation = ws.receive_json()["conversation_id"]
+            assert turn(ws, "I want to talk to a human")["decision"] == "handoff"
+            frame = ws.receive_json()  # nothing else is sent to a waiting customer
+        assert frame["type"] == "operator" and frame["name"] == settings.persona.bot_name
+        assert "the wait is about 1 minute" in frame["text"]
+        assert "we will reply here in this chat" in frame["text"]
+        time.sleep(0.5)  # several more sweeps: still one notice for this handoff
+        stored = rows(settings, "SELECT conversation_id, decision, role FROM messages "
+                                "WHERE decision='notice'")
+        # The first conversation got its own notice before it was claimed.
+        assert sorted(r.conversation_id for r in stored) == sorted([other, conversation])
+        assert all(r.role == "bot" for r in stored)
+        history = client.get(f"/operator/api/conversations/{conversation}").json()
+        assert [m["decision"] for m in history["messages"] if m["role"] == "bot"] == [
+            "handoff", "notice"]
+
+
+def test_no_notice_when_switched_off(tmp_path: Path,
+                                                        sample_index: FaqIndex) -> None:
+    settings = web_settings(tmp_path)
+    settings.operators.wait_notice_minutes = 0
+    with TestClient(create_app(settings, index=sample_index)) as client:
+        with client.websocket_connect("/ws") as ws:
+            ws.receive_json()
+            assert turn(ws, "I want to talk to a human")["decision"] == "handoff"
+        time.sleep(0.3)
+    assert notices(settings) == []
