@@ -89,4 +89,54 @@ def operator_remove(ctx: typer.Context,
     out.print(f"operator {escape(name)} removed")
 
 
+@app.command()
+def report(ctx: typer.Context,
+           days: Annotated[float | None, typer.Option(min=0, help="Only conversations active in "
+                                                      "the last DAYS days (default: all).")
+                           ] = None,
+           top: Annotated[int, typer.Option(min=1, max=100, help="Question groups to show.")
+                          ] = 10,
+           as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")
+                              ] = False) -> None:
+    """Handoffs: how often, how long to the first operator reply, the questions behind them."""
+    import json
+    from datetime import datetime, timedelta
+
+    with _user_errors():
+        settings = _settings(ctx)
+        from bot.operators.report import cluster_questions, collect
+        from bot.runtime import open_index
+
+        since = datetime.now(timezone.utc) - timedelta(days=days) if days is not None else None
+        made = asyncio.run(_run(settings.storage.database_url,
+                                lambda store: collect(store.conversations, since,
+                                                      settings.dialogue.handoff_keywords)))
+        if any(h.question for h in made.handoffs):
+            index, _ = open_index(settings)
+            cluster_questions(made, index, top=top)
+    figures = made.to_dict()
+    if as_json:
+        print(json.dumps(figures, ensure_ascii=False))
+        return
+    rate, waits = figures["handoff_rate"], figures["first_reply_seconds"]
+
+    def minutes(seconds: float | None) -> str:
+        return "-" if seconds is None else f"{seconds / 60:.1f} min"
+
+    out.print(f"conversations: {figures['conversations']}, handed to a human: "
+              f"{figures['handoffs']} ({rate:.1%}); asked for a human straight away: "
+              f"{figures['asked_for_human_directly']}")
+    out.print(f"first operator reply: {figures['answered_by_operator']} answered, median "
+              f"{minutes(waits['median'])}, 90% within {minutes(waits['p90'])}")
+    if figures["clusters"]:
+        from rich.table import Table
+
+        table = Table("handoffs", "question (example)", "nearest FAQ entry", "score",
+                      title="Questions most often handed to a human: FAQ candidates")
+        for group in figures["clusters"]:
+            table.add_row(str(group["count"]), escape(group["example"]),
+                          escape(str(group["nearest_faq"])), f"{group['nearest_score']:.2f}")
+        out.print(table)
+
+
 __all__ = ["operator_app"]
