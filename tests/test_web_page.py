@@ -1,19 +1,14 @@
 """The web chat page and the embed widget in a real browser, against the real server.
 
-Debian's Chromium (/usr/bin/chromium) driven by Playwright; `playwright install` is not used.
-Without Chromium or Playwright the module is skipped, unless REQUIRE_BROWSER=1 (CI), where
-that is a failure. Screenshots go to the test's temp folder and to .supportbot/screenshots/.
+Debian's Chromium driven by Playwright (tests/browser_support.py): without them the module is
+skipped, unless REQUIRE_BROWSER=1 (CI), where that is a failure.
 """
 
 from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
-import secrets
-import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,157 +20,46 @@ import pytest
 import sqlalchemy as sa
 
 from retrieval.corpus import load_faq
-from tests.conftest import ROOT, SAMPLE_FAQ
-
-try:
-    from playwright.sync_api import (
-        Browser,
-        Page,
-        Playwright,
-        ViewportSize,
-        WebSocketRoute,
-        expect,
-        sync_playwright,
-    )
-
-    _PLAYWRIGHT_ERROR = ""
-except ImportError as exc:  # pragma: no cover - depends on the machine
-    _PLAYWRIGHT_ERROR = f"playwright is not installed ({exc})"
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-SCREENSHOTS = ROOT / ".supportbot" / "screenshots"  # .supportbot/ is gitignored
-WAIT_MS = 30_000  # the first turn loads the embedder's weights into the retrieval workers
-PHONE: ViewportSize = {"width": 375, "height": 740}
-DESKTOP: ViewportSize = {"width": 1100, "height": 800}
+from tests.browser_support import (  # skips this module without a browser
+    DESKTOP,
+    PHONE,
+    WAIT_MS,
+    Browser,
+    LiveServer,
+    Page,
+    Shots,
+    WebSocketRoute,
+    expect,
+    launch,
+    new_page,
+    running,
+    sync_playwright,
+)
+from tests.conftest import SAMPLE_FAQ
 
 FAQ_QUESTION = "how do I reset my password"
 CLARIFY_QUESTION = "what's the time limit for sending stuff back"  # "Did you mean" on the sample
 XSS = '<img src=x onerror="window.__xss = 1"> <b>bold?</b>'
 
-
-def _missing() -> str:
-    if _PLAYWRIGHT_ERROR:
-        return _PLAYWRIGHT_ERROR
-    if not CHROMIUM.is_file():
-        return f"{CHROMIUM} is missing (Debian's chromium package: bash .ci/chromium.sh)"
-    return ""
-
-
-if _missing():
-    if os.environ.get("REQUIRE_BROWSER") == "1":
-        pytest.fail(f"REQUIRE_BROWSER=1, but {_missing()}", pytrace=False)
-    pytest.skip(f"browser test skipped: {_missing()} (REQUIRE_BROWSER=1 makes this an error)",
-                allow_module_level=True)
-
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-
-# --- the real server in a thread --------------------------------------------------------------
-
-
-class LiveServer:
-    """uvicorn serving create_app(settings) on 127.0.0.1 in a background thread."""
-
-    def __init__(self, folder: Path) -> None:
-        import uvicorn
-
-        from bot.channels.web.app import create_app
-        from bot.settings import load_settings
-
-        config = folder / "supportbot.yaml"
-        config.write_text(
-            f"retrieval:\n  faq_path: {SAMPLE_FAQ}\n  index_dir: index\n"
-            "storage:\n  database_url: sqlite+aiosqlite:///bot.db\n"
-            "dialogue:\n  middle: clarify\n"
-            f"web:\n  secret: {secrets.token_hex(32)}\n  secret_file: {folder / 'web-secret'}\n"
-            # A customer needs seconds per message; this test sends them as fast as it can.
-            "  drain_seconds: 2\n  burst_per_connection: 20\n"
-            "  heartbeat_seconds: 1\n",  # pings the page must answer, within the test's time
-            encoding="utf-8")
-        with pytest.MonkeyPatch.context() as env:  # the developer's SUPPORTBOT_* stay out
-            for name in list(os.environ):
-                if name.startswith("SUPPORTBOT_"):
-                    env.delenv(name)
-            self.settings = load_settings(config, explicit=True)
-        self.database = folder / "bot.db"
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind(("127.0.0.1", 0))  # a free port, held until uvicorn takes it over
-        self.port = self._socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(self.settings), host="127.0.0.1",
-                                                    port=self.port, log_level="warning"))
-        self._thread = threading.Thread(target=self.server.run,
-                                        kwargs={"sockets": [self._socket]},
-                                        name="uvicorn", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + 120  # start-up builds the FAQ index
-        while not self.server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("the server stopped during start-up (see the log above)")
-            if time.monotonic() > deadline:
-                raise TimeoutError("the server did not start within 120 s")
-            time.sleep(0.05)
-        ready = httpx.get(f"{self.url}/readyz", timeout=10)
-        assert ready.status_code == 200, ready.text
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout=30)
-        self._socket.close()
-        assert not self._thread.is_alive(), "the server did not stop within 30 s"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path_factory.mktemp("web-server"))
-    live.start()
-    try:
+    with running(LiveServer(tmp_path_factory.mktemp("web-server"))) as live:
         yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        yield _launch(playwright)
-
-
-def _launch(playwright: Playwright) -> Browser:
-    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launch(playwright)
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport=DESKTOP)
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    try:
+    with new_page(browser) as page:
         yield page
-    finally:
-        context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-class Shots:
-    """Saves screenshots under the test's temp folder and .supportbot/screenshots/."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-
-    def take(self, page: Page, name: str) -> None:
-        path = self.folder / f"{name}.png"
-        page.screenshot(path=str(path))
-        shutil.copyfile(path, SCREENSHOTS / path.name)
-        print(f"screenshot: {path} (and {SCREENSHOTS / path.name})")
 
 
 @pytest.fixture

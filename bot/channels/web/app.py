@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 _PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                  "Cache-Control": "no-cache"}
+# The operator page: its own script and stylesheet only, talking to this origin only, never
+# framed (it shows customers' conversations and acts with the operator's session).
+_OPERATOR_HEADERS = {**_PAGE_HEADERS, "X-Frame-Options": "DENY",
+                     "Content-Security-Policy": "default-src 'none'; script-src 'self'; "
+                     "style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+                     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"}
 
 
 def create_app(settings: Settings, *, index: FaqIndex | None = None,
@@ -123,6 +129,10 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+
+    @app.get("/operator", include_in_schema=False)
+    async def operator_page() -> FileResponse:
+        return FileResponse(STATIC / "operator.html", headers=_OPERATOR_HEADERS)
 
     @app.get("/widget.js", include_in_schema=False)
     async def widget() -> FileResponse:

@@ -1,0 +1,235 @@
+"""The operator inbox page (/operator) in a real browser, against the real server: a customer
+on the chat page asks for a human, an operator signs in, claims the conversation and replies,
+and gives it back to the bot.
+
+Debian's Chromium driven by Playwright (tests/browser_support.py): without them the module is
+skipped, unless REQUIRE_BROWSER=1 (CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.operators.accounts import hash_password
+from bot.operators.store import OperatorStore
+from bot.storage import ConversationStore
+from tests.browser_support import (  # skips this module without a browser
+    PHONE,
+    Browser,
+    LiveServer,
+    Locator,
+    Page,
+    Shots,
+    expect,
+    launch,
+    new_page,
+    running,
+    sync_playwright,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+PASSWORD = "a long enough password"
+HUMAN = "I want to talk to a human"
+FAQ_QUESTION = "how do I reset my password"
+REPLY = "Hello, I am Anna <b>from support</b>: how can I help?"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer(tmp_path_factory.mktemp("operator-page"))
+
+    async def add() -> None:
+        store = ConversationStore(live.settings.storage.database_url)
+        try:
+            await store.init()
+            for name in ("anna", "ben"):
+                await OperatorStore(store).add(name, hash_password(PASSWORD))
+        finally:
+            await store.close()
+
+    asyncio.run(add())
+    with running(live):
+        yield live
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        yield launch(playwright)
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Shots:
+    return Shots(tmp_path)
+
+
+def _ask(page: Page, text: str) -> None:
+    box = page.get_by_test_id("message-input")
+    box.fill(text)
+    box.press("Enter")
+    expect(box).to_have_value("")
+
+
+def _sign_in(page: Page, name: str) -> None:
+    expect(page.get_by_test_id("sign-in")).to_be_visible()
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_test_id("operator-name")).to_have_text(f"Signed in as {name}")
+    expect(page.get_by_test_id("sign-in")).to_be_hidden()
+
+
+def _item(page: Page, which: str, conversation_id: str) -> Locator:
+    return page.get_by_test_id(f"{which}-list").locator(
+        f"[data-conversation-id='{conversation_id}']")
+
+
+def test_without_a_session_the_page_asks_to_sign_in_and_loads_no_data(
+        server: LiveServer, browser: Browser) -> None:
+    page_response = httpx.get(f"{server.url}/operator", timeout=10)
+    assert page_response.status_code == 200
+    csp = page_response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    with new_page(browser) as page:
+        answers: list[tuple[str, int]] = []
+        page.on("response", lambda r: answers.append((r.url.removeprefix(server.url), r.status))
+                if "/operator/api/" in r.url else None)
+        page.goto(server.url + "/operator")
+        expect(page.get_by_test_id("sign-in")).to_be_visible()
+        expect(page.get_by_label("Name")).to_be_focused()
+        expect(page.get_by_test_id("inbox")).to_be_hidden()
+        expect(page.get_by_test_id("error")).to_be_hidden()  # no "session ended" on arrival
+        page.wait_for_timeout(2500)  # longer than a polling round
+        assert answers == [("/operator/api/me", 401)], answers
+
+        # A wrong password: a clear error, still signed out.
+        page.get_by_label("Name").fill("anna")
+        page.get_by_label("Password").fill("not the password")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_test_id("error")).to_have_text("Wrong name or password.")
+        expect(page.get_by_test_id("inbox")).to_be_hidden()
+
+
+def test_operator_claims_replies_and_releases(
+        server: LiveServer, browser: Browser, shots: Shots) -> None:
+    with new_page(browser) as customer, new_page(browser) as operator, \
+            new_page(browser) as other:
+        # The customer asks for a human.
+        customer.goto(server.url + "/")
+        expect(customer.get_by_test_id("connection-status")).to_have_attribute(
+            "data-state", "online")
+        _ask(customer, HUMAN)
+        expect(customer.get_by_test_id("bot-message")).to_have_count(1)
+        expect(customer.get_by_test_id("bot-message")).to_have_attribute(
+            "data-decision", "handoff")
+        expect(customer.get_by_test_id("handoff-banner")).to_be_visible()
+        conversation_id = customer.evaluate(
+            "JSON.parse(localStorage.getItem('supportbot.conversation')).conversation_id")
+        customer.evaluate("window.__notReloaded = true")
+
+        # Ben opens it first, with his page's timers frozen (no refresh): he will be late.
+        other.clock.install()
+        other.goto(server.url + "/operator")
+        _sign_in(other, "ben")
+        _item(other, "waiting", conversation_id).click()
+        expect(other.get_by_test_id("claim")).to_be_enabled()
+
+        # The operator signs in and sees the conversation waiting, with its last message.
+        operator.goto(server.url + "/operator")
+        _sign_in(operator, "anna")
+        waiting = _item(operator, "waiting", conversation_id)
+        expect(waiting).to_be_visible()
+        expect(waiting.get_by_test_id("last-message")).to_have_text(HUMAN)
+        expect(waiting.get_by_test_id("waiting-since")).to_contain_text("waiting since")
+        waiting.click()
+        history = operator.get_by_test_id("history")
+        expect(history.get_by_test_id("customer-message")).to_have_count(1)
+        expect(history.get_by_test_id("customer-message").get_by_test_id("message-text")
+               ).to_have_text(HUMAN)
+        bot = history.get_by_test_id("bot-message")
+        expect(bot.get_by_test_id("decision")).to_contain_text("decision: handoff")
+        reply_box = operator.get_by_label("Reply to the customer")
+        expect(reply_box).to_be_disabled()
+        expect(operator.get_by_test_id("reply-button")).to_be_disabled()
+
+        # Claim: it moves to the claimed list, held by her; the reply box opens.
+        operator.get_by_role("button", name="Claim").click()
+        expect(operator.get_by_test_id("detail-status")).to_have_attribute("data-state", "mine")
+        expect(_item(operator, "claimed", conversation_id).get_by_test_id(
+            "held-by")).to_have_text("held by you")
+        expect(_item(operator, "waiting", conversation_id)).to_have_count(0)
+        expect(reply_box).to_be_enabled()
+
+        # Ben, still showing it as waiting, clicks Claim: 409, said plainly.
+        other.get_by_role("button", name="Claim").click()
+        expect(other.get_by_test_id("error")).to_contain_text(
+            "someone else holds this conversation")
+        expect(other.get_by_test_id("detail-status")).to_have_text(
+            "Held by anna. Channel: web.")  # the failed claim refreshed the page
+        expect(other.get_by_label("Reply to the customer")).to_be_disabled()
+
+        # Anna replies; the customer sees it at once, with her name, without a reload.
+        reply_box.fill(REPLY)
+        operator.get_by_role("button", name="Send").click()
+        expect(reply_box).to_have_value("")
+        sent = history.get_by_test_id("operator-message")
+        expect(sent).to_have_count(1)
+        expect(sent).to_contain_text("anna")
+        expect(sent.get_by_test_id("message-text")).to_have_text(REPLY)
+        shots.take(operator, "operator-desktop")
+        live = customer.get_by_test_id("operator-message")
+        expect(live).to_have_count(1)
+        expect(live).to_contain_text("anna")
+        expect(live).to_contain_text(REPLY)
+        assert customer.evaluate("window.__notReloaded") is True
+        assert customer.locator(".bubble b").count() == 0  # text, never markup
+
+        # The customer writes again: stored for Anna (she sees it), and the bot stays silent.
+        _ask(customer, "thanks, my parcel never arrived")
+        expect(history.get_by_test_id("customer-message")).to_have_count(2)
+        expect(history.get_by_test_id("customer-message").nth(1)).to_contain_text(
+            "held by anna")
+        expect(customer.get_by_test_id("user-message")).to_have_count(2)
+        customer.wait_for_timeout(1000)
+        expect(customer.get_by_test_id("bot-message")).to_have_count(1)
+        expect(customer.get_by_test_id("bot-typing")).to_have_count(0)
+
+        # The operator page at phone width: one column, nothing scrolls sideways.
+        operator.set_viewport_size(PHONE)
+        expect(operator.get_by_test_id("back")).to_be_visible()
+        widths = operator.evaluate(
+            "[document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], widths
+        shots.take(operator, "operator-phone")
+        operator.get_by_test_id("back").click()
+        expect(operator.get_by_test_id("claimed-list")).to_be_visible()
+        _item(operator, "claimed", conversation_id).click()
+
+        # Release to the bot: the banner goes, and the bot answers the next question.
+        operator.get_by_role("button", name="Release to bot").click()
+        expect(operator.get_by_test_id("detail-status")).to_have_attribute("data-state", "bot")
+        expect(_item(operator, "claimed", conversation_id)).to_have_count(0)
+        expect(reply_box).to_be_disabled()
+        expect(customer.get_by_test_id("handoff-banner")).to_be_hidden()
+        _ask(customer, FAQ_QUESTION)
+        expect(customer.get_by_test_id("bot-message")).to_have_count(2)
+        expect(customer.get_by_test_id("bot-message").nth(1).get_by_test_id("source-link")
+               ).to_be_visible()
+
+        # The session ends (cookie gone): the next refresh brings the sign-in form back.
+        operator.context.clear_cookies()
+        expect(operator.get_by_test_id("sign-in")).to_be_visible()
+        expect(operator.get_by_test_id("error")).to_contain_text("sign in again")
+        expect(operator.get_by_test_id("inbox")).to_be_hidden()
+
+        # Signing in again and out with the button.
+        _sign_in(operator, "anna")
+        operator.get_by_role("button", name="Sign out").click()
+        expect(operator.get_by_test_id("sign-in")).to_be_visible()
+        assert httpx.get(f"{server.url}/operator/api/me", timeout=10).status_code == 401
