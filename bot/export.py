@@ -1,10 +1,12 @@
 """`supportbot export`: stored conversations -> training data (messages JSONL) for `train`.
 
-What goes in: conversations in which a customer rated at least one bot answer up. Answers rated
-up (and, once operators reply, operators' replies) are the turns to learn (`weight: 1`); other
-bot answers stay as context (`weight: 0`, the OpenAI fine-tuning convention); an answer rated
-down is dropped with the customer message it answered, and so are refusals and errors, which
-are the bot's fixed texts rather than answers. Text is redacted again on the way out.
+What goes in: conversations in which a customer rated at least one bot answer up, an operator
+replied, or an operator corrected a bot answer. Answers rated up, operators' replies and
+operators' corrections (in place of the wrong answer) are the turns to learn (`weight: 1`);
+other bot answers stay as context (`weight: 0`, the OpenAI fine-tuning convention); an answer
+rated down and not corrected is dropped with the customer message it answered, and so are
+refusals, errors and wait notices, which are the bot's fixed texts rather than answers. Text is
+redacted again on the way out.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from bot.types import Decision
 
 # Bot texts that are fixed replies, not answers: never training targets, never context.
 _NOT_ANSWERS = {Decision.BLOCKED.value, Decision.ERROR.value, Decision.INVALID.value,
-                Decision.WAITING.value}
+                Decision.WAITING.value, Decision.NOTICE.value}
 
 
 @dataclass
@@ -33,6 +35,7 @@ class ExportStats:
     context_turns: int = 0
     dropped_down_rated: int = 0
     dropped_fixed_replies: int = 0
+    corrections: int = 0  # bot answers an operator corrected, exported corrected
     skipped_conversations: int = 0  # nothing left to learn after the drops
 
     def as_dict(self) -> dict[str, int]:
@@ -48,6 +51,15 @@ def conversation_record(conversation_id: str, rows: list[tuple[Message, str | No
     for message, rating in rows:
         if message.role == "user":
             pending.append({"role": "user", "content": redact(message.text)})
+            continue
+        correction = (message.meta or {}).get("correction") if message.role == "bot" else None
+        if correction:  # an operator's right answer in place of the bot's wrong one
+            messages += pending
+            pending = []
+            messages.append({"role": "assistant", "content": redact(str(correction["text"])),
+                             "weight": 1})
+            stats.trained_turns += 1
+            stats.corrections += 1
             continue
         if rating == "down" or message.decision in _NOT_ANSWERS:
             if rating == "down":
@@ -77,7 +89,11 @@ async def export(store: ConversationStore, out: Path, redact: Callable[[str], st
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(out.name + ".part")
     with staging.open("w", encoding="utf-8") as file:
-        for conversation_id in await store.rated_conversations("up"):
+        from bot.operators.store import OperatorStore
+
+        taught = await OperatorStore(store).taught_conversations()
+        rated = await store.rated_conversations("up")
+        for conversation_id in dict.fromkeys(rated + taught):
             rows = await store.transcript(conversation_id, limit=100_000)
             record = conversation_record(conversation_id, rows, redact, stats)
             if record is not None:

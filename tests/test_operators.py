@@ -5,6 +5,7 @@ a conversation."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,18 +164,20 @@ ROUTES = [("post", "/operator/api/logout"), ("get", "/operator/api/me"),
           ("post", "/operator/api/conversations/web-x/claim"),
           ("post", "/operator/api/conversations/web-x/reply"),
           ("post", "/operator/api/conversations/web-x/release"),
-          ("post", "/operator/api/conversations/web-x/close")]
+          ("post", "/operator/api/conversations/web-x/close"),
+          ("post", "/operator/api/messages/7/correction")]
 
 
 def test_every_route_but_login_is_listed_here(client: TestClient) -> None:
     paths = {p for p in client.get("/openapi.json").json()["paths"] if p.startswith("/operator")}
-    listed = {path.replace("web-x", "{conversation_id}") for _, path in ROUTES}
+    listed = {path.replace("web-x", "{conversation_id}").replace("/7/", "/{message_id}/")
+              for _, path in ROUTES}
     assert paths == listed | {"/operator/api/login"}
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
 def test_every_route_needs_a_session(client: TestClient, method: str, path: str) -> None:
-    body = {"json": {"text": "hello"}} if path.endswith("/reply") else {}
+    body = {"json": {"text": "hello"}} if path.endswith(("/reply", "/correction")) else {}
     assert getattr(client, method)(path, **body).status_code == 401
     client.cookies.set(COOKIE, "eyJuIjoiYW5uYSIsImUiOjk5OTk5OTk5OTl9.forged",
                        domain="testserver", path="/operator")
@@ -362,3 +365,46 @@ def test_the_release_command_clears_the_claim(tmp_path: Path) -> None:
     held, released = asyncio.run(scenario())
     assert held.claimed_by == "anna" and held.claimed_at is not None
     assert (released.status, released.claimed_by, released.claimed_at) == ("bot", None, None)
+
+
+def test_corrections_and_replies_become_training_data(client: TestClient,
+                                                       settings: Settings) -> None:
+    from bot.export import export
+
+    with client.websocket_connect("/ws") as ws:
+        conversation = ws.receive_json()["conversation_id"]
+        wrong = turn(ws, "How can I track my order?")
+        assert turn(ws, "I want to talk to a human")["decision"] == "handoff"
+    assert login(client).status_code == 200
+    right = "Open My orders and pick the order: anna@example.com can help too."
+    corrected = client.post(f"/operator/api/messages/{wrong['message_id']}/correction",
+                            json={"text": right})
+    assert corrected.status_code == 200, corrected.text
+    assert corrected.json()["correction"]["operator"] == "anna"
+    assert client.post("/operator/api/messages/999999/correction",
+                       json={"text": right}).status_code == 404
+    client.post(f"/operator/api/conversations/{conversation}/claim")
+    client.post(f"/operator/api/conversations/{conversation}/reply",
+                json={"text": "Anything else I can do?"})
+    actions = [a["action"] for a in client.get(
+        f"/operator/api/conversations/{conversation}").json()["actions"]]
+    assert actions == ["correct", "claim", "reply"]
+
+    async def exported() -> list[dict[str, Any]]:
+        store = ConversationStore(settings.storage.database_url)
+        await store.init()
+        try:
+            out = Path(settings.storage.database_url.split("///")[1]).parent / "export.jsonl"
+            stats = await export(store, out, lambda text: text.replace(
+                "anna@example.com", "<EMAIL>"))
+            assert stats.corrections == 1 and stats.conversations == 1
+            return [json.loads(line) for line in out.read_text().splitlines()]
+        finally:
+            await store.close()
+
+    [record] = asyncio.run(exported())  # nobody rated it: the operator's work puts it in
+    assert record["id"] == conversation
+    learned = [m["content"] for m in record["messages"] if m.get("weight") == 1]
+    assert learned == [right.replace("anna@example.com", "<EMAIL>"),
+                       "Anything else I can do?"]
+    assert wrong["text"] not in [m["content"] for m in record["messages"]]

@@ -186,6 +186,17 @@ async def reply(conversation_id: str, body: ReplyRequest, request: Request,
     return result
 
 
+@router.post("/messages/{message_id}/correction",
+             summary="Mark a bot answer wrong and give the right one (used by export)")
+async def correct(message_id: int, body: ReplyRequest, request: Request,
+                  operator: str = Depends(current_operator)) -> dict[str, Any]:
+    if not body.text.strip():
+        raise HTTPException(422, "text is empty")
+    message = await _change(_context(request).store.correct(message_id, operator, body.text))
+    return {"message_id": message.id, "conversation_id": message.conversation_id,
+            "correction": message.meta["correction"]}
+
+
 @router.post("/conversations/{conversation_id}/release",
              summary="Give the conversation back to the bot")
 async def release(conversation_id: str, request: Request,

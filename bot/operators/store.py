@@ -201,6 +201,36 @@ class OperatorStore:
         assert isinstance(row, Message)
         return row
 
+    async def correct(self, message_id: int, operator: str, text: str) -> Message:
+        """Mark a bot answer wrong and keep the right one (meta `correction`): `supportbot
+        export` trains on the correction instead. NotFoundError unless it is a bot message."""
+        try:
+            async with self._engine.begin() as conn:
+                row = (await conn.execute(select(Message.conversation_id, Message.meta).where(
+                    Message.id == message_id, Message.role == "bot"))).first()
+                if row is None:
+                    raise NotFoundError(f"no bot message {message_id}")
+                meta = dict(row.meta or {})
+                meta["correction"] = {"text": text, "operator": operator,
+                                      "at": utcnow().isoformat()}
+                await conn.execute(update(Message).where(Message.id == message_id)
+                                   .values(meta=meta))
+                await _log(conn, operator, "correct", row.conversation_id, message_id)
+        except SQLAlchemyError as exc:
+            raise self.conversations.error("store the correction", exc) from exc
+        found = (await self._rows(select(Message).where(Message.id == message_id), orm=True))[0]
+        assert isinstance(found, Message)
+        return found
+
+    async def taught_conversations(self) -> list[str]:
+        """Conversations an operator replied in or corrected: training data for export."""
+        statement = (select(OperatorAction.conversation_id)
+                     .where(OperatorAction.action.in_(("reply", "correct")),
+                            OperatorAction.conversation_id.is_not(None))
+                     .group_by(OperatorAction.conversation_id)
+                     .order_by(func.min(OperatorAction.id)))
+        return [str(row[0]) for row in await self._rows(statement)]
+
     async def log(self, operator: str, action: str, conversation_id: str | None = None) -> None:
         """Log an action that changes nothing else (login, logout)."""
         try:
