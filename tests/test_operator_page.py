@@ -8,16 +8,12 @@ skipped, unless REQUIRE_BROWSER=1 (CI), where that is a failure.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bot.operators.accounts import hash_password
-from bot.operators.store import OperatorStore
-from bot.storage import ConversationStore
 from tests.browser_support import (  # skips this module without a browser
     PHONE,
     Browser,
@@ -31,10 +27,10 @@ from tests.browser_support import (  # skips this module without a browser
     running,
     sync_playwright,
 )
+from tests.test_operators import PASSWORD, add_operators
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-PASSWORD = "a long enough password"
 HUMAN = "I want to talk to a human"
 FAQ_QUESTION = "how do I reset my password"
 REPLY = "Hello, I am Anna <b>from support</b>: how can I help?"
@@ -43,17 +39,7 @@ REPLY = "Hello, I am Anna <b>from support</b>: how can I help?"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = LiveServer(tmp_path_factory.mktemp("operator-page"))
-
-    async def add() -> None:
-        store = ConversationStore(live.settings.storage.database_url)
-        try:
-            await store.init()
-            for name in ("anna", "ben"):
-                await OperatorStore(store).add(name, hash_password(PASSWORD))
-        finally:
-            await store.close()
-
-    asyncio.run(add())
+    add_operators(live.settings, "anna", "ben")
     with running(live):
         yield live
 
