@@ -17,11 +17,11 @@ from bot.errors import ModelError
 from bot.generation.base import Prompt, StopCheck, TextSink
 from bot.generation.bundled import bundled_gguf
 from bot.settings import BUNDLED_GENERATOR, GenerationSettings
+from training.gguf_adapter import ADAPTER_GGUF  # where `supportbot export-gguf` writes it
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-ADAPTER_GGUF = "adapter.gguf"  # the LoRA adapter in GGUF form, next to the peft adapter
 
 
 def gguf_path(base_model: str) -> Path:

@@ -23,7 +23,7 @@ from bot.errors import InputError, StorageError
 from bot.models import Message
 from bot.operators.accounts import MAX_PASSWORD, verify_password
 from bot.operators.auth import COOKIE, COOKIE_PATH, LoginThrottle, SessionSigner
-from bot.operators.delivery import TelegramDelivery, TelegramDeliveryError, telegram_chat
+from bot.operators.delivery import TelegramDelivery, to_customer
 from bot.operators.store import ConflictError, InboxItem, NotFoundError, OperatorStore
 from bot.types import ConversationStatus
 
@@ -169,21 +169,10 @@ async def reply(conversation_id: str, body: ReplyRequest, request: Request,
     context = _context(request)
     message = await _change(context.store.reply(conversation_id, operator, body.text))
     created = _iso(message.created_at) or ""
-    live = await context.web.customers.push(
-        conversation_id, operator_frame(message.text, operator, message.id, created))
-    result: dict[str, Any] = {"message_id": message.id, "created_at": created,
-                              "live_sockets": live}
-    chat = telegram_chat(conversation_id)
-    if chat is not None:  # stored either way; the operator is told whether it was sent
-        try:
-            if context.telegram is None:
-                raise TelegramDeliveryError("this server has no Telegram delivery")
-            await context.telegram.send(chat, f"{operator}: {message.text}")
-            result["telegram"] = "sent"
-        except TelegramDeliveryError as exc:
-            log.warning("operator reply to %s not delivered: %s", conversation_id, exc)
-            result["telegram"] = f"not sent: {exc}"
-    return result
+    delivered = await to_customer(
+        context.web, context.telegram, conversation_id,
+        operator_frame(message.text, operator, message.id, created), f"{operator}: {message.text}")
+    return {"message_id": message.id, "created_at": created, **delivered}
 
 
 @router.post("/messages/{message_id}/correction",

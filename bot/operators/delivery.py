@@ -9,7 +9,8 @@ the chat itself, with the same token, and says whether that worked.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Any
 
 from bot.channels.telegram.handlers import CHANNEL
 from bot.channels.telegram.text import split_text
@@ -17,6 +18,10 @@ from bot.settings import TelegramSettings
 
 if TYPE_CHECKING:
     from telegram import Bot
+
+    from bot.channels.web.state import WebState
+
+log = logging.getLogger(__name__)
 
 
 def telegram_chat(conversation_id: str) -> int | None:
@@ -41,11 +46,6 @@ class TelegramDelivery:
         self.settings = settings
         self._bot: Bot | None = None
         self._lock = asyncio.Lock()
-
-    @property
-    def configured(self) -> bool:
-        """Whether a token is set (without one, Telegram replies cannot be delivered)."""
-        return self.settings.token is not None
 
     async def send(self, chat_id: int, text: str) -> int:
         """Send `text` (split at Telegram's length limit); how many messages were sent."""
@@ -79,3 +79,22 @@ class TelegramDelivery:
                 await bot.initialize()
                 self._bot = bot
             return self._bot
+
+
+async def to_customer(web: WebState, telegram: TelegramDelivery | None, conversation_id: str,
+                      frame: dict[str, Any], text: str) -> dict[str, Any]:
+    """Deliver a message that is stored already on the customer's channel: `frame` to the web
+    sockets this process holds for the conversation, `text` to its Telegram chat. What
+    happened: `live_sockets`, and for Telegram `telegram` ("sent", or "not sent: why")."""
+    result: dict[str, Any] = {"live_sockets": await web.customers.push(conversation_id, frame)}
+    chat = telegram_chat(conversation_id)
+    if chat is not None:
+        try:
+            if telegram is None:
+                raise TelegramDeliveryError("this server has no Telegram delivery")
+            await telegram.send(chat, text)
+            result["telegram"] = "sent"
+        except TelegramDeliveryError as exc:
+            log.warning("message to %s not delivered: %s", conversation_id, exc)
+            result["telegram"] = f"not sent: {exc}"
+    return result

@@ -10,16 +10,12 @@ from datetime import datetime, timedelta, timezone
 
 from bot.channels.web.protocol import operator_frame
 from bot.channels.web.state import WebState
-from bot.operators.delivery import TelegramDelivery, TelegramDeliveryError, telegram_chat
+from bot.models import as_utc
+from bot.operators.delivery import TelegramDelivery, to_customer
 from bot.operators.store import OperatorStore
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite gives naive times (stored in UTC); PostgreSQL aware ones."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 def wait_phrase(minutes: float | None) -> str:
@@ -40,7 +36,7 @@ async def send_wait_notices(settings: Settings, store: OperatorStore, web: WebSt
     cutoff = datetime.now(timezone.utc) - timedelta(minutes=minutes)
     overdue = [item for item in await store.inbox()
                if item.claimed_by is None and item.waiting_since is not None
-               and _utc(item.waiting_since) <= cutoff]
+               and as_utc(item.waiting_since) <= cutoff]
     if not overdue:
         return 0
     expected = await store.expected_wait()
@@ -56,14 +52,8 @@ async def send_wait_notices(settings: Settings, store: OperatorStore, web: WebSt
         if message is None:
             continue
         sent += 1
-        await web.customers.push(item.conversation_id, operator_frame(
-            text, persona.bot_name, message.id, message.created_at.isoformat()))
-        chat = telegram_chat(item.conversation_id)
-        if chat is not None and telegram is not None and telegram.configured:
-            try:
-                await telegram.send(chat, text)
-            except TelegramDeliveryError as exc:
-                log.warning("wait notice to %s not delivered: %s", item.conversation_id, exc)
+        await to_customer(web, telegram, item.conversation_id, operator_frame(
+            text, persona.bot_name, message.id, message.created_at.isoformat()), text)
     return sent
 
 

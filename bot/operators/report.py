@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
-from bot.models import Message
+from bot.models import Message, as_utc
 from bot.storage import ConversationStore
 from retrieval.index import FaqIndex
 
@@ -53,10 +53,6 @@ def _quantile(values: Sequence[float], q: float) -> float | None:
     return values[min(len(values) - 1, int(q * len(values)))] if values else None
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-
-
 async def collect(store: ConversationStore, since: datetime | None = None,
                   handoff_keywords: Sequence[str] = ()) -> Report:
     """Every conversation's first handoff (after `since`, if given); a message asking for a
@@ -93,9 +89,9 @@ def _first_handoff(messages: list[Any], asks_for_human: Callable[[str], bool]
             if asked is not None and asks_for_human(asked):
                 asked = question
             first = next((m for m in messages[i + 1:] if m.role == "operator"), None)
-            wait = ((_utc(first.created_at) - _utc(message.created_at)).total_seconds()
+            wait = ((as_utc(first.created_at) - as_utc(message.created_at)).total_seconds()
                     if first is not None else None)
-            return Handoff(message.conversation_id, _utc(message.created_at), asked, wait)
+            return Handoff(message.conversation_id, as_utc(message.created_at), asked, wait)
         if pending is not None and message.decision in _QUESTION_REPLIES:
             question = pending
         pending = None
