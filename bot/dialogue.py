@@ -7,7 +7,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -108,7 +108,9 @@ class DialogueManager:
         self._generator_lock = threading.Lock()
         # Embedding (retrieval, grounding checks) runs here; generation has its own thread.
         self._executor = executor or ThreadPoolExecutor(2, thread_name_prefix="retrieval")
-        self._by_id = {entry.id: entry for entry in index.entries}
+        # Brings in FAQ additions operators made (on any worker) before a turn searches;
+        # open_runtime sets it (bot/operators/faq.py), None leaves the index as it is.
+        self.faq_sync: Callable[[], Awaitable[object]] | None = None
         self.intents = Intents(dialogue.handoff_keywords)
         # Shared with candidate ranking: FAQ sentences are embedded once per embedder.
         self._checker = checker_for(index.embedder)
@@ -264,8 +266,9 @@ class DialogueManager:
     def stored_reply(self, message: Message) -> BotReply:
         """A stored bot message as a reply again (sources looked up in today's FAQ)."""
         decision = Decision(message.decision or Decision.ERROR.value)
-        used = [Source(i, self._by_id[i].question if i in self._by_id else i, score,
-                       self._by_id[i].link if i in self._by_id else None)
+        by_id = self.index.by_id
+        used = [Source(i, by_id[i].question if i in by_id else i, score,
+                       by_id[i].link if i in by_id else None)
                 for i, score in zip(message.faq_ids, message.scores, strict=False)]
         clarify = decision is Decision.CLARIFY
         return BotReply(message.text, decision, message.conversation_id,
@@ -360,7 +363,8 @@ class DialogueManager:
             return
         last = await self.store.last_bot_message(conversation)
         if last is not None and last.decision == Decision.CLARIFY.value:
-            picked = pick(plain, [self._by_id[i] for i in last.faq_ids if i in self._by_id])
+            by_id = self.index.by_id
+            picked = pick(plain, [by_id[i] for i in last.faq_ids if i in by_id])
             if picked is not None:
                 score = dict(zip(last.faq_ids, last.scores, strict=False)).get(picked.id, 0.0)
                 yield self._answer(conversation, FaqHit(picked, score, picked.question))
@@ -372,6 +376,8 @@ class DialogueManager:
                 and plain in AFFIRMATIVE):
             yield self._handoff_reply(conversation)
             return
+        if self.faq_sync is not None:
+            await self.faq_sync()
         history = await self.store.history(conversation, limit=self.dialogue.history_turns) \
             if self.dialogue.history_turns else []
         loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ CHANNEL_LENGTH = 32
 CLIENT_ID_LENGTH = 64
 COMMENT_LENGTH = 1000
 OPERATOR_NAME_LENGTH = 64
+FAQ_ID_LENGTH = 128
 
 
 def utcnow() -> datetime:
@@ -121,3 +122,25 @@ class OperatorAction(Base):
                                                         index=True)
     message_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FaqAddition(Base):
+    """An FAQ phrasing or entry an operator taught the bot from the inbox: the bot's index takes
+    it at once (every worker within seconds) and at each start, on top of the FAQ file.
+
+    `answer` is set when the addition is a new entry (`entry_id` its new id), None when it is
+    one more phrasing of an existing entry. A removed addition keeps its row (`removed_at`).
+    """
+
+    __tablename__ = "faq_additions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entry_id: Mapped[str] = mapped_column(String(FAQ_ID_LENGTH), index=True)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    operator: Mapped[str] = mapped_column(String(OPERATOR_NAME_LENGTH))
+    conversation_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
+    message_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    removed_by: Mapped[str | None] = mapped_column(String(OPERATOR_NAME_LENGTH), nullable=True)

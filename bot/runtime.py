@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from bot.dialogue import DialogueManager
 from bot.generation.base import Generator
+from bot.operators.faq import FaqLearning
 from bot.settings import ModelSettings, Settings
 from bot.storage import ConversationStore
 
@@ -27,6 +28,7 @@ class Runtime:
     manager: DialogueManager
     store: ConversationStore
     index: FaqIndex
+    learning: FaqLearning  # FAQ additions from the inbox
 
     async def close(self) -> None:
         """Stop the generator's worker (releasing the model), then close the database."""
@@ -116,11 +118,20 @@ async def open_runtime(settings: Settings, index: FaqIndex,
         raise
     executor = ThreadPoolExecutor(2, thread_name_prefix="retrieval",
                                   initializer=torch_threads(settings.retrieval.threads))
+    safety = safety_layer(settings, index)
     manager = DialogueManager(index, store, settings.persona, settings.retrieval,
                               settings.dialogue, settings.model.generation,
-                              generator or generator_factory(settings.model), executor,
-                              safety_layer(settings, index))
-    return Runtime(manager, store, index)
+                              generator or generator_factory(settings.model), executor, safety)
+    # FAQ phrasings and entries operators added from the inbox, on top of the FAQ file
+    learning = FaqLearning(store, index, safety, settings.operators.faq_sync_seconds)
+    try:
+        await learning.sync(force=True)
+    except BaseException:
+        manager.close()
+        await store.close()
+        raise
+    manager.faq_sync = learning.sync
+    return Runtime(manager, store, index, learning)
 
 
 def safety_layer(settings: Settings, index: FaqIndex) -> SafetyLayer | None:

@@ -441,6 +441,10 @@ class OperatorSettings(_Section):
     wait_notice_minutes: float = Field(5.0, ge=0, le=24 * 60, description="A customer waiting "
                                        "this long for a human gets persona.wait_notice_text, "
                                        "once per handoff (0: never).")
+    faq_sync_seconds: float = Field(2.0, ge=0, le=3600, description="How often a bot process "
+                                    "looks in the database for FAQ phrasings and entries "
+                                    "operators added on another process (0: before every turn); "
+                                    "the process that adds one uses it at once.")
 
 
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{30,}$")  # BotFather's format: <bot id>:<secret>

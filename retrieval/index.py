@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,14 @@ class FaqIndex:
         if scoring not in SCORINGS:
             raise RetrievalError(f"unknown scoring '{scoring}' (one of {', '.join(SCORINGS)})")
         self.scoring = scoring
-        self._centroids: np.ndarray | None = None  # blend: made from the index at first use
-        self._vectors = np.zeros((0, 0), dtype=np.float32)
+        # blend: (the FAISS index and removal mask it was made from, vectors, centroids, owners)
+        self._blend: tuple[faiss.Index, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None \
+            = None
         self.entries = list(entries)
+        self.by_id = {entry.id: entry for entry in self.entries}
+        # Entries whose phrasings were all removed: never found, not in by_id, id reusable.
+        self.retired: frozenset[str] = frozenset()
+        self._extending = threading.Lock()
         self.embedder = embedder
         self.corpus_hash = known_hash or corpus_hash(self.entries)
         # The hash of the FAQ file's bytes the entries came from, when known (see open()).
@@ -59,6 +65,7 @@ class FaqIndex:
         self._index = index
         self._phrasing_entry = phrasing_entry
         self._phrasings = phrasings
+        self._removed = np.zeros(len(phrasings), dtype=bool)  # phrasings taken back: remove()
 
     @classmethod
     def build(cls, entries: Sequence[FaqEntry], embedder: Embedder,
@@ -72,6 +79,17 @@ class FaqIndex:
         if len(vectors):
             index.add(vectors)
         return cls(entries, embedder, index, owner, phrasings, scoring=scoring)
+
+    def copy(self) -> FaqIndex:
+        """An independent copy (sharing the embedder): extending one leaves the other."""
+        with self._extending:
+            twin = FaqIndex(self.entries, self.embedder, faiss.clone_index(self._index),
+                            self._phrasing_entry.copy(), list(self._phrasings),
+                            self.corpus_hash, self.faq_sha256, self.scoring)
+            twin._removed = self._removed.copy()
+            twin.retired = self.retired
+            twin.by_id = dict(self.by_id)
+        return twin
 
     @property
     def size(self) -> int:
@@ -96,56 +114,153 @@ class FaqIndex:
             return [[] for _ in range(len(vectors))]
         if self.scoring == "blend":
             return self._search_blend(vectors, top_k)
+        index = self._index  # one index for the whole search (extend() may swap it)
+        size = int(index.ntotal)
         top_k = min(top_k, len(self.entries))
-        k = self.size if self.size <= EXHAUSTIVE_LIMIT else min(self.size, top_k * 20)
+        k = size if size <= EXHAUSTIVE_LIMIT else min(size, top_k * 20)
         results: list[list[FaqHit]] = [[] for _ in range(len(vectors))]
         todo = list(range(len(vectors)))
         while todo:
-            scores, ids = self._index.search(vectors[todo], k)
+            scores, ids = index.search(vectors[todo], k)
             short = []
             for row, row_scores, row_ids in zip(todo, scores, ids, strict=True):
                 results[row] = self._entries_of(row_scores, row_ids, top_k)
-                if len(results[row]) < top_k and k < self.size:
+                if len(results[row]) < top_k and k < size:
                     short.append(row)  # a few entries own all k nearest phrasings: look deeper
-            todo, k = short, min(self.size, k * 4)
+            todo, k = short, min(size, k * 4)
         return results
+
+    def extend(self, entries: Sequence[FaqEntry] = (),
+               phrasings: Sequence[tuple[str, str]] = ()) -> int:
+        """Add entries, and phrasings `(entry id, question)` of entries old or new, while the
+        index serves; returns how many phrasings were embedded and added.
+
+        Copy on write, append only: searches in flight keep the FAISS index they started with,
+        and its phrasing ids stay valid in the longer tables, so nothing locks a search.
+        RetrievalError for an entry id that exists already or a phrasing of an unknown entry.
+        """
+        with self._extending:
+            current = list(self.entries)
+            position = {entry.id: i for i, entry in enumerate(current)}
+            questions: list[str] = []
+            owners: list[int] = []
+            retired = set(self.retired)
+            for entry in entries:
+                if entry.id in retired:  # back again: its old phrasings stay removed
+                    retired.discard(entry.id)
+                    current[position[entry.id]] = entry
+                elif entry.id in position:
+                    raise RetrievalError(f"there is already an FAQ entry '{entry.id}'")
+                else:
+                    position[entry.id] = len(current)
+                    current.append(entry)
+                questions += entry.questions
+                owners += [position[entry.id]] * len(entry.questions)
+            for entry_id, question in phrasings:
+                if entry_id not in position or entry_id in retired:
+                    raise RetrievalError(f"no FAQ entry '{entry_id}' to add a phrasing to")
+                i = position[entry_id]
+                current[i] = replace(current[i], questions=(*current[i].questions, question))
+                questions.append(question)
+                owners.append(i)
+            index = faiss.clone_index(self._index)
+            if questions:
+                index.add(self.embedder.embed(questions))
+            # Tables first, index last: a search that still reads the old index finds its
+            # phrasing ids at the same places in the new tables.
+            self.entries = current
+            self.by_id = {entry.id: entry for entry in current if entry.id not in retired}
+            self.retired = frozenset(retired)
+            self._phrasings = self._phrasings + questions
+            self._phrasing_entry = np.concatenate(
+                [self._phrasing_entry, np.asarray(owners, dtype=np.int64)])
+            self._removed = np.concatenate([self._removed, np.zeros(len(questions), bool)])
+            self._index = index
+            return len(questions)
+
+    def remove(self, phrasings: Sequence[tuple[str, str]]) -> int:
+        """Take phrasings `(entry id, question)` out of search while the index serves (an
+        entry left without phrasings is never found); returns how many were removed."""
+        with self._extending:
+            removed = self._removed.copy()
+            current = list(self.entries)
+            position = {entry.id: i for i, entry in enumerate(current)}
+            wanted = {(position[e], q) for e, q in phrasings if e in position}
+            count = 0
+            for i, (owner, question) in enumerate(zip(self._phrasing_entry, self._phrasings,
+                                                      strict=True)):
+                if not removed[i] and (int(owner), question) in wanted:
+                    removed[i] = True
+                    count += 1
+            retired = set(self.retired)
+            for owner, question in wanted:
+                entry = current[owner]
+                kept = tuple(q for q in entry.questions if q != question)
+                if kept:
+                    current[owner] = replace(entry, questions=kept)
+                else:  # keeps its last phrasing as its title, for messages that cite it
+                    retired.add(entry.id)
+            self.entries = current
+            self.by_id = {entry.id: entry for entry in current if entry.id not in retired}
+            self.retired = frozenset(retired)
+            self._removed = removed
+            return count
+
+    def live_entries(self) -> list[FaqEntry]:
+        """The entries search can find (all but the retired ones)."""
+        retired = self.retired
+        return [entry for entry in self.entries if entry.id not in retired]
 
     def _entries_of(self, scores: np.ndarray, ids: np.ndarray, top_k: int) -> list[FaqHit]:
         """The first top_k distinct entries of phrasings ranked best first, each at its best."""
         best: dict[int, FaqHit] = {}
+        owner, entries, phrasings = self._phrasing_entry, self.entries, self._phrasings
+        removed = self._removed
         for score, phrasing_id in zip(scores, ids, strict=True):
-            if phrasing_id < 0:
+            if phrasing_id < 0 or removed[phrasing_id]:
                 continue
-            entry_id = int(self._phrasing_entry[phrasing_id])
+            entry_id = int(owner[phrasing_id])
             if entry_id not in best:
-                best[entry_id] = FaqHit(self.entries[entry_id], float(score),
-                                        self._phrasings[phrasing_id])
+                best[entry_id] = FaqHit(entries[entry_id], float(score), phrasings[phrasing_id])
                 if len(best) == top_k:
                     break
         return list(best.values())
 
     def _search_blend(self, vectors: np.ndarray, top_k: int) -> list[list[FaqHit]]:
         """Entries by the mean of their best phrasing's and their centroid's cosine (exact)."""
-        if self._centroids is None:
-            self._vectors = self._index.reconstruct_n(0, self.size)
-            sums = np.zeros((len(self.entries), self._vectors.shape[1]), dtype=np.float32)
-            np.add.at(sums, self._phrasing_entry, self._vectors)
+        # The index before the tables: extend() writes the tables first, so these are at
+        # least as new as the index and hold every phrasing id and entry it can return.
+        index = self._index
+        entries, phrasings, removed = self.entries, self._phrasings, self._removed
+        blend = self._blend
+        if blend is None or blend[0] is not index or blend[1] is not removed:
+            flat = index.reconstruct_n(0, index.ntotal)
+            owner = self._phrasing_entry[:index.ntotal]
+            kept = ~removed[:index.ntotal]
+            sums = np.zeros((len(entries), flat.shape[1]), dtype=np.float32)
+            np.add.at(sums, owner[kept], flat[kept])
             norms = np.linalg.norm(sums, axis=1, keepdims=True)
-            self._centroids = sums / np.where(norms > 0, norms, 1.0)
-        owner = self._phrasing_entry
+            # removed phrasings score -inf: never an entry's nearest
+            flat[~kept] = 0.0
+            blend = (index, removed, flat, sums / np.where(norms > 0, norms, 1.0), owner)
+            self._blend = blend
+        _, gone, flat, centroids, owner = blend
+        gone = gone[:len(owner)]
+        count = len(centroids)
         results = []
-        for row, centroid_scores in zip(vectors @ self._vectors.T, vectors @ self._centroids.T,
-                                        strict=True):
+        for row, centroid_scores in zip(vectors @ flat.T, vectors @ centroids.T, strict=True):
+            row = np.where(gone, -np.inf, row)
             order = np.lexsort((-row, owner))  # by entry, then best phrasing first
             first = order[np.unique(owner[order], return_index=True)[1]]
-            best = np.full(len(self.entries), -np.inf, dtype=np.float32)
-            nearest = np.full(len(self.entries), -1, dtype=np.int64)
-            best[owner[first]], nearest[owner[first]] = row[first], first
+            best = np.full(count, -np.inf, dtype=np.float32)
+            nearest = np.full(count, -1, dtype=np.int64)
+            live = first[np.isfinite(row[first])]
+            best[owner[live]], nearest[owner[live]] = row[live], live
             scores = (best + centroid_scores) / 2
             ranked = [int(e) for e in np.argsort(-scores, kind="stable")[:top_k]
                       if nearest[e] >= 0]
-            results.append([FaqHit(self.entries[e], float(scores[e]),
-                                   self._phrasings[int(nearest[e])]) for e in ranked])
+            results.append([FaqHit(entries[e], float(scores[e]), phrasings[int(nearest[e])])
+                            for e in ranked])
         return results
 
     def save(self, index_dir: Path | str) -> None:

@@ -219,3 +219,76 @@ def test_operator_claims_replies_and_releases(
         operator.get_by_role("button", name="Sign out").click()
         expect(operator.get_by_test_id("sign-in")).to_be_visible()
         assert httpx.get(f"{server.url}/operator/api/me", timeout=10).status_code == 401
+
+
+ODD = "my plastic rectangle got stuck in the pay thingy"
+
+
+def test_operator_teaches_the_faq_and_corrects_the_bot(
+        server: LiveServer, browser: Browser, shots: Shots) -> None:
+    with new_page(browser) as customer, new_page(browser) as operator:
+        customer.goto(server.url + "/")
+        expect(customer.get_by_test_id("connection-status")).to_have_attribute(
+            "data-state", "online")
+        _ask(customer, ODD)  # nothing in the FAQ is near: no direct answer
+        first = customer.get_by_test_id("bot-message")
+        expect(first).to_have_count(1)
+        expect(first).not_to_have_attribute("data-decision", "answer")
+        _ask(customer, HUMAN)
+        expect(customer.get_by_test_id("handoff-banner")).to_be_visible()
+        conversation_id = customer.evaluate(
+            "JSON.parse(localStorage.getItem('supportbot.conversation')).conversation_id")
+
+        operator.goto(server.url + "/operator")
+        _sign_in(operator, "anna")
+        _item(operator, "waiting", conversation_id).click()
+        operator.get_by_role("button", name="Claim").click()
+        reply_box = operator.get_by_label("Reply to the customer")
+        expect(reply_box).to_be_enabled()
+        reply_box.fill("That is a failed card payment: check the card's expiry date.")
+        operator.get_by_role("button", name="Send").click()
+        history = operator.get_by_test_id("history")
+        expect(history.get_by_test_id("operator-message")).to_have_count(1)
+
+        # The bot's first answer was no help: Anna marks it wrong and writes the right one.
+        history.get_by_test_id("bot-message").first.get_by_test_id("mark-wrong").click()
+        form = operator.get_by_test_id("teach-form")
+        expect(form).to_be_visible()
+        expect(operator.get_by_test_id("teach-question")).to_be_hidden()
+        operator.get_by_test_id("teach-answer").fill("Check the card and try again.")
+        operator.get_by_test_id("teach-save").click()
+        expect(form).to_be_hidden()
+        expect(operator.get_by_test_id("teach-done")).to_contain_text("Correction saved")
+        expect(history.get_by_test_id("correction")).to_have_text(
+            "Marked wrong by anna. Right answer: Check the card and try again.")
+
+        # Her reply becomes FAQ knowledge: the customer's words, one more way to ask an entry.
+        history.get_by_test_id("operator-message").get_by_test_id("add-to-faq").click()
+        expect(operator.get_by_test_id("teach-question")).to_have_value(HUMAN)  # the last one
+        operator.get_by_test_id("teach-question").fill(ODD)
+        expect(operator.get_by_test_id("teach-answer")).to_be_disabled()
+        entry = operator.get_by_test_id("teach-entry")
+        expect(entry.locator("option[value='payment-failed']")).to_have_count(1)
+        entry.select_option("payment-failed")
+        shots.take(operator, "operator-teach")
+        operator.get_by_test_id("teach-save").click()
+        expect(operator.get_by_test_id("teach-done")).to_contain_text(
+            "another way to ask “payment-failed”")
+
+        # Saying it twice is refused, plainly.
+        history.get_by_test_id("operator-message").get_by_test_id("add-to-faq").click()
+        operator.get_by_test_id("teach-question").fill(ODD)
+        operator.get_by_test_id("teach-kind-entry").check()
+        operator.get_by_test_id("teach-save").click()
+        expect(operator.get_by_test_id("error")).to_contain_text(
+            "already a phrasing of entry 'payment-failed'")
+        operator.get_by_test_id("teach-cancel").click()
+        expect(operator.get_by_test_id("teach-form")).to_be_hidden()
+
+        # Back to the bot: the same question now gets the entry's answer.
+        operator.get_by_role("button", name="Release to bot").click()
+        expect(customer.get_by_test_id("handoff-banner")).to_be_hidden()
+        _ask(customer, ODD)
+        answer = customer.get_by_test_id("bot-message").nth(2)
+        expect(answer).to_have_attribute("data-decision", "answer")
+        expect(answer).to_contain_text("Payments usually fail")

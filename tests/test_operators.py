@@ -165,19 +165,22 @@ ROUTES = [("post", "/operator/api/logout"), ("get", "/operator/api/me"),
           ("post", "/operator/api/conversations/web-x/reply"),
           ("post", "/operator/api/conversations/web-x/release"),
           ("post", "/operator/api/conversations/web-x/close"),
-          ("post", "/operator/api/messages/7/correction")]
+          ("post", "/operator/api/messages/7/correction"), ("get", "/operator/api/faq"),
+          ("post", "/operator/api/faq"), ("post", "/operator/api/faq/9/remove")]
 
 
 def test_every_route_but_login_is_listed_here(client: TestClient) -> None:
     paths = {p for p in client.get("/openapi.json").json()["paths"] if p.startswith("/operator")}
     listed = {path.replace("web-x", "{conversation_id}").replace("/7/", "/{message_id}/")
-              for _, path in ROUTES}
+              .replace("/9/", "/{addition_id}/") for _, path in ROUTES}
     assert paths == listed | {"/operator/api/login"}
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
 def test_every_route_needs_a_session(client: TestClient, method: str, path: str) -> None:
-    body = {"json": {"text": "hello"}} if path.endswith(("/reply", "/correction")) else {}
+    body = {"json": {"text": "hello"}} if path.endswith(("/reply", "/correction")) else \
+        {"json": {"question": "hello", "entry_id": "invoice"}} if (method, path) == (
+            "post", "/operator/api/faq") else {}
     assert getattr(client, method)(path, **body).status_code == 401
     client.cookies.set(COOKIE, "eyJuIjoiYW5uYSIsImUiOjk5OTk5OTk5OTl9.forged",
                        domain="testserver", path="/operator")

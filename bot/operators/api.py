@@ -1,5 +1,6 @@
 """The operator inbox API (`/operator/api/`): log in, list handed-off conversations, read
-one with the bot's reasoning, claim it, reply, give it back to the bot, close it.
+one with the bot's reasoning, claim it, reply, give it back to the bot, close it; correct a bot
+answer; teach the FAQ a new entry or phrasing (bot/operators/faq.py).
 
 Every route but login needs the session cookie (401 otherwise). The cookie is SameSite=Strict
 and HttpOnly, and the POSTs that carry data take JSON only, so another site can neither read
@@ -24,6 +25,7 @@ from bot.models import Message
 from bot.operators.accounts import MAX_PASSWORD, verify_password
 from bot.operators.auth import COOKIE, COOKIE_PATH, LoginThrottle, SessionSigner
 from bot.operators.delivery import TelegramDelivery, to_customer
+from bot.operators.faq import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, Addition, FaqLearning
 from bot.operators.store import ConflictError, InboxItem, NotFoundError, OperatorStore
 from bot.types import ConversationStatus
 
@@ -41,6 +43,7 @@ class OperatorContext:
     signer: SessionSigner
     throttle: LoginThrottle
     web: WebState
+    learning: FaqLearning  # FAQ additions
     telegram: TelegramDelivery | None = None  # replies to Telegram customers
 
 
@@ -52,6 +55,17 @@ class LoginRequest(BaseModel):
 class ReplyRequest(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_REPLY_CHARS,
                       description="The operator's message to the customer.")
+
+
+class FaqRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS,
+                          description="How customers ask it (often the customer's message).")
+    entry_id: str | None = Field(None, max_length=128, description="Without answer: the "
+                                 "existing entry this is one more phrasing of. With answer: "
+                                 "the new entry's id (made from the question when empty).")
+    answer: str | None = Field(None, max_length=MAX_ANSWER_CHARS, description="Set: a new "
+                               "entry with this answer (often the operator's reply).")
+    message_id: int | None = Field(None, description="The message it was taken from.")
 
 
 def _context(request: Request) -> OperatorContext:
@@ -186,6 +200,47 @@ async def correct(message_id: int, body: ReplyRequest, request: Request,
             "correction": message.meta["correction"]}
 
 
+@router.get("/faq", summary="The FAQ's entries (to pick one) and the additions made here")
+async def faq(request: Request, operator: str = Depends(current_operator)) -> dict[str, Any]:
+    learning = _context(request).learning
+    try:
+        await learning.sync()
+        additions = await learning.additions()
+    except StorageError as exc:
+        raise _unavailable(exc) from exc
+    return {"entries": [{"id": e.id, "question": e.question, "phrasings": len(e.questions)}
+                        for e in learning.index.live_entries()],
+            "additions": [_addition(a) for a in additions]}
+
+
+@router.post("/faq", summary="Add an FAQ entry, or a phrasing of one: the bot answers it next")
+async def add_faq(body: FaqRequest, request: Request,
+                  operator: str = Depends(current_operator)) -> dict[str, Any]:
+    context = _context(request)
+    conversation_id = None
+    if body.message_id is not None:
+        try:
+            conversation_id = (await context.store.message(body.message_id)).conversation_id
+        except NotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except StorageError as exc:
+            raise _unavailable(exc) from exc
+    try:
+        added = await _change(context.learning.add(
+            operator, body.question, entry_id=body.entry_id or None, answer=body.answer,
+            conversation_id=conversation_id, message_id=body.message_id))
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return _addition(added)
+
+
+@router.post("/faq/{addition_id}/remove",
+             summary="Take an addition back: the bot stops answering from it")
+async def remove_faq(addition_id: int, request: Request,
+                     operator: str = Depends(current_operator)) -> dict[str, Any]:
+    return _addition(await _change(_context(request).learning.remove(addition_id, operator)))
+
+
 @router.post("/conversations/{conversation_id}/release",
              summary="Give the conversation back to the bot")
 async def release(conversation_id: str, request: Request,
@@ -229,6 +284,13 @@ async def _log(context: OperatorContext, operator: str, action: str) -> None:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _addition(a: Addition) -> dict[str, Any]:
+    return {"id": a.id, "kind": a.kind, "entry_id": a.entry_id, "question": a.question,
+            "answer": a.answer, "operator": a.operator, "conversation_id": a.conversation_id,
+            "message_id": a.message_id, "created_at": _iso(a.created_at),
+            "removed_at": _iso(a.removed_at), "removed_by": a.removed_by}
 
 
 def _item(item: InboxItem) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from bot.errors import SupportbotError
 if TYPE_CHECKING:
     from bot.operators.store import OperatorStore
 
-operator_app = typer.Typer(help="Operator accounts for the inbox (/operator/api/).",
+operator_app = typer.Typer(help="Operator accounts for the inbox (/operator/api/), and the "
+                           "FAQ additions they made there.",
                            no_args_is_help=True)
 app.add_typer(operator_app, name="operator")
 T = TypeVar("T")
@@ -87,6 +88,24 @@ def operator_remove(ctx: typer.Context,
         if not asyncio.run(_run(settings.storage.database_url, lambda o: o.remove(name))):
             raise SupportbotError(f"no operator named {name!r}")
     out.print(f"operator {escape(name)} removed")
+
+
+@operator_app.command("faq")
+def operator_faq(ctx: typer.Context,
+                 removed: Annotated[bool, typer.Option(
+                     "--removed", help="Also the additions taken back.")] = False) -> None:
+    """Print the FAQ entries and phrasings operators added in the inbox, as FAQ YAML to merge
+    into the FAQ file (the bot serves them already, on top of the file)."""
+    from bot.operators.faq import additions_yaml, stored_additions
+
+    with _user_errors():
+        settings = _settings(ctx)
+        found = asyncio.run(_run(settings.storage.database_url,
+                                 lambda store: stored_additions(store.conversations, removed)))
+        if not found:
+            print("# no FAQ additions", file=sys.stderr)
+            return
+        sys.stdout.write(additions_yaml(found))
 
 
 @app.command()

@@ -145,9 +145,7 @@ class OperatorStore:
                 decision=None, faq_ids=[], scores=[], confidence=None, latency_ms=None,
                 meta={"operator": operator}).returning(Message.id))
             await _log(conn, operator, "reply", conversation_id, message_id)
-        row = (await self._rows(select(Message).where(Message.id == message_id), orm=True))[0]
-        assert isinstance(row, Message)
-        return row
+        return await self.message(int(message_id))
 
     async def finish(self, conversation_id: str, operator: str,
                      status: ConversationStatus) -> None:
@@ -197,9 +195,16 @@ class OperatorStore:
                 conversation_id=conversation_id, role="bot", text=text, created_at=utcnow(),
                 decision=NOTICE, faq_ids=[], scores=[], confidence=None, latency_ms=None,
                 meta=meta).returning(Message.id))
-        row = (await self._rows(select(Message).where(Message.id == message_id), orm=True))[0]
-        assert isinstance(row, Message)
-        return row
+        return await self.message(int(message_id))
+
+    async def message(self, message_id: int) -> Message:
+        """One stored message; NotFoundError if there is none."""
+        rows = await self._rows(select(Message).where(Message.id == message_id), orm=True)
+        if not rows:
+            raise NotFoundError(f"no message {message_id}")
+        found = rows[0]
+        assert isinstance(found, Message)
+        return found
 
     async def correct(self, message_id: int, operator: str, text: str) -> Message:
         """Mark a bot answer wrong and keep the right one (meta `correction`): `supportbot
@@ -218,9 +223,7 @@ class OperatorStore:
                 await _log(conn, operator, "correct", row.conversation_id, message_id)
         except SQLAlchemyError as exc:
             raise self.conversations.error("store the correction", exc) from exc
-        found = (await self._rows(select(Message).where(Message.id == message_id), orm=True))[0]
-        assert isinstance(found, Message)
-        return found
+        return await self.message(message_id)
 
     async def taught_conversations(self) -> list[str]:
         """Conversations an operator replied in or corrected: training data for export."""

@@ -51,6 +51,10 @@ class SafetyLayer:
         self._cooling: dict[str, float] = {}
         self._lock = threading.Lock()
 
+    def learn_faq(self, texts: Sequence[str]) -> None:
+        """Texts of FAQ additions (bot/operators/faq.py): their contacts are the company's too."""
+        self.faq_values = self.faq_values | self.redactor.values(texts)
+
     def check_input(self, text: str, user_id: str, conversation_id: str,
                     channel: str) -> PipelineResult:
         """Run the input guards (on a worker thread: it may embed the text)."""

@@ -80,7 +80,7 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
         app.state.operators = operator_api.OperatorContext(
             inbox, signer,
             LoginThrottle(operators.max_failed_logins, operators.lockout_minutes * 60), state,
-            delivery)
+            runtime.learning, delivery)
         notices = asyncio.create_task(wait_notices(settings, inbox, state, delivery))
         try:
             if settings.web.preload:

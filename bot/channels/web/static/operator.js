@@ -9,6 +9,8 @@
 
   var API = "/operator/api";
   var POLL_MS = 2000;
+  // Bot answers an operator can mark wrong (not the handoff and waiting messages, say)
+  var TEACHABLE = ["answer", "generate", "clarify", "fallback"];
 
   var els = {};
   var state = {
@@ -18,7 +20,8 @@
     historyKey: "", // what the history shows (to redraw only when it changed)
     pollTimer: null,
     generation: 0, // bumped on sign-in / sign-out: answers to older requests are dropped
-    busy: false // an action (claim, reply, ...) is under way
+    busy: false, // an action (claim, reply, ...) is under way
+    teach: null // the open correction or FAQ form: {mode, message}
   };
 
   // --- small helpers -------------------------------------------------------------------------
@@ -144,6 +147,7 @@
     clear(els.claimedList);
     clear(els.history);
     els.replyInput.value = "";
+    closeTeach();
     show(els.loading, false);
     show(els.inbox, false);
     show(els.who, false);
@@ -286,6 +290,8 @@
       state.historyKey = "";
       clear(els.history);
       els.replyInput.value = "";
+      closeTeach();
+      show(els.teachDone, false);
       showError("");
     }
     els.detailTitle.textContent = "Conversation " + shortId(id);
@@ -353,8 +359,10 @@
   }
 
   function renderHistory(messages) {
-    var last = messages.length ? messages[messages.length - 1] : null;
-    var key = messages.length + ":" + (last ? last.id : "");
+    // redrawn when a message comes or a correction is saved
+    var key = messages.map(function (m) {
+      return m.id + (m.meta && m.meta.correction ? "c" : "");
+    }).join(",");
     if (key === state.historyKey) return;
     var atBottom = els.history.scrollHeight - els.history.scrollTop - els.history.clientHeight < 40;
     state.historyKey = key;
@@ -384,7 +392,31 @@
       li.appendChild(el("p", "small", "held by " + m.meta.claimed_by + ": no bot reply"));
     }
     if (m.role === "bot") li.appendChild(botDetails(m));
+    var correction = m.meta && m.meta.correction;
+    if (correction && correction.text) {
+      var fixed = el("p", "correction", "Marked wrong by " + (correction.operator || "?") +
+        ". Right answer: " + correction.text);
+      fixed.setAttribute("data-testid", "correction");
+      li.appendChild(fixed);
+    }
+    var tools = el("div", "msg-tools");
+    if (m.role === "bot" && m.text && TEACHABLE.indexOf(m.decision) >= 0) {
+      tools.appendChild(tool(correction ? "Correct again" : "Mark wrong", "mark-wrong",
+        function () { openTeach("correct", m); }));
+    }
+    if (m.role === "operator") {
+      tools.appendChild(tool("Add to FAQ", "add-to-faq", function () { openTeach("faq", m); }));
+    }
+    if (tools.firstChild) li.appendChild(tools);
     return li;
+  }
+
+  function tool(label, testid, onClick) {
+    var button = el("button", "plain", label);
+    button.type = "button";
+    button.setAttribute("data-testid", testid);
+    button.addEventListener("click", onClick);
+    return button;
   }
 
   function botDetails(m) {
@@ -463,6 +495,133 @@
     });
   }
 
+  // --- teaching: a correction of a bot answer, or an FAQ addition from an operator answer ------
+
+  // The customer's message before message m, and the FAQ entry the bot last pointed to.
+  function contextOf(m) {
+    var messages = (state.detail && state.detail.messages) || [];
+    var question = "";
+    var entry = null;
+    for (var i = 0; i < messages.length && messages[i].id !== m.id; i += 1) {
+      var item = messages[i];
+      if (item.role === "user") question = item.text;
+      var cited = (item.sources && item.sources[0]) || (item.suggestions && item.suggestions[0]);
+      if (item.role === "bot" && cited) entry = cited.id;
+    }
+    return { question: question, entry: entry };
+  }
+
+  function openTeach(mode, m) {
+    state.teach = { mode: mode, message: m };
+    show(els.teachDone, false);
+    show(els.teachForm, true);
+    var faq = mode === "faq";
+    show(els.teachFaq, faq);
+    els.teachTitle.textContent = faq ? "Add to the FAQ" : "Mark the bot's answer wrong";
+    els.teachAnswerLabel.textContent = faq ? "Answer (for a new entry)" :
+      "The right answer (training exports use it instead)";
+    els.teachAnswer.value = faq ? m.text : (m.meta && m.meta.correction ?
+      m.meta.correction.text : "");
+    els.teachHint.textContent = faq ?
+      "The bot answers this from the next message on, on every channel." :
+      "The customer does not see this; send them a reply to tell them.";
+    if (faq) {
+      var context = contextOf(m);
+      els.teachQuestion.value = context.question;
+      els.teachKindPhrasing.checked = true;
+      kindChanged();
+      loadEntries(context.entry);
+      els.teachQuestion.focus();
+    } else {
+      els.teachAnswer.disabled = false;
+      els.teachAnswer.focus();
+    }
+    els.teachForm.scrollIntoView({ block: "nearest" });
+  }
+
+  function closeTeach() {
+    state.teach = null;
+    if (els.teachForm) show(els.teachForm, false);
+  }
+
+  function kindChanged() {
+    var entry = els.teachKindEntry.checked;
+    els.teachEntry.disabled = entry;
+    els.teachAnswer.disabled = !entry;
+  }
+
+  function loadEntries(preferred) {
+    clear(els.teachEntry);
+    els.teachEntry.appendChild(el("option", null, "Loading the FAQ…"));
+    api("GET", "/faq").then(function (result) {
+      if (result.stale || !state.teach) return;
+      clear(els.teachEntry);
+      if (result.status !== 200) {
+        showError(failure(result, "Loading the FAQ"));
+        return;
+      }
+      (result.data.entries || []).forEach(function (entry) {
+        var option = el("option", null, entry.question + " (" + entry.id + ")");
+        option.value = entry.id;
+        if (entry.id === preferred) option.selected = true;
+        els.teachEntry.appendChild(option);
+      });
+    });
+  }
+
+  function onTeach(event) {
+    event.preventDefault();
+    var teach = state.teach;
+    if (!teach || state.busy) return;
+    var answer = els.teachAnswer.value.trim();
+    var request;
+    var done;
+    if (teach.mode === "correct") {
+      if (!answer) return teachProblem("Write the right answer first.", els.teachAnswer);
+      request = api("POST", "/messages/" + teach.message.id + "/correction", { text: answer });
+      done = "Correction saved: training exports use it instead of the bot's answer.";
+    } else {
+      var question = els.teachQuestion.value.trim();
+      if (!question) return teachProblem("Write how customers ask it.", els.teachQuestion);
+      var body = { question: question, message_id: teach.message.id };
+      if (els.teachKindEntry.checked) {
+        if (!answer) return teachProblem("Write the new entry's answer.", els.teachAnswer);
+        body.answer = answer;
+      } else {
+        if (!els.teachEntry.value) return teachProblem("Pick an FAQ entry.", els.teachEntry);
+        body.entry_id = els.teachEntry.value;
+      }
+      request = api("POST", "/faq", body);
+      done = null;
+    }
+    state.busy = true;
+    els.teachSave.disabled = true;
+    request.then(function (result) {
+      state.busy = false;
+      els.teachSave.disabled = false;
+      if (result.stale) return;
+      if (result.status !== 200) {
+        var what = teach.mode === "correct" ? "Saving the correction" : "Adding to the FAQ";
+        showError(result.status === 409 || result.status === 404 || result.status === 422 ?
+          what + ": " + detailOf(result.data, "refused") : failure(result, what));
+        return;
+      }
+      showError("");
+      closeTeach();
+      els.teachDone.textContent = done || (result.data.kind === "entry" ?
+        "New FAQ entry “" + result.data.entry_id + "” added: the bot answers it from now on." :
+        "Added as another way to ask “" + result.data.entry_id +
+        "”: the bot answers it from now on.");
+      show(els.teachDone, true);
+      poll();
+    });
+  }
+
+  function teachProblem(text, field) {
+    showError(text);
+    field.focus();
+  }
+
   // --- start ---------------------------------------------------------------------------------
 
   function start() {
@@ -487,6 +646,18 @@
     els.replyInput = document.getElementById("reply-input");
     els.replyButton = document.getElementById("reply-button");
     els.replyHint = document.getElementById("reply-hint");
+    els.teachForm = document.getElementById("teach-form");
+    els.teachTitle = document.getElementById("teach-title");
+    els.teachFaq = document.getElementById("teach-faq");
+    els.teachQuestion = document.getElementById("teach-question");
+    els.teachKindPhrasing = document.getElementById("teach-kind-phrasing");
+    els.teachKindEntry = document.getElementById("teach-kind-entry");
+    els.teachEntry = document.getElementById("teach-entry");
+    els.teachAnswer = document.getElementById("teach-answer");
+    els.teachAnswerLabel = document.getElementById("teach-answer-label");
+    els.teachHint = document.getElementById("teach-hint");
+    els.teachSave = document.getElementById("teach-save");
+    els.teachDone = document.getElementById("teach-done");
 
     els.signInForm.addEventListener("submit", onSignIn);
     els.signOut.addEventListener("click", onSignOut);
@@ -497,6 +668,10 @@
     });
     els.close.addEventListener("click", function () { act("close", undefined, "Closing"); });
     els.replyForm.addEventListener("submit", onReply);
+    els.teachForm.addEventListener("submit", onTeach);
+    document.getElementById("teach-cancel").addEventListener("click", closeTeach);
+    els.teachKindPhrasing.addEventListener("change", kindChanged);
+    els.teachKindEntry.addEventListener("change", kindChanged);
     els.replyInput.addEventListener("keydown", function (event) {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) onReply(event);
     });

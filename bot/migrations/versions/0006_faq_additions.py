@@ -1,0 +1,38 @@
+"""FAQ phrasings and entries operators teach the bot from the inbox.
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-26
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "faq_additions",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("entry_id", sa.String(128), nullable=False),
+        sa.Column("question", sa.Text, nullable=False),
+        sa.Column("answer", sa.Text, nullable=True),
+        sa.Column("operator", sa.String(64), nullable=False),
+        sa.Column("conversation_id", sa.String(128), nullable=True),
+        sa.Column("message_id", sa.Integer, nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("removed_by", sa.String(64), nullable=True),
+    )
+    op.create_index("ix_faq_additions_entry_id", "faq_additions", ["entry_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_faq_additions_entry_id", table_name="faq_additions")
+    op.drop_table("faq_additions")
