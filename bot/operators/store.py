@@ -145,7 +145,8 @@ class OperatorStore:
                 decision=None, faq_ids=[], scores=[], confidence=None, latency_ms=None,
                 meta={"operator": operator}).returning(Message.id))
             await _log(conn, operator, "reply", conversation_id, message_id)
-        return await self.message(int(message_id))
+        assert message_id is not None
+        return await self.message(message_id)
 
     async def finish(self, conversation_id: str, operator: str,
                      status: ConversationStatus) -> None:
@@ -195,7 +196,8 @@ class OperatorStore:
                 conversation_id=conversation_id, role="bot", text=text, created_at=utcnow(),
                 decision=NOTICE, faq_ids=[], scores=[], confidence=None, latency_ms=None,
                 meta=meta).returning(Message.id))
-        return await self.message(int(message_id))
+        assert message_id is not None
+        return await self.message(message_id)
 
     async def message(self, message_id: int) -> Message:
         """One stored message; NotFoundError if there is none."""
