@@ -83,6 +83,11 @@ class ConversationStore:
         return f"ConversationStore({self._safe_url()!r})"
 
     @property
+    def backend(self) -> str:
+        """The database's kind: "sqlite", "postgresql", ..."""
+        return self._backend
+
+    @property
     def engine(self) -> AsyncEngine:
         """The engine, for stores of other tables in this database (bot/operators/store.py)."""
         return self._engine

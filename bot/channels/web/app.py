@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.channels.web import rest
 from bot.channels.web.metrics import CONTENT_TYPE, Metrics
+from bot.channels.web.relay import PostgresRelay
 from bot.channels.web.security import ConversationTokens
 from bot.channels.web.service import ChatService
 from bot.channels.web.state import WebState
@@ -81,6 +82,11 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
             inbox, signer,
             LoginThrottle(operators.max_failed_logins, operators.lockout_minutes * 60), state,
             runtime.learning, delivery)
+        if manager.store.backend == "postgresql":  # other workers may hold the sockets
+            state.customers.relay = PostgresRelay(settings.storage.database_url,
+                                                  state.customers.push_here,
+                                                  manager.store.engine)
+            await state.customers.relay.start()
         notices = asyncio.create_task(wait_notices(settings, inbox, state, delivery))
         try:
             if settings.web.preload:
@@ -103,6 +109,8 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
             with contextlib.suppress(asyncio.CancelledError):
                 await notices
             await delivery.close()
+            if state.customers.relay is not None:
+                await state.customers.relay.stop()
             await runtime.close()
 
     app = FastAPI(title=f"{settings.persona.company_name} support bot", lifespan=lifespan,

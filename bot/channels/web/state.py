@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 
 from bot.channels.web.metrics import Metrics
+from bot.channels.web.relay import PostgresRelay
 from bot.channels.web.security import ConversationTokens, RateLimiter
 from bot.channels.web.service import ChatService
 from bot.dialogue import DialogueManager
@@ -19,11 +20,12 @@ Sender = Callable[[dict[str, Any]], Awaitable[None]]
 
 class CustomerSockets:
     """The customers' open web sockets of this process, by conversation: how an operator's
-    reply reaches the customer at once. Another worker's sockets are not here; a customer
-    connected there sees the reply in the history when they reconnect."""
+    reply reaches the customer at once. On PostgreSQL a relay (bot/channels/web/relay.py)
+    also hands each frame to the other server processes, for the sockets they hold."""
 
     def __init__(self) -> None:
         self._senders: dict[str, set[Sender]] = {}
+        self.relay: PostgresRelay | None = None
 
     def add(self, conversation_id: str, send: Sender) -> None:
         self._senders.setdefault(conversation_id, set()).add(send)
@@ -36,7 +38,14 @@ class CustomerSockets:
                 del self._senders[conversation_id]
 
     async def push(self, conversation_id: str, frame: dict[str, Any]) -> int:
-        """Send `frame` to every socket open on the conversation; how many there were."""
+        """Send `frame` to every socket open on the conversation, here and (through the relay)
+        in the other server processes; how many there were here."""
+        if self.relay is not None:
+            await self.relay.publish(conversation_id, frame)
+        return await self.push_here(conversation_id, frame)
+
+    async def push_here(self, conversation_id: str, frame: dict[str, Any]) -> int:
+        """Send `frame` to this process's sockets open on the conversation; how many."""
         senders = list(self._senders.get(conversation_id, ()))
         for send in senders:
             await send(frame)  # never raises: a socket gone drops the frame
