@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from sqlalchemy import text
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "supportbot_customer_frames"
 PART_CHARS = 1800  # at most 4 bytes each in UTF-8, with the envelope well under 8000 bytes
 RETRY_S = 2.0
-Deliver = Callable[[str, dict[str, Any]], Awaitable[int]]
+Deliver = Callable[[str, dict[str, Any]], Coroutine[Any, Any, int]]
 
 
 class PostgresRelay:
@@ -94,7 +94,7 @@ class PostgresRelay:
         assert self._listener_engine is not None
         connection = await self._listener_engine.connect()
         try:
-            raw = (await connection.get_raw_connection()).driver_connection
+            raw: Any = (await connection.get_raw_connection()).driver_connection
             await raw.add_listener(CHANNEL, self._notified)
         except BaseException:
             await connection.close()
@@ -138,6 +138,7 @@ class PostgresRelay:
         if len(self._parts) > 1000:  # parts whose rest never came (cannot happen; bounded)
             self._parts.clear()
         self.received += 1
-        task = asyncio.get_running_loop().create_task(self._deliver(conversation_id, frame))
+        task: asyncio.Task[int] = asyncio.get_running_loop().create_task(
+            self._deliver(conversation_id, frame))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
