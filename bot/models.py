@@ -105,6 +105,13 @@ class Operator(Base):
     name: Mapped[str] = mapped_column(String(OPERATOR_NAME_LENGTH), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Sessions issued before this are over (set at logout: every device signs in again).
+    sessions_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                            nullable=True)
+    # Wrong passwords in a row, and the last one's time: the lockout every worker sees.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                            nullable=True)
 
 
 class OperatorAction(Base):

@@ -183,7 +183,7 @@ def test_every_route_needs_a_session(client: TestClient, method: str, path: str)
             "post", "/operator/api/faq") else {}
     assert getattr(client, method)(path, **body).status_code == 401
     client.cookies.set(COOKIE, "eyJuIjoiYW5uYSIsImUiOjk5OTk5OTk5OTl9.forged",
-                       domain="testserver", path="/operator")
+                       domain="testserver.local", path="/operator")
     assert getattr(client, method)(path, **body).status_code == 401
 
 
@@ -213,6 +213,35 @@ def test_repeated_wrong_passwords_lock_the_name(client: TestClient, settings: Se
     locked = login(client)
     assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
     assert login(client, name="ben").status_code == 200  # other names are not locked
+
+
+def test_logout_ends_the_session_everywhere_even_a_copied_cookie(client: TestClient) -> None:
+    assert login(client).status_code == 200
+    copied = TestClient(client.app, base_url="https://testserver")
+    copied.cookies.set(COOKIE, client.cookies[COOKIE], domain="testserver.local",
+                       path="/operator")
+    assert copied.get("/operator/api/me").json() == {"name": "anna"}
+    assert client.post("/operator/api/logout").status_code == 200
+    assert copied.get("/operator/api/me").status_code == 401  # the copy ends too
+    assert login(copied).status_code == 200  # a new sign-in works at once
+    assert copied.get("/operator/api/me").json() == {"name": "anna"}
+
+
+def test_wrong_passwords_count_across_workers(settings: Settings,
+                                              sample_index: FaqIndex) -> None:
+    with TestClient(create_app(settings, index=sample_index),
+                    base_url="https://testserver") as one, \
+            TestClient(create_app(settings, index=sample_index),
+                       base_url="https://testserver") as two:
+        limit = settings.operators.max_failed_logins
+        for attempt in range(limit):  # spread over two processes' worth of apps
+            assert login((one, two)[attempt % 2], password="wrong").status_code == 401
+        for worker in (one, two):
+            locked = login(worker)
+            assert locked.status_code == 429, locked.text
+        assert login(one, name="ben").status_code == 200
+    failed = rows(settings, "SELECT failed_logins FROM operators WHERE name = 'anna'")
+    assert failed[0].failed_logins == limit
 
 
 def test_removing_an_operator_ends_their_session(client: TestClient,

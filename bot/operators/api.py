@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,7 +27,7 @@ from bot.operators.accounts import MAX_PASSWORD, verify_password
 from bot.operators.auth import COOKIE, COOKIE_PATH, LoginThrottle, SessionSigner
 from bot.operators.delivery import TelegramDelivery, to_customer
 from bot.operators.faq import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, Addition, FaqLearning
-from bot.operators.store import ConflictError, InboxItem, NotFoundError, OperatorStore
+from bot.operators.store import Account, ConflictError, InboxItem, NotFoundError, OperatorStore
 from bot.types import ConversationStatus
 
 log = logging.getLogger(__name__)
@@ -74,15 +75,27 @@ def _context(request: Request) -> OperatorContext:
 
 
 async def current_operator(request: Request) -> str:
-    """The logged-in operator's name; 401 without a valid session of an existing account."""
+    """The logged-in operator's name; 401 without a valid session of an existing account
+    (one that has not logged out since the cookie was issued)."""
     context = _context(request)
-    name = context.signer.verify(request.cookies.get(COOKIE))
+    session = context.signer.session(request.cookies.get(COOKIE))
     try:
-        if name is None or await context.store.password_hash(name) is None:
-            raise HTTPException(401, "log in first: POST /operator/api/login")
+        account = None if session is None else await context.store.account(session[0])
     except StorageError as exc:
         raise _unavailable(exc) from exc
-    return name
+    if session is None or account is None or (
+            account.sessions_after is not None
+            and session[1] < account.sessions_after.timestamp()):
+        raise HTTPException(401, "log in first: POST /operator/api/login")
+    return session[0]
+
+
+def _locked_for(account: Account | None, limit: int, lockout_s: float) -> float:
+    """Seconds the account's logins are still refused after `limit` wrong passwords in a row
+    (counted by every worker); 0.0 when it may try."""
+    if account is None or account.failed_logins < limit or account.last_failed_at is None:
+        return 0.0
+    return max(0.0, account.last_failed_at.timestamp() + lockout_s - time.time())
 
 
 def _unavailable(exc: StorageError) -> HTTPException:
@@ -93,37 +106,46 @@ def _unavailable(exc: StorageError) -> HTTPException:
 @router.post("/login", summary="Log in: sets the session cookie")
 async def login(body: LoginRequest, request: Request, response: Response) -> dict[str, Any]:
     context = _context(request)
+    settings = context.web.settings.operators
     wait = context.web.limit(client_ip(request), None) or context.throttle.wait(body.name)
-    if wait:
-        raise HTTPException(429, f"too many attempts: wait {wait:.0f} s",
-                            headers={"Retry-After": str(int(wait) + 1)})
     try:
-        stored = await context.store.password_hash(body.name)
+        account = None if wait else await context.store.account(body.name)
+        wait = wait or _locked_for(account, settings.max_failed_logins,
+                                   settings.lockout_minutes * 60)
+        if wait:
+            raise HTTPException(429, f"too many attempts: wait {wait:.0f} s",
+                                headers={"Retry-After": str(int(wait) + 1)})
+        # argon2 takes tens of milliseconds of CPU: off the event loop, which serves the chats
+        stored = None if account is None else account.password_hash
+        if not await asyncio.to_thread(verify_password, stored, body.password):
+            context.throttle.failed(body.name)
+            if account is not None:
+                await context.store.login_failed(body.name)
+            log.warning("operator login failed for %r from %s", body.name[:64],
+                        client_ip(request))
+            raise HTTPException(401, WRONG_LOGIN)
+        context.throttle.succeeded(body.name)
+        await context.store.login_succeeded(body.name)
     except StorageError as exc:
         raise _unavailable(exc) from exc
-    # argon2 takes tens of milliseconds of CPU: off the event loop, which serves the chats
-    if not await asyncio.to_thread(verify_password, stored, body.password):
-        context.throttle.failed(body.name)
-        log.warning("operator login failed for %r from %s", body.name[:64], client_ip(request))
-        raise HTTPException(401, WRONG_LOGIN)
-    context.throttle.succeeded(body.name)
     value, expires = context.signer.issue(body.name)
-    settings = context.web.settings.operators
     response.set_cookie(COOKIE, value, max_age=int(context.signer.seconds), path=COOKIE_PATH,
                         secure=settings.secure_cookie, httponly=True, samesite="strict")
-    await _log(context, body.name, "login")
     return {"name": body.name, "expires_at": datetime.fromtimestamp(expires).astimezone()
             .isoformat()}
 
 
-@router.post("/logout", summary="Log out: clears the session cookie")
+@router.post("/logout", summary="Log out: ends this operator's sessions, on every device")
 async def logout(request: Request, response: Response,
                  operator: str = Depends(current_operator)) -> dict[str, Any]:
     context = _context(request)
+    try:
+        await context.store.end_sessions(operator)
+    except StorageError as exc:
+        raise _unavailable(exc) from exc
     response.delete_cookie(COOKIE, path=COOKIE_PATH,
                            secure=context.web.settings.operators.secure_cookie,
                            httponly=True, samesite="strict")
-    await _log(context, operator, "logout")
     return {"name": operator, "logged_out": True}
 
 
@@ -273,13 +295,6 @@ async def _change(change: Any) -> Any:
         raise HTTPException(409, str(exc)) from None
     except StorageError as exc:
         raise _unavailable(exc) from exc
-
-
-async def _log(context: OperatorContext, operator: str, action: str) -> None:
-    try:
-        await context.store.log(operator, action)
-    except StorageError as exc:  # the login itself worked; the log line says so
-        log.error("operator %s %s not logged: %s", operator, action, exc)
 
 
 def _iso(value: datetime | None) -> str | None:

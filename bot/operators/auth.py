@@ -1,9 +1,12 @@
 """Operator sessions: a signed cookie (no server-side session table), and a failed-login
 throttle per name.
 
-The cookie holds the operator's name and an expiry, signed with a key derived from the web
-secret (web.secret / web.secret_file), so every worker sharing that secret accepts it. Each
-request also checks that the account still exists: removing an operator ends their sessions.
+The cookie holds the operator's name, when it was issued and when it expires, signed with a key
+derived from the web secret (web.secret / web.secret_file), so every worker sharing that secret
+accepts it. Each request also checks the account in the database: removing an operator ends
+their sessions, and so does logging out (`operators.sessions_after`: a copied cookie stops
+working too, on every device). Wrong passwords are counted in the database as well, so the
+lockout holds across workers; this process's own count also covers names without an account.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ def _unb64(text: str) -> bytes:
 
 
 class SessionSigner:
-    """Issues and checks session cookie values: base64(JSON {n: name, e: expiry}).signature."""
+    """Issues and checks session cookie values: base64(JSON {n: name, e: expiry, i: issued
+    in milliseconds}).signature."""
 
     def __init__(self, key: bytes, hours: float) -> None:
         self._key = key
@@ -36,13 +40,21 @@ class SessionSigner:
 
     def issue(self, name: str, now: float | None = None) -> tuple[str, float]:
         """A cookie value for `name`, and when it expires (Unix time)."""
-        expires = (time.time() if now is None else now) + self.seconds
-        payload = _b64(json.dumps({"n": name, "e": int(expires)},
+        issued = time.time() if now is None else now
+        expires = issued + self.seconds
+        payload = _b64(json.dumps({"n": name, "e": int(expires), "i": int(issued * 1000)},
                                   separators=(",", ":")).encode())
         return f"{payload}.{self._sign(payload)}", float(int(expires))
 
     def verify(self, value: str | None, now: float | None = None) -> str | None:
         """The operator's name if `value` is a genuine cookie that has not expired."""
+        session = self.session(value, now)
+        return None if session is None else session[0]
+
+    def session(self, value: str | None, now: float | None = None
+                ) -> tuple[str, float] | None:
+        """The operator's name and when the cookie was issued (Unix time), if `value` is a
+        genuine cookie that has not expired."""
         if not value or value.count(".") != 1 or len(value) > 1024:
             return None
         payload, signature = value.split(".")
@@ -50,12 +62,14 @@ class SessionSigner:
             return None
         try:
             data = json.loads(_unb64(payload))
-            name, expires = data["n"], data["e"]
+            name, expires, issued = data["n"], data["e"], data["i"]
         except (ValueError, KeyError, TypeError):
             return None
-        if not isinstance(name, str) or not isinstance(expires, int):
+        if not isinstance(name, str) or not all(type(v) is int for v in (expires, issued)):
             return None
-        return name if (time.time() if now is None else now) < expires else None
+        if (time.time() if now is None else now) >= expires:
+            return None
+        return name, issued / 1000
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._key, b"operator-session:" + payload.encode(),
@@ -65,8 +79,9 @@ class SessionSigner:
 class LoginThrottle:
     """Refuses logins to a name for `lockout` seconds after `limit` wrong passwords in a row.
 
-    Per process (each worker counts its own), bounded in memory: the names tried least
-    recently are forgotten beyond `max_names`. A right password clears the count.
+    Per process, bounded in memory: the names tried least recently are forgotten beyond
+    `max_names`. A right password clears the count. Accounts are also counted in the database
+    (OperatorStore.login_failed), which every worker sees; this covers unknown names too.
     """
 
     def __init__(self, limit: int, lockout: float, max_names: int = 10_000) -> None:

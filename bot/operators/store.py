@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.errors import InputError
-from bot.models import Conversation, Message, Operator, OperatorAction, utcnow
+from bot.models import Conversation, Message, Operator, OperatorAction, as_utc, utcnow
 from bot.storage import ConversationStore
 from bot.types import ConversationStatus, Decision
 
@@ -34,6 +34,20 @@ class ConflictError(Exception):
 
 class NotFoundError(Exception):
     """No such conversation."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """An operator account as sign-in and session checks see it."""
+
+    password_hash: str
+    sessions_after: datetime | None  # cookies issued before this no longer work
+    failed_logins: int  # wrong passwords in a row
+    last_failed_at: datetime | None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
 
 
 @dataclass(frozen=True)
@@ -87,8 +101,42 @@ class OperatorStore:
 
     async def password_hash(self, name: str) -> str | None:
         """The stored hash of an operator's password; None if there is no such operator."""
-        rows = await self._rows(select(Operator.password_hash).where(Operator.name == name))
-        return rows[0].password_hash if rows else None
+        account = await self.account(name)
+        return None if account is None else account.password_hash
+
+    async def account(self, name: str) -> Account | None:
+        """What sign-in and session checks need of an account; None if there is none."""
+        rows = await self._rows(select(Operator.password_hash, Operator.sessions_after,
+                                       Operator.failed_logins, Operator.last_failed_at)
+                                .where(Operator.name == name))
+        if not rows:
+            return None
+        row = rows[0]
+        return Account(row.password_hash, _aware(row.sessions_after), row.failed_logins,
+                       _aware(row.last_failed_at))
+
+    async def login_failed(self, name: str) -> None:
+        """Count a wrong password for an account (every worker sees the count)."""
+        await self._update_account("count a failed login", name,
+                                   failed_logins=Operator.failed_logins + 1,
+                                   last_failed_at=utcnow())
+
+    async def login_succeeded(self, name: str) -> None:
+        await self._update_account("reset the failed logins", name, failed_logins=0)
+        await self.log(name, "login")
+
+    async def end_sessions(self, name: str) -> None:
+        """Log out: every session cookie of the account issued until now stops working."""
+        await self._update_account("end the sessions", name, sessions_after=utcnow())
+        await self.log(name, "logout")
+
+    async def _update_account(self, doing: str, name: str, **values: Any) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(update(Operator).where(Operator.name == name)
+                                   .values(**values))
+        except SQLAlchemyError as exc:
+            raise self.conversations.error(doing, exc) from exc
 
     # --- the inbox ---------------------------------------------------------------------------
 

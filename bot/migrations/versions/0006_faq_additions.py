@@ -1,4 +1,5 @@
-"""FAQ phrasings and entries operators teach the bot from the inbox.
+"""FAQ phrasings and entries operators teach the bot from the inbox; operators' sessions
+ended at logout, and failed logins counted in the database (shared by every worker).
 
 Revision ID: 0006
 Revises: 0005
@@ -17,6 +18,11 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("operators") as batch:
+        batch.add_column(sa.Column("sessions_after", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("failed_logins", sa.Integer, nullable=False,
+                                   server_default="0"))
+        batch.add_column(sa.Column("last_failed_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "faq_additions",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -36,3 +42,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_faq_additions_entry_id", table_name="faq_additions")
     op.drop_table("faq_additions")
+    with op.batch_alter_table("operators") as batch:
+        batch.drop_column("last_failed_at")
+        batch.drop_column("failed_logins")
+        batch.drop_column("sessions_after")
