@@ -114,7 +114,12 @@ def test_chat_page_answers_suggests_rates_and_survives_a_reload(
     frames: list[dict[str, Any]] = []
     page.on("websocket", lambda ws: ws.on(
         "framereceived", lambda payload: frames.append(json.loads(payload))))
-    page.goto(server.url + "/")
+    refused: list[str] = []  # what the Content-Security-Policy blocked: nothing, or it broke
+    page.on("console", lambda m: refused.append(m.text)
+            if "Content Security Policy" in m.text else None)
+    response = page.goto(server.url + "/")
+    assert response is not None
+    assert "connect-src 'self'" in response.headers["content-security-policy"]
 
     expect(page.get_by_test_id("greeting")).to_contain_text("How can I help")
     expect(page.get_by_test_id("bot-name")).to_have_text(server.settings.persona.bot_name)
@@ -211,6 +216,7 @@ def test_chat_page_answers_suggests_rates_and_survives_a_reload(
     page.set_viewport_size(PHONE)
     _no_horizontal_scroll(page)
     shots.take(page, "page-phone")
+    assert not refused, refused
 
 
 def test_handoff_banner_and_text_never_markup(

@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 _PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                  "Cache-Control": "no-cache"}
+# The chat page: its own script and stylesheet only, talking to this origin only (web socket
+# included); framed by any site, since widget.js puts it in an iframe on the company's pages.
+_CHAT_HEADERS = {**_PAGE_HEADERS,
+                 "Content-Security-Policy": "default-src 'none'; script-src 'self'; "
+                 "style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+                 "base-uri 'none'; form-action 'none'"}
 # The operator page: its own script and stylesheet only, talking to this origin only, never
 # framed (it shows customers' conversations and acts with the operator's session).
 _OPERATOR_HEADERS = {**_PAGE_HEADERS, "X-Frame-Options": "DENY",
@@ -136,7 +142,7 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+        return FileResponse(STATIC / "index.html", headers=_CHAT_HEADERS)
 
     @app.get("/operator", include_in_schema=False)
     async def operator_page() -> FileResponse:
