@@ -129,6 +129,8 @@ class OperatorAction(Base):
                                                         index=True)
     message_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # A first claim: how long the customer had waited for a human (the expected wait's data).
+    waited_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class FaqAddition(Base):

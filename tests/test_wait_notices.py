@@ -35,13 +35,15 @@ def test_a_waiting_customer_hears_the_expected_wait_once(tmp_path: Path,
     add_operators(settings, "anna")
     with TestClient(create_app(settings, index=sample_index),
                     base_url="https://testserver") as client:
-        # Someone else's conversation, claimed 0.3+ s after its handoff: the expected wait.
+        # Someone else's conversation, claimed 0.5 s after its handoff: the expected wait...
         with client.websocket_connect("/ws") as first:
             other = first.receive_json()["conversation_id"]
             assert turn(first, "I want to talk to a human")["decision"] == "handoff"
         assert login(client).status_code == 200
         time.sleep(0.5)
         assert client.post(f"/operator/api/conversations/{other}/claim").status_code == 200
+        # ...and given back at once: its wait still counts (a claim is history, not a state)
+        assert client.post(f"/operator/api/conversations/{other}/release").status_code == 200
 
         with client.websocket_connect("/ws") as ws:
             conversation = ws.receive_json()["conversation_id"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
@@ -166,6 +166,9 @@ class OperatorStore:
         operator holds it or it is not handed off."""
         now = utcnow()
         async with self._change("claim", conversation_id) as conn:
+            before = (await conn.execute(
+                select(Conversation.status_changed_at, Conversation.claimed_by)
+                .where(Conversation.id == conversation_id))).first()
             result = await conn.execute(
                 update(Conversation)
                 .where(Conversation.id == conversation_id, Conversation.status == HANDOFF,
@@ -174,7 +177,11 @@ class OperatorStore:
                 .values(claimed_by=operator, claimed_at=now, updated_at=now))
             if not result.rowcount:
                 await self._refuse(conn, conversation_id, operator)
-            await _log(conn, operator, "claim", conversation_id)
+            waited = None
+            if before is not None and before.claimed_by is None \
+                    and before.status_changed_at is not None:
+                waited = (now - as_utc(before.status_changed_at)).total_seconds()
+            await _log(conn, operator, "claim", conversation_id, waited_seconds=waited)
 
     async def reply(self, conversation_id: str, operator: str, text: str) -> Message:
         """Store an operator's message in a conversation they hold; ConflictError if they
@@ -214,15 +221,15 @@ class OperatorStore:
                 await self._refuse(conn, conversation_id, operator)
             await _log(conn, operator, action, conversation_id)
 
-    async def expected_wait(self, sample: int = 20) -> float | None:
-        """Median minutes from handoff to claim over the conversations operators hold now
-        (at most `sample`, newest claims first); None when nobody holds one."""
-        statement = (select(Conversation.status_changed_at, Conversation.claimed_at)
-                     .where(Conversation.status == HANDOFF, Conversation.claimed_at.is_not(None))
-                     .order_by(Conversation.claimed_at.desc()).limit(sample))
-        waits = sorted((claimed - since).total_seconds() / 60
-                       for since, claimed in await self._rows(statement)
-                       if since is not None and claimed is not None)
+    async def expected_wait(self, sample: int = 20, days: float = 7) -> float | None:
+        """Median minutes from handoff to an operator's claim over the last `sample` claims of
+        the last `days` (released and closed conversations included); None without any."""
+        statement = (select(OperatorAction.waited_seconds)
+                     .where(OperatorAction.action == "claim",
+                            OperatorAction.waited_seconds.is_not(None),
+                            OperatorAction.created_at >= utcnow() - timedelta(days=days))
+                     .order_by(OperatorAction.id.desc()).limit(sample))
+        waits = sorted(row.waited_seconds / 60 for row in await self._rows(statement))
         return waits[len(waits) // 2] if waits else None
 
     async def add_notice(self, conversation_id: str, text: str, waited_since: datetime,
@@ -341,7 +348,8 @@ class OperatorStore:
 
 
 async def _log(conn: AsyncConnection, operator: str, action: str,
-               conversation_id: str | None = None, message_id: int | None = None) -> None:
+               conversation_id: str | None = None, message_id: int | None = None,
+               waited_seconds: float | None = None) -> None:
     await conn.execute(insert(OperatorAction).values(
         operator=operator, action=action, conversation_id=conversation_id,
-        message_id=message_id, created_at=utcnow()))
+        message_id=message_id, created_at=utcnow(), waited_seconds=waited_seconds))

@@ -1,5 +1,6 @@
 """FAQ phrasings and entries operators teach the bot from the inbox; operators' sessions
-ended at logout, and failed logins counted in the database (shared by every worker).
+ended at logout, and failed logins counted in the database (shared by every worker); how long
+each claimed conversation had waited (the expected wait customers are told).
 
 Revision ID: 0006
 Revises: 0005
@@ -23,6 +24,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("failed_logins", sa.Integer, nullable=False,
                                    server_default="0"))
         batch.add_column(sa.Column("last_failed_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("operator_actions") as batch:
+        batch.add_column(sa.Column("waited_seconds", sa.Float, nullable=True))
     op.create_table(
         "faq_additions",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -42,6 +45,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_faq_additions_entry_id", table_name="faq_additions")
     op.drop_table("faq_additions")
+    with op.batch_alter_table("operator_actions") as batch:
+        batch.drop_column("waited_seconds")
     with op.batch_alter_table("operators") as batch:
         batch.drop_column("last_failed_at")
         batch.drop_column("failed_logins")
