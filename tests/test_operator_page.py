@@ -160,8 +160,11 @@ def test_operator_claims_replies_and_releases(
             "Held by anna. Channel: web.")  # the failed claim refreshed the page
         expect(other.get_by_label("Reply to the customer")).to_be_disabled()
 
-        # Anna replies; the customer sees it at once, with her name, without a reload.
+        # Anna replies; the customer sees her writing, then her message at once, with her
+        # name, without a reload.
         reply_box.fill(REPLY)
+        writing = customer.get_by_test_id("operator-typing")
+        expect(writing).to_contain_text("anna is writing…")
         operator.get_by_role("button", name="Send").click()
         expect(reply_box).to_have_value("")
         sent = history.get_by_test_id("operator-message")
@@ -173,6 +176,7 @@ def test_operator_claims_replies_and_releases(
         expect(live).to_have_count(1)
         expect(live).to_contain_text("anna")
         expect(live).to_contain_text(REPLY)
+        expect(writing).to_have_count(0)  # the message replaced "is writing"
         assert customer.evaluate("window.__notReloaded") is True
         assert customer.locator(".bubble b").count() == 0  # text, never markup
 

@@ -163,6 +163,7 @@ ROUTES = [("post", "/operator/api/logout"), ("get", "/operator/api/me"),
           ("get", "/operator/api/conversations"), ("get", "/operator/api/conversations/web-x"),
           ("post", "/operator/api/conversations/web-x/claim"),
           ("post", "/operator/api/conversations/web-x/reply"),
+          ("post", "/operator/api/conversations/web-x/typing"),
           ("post", "/operator/api/conversations/web-x/release"),
           ("post", "/operator/api/conversations/web-x/close"),
           ("post", "/operator/api/messages/7/correction"), ("get", "/operator/api/faq"),
@@ -282,12 +283,17 @@ def test_claim_reply_live_bot_silent_release(client: TestClient, settings: Setti
 
         assert client.post(f"/operator/api/conversations/{conversation_id}/reply",
                            json={"text": "too early"}).status_code == 409  # not claimed yet
+        assert client.post(f"/operator/api/conversations/{conversation_id}/typing"
+                           ).status_code == 409
         claimed = client.post(f"/operator/api/conversations/{conversation_id}/claim")
         assert claimed.json() == {"conversation_id": conversation_id, "status": "handoff",
                                   "claimed_by": "anna"}
         inbox = client.get("/operator/api/conversations").json()
         assert inbox["waiting"] == [] and inbox["claimed"][0]["claimed_by"] == "anna"
 
+        typing = client.post(f"/operator/api/conversations/{conversation_id}/typing")
+        assert typing.status_code == 200
+        assert ws.receive_json() == {"type": "typing", "name": "anna"}
         sent = client.post(f"/operator/api/conversations/{conversation_id}/reply",
                            json={"text": "Hi, Anna here. Let me look."})
         assert sent.status_code == 200 and sent.json()["live_sockets"] == 1

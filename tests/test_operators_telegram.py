@@ -45,14 +45,20 @@ async def test_an_operator_answers_a_telegram_customer(tmp_path: Path,
                     assert [w["conversation_id"] for w in waiting] == [conversation]
                     assert client.post(f"/operator/api/conversations/{conversation}/claim"
                                        ).status_code == 200
+                    typing = client.post(f"/operator/api/conversations/{conversation}/typing")
+                    assert typing.status_code == 200, typing.text
                     reply = client.post(f"/operator/api/conversations/{conversation}/reply",
                                         json={"text": "Hi, Anna here. Which order is it?"})
                     assert reply.status_code == 200, reply.text
                     return dict(reply.json())
 
             # The web app runs on TestClient's own thread and loop; the Telegram bot on ours.
+            actions = len(api.of("sendChatAction"))
             result = await asyncio.to_thread(operator)
             assert result["telegram"] == "sent"
+            shown = api.of("sendChatAction")[actions:]  # the operator's "typing..."
+            assert [(int(c.params["chat_id"]), c.params["action"]) for c in shown] == [
+                (ALICE, "typing")]
             await api.wait_for(lambda: len(api.texts(ALICE)) == 2, what="the operator's reply")
             assert api.texts(ALICE)[1] == "anna: Hi, Anna here. Which order is it?"
 

@@ -19,13 +19,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from bot.channels.web.protocol import operator_frame, source, status_frame
+from bot.channels.web.protocol import operator_frame, source, status_frame, typing_frame
 from bot.channels.web.state import WebState, client_ip
 from bot.errors import InputError, StorageError
 from bot.models import Message
 from bot.operators.accounts import MAX_PASSWORD, verify_password
 from bot.operators.auth import COOKIE, COOKIE_PATH, LoginThrottle, SessionSigner
-from bot.operators.delivery import TelegramDelivery, to_customer
+from bot.operators.delivery import TelegramDelivery, to_customer, typing_to_customer
 from bot.operators.faq import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, Addition, FaqLearning
 from bot.operators.store import Account, ConflictError, InboxItem, NotFoundError, OperatorStore
 from bot.types import ConversationStatus
@@ -209,6 +209,24 @@ async def reply(conversation_id: str, body: ReplyRequest, request: Request,
         context.web, context.telegram, conversation_id,
         operator_frame(message.text, operator, message.id, created), f"{operator}: {message.text}")
     return {"message_id": message.id, "created_at": created, **delivered}
+
+
+@router.post("/conversations/{conversation_id}/typing",
+             summary="Show the customer that you are writing (call every few seconds)")
+async def typing(conversation_id: str, request: Request,
+                 operator: str = Depends(current_operator)) -> dict[str, Any]:
+    context = _context(request)
+    try:
+        row = await context.store.conversation(conversation_id)
+    except (NotFoundError, InputError):
+        raise HTTPException(404, f"no conversation {conversation_id[:128]!r}") from None
+    except StorageError as exc:
+        raise _unavailable(exc) from exc
+    if row.status != ConversationStatus.HANDOFF.value or row.claimed_by != operator:
+        raise HTTPException(409, f"claim conversation {conversation_id!r} before writing")
+    await typing_to_customer(context.web, context.telegram, conversation_id,
+                             typing_frame(operator))
+    return {"conversation_id": conversation_id, "typing": operator}
 
 
 @router.post("/messages/{message_id}/correction",

@@ -59,6 +59,18 @@ class TelegramDelivery:
             raise TelegramDeliveryError(f"Telegram did not take the reply: {exc}") from exc
         return len(split_text(text))
 
+    async def typing(self, chat_id: int) -> None:
+        """Show "typing..." in the chat (Telegram keeps it about 5 s)."""
+        from telegram.constants import ChatAction
+        from telegram.error import TelegramError
+
+        try:
+            bot = await self._started()
+            await bot.send_chat_action(chat_id=chat_id, action=ChatAction.TYPING)
+        except TelegramError as exc:
+            raise TelegramDeliveryError(f"Telegram did not take the typing action: {exc}") \
+                from exc
+
     async def close(self) -> None:
         """Release the bot's HTTP connections."""
         if self._bot is not None:
@@ -79,6 +91,19 @@ class TelegramDelivery:
                 await bot.initialize()
                 self._bot = bot
             return self._bot
+
+
+async def typing_to_customer(web: WebState, telegram: TelegramDelivery | None,
+                             conversation_id: str, frame: dict[str, Any]) -> None:
+    """Tell the customer an operator is writing: `frame` to the web sockets, the typing
+    action to a Telegram chat; a failure only costs the indicator (logged at debug)."""
+    await web.customers.push(conversation_id, frame)
+    chat = telegram_chat(conversation_id)
+    if chat is not None and telegram is not None and telegram.settings.token is not None:
+        try:
+            await telegram.typing(chat)
+        except TelegramDeliveryError as exc:
+            log.debug("typing for %s not shown: %s", conversation_id, exc)
 
 
 async def to_customer(web: WebState, telegram: TelegramDelivery | None, conversation_id: str,

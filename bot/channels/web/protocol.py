@@ -87,6 +87,11 @@ def operator_frame(text: str, name: str, message_id: int, created_at: str) -> di
             "created_at": created_at}
 
 
+def typing_frame(name: str) -> dict[str, Any]:
+    """An operator is writing to the customer (sent every few seconds while they type)."""
+    return {"type": "typing", "name": name}
+
+
 def status_frame(status: str) -> dict[str, Any]:
     """Who answers the conversation now, pushed when an operator releases or closes it."""
     return {"type": "status", "status": status}

@@ -9,6 +9,7 @@
   var STORAGE_KEY = "supportbot.conversation";
   var MAX_BACKOFF_MS = 15000;
   var NOTICE_MS = 7000;
+  var OPERATOR_TYPING_MS = 6000; // the operator page says "typing" every 3 s while they type
   var SVG_NS = "http://www.w3.org/2000/svg";
 
   var params = new URLSearchParams(location.search);
@@ -30,6 +31,7 @@
     reconnectAt: 0,
     watchdog: null,
     noticeTimer: null,
+    operatorTypingTimer: null,
     atBottom: true, // the customer reads the newest messages (has not scrolled up)
     countdownTimer: null,
     // Turns sent (or to be sent) that have no reply yet, in the order they were written:
@@ -198,6 +200,37 @@
     els.log.appendChild(wrap);
     if (live) announce((message.name ? message.name + ": " : "") + String(message.text || ""));
     return wrap;
+  }
+
+  // "anna is writing…" while an operator types (a "typing" frame every few seconds); gone when
+  // their message comes, or when no frame came for OPERATOR_TYPING_MS.
+  function showOperatorTyping(name) {
+    var wrap = els.log.querySelector("[data-testid=operator-typing]");
+    if (!wrap) {
+      wrap = el("div", "msg bot agent operator-typing");
+      wrap.setAttribute("data-testid", "operator-typing");
+      var bubble = el("div", "bubble");
+      bubble.appendChild(el("div", "agent-name"));
+      var dots = el("div", "dots");
+      dots.setAttribute("role", "img");
+      dots.appendChild(el("span"));
+      dots.appendChild(el("span"));
+      dots.appendChild(el("span"));
+      bubble.appendChild(dots);
+      wrap.appendChild(bubble);
+    }
+    els.log.appendChild(wrap); // (back) at the end: below anything the customer wrote since
+    var label = (typeof name === "string" && name ? name : "A colleague") + " is writing…";
+    wrap.querySelector(".agent-name").textContent = label;
+    wrap.querySelector(".dots").setAttribute("aria-label", label);
+    window.clearTimeout(state.operatorTypingTimer);
+    state.operatorTypingTimer = window.setTimeout(hideOperatorTyping, OPERATOR_TYPING_MS);
+  }
+
+  function hideOperatorTyping() {
+    window.clearTimeout(state.operatorTypingTimer);
+    var wrap = els.log.querySelector("[data-testid=operator-typing]");
+    if (wrap) wrap.parentNode.removeChild(wrap);
   }
 
   // The bubble a turn's reply will be written into; shows "typing" until its first token.
@@ -585,7 +618,10 @@
       case "feedback": showFeedback(frame.message_id, frame.rating); break;
       case "error": onError(frame, resuming); break;
       case "ping": send({ type: "pong" }); break;
-      case "operator": changeLog(function () { addOperatorMessage(frame, true); }); break;
+      case "operator":
+        changeLog(function () { hideOperatorTyping(); addOperatorMessage(frame, true); });
+        break;
+      case "typing": changeLog(function () { showOperatorTyping(frame.name); }); break;
       case "status": setHandoff(frame.status === "handoff"); break;
       default: break; // "pong", and frame types added later
     }

@@ -9,6 +9,7 @@
 
   var API = "/operator/api";
   var POLL_MS = 2000;
+  var TYPING_EVERY_MS = 3000;
   // Bot answers an operator can mark wrong (not the handoff and waiting messages, say)
   var TEACHABLE = ["answer", "generate", "clarify", "fallback"];
 
@@ -21,7 +22,8 @@
     pollTimer: null,
     generation: 0, // bumped on sign-in / sign-out: answers to older requests are dropped
     busy: false, // an action (claim, reply, ...) is under way
-    teach: null // the open correction or FAQ form: {mode, message}
+    teach: null, // the open correction or FAQ form: {mode, message}
+    typingSent: 0 // when the customer was last told the operator is writing
   };
 
   // --- small helpers -------------------------------------------------------------------------
@@ -479,6 +481,16 @@
       });
   }
 
+  // While the operator types a reply, the customer sees "<name> is writing…": one POST
+  // every TYPING_EVERY_MS at most (the customer's page hides it 6 s after the last).
+  function onTyping() {
+    if (!holds() || !els.replyInput.value.trim()) return;
+    var now = Date.now();
+    if (now - state.typingSent < TYPING_EVERY_MS) return;
+    state.typingSent = now;
+    api("POST", "/conversations/" + encodeURIComponent(state.selected) + "/typing");
+  }
+
   function onReply(event) {
     event.preventDefault();
     var text = els.replyInput.value.trim();
@@ -672,6 +684,7 @@
     document.getElementById("teach-cancel").addEventListener("click", closeTeach);
     els.teachKindPhrasing.addEventListener("change", kindChanged);
     els.teachKindEntry.addEventListener("change", kindChanged);
+    els.replyInput.addEventListener("input", onTyping);
     els.replyInput.addEventListener("keydown", function (event) {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) onReply(event);
     });
