@@ -216,12 +216,7 @@ async def reply(conversation_id: str, body: ReplyRequest, request: Request,
 async def typing(conversation_id: str, request: Request,
                  operator: str = Depends(current_operator)) -> dict[str, Any]:
     context = _context(request)
-    try:
-        row = await context.store.conversation(conversation_id)
-    except (NotFoundError, InputError):
-        raise HTTPException(404, f"no conversation {conversation_id[:128]!r}") from None
-    except StorageError as exc:
-        raise _unavailable(exc) from exc
+    row = await _change(context.store.conversation(conversation_id))
     if row.status != ConversationStatus.HANDOFF.value or row.claimed_by != operator:
         raise HTTPException(409, f"claim conversation {conversation_id!r} before writing")
     await typing_to_customer(context.web, context.telegram, conversation_id,

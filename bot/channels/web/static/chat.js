@@ -202,6 +202,17 @@
     return wrap;
   }
 
+  // Three animated dots: someone is writing.
+  function typingDots(label) {
+    var dots = el("div", "dots");
+    dots.setAttribute("role", "img");
+    dots.setAttribute("aria-label", label);
+    dots.appendChild(el("span"));
+    dots.appendChild(el("span"));
+    dots.appendChild(el("span"));
+    return dots;
+  }
+
   // "anna is writing…" while an operator types (a "typing" frame every few seconds); gone when
   // their message comes, or when no frame came for OPERATOR_TYPING_MS.
   function showOperatorTyping(name) {
@@ -211,12 +222,7 @@
       wrap.setAttribute("data-testid", "operator-typing");
       var bubble = el("div", "bubble");
       bubble.appendChild(el("div", "agent-name"));
-      var dots = el("div", "dots");
-      dots.setAttribute("role", "img");
-      dots.appendChild(el("span"));
-      dots.appendChild(el("span"));
-      dots.appendChild(el("span"));
-      bubble.appendChild(dots);
+      bubble.appendChild(typingDots(""));
       wrap.appendChild(bubble);
     }
     els.log.appendChild(wrap); // (back) at the end: below anything the customer wrote since
@@ -238,13 +244,7 @@
     var wrap = el("div", "msg bot typing");
     wrap.setAttribute("data-testid", "bot-typing");
     var bubble = el("div", "bubble");
-    var dots = el("div", "dots");
-    dots.setAttribute("aria-label", "typing");
-    dots.setAttribute("role", "img");
-    dots.appendChild(el("span"));
-    dots.appendChild(el("span"));
-    dots.appendChild(el("span"));
-    bubble.appendChild(dots);
+    bubble.appendChild(typingDots("typing"));
     wrap.appendChild(bubble);
     // Right after the customer's message (and any earlier turns' bubbles after it), so the
     // page shows the same order as the stored history does after a reload.
