@@ -14,6 +14,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from retrieval.classifier import SoftmaxHead, fit_head, head_scores
 from retrieval.corpus import FaqEntry, corpus_hash, faq_file_hash, load_faq
 from retrieval.embedder import Embedder, ProgressCallback
 from retrieval.errors import IndexMissingError, IndexStaleError, IndexWriteError, RetrievalError
@@ -26,8 +27,9 @@ META_FILE = "meta.json"
 EXHAUSTIVE_LIMIT = 4096
 # How an entry's score comes from its phrasings' cosines with the query: "nearest", the best
 # phrasing's; "blend", the mean of that and the cosine with the entry's centroid (the mean of its
-# phrasing vectors), which helps entries with few phrasings (measured in bench/README.md).
-SCORINGS = ("nearest", "blend")
+# phrasing vectors), which helps entries with few phrasings (measured in bench/README.md);
+# "classifier", a softmax head fitted on the phrasings (retrieval.classifier, measured there too).
+SCORINGS = ("nearest", "blend", "classifier")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class FaqIndex:
         self.scoring = scoring
         self._centroids: np.ndarray | None = None  # blend: made from the index at first use
         self._vectors = np.zeros((0, 0), dtype=np.float32)
+        # classifier: fitted at first use; (head, phrasings, entries) it was fitted on.
+        self._head: tuple[SoftmaxHead, int, int] | None = None
         self.entries = list(entries)
         self.embedder = embedder
         self.corpus_hash = known_hash or corpus_hash(self.entries)
@@ -96,6 +100,8 @@ class FaqIndex:
             return [[] for _ in range(len(vectors))]
         if self.scoring == "blend":
             return self._search_blend(vectors, top_k)
+        if self.scoring == "classifier":
+            return self._search_classifier(vectors, top_k)
         top_k = min(top_k, len(self.entries))
         k = self.size if self.size <= EXHAUSTIVE_LIMIT else min(self.size, top_k * 20)
         results: list[list[FaqHit]] = [[] for _ in range(len(vectors))]
@@ -124,14 +130,56 @@ class FaqIndex:
                     break
         return list(best.values())
 
-    def _search_blend(self, vectors: np.ndarray, top_k: int) -> list[list[FaqHit]]:
-        """Entries by the mean of their best phrasing's and their centroid's cosine (exact)."""
-        if self._centroids is None:
+    def invalidate(self) -> None:
+        """Forget what was made from the indexed phrasings (blend centroids, classifier head);
+        call it when phrasings or entries change: the next search makes them again."""
+        self._centroids = None
+        self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self._head = None
+
+    def _phrasing_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """The indexed vectors and the entries' centroids, made again when the numbers of
+        phrasings or entries changed since they were made."""
+        if self._centroids is None or len(self._vectors) != self.size \
+                or len(self._centroids) != len(self.entries):
             self._vectors = self._index.reconstruct_n(0, self.size)
             sums = np.zeros((len(self.entries), self._vectors.shape[1]), dtype=np.float32)
             np.add.at(sums, self._phrasing_entry, self._vectors)
             norms = np.linalg.norm(sums, axis=1, keepdims=True)
             self._centroids = sums / np.where(norms > 0, norms, 1.0)
+        return self._vectors, self._centroids
+
+    def classifier_head(self) -> SoftmaxHead:
+        """The softmax head of the indexed phrasings: fitted at first use, and again after
+        invalidate() or once the numbers of phrasings or entries differ from its own."""
+        if self._head is None or self._head[1:] != (self.size, len(self.entries)):
+            vectors, _ = self._phrasing_vectors()
+            self._head = (fit_head(vectors, self._phrasing_entry, len(self.entries)),
+                          self.size, len(self.entries))
+        return self._head[0]
+
+    def _search_classifier(self, vectors: np.ndarray, top_k: int) -> list[list[FaqHit]]:
+        """Entries by the head's score (retrieval.classifier.head_scores); matched_question is
+        the entry's nearest phrasing."""
+        head = self.classifier_head()
+        phrasings, centroids = self._phrasing_vectors()
+        scores = head_scores(head, vectors, phrasings, self._phrasing_entry, centroids)
+        owner = self._phrasing_entry
+        results = []
+        for row, query in zip(scores, vectors, strict=True):
+            hits = []
+            for e in np.argsort(-row, kind="stable")[:top_k]:
+                mine = np.flatnonzero(owner == e)
+                if len(mine):
+                    best = int(mine[np.argmax(phrasings[mine] @ query)])
+                    hits.append(FaqHit(self.entries[int(e)], float(row[e]), self._phrasings[best]))
+            results.append(hits)
+        return results
+
+    def _search_blend(self, vectors: np.ndarray, top_k: int) -> list[list[FaqHit]]:
+        """Entries by the mean of their best phrasing's and their centroid's cosine (exact)."""
+        self._phrasing_vectors()
+        assert self._centroids is not None
         owner = self._phrasing_entry
         results = []
         for row, centroid_scores in zip(vectors @ self._vectors.T, vectors @ self._centroids.T,
