@@ -54,11 +54,13 @@ def entry_cosines(vectors: np.ndarray, phrasings: np.ndarray, owner: np.ndarray,
                   centroids: np.ndarray) -> np.ndarray:
     """The blend cosine of every entry for each query (queries x entries): the mean of its
     nearest phrasing's cosine and its centroid's (-inf for an entry without phrasings)."""
-    order = np.argsort(owner, kind="stable")
-    present, starts = np.unique(owner[order], return_index=True)
+    if len(owner) and not (owner[:-1] <= owner[1:]).all():  # built indexes are sorted already
+        order = np.argsort(owner, kind="stable")
+        phrasings, owner = phrasings[order], owner[order]
+    present, starts = np.unique(owner, return_index=True)
     nearest = np.full((len(vectors), len(centroids)), -np.inf, dtype=np.float32)
-    if len(order):
-        nearest[:, present] = np.maximum.reduceat(vectors @ phrasings[order].T, starts, axis=1)
+    if len(owner):
+        nearest[:, present] = np.maximum.reduceat(vectors @ phrasings.T, starts, axis=1)
     return (nearest + vectors @ centroids.T) / 2
 
 

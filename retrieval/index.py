@@ -151,10 +151,12 @@ class FaqIndex:
 
     def classifier_head(self) -> SoftmaxHead:
         """The softmax head of the indexed phrasings: fitted at first use, and again after
-        invalidate() or once the numbers of phrasings or entries differ from its own."""
+        invalidate() or once the numbers of phrasings or entries differ from its own (then
+        with the weight decay chosen before, which halves the cost of the refit)."""
         if self._head is None or self._head[1:] != (self.size, len(self.entries)):
             vectors, _ = self._phrasing_vectors()
-            self._head = (fit_head(vectors, self._phrasing_entry, len(self.entries)),
+            decay = self._head[0].weight_decay if self._head is not None else None
+            self._head = (fit_head(vectors, self._phrasing_entry, len(self.entries), decay),
                           self.size, len(self.entries))
         return self._head[0]
 

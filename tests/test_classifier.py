@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -122,8 +124,16 @@ def test_the_head_is_refitted_after_invalidate_or_a_change_of_size() -> None:
     index._index.add(TableEmbedder(TABLE).embed(["d0"]))
     index._phrasing_entry = np.append(index._phrasing_entry, 2)
     index._phrasings.append("d0")
-    assert index.classifier_head() is not fitted
+    refitted = index.classifier_head()
+    assert refitted is not fitted and refitted.weight_decay == fitted.weight_decay
     assert index.search("d0", top_k=1)[0].entry.id == "c"
+    # An entry added at run time: one more class.
+    index.entries.append(FaqEntry("d", ("d0",), "answer d"))
+    index._index.add(TableEmbedder(TABLE).embed(["d0"]))
+    index._phrasing_entry = np.append(index._phrasing_entry, 3)
+    index._phrasings.append("d0")
+    assert index.classifier_head().classes == 4
+    assert index.search("d0", top_k=1)[0].entry.id in ("c", "d")
 
 
 def test_classifier_scores_feed_the_bands_and_the_calibration() -> None:
@@ -163,3 +173,21 @@ def test_entry_cosines_are_the_blend_scores_and_skip_entries_without_phrasings()
     assert got[0] == pytest.approx((3 / norm + 4 / (norm * np.sqrt(2))) / 2, abs=1e-5)
     assert got[1] == pytest.approx(2 / norm, abs=1e-5)
     assert got[2] == -np.inf
+
+
+def test_open_index_fits_the_head_when_the_settings_ask_for_the_classifier(
+        tmp_path: Path) -> None:
+    from bot.runtime import open_index
+    from bot.settings import Settings
+
+    faq = tmp_path / "faq.yaml"
+    faq.write_text("entries:\n" + "".join(
+        f"  - id: {k}\n    questions: [{k}0, {k}1, {k}2]\n    answer: answer {k}\n"
+        for k in "abc"), encoding="utf-8")
+    settings = Settings()
+    settings.retrieval.faq_path = faq
+    settings.retrieval.index_dir = tmp_path / "index"
+    settings.retrieval.scoring = "classifier"
+    index, _ = open_index(settings, embedder=TableEmbedder(TABLE))
+    assert index.scoring == "classifier" and index._head is not None  # fitted before a message
+    assert index.search("near a", top_k=1)[0].entry.id == "a"
