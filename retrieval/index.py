@@ -152,7 +152,7 @@ class FaqIndex:
     def classifier_head(self) -> SoftmaxHead:
         """The softmax head of the indexed phrasings: fitted at first use, and again after
         invalidate() or once the numbers of phrasings or entries differ from its own (then
-        with the weight decay chosen before, which halves the cost of the refit)."""
+        with the weight decay chosen before, about a third of the cost of a first fit)."""
         if self._head is None or self._head[1:] != (self.size, len(self.entries)):
             vectors, _ = self._phrasing_vectors()
             decay = self._head[0].weight_decay if self._head is not None else None
