@@ -50,7 +50,9 @@ def open_index(settings: Settings, embedder: Embedder | None = None,
     index, why = FaqIndex.open(settings.retrieval.faq_path, settings.retrieval.index_dir,
                                embedder, rebuild=settings.retrieval.auto_rebuild,
                                progress=progress)
-    index.scoring = settings.retrieval.scoring  # a search-time choice: the saved index fits both
+    index.scoring = settings.retrieval.scoring  # a search-time choice: the saved index fits all
+    if index.scoring == "classifier":
+        index.classifier_head()  # fitted now, not during the first customer's message
     return index, why
 
 

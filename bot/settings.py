@@ -247,10 +247,13 @@ class RetrievalSettings(_Section):
                           description="Bundled name, a local sentence-transformers folder, or id.")
     faq_path: Path = Field(Path("data/faq.yaml"), description="FAQ file (.yaml, .jsonl, .csv).")
     index_dir: Path = Field(Path(".supportbot/index"), description="Where the index is saved.")
-    scoring: Literal["nearest", "blend"] = Field(
-        "nearest", description="An entry's score: its nearest phrasing's cosine, or 'blend' (the "
+    scoring: Literal["nearest", "blend", "classifier"] = Field(
+        "nearest", description="An entry's score: its nearest phrasing's cosine, 'blend' (the "
         "mean of that and the cosine with its phrasings' centroid; better with few phrasings per "
-        "entry). `supportbot tune-retriever` measures both and recommends one.")
+        "entry), or 'classifier' (ranks by a softmax head fitted on the phrasings when the "
+        "index opens; the score is the mean of its probability and the blend cosine, so use "
+        "thresholds calibrated for it). `supportbot tune-retriever` measures each and "
+        "recommends one.")
     top_k: int = Field(5, ge=1, le=50, description="FAQ entries retrieved per message.")
     answer_threshold: float = Field(0.70, ge=-1.0, le=1.0,
                                     description="Cosine score at or above which the FAQ answers.")

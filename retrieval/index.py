@@ -15,6 +15,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from retrieval.classifier import SoftmaxHead, fit_head, head_scores
 from retrieval.corpus import FaqEntry, corpus_hash, faq_file_hash, load_faq
 from retrieval.embedder import Embedder, ProgressCallback
 from retrieval.errors import IndexMissingError, IndexStaleError, IndexWriteError, RetrievalError
@@ -27,8 +28,9 @@ META_FILE = "meta.json"
 EXHAUSTIVE_LIMIT = 4096
 # How an entry's score comes from its phrasings' cosines with the query: "nearest", the best
 # phrasing's; "blend", the mean of that and the cosine with the entry's centroid (the mean of its
-# phrasing vectors), which helps entries with few phrasings (measured in bench/README.md).
-SCORINGS = ("nearest", "blend")
+# phrasing vectors), which helps entries with few phrasings (measured in bench/README.md);
+# "classifier", a softmax head fitted on the phrasings (retrieval.classifier, measured there too).
+SCORINGS = ("nearest", "blend", "classifier")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,22 @@ class FaqHit:
     entry: FaqEntry
     score: float
     matched_question: str
+
+
+@dataclass
+class _Derived:
+    """What blend and classifier scoring make from one state of the index: the live (not
+    removed) phrasings' ids, vectors and entries, the entries' centroids, the head."""
+
+    index: faiss.Index
+    removed: np.ndarray  # the removal mask it was made with
+    live: np.ndarray  # phrasing ids
+    vectors: np.ndarray
+    owner: np.ndarray  # entry of each live phrasing
+    centroids: np.ndarray  # one per entry (zero for an entry without live phrasings)
+    entries: list[FaqEntry]
+    phrasings: list[str]
+    head: SoftmaxHead | None = None
 
 
 class FaqIndex:
@@ -50,9 +68,10 @@ class FaqIndex:
         if scoring not in SCORINGS:
             raise RetrievalError(f"unknown scoring '{scoring}' (one of {', '.join(SCORINGS)})")
         self.scoring = scoring
-        # blend: (the FAISS index and removal mask it was made from, vectors, centroids, owners)
-        self._blend: tuple[faiss.Index, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None \
-            = None
+        # Made from one state of the index (blend and classifier scoring; see _derived()).
+        self._derived_state: _Derived | None = None
+        self._weight_decay: float | None = None  # the classifier's, chosen at its first fit
+        self._fitting = threading.Lock()
         self.entries = list(entries)
         self.by_id = {entry.id: entry for entry in self.entries}
         # Entries whose phrasings were all removed: never found, not in by_id, id reusable.
@@ -87,6 +106,7 @@ class FaqIndex:
                             self._phrasing_entry.copy(), list(self._phrasings),
                             self.corpus_hash, self.faq_sha256, self.scoring)
             twin._removed = self._removed.copy()
+            twin._weight_decay = self._weight_decay
             twin.retired = self.retired
             twin.by_id = dict(self.by_id)
         return twin
@@ -114,6 +134,8 @@ class FaqIndex:
             return [[] for _ in range(len(vectors))]
         if self.scoring == "blend":
             return self._search_blend(vectors, top_k)
+        if self.scoring == "classifier":
+            return self._search_classifier(vectors, top_k)
         index = self._index  # one index for the whole search (extend() may swap it)
         size = int(index.ntotal)
         top_k = min(top_k, len(self.entries))
@@ -226,41 +248,80 @@ class FaqIndex:
                     break
         return list(best.values())
 
+    def invalidate(self) -> None:
+        """Forget what was made from the indexed phrasings (blend centroids, classifier head
+        and its weight decay): the next search makes them again."""
+        self._derived_state = None
+        self._weight_decay = None
+
+    def _derived(self) -> _Derived:
+        """The live phrasings' vectors, owners and the entries' centroids, made again after an
+        extend() or remove(). The index is read before the tables: extend() writes the tables
+        first, so these are at least as new as the index and hold all it can return."""
+        index = self._index
+        removed, entries, owner = self._removed, self.entries, self._phrasing_entry
+        state = self._derived_state
+        if state is not None and state.index is index and state.removed is removed:
+            return state
+        live = np.flatnonzero(~removed[:index.ntotal])
+        vectors = index.reconstruct_n(0, index.ntotal)[live]
+        owners = owner[live]
+        sums = np.zeros((len(entries), index.d), dtype=np.float32)
+        np.add.at(sums, owners, vectors)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        state = _Derived(index, removed, live, vectors, owners,
+                         sums / np.where(norms > 0, norms, 1.0), entries, self._phrasings)
+        self._derived_state = state
+        return state
+
+    def classifier_head(self) -> SoftmaxHead:
+        """The softmax head of the live phrasings: fitted at first use, and again once they
+        change (then with the weight decay chosen at the first fit, about a third of its cost)."""
+        return self._head_of(self._derived())
+
+    def _head_of(self, state: _Derived) -> SoftmaxHead:
+        with self._fitting:
+            if state.head is None:
+                state.head = fit_head(state.vectors, state.owner, len(state.centroids),
+                                      self._weight_decay)
+                self._weight_decay = state.head.weight_decay
+        return state.head
+
+    def _search_classifier(self, vectors: np.ndarray, top_k: int) -> list[list[FaqHit]]:
+        """Entries by the head's score (retrieval.classifier.head_scores); matched_question is
+        the entry's nearest phrasing."""
+        state = self._derived()
+        head = self._head_of(state)
+        scores = head_scores(head, vectors, state.vectors, state.owner, state.centroids)
+        results = []
+        for row, query in zip(scores, vectors, strict=True):
+            hits = []
+            for e in np.argsort(-row, kind="stable")[:top_k]:
+                mine = np.flatnonzero(state.owner == e)
+                if len(mine) and np.isfinite(row[e]):
+                    best = int(state.live[mine[np.argmax(state.vectors[mine] @ query)]])
+                    hits.append(FaqHit(state.entries[int(e)], float(row[e]),
+                                       state.phrasings[best]))
+            results.append(hits)
+        return results
+
     def _search_blend(self, vectors: np.ndarray, top_k: int) -> list[list[FaqHit]]:
         """Entries by the mean of their best phrasing's and their centroid's cosine (exact)."""
-        # The index before the tables: extend() writes the tables first, so these are at
-        # least as new as the index and hold every phrasing id and entry it can return.
-        index = self._index
-        entries, phrasings, removed = self.entries, self._phrasings, self._removed
-        blend = self._blend
-        if blend is None or blend[0] is not index or blend[1] is not removed:
-            flat = index.reconstruct_n(0, index.ntotal)
-            owner = self._phrasing_entry[:index.ntotal]
-            kept = ~removed[:index.ntotal]
-            sums = np.zeros((len(entries), flat.shape[1]), dtype=np.float32)
-            np.add.at(sums, owner[kept], flat[kept])
-            norms = np.linalg.norm(sums, axis=1, keepdims=True)
-            # removed phrasings score -inf: never an entry's nearest
-            flat[~kept] = 0.0
-            blend = (index, removed, flat, sums / np.where(norms > 0, norms, 1.0), owner)
-            self._blend = blend
-        _, gone, flat, centroids, owner = blend
-        gone = gone[:len(owner)]
-        count = len(centroids)
+        state = self._derived()
+        owner, count = state.owner, len(state.centroids)
         results = []
-        for row, centroid_scores in zip(vectors @ flat.T, vectors @ centroids.T, strict=True):
-            row = np.where(gone, -np.inf, row)
+        for row, centroid_scores in zip(vectors @ state.vectors.T, vectors @ state.centroids.T,
+                                        strict=True):
             order = np.lexsort((-row, owner))  # by entry, then best phrasing first
             first = order[np.unique(owner[order], return_index=True)[1]]
             best = np.full(count, -np.inf, dtype=np.float32)
             nearest = np.full(count, -1, dtype=np.int64)
-            live = first[np.isfinite(row[first])]
-            best[owner[live]], nearest[owner[live]] = row[live], live
+            best[owner[first]], nearest[owner[first]] = row[first], state.live[first]
             scores = (best + centroid_scores) / 2
             ranked = [int(e) for e in np.argsort(-scores, kind="stable")[:top_k]
                       if nearest[e] >= 0]
-            results.append([FaqHit(entries[e], float(scores[e]), phrasings[int(nearest[e])])
-                            for e in ranked])
+            results.append([FaqHit(state.entries[e], float(scores[e]),
+                                   state.phrasings[int(nearest[e])]) for e in ranked])
         return results
 
     def save(self, index_dir: Path | str) -> None:

@@ -17,7 +17,7 @@ from retrieval.calibrate import ANSWER_FLOOR, Sample, calibrate, read_questions,
 from retrieval.corpus import FaqEntry
 from retrieval.embedder import TUNING_FILE, SentenceTransformerEmbedder
 from retrieval.errors import IndexStaleError, RetrievalError
-from retrieval.index import FaqIndex
+from retrieval.index import SCORINGS, FaqIndex
 from retrieval.tune import TuneConfig, TuneError, epoch_batches, split_phrasings
 
 
@@ -159,7 +159,7 @@ def test_tune_retriever_writes_a_model_the_index_and_settings_can_use(tmp_path: 
     assert record["held_out_phrasings"] == 3 and record["tuned_phrasings"] == 9
     assert set(record["calibration"]) == {"plain", "tuned"}
     assert record["oos_questions"] == "bundled" and record["oos_count"] == 100
-    assert record["recommended"]["scoring"] in ("nearest", "blend")
+    assert record["recommended"]["scoring"] in SCORINGS
     for name in ("plain", "tuned"):  # each embedder's best scoring, as settings (bench/ reads)
         assert set(record["settings"][name]) == {"scoring", "answer_threshold", "answer_margin",
                                                  "suggest_threshold"}

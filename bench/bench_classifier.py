@@ -1,0 +1,100 @@
+"""The "classifier" scoring (a softmax head over the phrasing embeddings) against plain MiniLM
+nearest-phrasing retrieval, on the dev splits.
+
+Run: HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_classifier.py [--sets banking77_5 ...]
+     [--tuned bench/out/tuned]
+
+For each data set, in one run: `supportbot eval retrieval` with the plain embedder at the default
+settings (the baseline); then the classifier scoring with the plain embedder at thresholds
+calibrated on the FAQ's own held-out phrasings (as `supportbot tune-retriever` calibrates: 20% of
+each entry's phrasings held out, seed 0, 95% target precision, 20% out-of-scope traffic, the
+bundled out-of-scope questions; never the query files); and, when `--tuned` holds the embedder
+`bench_tuned_retrieval.py` tuned for the set (<tuned>/<set>/model), the same with it. Seconds:
+the eval (model loading and fitting the head included) plus the calibration. Reports land in
+bench/out/classifier/<set>/; the table is printed and written to bench/out/classifier/table.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_tuned_retrieval import SETS, _row, _with
+from common import ROOT
+
+CLI = [sys.executable, "-m", "bot"]
+
+
+def _eval(faq: Path, queries: Path, out: Path, env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run([*CLI, "eval", "retrieval", "--faq", str(faq), "--queries",
+                           str(queries), "--json", "--out", str(out)], env=env, check=True,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def calibrated_settings(faq: Path, embedder_name: str, scoring: str = "classifier"
+                        ) -> dict[str, Any]:
+    """The retrieval settings (scoring and thresholds) calibrated on the FAQ's held-out
+    phrasings for this embedder, as tune-retriever calibrates them."""
+    import torch
+
+    from retrieval.calibrate import calibrate, held_out_samples, read_questions
+    from retrieval.corpus import load_faq
+    from retrieval.embedder import SentenceTransformerEmbedder
+    from retrieval.tune import split_phrasings
+
+    torch.set_num_threads(1)
+    entries = load_faq(faq)
+    split = split_phrasings(entries, 0.2, 0)
+    found = held_out_samples(entries, split.tune, split.held_out,
+                             SentenceTransformerEmbedder(embedder_name), [scoring],
+                             read_questions())
+    samples, leads = found[scoring]
+    thresholds = calibrate(samples, 0.95, 0.2, outside=leads)
+    return {"scoring": scoring, "embedder": embedder_name, **thresholds.settings()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", choices=sorted(SETS), default=list(SETS))
+    parser.add_argument("--tuned", type=Path, default=ROOT / "bench" / "out" / "tuned")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "classifier")
+    args = parser.parse_args()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    lines = ["| data, embedder | top-1 | in-scope accuracy | answered right | answer precision "
+             "| OOS recall | answer / suggest / margin | most answered right at >= 95% "
+             "precision (sweep) | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    settings: dict[str, Any] = {}
+    for name in args.sets:
+        faq, queries = SETS[name]
+        out = args.out / name
+        started = time.perf_counter()
+        plain = _eval(faq, queries, out / "eval-plain", env)
+        lines.append(_row(f"{name}, plain", plain, time.perf_counter() - started))
+        print(lines[-1], flush=True)
+        embedders = [("plain", "all-MiniLM-L6-v2")]
+        if (args.tuned / name / "model").is_dir():
+            embedders.append(("tuned", str(args.tuned / name / "model")))
+        for label, model in embedders:
+            started = time.perf_counter()
+            chosen = calibrated_settings(faq, model)
+            settings[f"{name}, {label}"] = chosen
+            result = _eval(faq, queries, out / f"eval-{label}-classifier", _with(env, chosen))
+            lines.append(_row(f"{name}, {label} + classifier, calibrated", result,
+                              time.perf_counter() - started))
+            print(lines[-1], flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (args.out / "settings.json").write_text(json.dumps(settings, indent=1) + "\n",
+                                            encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""The softmax head (retrieval.classifier) on hand-made embeddings with known answers, and the
+"classifier" scoring through FaqIndex, the calibration and the retrieval eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.bands import Band, decide
+from retrieval.calibrate import held_out_samples
+from retrieval.classifier import (
+    WEIGHT_DECAYS,
+    SoftmaxHead,
+    choose_weight_decay,
+    entry_cosines,
+    fit_head,
+    held_out_split,
+)
+from retrieval.corpus import FaqEntry
+from retrieval.evaluate import evaluate_retrieval
+from retrieval.index import SCORINGS, FaqIndex
+from retrieval.metrics import Policy
+from retrieval.queries import LabelledQuery
+from tests.test_tune_retriever import TableEmbedder
+
+# Three entries around three axes of a 4-d space; each phrasing leans a little towards the 4th.
+TABLE = {
+    "a0": [1, 0, 0, 0.3], "a1": [1, 0.2, 0, 0], "a2": [1, 0, 0.2, 0],
+    "b0": [0, 1, 0, 0.3], "b1": [0.2, 1, 0, 0], "b2": [0, 1, 0.2, 0],
+    "c0": [0, 0, 1, 0.3], "c1": [0.2, 0, 1, 0], "c2": [0, 0.2, 1, 0],
+    "near a": [0.9, 0.1, 0.1, 0.1], "near b": [0.1, 0.8, 0.2, 0.0],
+    "between a and b": [1, 1, 0, 0], "d0": [0, 0, 0, 1], "d1": [0.1, 0, 0, 1],
+}
+
+
+def _entries() -> list[FaqEntry]:
+    return [FaqEntry(k, (f"{k}0", f"{k}1", f"{k}2"), f"answer {k}") for k in "abc"]
+
+
+def _unit(rows: list[list[float]]) -> np.ndarray:
+    x = np.asarray(rows, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_head_separates_three_clusters_and_its_probabilities_sum_to_one() -> None:
+    x = _unit([TABLE[f"{k}{i}"] for k in "abc" for i in range(3)])
+    y = np.repeat(np.arange(3), 3)
+    head = fit_head(x, y, 3, weight_decay=1e-3)
+    assert isinstance(head, SoftmaxHead) and head.classes == 3 and head.weight_decay == 1e-3
+    p = head.probabilities(_unit([TABLE["near a"], TABLE["near b"], TABLE["between a and b"]]))
+    assert p.shape == (3, 3) and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    assert p[0].argmax() == 0 and p[0, 0] > 0.9
+    assert p[1].argmax() == 1 and p[1, 1] > 0.9
+    # Halfway between a and b: a and b alike, c far below.
+    assert abs(p[2, 0] - p[2, 1]) < 0.1 and p[2, 2] < 0.1
+    # Every training phrasing is classified as its own entry.
+    assert (head.probabilities(x).argmax(axis=1) == y).all()
+
+
+def test_stronger_weight_decay_gives_softer_probabilities() -> None:
+    x = _unit([TABLE[f"{k}{i}"] for k in "abc" for i in range(3)])
+    y = np.repeat(np.arange(3), 3)
+    query = _unit([TABLE["near a"]])
+    soft = fit_head(x, y, 3, weight_decay=1e-1).probabilities(query)[0, 0]
+    sharp = fit_head(x, y, 3, weight_decay=1e-4).probabilities(query)[0, 0]
+    assert 1 / 3 < soft < sharp <= 1.0
+
+
+def test_an_entry_without_phrasings_is_a_class_no_query_wins() -> None:
+    x = _unit([TABLE["a0"], TABLE["b0"]])
+    head = fit_head(x, np.array([0, 2]), 3, weight_decay=1e-3)
+    p = head.probabilities(_unit([TABLE["a1"], TABLE["b1"]]))
+    assert list(p.argmax(axis=1)) == [0, 2] and (p[:, 1] < 0.2).all()
+
+
+def test_held_out_split_keeps_a_share_of_labels_with_two_or_more_rows() -> None:
+    labels = np.array([0] * 10 + [1] * 3 + [2])
+    fit, held = held_out_split(labels, holdout=0.2, seed=1)
+    assert sorted(np.concatenate([fit, held]).tolist()) == list(range(14))
+    assert np.bincount(labels[held], minlength=3).tolist() == [2, 1, 0]
+    assert (held == held_out_split(labels, holdout=0.2, seed=1)[1]).all()
+
+
+def test_weight_decay_is_chosen_from_the_grid_on_held_out_rows() -> None:
+    x = _unit([TABLE[f"{k}{i}"] for k in "abc" for i in range(3)])
+    y = np.repeat(np.arange(3), 3)
+    assert choose_weight_decay(x, y, 3) in WEIGHT_DECAYS
+    assert fit_head(x, y, 3).weight_decay in WEIGHT_DECAYS
+    # Nothing to hold out (one row per label): the strongest decay.
+    assert choose_weight_decay(x[::3], y[::3], 3) == WEIGHT_DECAYS[0]
+
+
+def test_classifier_scoring_through_the_index() -> None:
+    assert "classifier" in SCORINGS
+    index = FaqIndex.build(_entries(), TableEmbedder(TABLE), scoring="classifier")
+    hits = index.search("near b", top_k=3)
+    assert hits[0].entry.id == "b" and len(hits) == 3
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    # The score is the mean of the head's probability and the entry's blend cosine.
+    head = index.classifier_head()
+    probability = head.probabilities(TableEmbedder(TABLE).embed(["near b"]))[0]
+    blend = {h.entry.id: h.score for h in
+             FaqIndex.build(_entries(), TableEmbedder(TABLE), scoring="blend").search("near b", 3)}
+    assert scores == pytest.approx([(probability["abc".index(h.entry.id)] + blend[h.entry.id]) / 2
+                                    for h in hits], abs=1e-5)
+    assert hits[0].score > 0.6
+    assert hits[0].matched_question == "b2"  # the entry's nearest phrasing, shown to operators
+    assert len(index.search("near a", top_k=1)) == 1
+    many = index.search_many(["near a", "near b"], top_k=2)
+    assert [row[0].entry.id for row in many] == ["a", "b"]
+
+
+def test_the_head_is_refitted_after_invalidate_or_a_change_of_size() -> None:
+    index = FaqIndex.build(_entries(), TableEmbedder(TABLE), scoring="classifier")
+    first = index.classifier_head()
+    assert index.classifier_head() is first  # fitted once
+    index.invalidate()
+    assert index.classifier_head() is not first
+    # A phrasing added at run time: the head is fitted again on it, with the same decay.
+    fitted = index.classifier_head()
+    index.extend(phrasings=[("c", "d0")])
+    refitted = index.classifier_head()
+    assert refitted is not fitted and refitted.weight_decay == fitted.weight_decay
+    assert index.search("d0", top_k=1)[0].entry.id == "c"
+    # An entry added at run time: one more class; taken back, the entry is never found.
+    index.extend([FaqEntry("d", ("d1",), "answer d")])
+    assert index.classifier_head().classes == 4
+    assert index.search("d1", top_k=1)[0].entry.id == "d"
+    index.remove([("d", "d1")])
+    assert "d" not in {h.entry.id for h in index.search("d1", top_k=4)}
+
+
+def test_classifier_scores_feed_the_bands_and_the_calibration() -> None:
+    index = FaqIndex.build(_entries(), TableEmbedder(TABLE), scoring="classifier")
+    clear = [h.score for h in index.search("near a", top_k=3)]
+    assert decide(clear, 0.7, 0.3).band is Band.ANSWER
+    unsure = [h.score for h in index.search("between a and b", top_k=3)]
+    assert decide(unsure, 0.7, 0.3, answer_margin=0.2).band is not Band.ANSWER
+    found = held_out_samples(_entries(), [["a0", "a1"], ["b0", "b1"], ["c0", "c1"]],
+                             [(0, "a2"), (1, "b2"), (2, "c2")], TableEmbedder(TABLE),
+                             ["classifier"], outside=["d0"])
+    samples, leads = found["classifier"]
+    assert len(samples) == 3 and all(s.right for s in samples) and len(leads) == 1
+
+
+def test_eval_reports_the_classifier_scoring() -> None:
+    index = FaqIndex.build(_entries(), TableEmbedder(TABLE), scoring="classifier")
+    queries = [LabelledQuery("near a", "a"), LabelledQuery("near b", "b"),
+               LabelledQuery("d0", None)]
+    report = evaluate_retrieval(index, queries, Policy(0.7, 0.3), latency_sample=0).report
+    assert report["scoring"] == "classifier" and report["top1"] == 1.0
+
+
+@pytest.mark.parametrize("scoring", SCORINGS)
+def test_every_scoring_ranks_the_obvious_entry_first(scoring: str) -> None:
+    index = FaqIndex.build(_entries(), TableEmbedder(TABLE), scoring=scoring)
+    assert [index.search(q, top_k=1)[0].entry.id for q in ("near a", "near b")] == ["a", "b"]
+
+
+def test_entry_cosines_are_the_blend_scores_and_skip_entries_without_phrasings() -> None:
+    phrasings = _unit([[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    owner = np.array([0, 1, 0])  # entry 2 has no phrasing
+    centroids = _unit([[1, 0, 1], [0, 1, 0], [1, 1, 1]])
+    query = _unit([[3, 2, 1]])
+    got = entry_cosines(query, phrasings, owner, centroids)[0]
+    norm = np.sqrt(14)
+    assert got[0] == pytest.approx((3 / norm + 4 / (norm * np.sqrt(2))) / 2, abs=1e-5)
+    assert got[1] == pytest.approx(2 / norm, abs=1e-5)
+    assert got[2] == -np.inf
+
+
+def test_open_index_fits_the_head_when_the_settings_ask_for_the_classifier(
+        tmp_path: Path) -> None:
+    from bot.runtime import open_index
+    from bot.settings import Settings
+
+    faq = tmp_path / "faq.yaml"
+    faq.write_text("entries:\n" + "".join(
+        f"  - id: {k}\n    questions: [{k}0, {k}1, {k}2]\n    answer: answer {k}\n"
+        for k in "abc"), encoding="utf-8")
+    settings = Settings()
+    settings.retrieval.faq_path = faq
+    settings.retrieval.index_dir = tmp_path / "index"
+    settings.retrieval.scoring = "classifier"
+    index, _ = open_index(settings, embedder=TableEmbedder(TABLE))
+    state = index._derived_state
+    assert index.scoring == "classifier" and state is not None and state.head is not None
+    assert index.search("near a", top_k=1)[0].entry.id == "a"
