@@ -120,7 +120,7 @@ def test_index_then_ask_json(config_file: Path) -> None:
     reply = json.loads(stdout)
     assert reply["decision"] == "answer"
     assert [s["id"] for s in reply["sources"]] == ["track-order"]
-    assert reply["confidence"] > 0.99 and reply["latency_ms"] > 0
+    assert reply["confidence"] > 0.9 and reply["latency_ms"] > 0  # an FAQ phrasing itself
     assert "rebuilt" not in stderr, "a fresh index is loaded, not rebuilt"
 
 
@@ -251,7 +251,7 @@ def test_history_lists_and_shows_conversations(config_file: Path) -> None:
     code, stdout, _ = run(config_file, "history", "conv-1")
     assert code == 0
     assert "customer" in stdout and "How can I track my order?" in stdout
-    assert "answer · confidence 1.00 · track-order 1.00" in stdout
+    assert re.search(r"answer · confidence 0\.9\d · track-order 0\.9\d", stdout), stdout
     assert "fallback" in stdout
     code, _, stderr = run(config_file, "history", "nope")
     assert code == 1 and "no conversation 'nope'" in stderr

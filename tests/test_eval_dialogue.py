@@ -198,9 +198,11 @@ QUERIES = ("query,faq_id\n"
 
 
 def clarifying_config(tmp_path: Path) -> Path:
-    """The sample FAQ, default thresholds, and the middle band as 'Did you mean': no model."""
+    """The sample FAQ, default thresholds, and the middle band as 'Did you mean': no model.
+    Nearest-phrasing scoring, which the queries' comments give the scores of."""
     config = tmp_path / "supportbot.yaml"
     config.write_text(f"retrieval:\n  faq_path: {SAMPLE_FAQ}\n  index_dir: index\n"
+                      "  scoring: nearest\n"
                       "dialogue:\n  middle: clarify\n"
                       "storage:\n  database_url: sqlite+aiosqlite:///bot.db\n", encoding="utf-8")
     return config
