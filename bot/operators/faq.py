@@ -118,7 +118,7 @@ class FaqLearning:
                 pairs += [(row.entry_id, q) for row in gone if row.answer is not None
                           and row.entry_id in self.index.by_id
                           for q in self.index.by_id[row.entry_id].questions]
-                removed = self.index.remove(pairs)
+                removed = await asyncio.to_thread(self._remove, pairs)
                 log.info("FAQ additions: %d phrasings taken back", removed)
             if not rows:
                 return 0
@@ -154,12 +154,23 @@ class FaqLearning:
                 else:
                     phrasings.append((row.entry_id, row.question))
         added = self.index.extend(entries, phrasings)
+        self._prepare()
         if self.safety is not None and entries:
             self.safety.learn_faq([e.answer for e in entries])
         if added:
             log.info("FAQ additions: %d new entries, %d new phrasings", len(entries),
                      len(phrasings))
         return added
+
+    def _remove(self, pairs: list[tuple[str, str]]) -> int:
+        removed = self.index.remove(pairs)
+        self._prepare()
+        return removed
+
+    def _prepare(self) -> None:
+        """Refit the classifier head here, off the event loop, not in the next customer's turn."""
+        if self.index.scoring == "classifier":
+            self.index.classifier_head()
 
     async def add(self, operator: str, question: str, *, entry_id: str | None = None,
                   answer: str | None = None, conversation_id: str | None = None,
