@@ -107,7 +107,8 @@ def index(ctx: typer.Context, faq: Annotated[Path | None, typer.Option(
         embedder = SentenceTransformerEmbedder(settings.retrieval.embedder)
         total = sum(len(e.questions) for e in entries)
         with _progress("embedding phrasings", total) as advance:
-            built = FaqIndex.build(entries, embedder, progress=advance)
+            built = FaqIndex.build(entries, embedder, progress=advance,
+                                   index_type=settings.retrieval.index_type)
         # The file's hash lets the next start skip parsing an unchanged FAQ.
         built.faq_sha256 = faq_file_hash(settings.retrieval.faq_path)
         built.save(settings.retrieval.index_dir)
@@ -551,7 +552,8 @@ def eval_retrieval(ctx: typer.Context,
         embedder = SentenceTransformerEmbedder(r.embedder)
         with _progress("embedding FAQ phrasings", sum(len(e.questions) for e in entries)
                        ) as advance:
-            built = FaqIndex.build(entries, embedder, progress=advance, scoring=r.scoring)
+            built = FaqIndex.build(entries, embedder, progress=advance, scoring=r.scoring,
+                                   index_type=r.index_type)
         policy = Policy(r.answer_threshold, r.suggest_threshold, r.max_suggestions, r.top_k,
                         r.answer_margin)
         with _progress("embedding queries", len(labelled)) as advance:

@@ -84,7 +84,8 @@ def _memory_index(settings: Settings, entries: list[FaqEntry]) -> FaqIndex:
     with _progress("embedding FAQ phrasings", sum(len(e.questions) for e in entries)
                    ) as advance:
         return FaqIndex.build(entries, embedder, progress=advance,
-                              scoring=settings.retrieval.scoring)
+                              scoring=settings.retrieval.scoring,
+                              index_type=settings.retrieval.index_type)
 
 
 async def _run(settings: Settings, built: FaqIndex, labelled: list[LabelledQuery],

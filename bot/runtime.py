@@ -49,7 +49,7 @@ def open_index(settings: Settings, embedder: Embedder | None = None,
     embedder = embedder or SentenceTransformerEmbedder(settings.retrieval.embedder)
     index, why = FaqIndex.open(settings.retrieval.faq_path, settings.retrieval.index_dir,
                                embedder, rebuild=settings.retrieval.auto_rebuild,
-                               progress=progress)
+                               progress=progress, index_type=settings.retrieval.index_type)
     index.scoring = settings.retrieval.scoring  # a search-time choice: the saved index fits all
     if index.scoring == "classifier":
         index.classifier_head()  # fitted now, not during the first customer's message

@@ -255,6 +255,11 @@ class RetrievalSettings(_Section):
         "thresholds 'classifier' answers more questions right, and fewer wrong, than 'nearest' "
         "on every data set measured (bench/README.md). `supportbot tune-retriever` measures each "
         "on your FAQ and recommends one.")
+    index_type: Literal["flat", "hnsw", "ivf"] = Field(
+        "flat", description="The FAISS index of the phrasings: 'flat' searches exactly; "
+        "'hnsw' (a graph) and 'ivf' (clusters) search approximately, faster for nearest-phrasing "
+        "search over very large FAQs (recall and speed in bench/README.md). Blend and classifier "
+        "scoring read every vector whatever the type. Changing it rebuilds the index.")
     top_k: int = Field(5, ge=1, le=50, description="FAQ entries retrieved per message.")
     answer_threshold: float = Field(0.70, ge=-1.0, le=1.0,
                                     description="Cosine score at or above which the FAQ answers.")

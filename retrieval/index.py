@@ -31,6 +31,14 @@ EXHAUSTIVE_LIMIT = 4096
 # phrasing vectors), which helps entries with few phrasings (measured in bench/README.md);
 # "classifier", a softmax head fitted on the phrasings (retrieval.classifier, measured there too).
 SCORINGS = ("nearest", "blend", "classifier")
+# The FAISS index the phrasings are kept in: "flat", exact; "hnsw", a graph (HNSW, 32 links) and
+# "ivf", 4 sqrt(n) clusters (16 searched), approximate and faster for nearest-phrasing search
+# over very large FAQs (measured in bench/README.md). Blend and classifier scoring read every
+# vector whatever the type.
+INDEX_TYPES = ("flat", "hnsw", "ivf")
+HNSW_LINKS = 32
+HNSW_EF_SEARCH = 128
+IVF_PROBES = 16
 
 
 @dataclass(frozen=True)
@@ -64,10 +72,12 @@ class FaqIndex:
     def __init__(self, entries: Sequence[FaqEntry], embedder: Embedder, index: faiss.Index,
                  phrasing_entry: np.ndarray, phrasings: list[str],
                  known_hash: str | None = None, faq_sha256: str | None = None,
-                 scoring: str = "nearest") -> None:
+                 scoring: str = "nearest", index_type: str = "flat") -> None:
         if scoring not in SCORINGS:
             raise RetrievalError(f"unknown scoring '{scoring}' (one of {', '.join(SCORINGS)})")
         self.scoring = scoring
+        # The type asked for (INDEX_TYPES); a small FAQ asked to be "ivf" is kept flat.
+        self.index_type = index_type
         # Made from one state of the index (blend and classifier scoring; see _derived()).
         self._derived_state: _Derived | None = None
         self._weight_decay: float | None = None  # the classifier's, chosen at its first fit
@@ -88,23 +98,23 @@ class FaqIndex:
 
     @classmethod
     def build(cls, entries: Sequence[FaqEntry], embedder: Embedder,
-              progress: ProgressCallback | None = None, scoring: str = "nearest") -> FaqIndex:
-        """Embed every phrasing of every entry and build an exact inner-product index."""
+              progress: ProgressCallback | None = None, scoring: str = "nearest",
+              index_type: str = "flat") -> FaqIndex:
+        """Embed every phrasing of every entry and build an inner-product index of the type."""
         phrasings = [q for entry in entries for q in entry.questions]
         owner = np.array([i for i, entry in enumerate(entries) for _ in entry.questions],
                          dtype=np.int64)
         vectors = embedder.embed(phrasings, progress=progress)
-        index = faiss.IndexFlatIP(embedder.dimension)
-        if len(vectors):
-            index.add(vectors)
-        return cls(entries, embedder, index, owner, phrasings, scoring=scoring)
+        index = new_faiss_index(index_type, embedder.dimension, vectors)
+        return cls(entries, embedder, index, owner, phrasings, scoring=scoring,
+                   index_type=index_type)
 
     def copy(self) -> FaqIndex:
         """An independent copy (sharing the embedder): extending one leaves the other."""
         with self._extending:
             twin = FaqIndex(self.entries, self.embedder, faiss.clone_index(self._index),
                             self._phrasing_entry.copy(), list(self._phrasings),
-                            self.corpus_hash, self.faq_sha256, self.scoring)
+                            self.corpus_hash, self.faq_sha256, self.scoring, self.index_type)
             twin._removed = self._removed.copy()
             twin._weight_decay = self._weight_decay
             twin.retired = self.retired
@@ -139,7 +149,8 @@ class FaqIndex:
         index = self._index  # one index for the whole search (extend() may swap it)
         size = int(index.ntotal)
         top_k = min(top_k, len(self.entries))
-        k = size if size <= EXHAUSTIVE_LIMIT else min(size, top_k * 20)
+        exact = isinstance(index, faiss.IndexFlat)
+        k = size if exact and size <= EXHAUSTIVE_LIMIT else min(size, top_k * 20)
         results: list[list[FaqHit]] = [[] for _ in range(len(vectors))]
         todo = list(range(len(vectors)))
         while todo:
@@ -347,6 +358,7 @@ class FaqIndex:
             "faq_sha256": self.faq_sha256,
             "embedder": self.embedder.name,
             "dimension": self.embedder.dimension,
+            "index_type": self.index_type,
             "entries": len(self.entries),
             "phrasings": self._phrasings,
             "phrasing_entry": self._phrasing_entry.tolist(),
@@ -364,11 +376,12 @@ class FaqIndex:
 
     @classmethod
     def load(cls, index_dir: Path | str, entries: Sequence[FaqEntry],
-             embedder: Embedder) -> FaqIndex:
-        """Load a saved index; raise IndexStaleError if corpus or embedder no longer match."""
+             embedder: Embedder, index_type: str = "flat") -> FaqIndex:
+        """Load a saved index; raise IndexStaleError if corpus, embedder or index type no
+        longer match."""
         index_dir = Path(index_dir)
         meta = _read_meta(index_dir)
-        reasons = stale_reasons(meta, entries, embedder)
+        reasons = stale_reasons(meta, entries, embedder, index_type)
         if reasons:
             raise IndexStaleError(index_dir, reasons)
         return cls._from_saved(index_dir, meta, entries, embedder)
@@ -376,7 +389,8 @@ class FaqIndex:
     @classmethod
     def load_or_build(cls, index_dir: Path | str, entries: Sequence[FaqEntry],
                       embedder: Embedder, rebuild: bool = True,
-                      progress: ProgressCallback | None = None, faq_sha256: str | None = None
+                      progress: ProgressCallback | None = None, faq_sha256: str | None = None,
+                      index_type: str = "flat"
                       ) -> tuple[FaqIndex, IndexMissingError | IndexStaleError | None]:
         """Load the saved index, or (re)build and save it when missing or stale and rebuild is set.
 
@@ -384,19 +398,20 @@ class FaqIndex:
         saved index was used as it was). `faq_sha256` is recorded with a rebuilt index.
         """
         try:
-            return cls.load(index_dir, entries, embedder), None
+            return cls.load(index_dir, entries, embedder, index_type), None
         except (IndexMissingError, IndexStaleError) as exc:
             if not rebuild:
                 raise
             why = exc
-        index = cls.build(entries, embedder, progress=progress)
+        index = cls.build(entries, embedder, progress=progress, index_type=index_type)
         index.faq_sha256 = faq_sha256
         index.save(index_dir)
         return index, why
 
     @classmethod
     def open(cls, faq_path: Path | str, index_dir: Path | str, embedder: Embedder,
-             rebuild: bool = True, progress: ProgressCallback | None = None
+             rebuild: bool = True, progress: ProgressCallback | None = None,
+             index_type: str = "flat"
              ) -> tuple[FaqIndex, IndexMissingError | IndexStaleError | None]:
         """Open the saved index of a FAQ file; (re)build it when missing or stale and `rebuild`.
 
@@ -407,11 +422,12 @@ class FaqIndex:
         faq_path, index_dir = Path(faq_path), Path(index_dir)
         digest = faq_file_hash(faq_path)
         try:
-            return cls._load_unchanged(index_dir, digest, embedder), None
+            return cls._load_unchanged(index_dir, digest, embedder, index_type), None
         except (IndexMissingError, IndexStaleError):
             pass  # parse the file: load_or_build finds (and reports) why the index is stale
         entries = load_faq(faq_path)
-        index, why = cls.load_or_build(index_dir, entries, embedder, rebuild, progress, digest)
+        index, why = cls.load_or_build(index_dir, entries, embedder, rebuild, progress, digest,
+                                       index_type)
         if index.faq_sha256 != digest:
             # The same entries from other bytes (an edited comment, say): remember these bytes
             # so that the next start skips parsing. A read-only index only loses the shortcut.
@@ -421,12 +437,13 @@ class FaqIndex:
         return index, why
 
     @classmethod
-    def _load_unchanged(cls, index_dir: Path, faq_sha256: str, embedder: Embedder) -> FaqIndex:
+    def _load_unchanged(cls, index_dir: Path, faq_sha256: str, embedder: Embedder,
+                        index_type: str = "flat") -> FaqIndex:
         """The saved index with its saved entries, if built from a file with these bytes."""
         meta = _read_meta(index_dir)
         if meta["faq_sha256"] != faq_sha256:
             raise IndexStaleError(index_dir, ["the FAQ file changed since it was built"])
-        reasons = _embedder_reasons(meta, embedder)
+        reasons = _embedder_reasons(meta, embedder) + _type_reasons(meta, index_type)
         if reasons:
             raise IndexStaleError(index_dir, reasons)
         entries = _saved_entries(index_dir, meta)
@@ -446,7 +463,8 @@ class FaqIndex:
         if any(not 0 <= i < len(entries) for i in phrasing_entry):
             raise IndexStaleError(index_dir, ["the phrasing table does not fit the entries"])
         return cls(entries, embedder, index, np.asarray(phrasing_entry, dtype=np.int64),
-                   list(meta["phrasings"]), known_hash, meta["faq_sha256"])
+                   list(meta["phrasings"]), known_hash, meta["faq_sha256"],
+                   index_type=str(meta.get("index_type", "flat")))
 
 
 # The metadata's keys and the JSON types their values must have (None: null allowed).
@@ -513,15 +531,44 @@ def _embedder_reasons(meta: dict[str, Any], embedder: Embedder) -> list[str]:
     return []
 
 
+def _type_reasons(meta: dict[str, Any], index_type: str) -> list[str]:
+    saved = meta.get("index_type", "flat")  # indexes saved before the setting were flat
+    return [] if saved == index_type else [f"a {saved} index, now {index_type}"]
+
+
+def new_faiss_index(index_type: str, dimension: int, vectors: np.ndarray) -> faiss.Index:
+    """An inner-product FAISS index of the type holding `vectors` (IVF is trained on them)."""
+    if index_type not in INDEX_TYPES:
+        raise RetrievalError(f"unknown index type '{index_type}' "
+                             f"(one of {', '.join(INDEX_TYPES)})")
+    index: faiss.Index
+    if index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(dimension, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    elif index_type == "ivf" and len(vectors) >= 39:  # FAISS wants ~39 points per cluster
+        clusters = max(1, min(int(4 * np.sqrt(len(vectors))), len(vectors) // 39))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dimension), dimension, clusters,
+                                   faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.nprobe = min(clusters, IVF_PROBES)
+        index.make_direct_map()  # reconstruct(), which blend and classifier scoring use
+    else:  # flat, or too few phrasings to cluster: exact
+        index = faiss.IndexFlatIP(dimension)
+    if len(vectors):
+        index.add(vectors)
+    return index
+
+
 def stale_reasons(meta: dict[str, Any], entries: Sequence[FaqEntry],
-                  embedder: Embedder) -> list[str]:
-    """Why saved metadata no longer fits this corpus and embedder (empty when it fits)."""
+                  embedder: Embedder, index_type: str = "flat") -> list[str]:
+    """Why saved metadata no longer fits this corpus, embedder and index type (empty when it
+    fits)."""
     reasons = []
     if meta.get("format_version") != FORMAT_VERSION:
         reasons.append(f"index format {meta.get('format_version')} != {FORMAT_VERSION}")
     if meta.get("corpus_hash") != corpus_hash(entries):
         reasons.append("the FAQ corpus changed since it was built")
-    reasons += _embedder_reasons(meta, embedder)
+    reasons += _embedder_reasons(meta, embedder) + _type_reasons(meta, index_type)
     if not isinstance(meta.get("phrasings"), list) or not isinstance(
             meta.get("phrasing_entry"), list):
         reasons.append("metadata lacks the phrasing table")

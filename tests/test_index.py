@@ -270,3 +270,54 @@ def test_large_index_finds_top_k_entries_when_one_entry_owns_the_nearest(
     assert built.size == 62 > 2 * 20
     assert [h.entry.id for h in built.search("q", top_k=2)] == ["big", "a"]
     assert [h.entry.id for h in built.search("q", top_k=5)] == ["big", "a", "b"]
+
+
+# --- FAISS index types ------------------------------------------------------------------------
+
+QUERIES = ["where is my package", "can I pay with paypal", "how long does a refund take",
+           "i forgot my password", "do you ship to canada"]
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
+def test_approximate_index_types_find_what_flat_finds_and_grow(
+        index_type: str, minilm: SentenceTransformerEmbedder, sample_entries: list[FaqEntry],
+        tmp_path: Path) -> None:
+    flat = FaqIndex.build(sample_entries, minilm)
+    other = FaqIndex.build(sample_entries, minilm, index_type=index_type)
+    import faiss
+
+    kind = faiss.IndexHNSW if index_type == "hnsw" else faiss.IndexIVF
+    assert isinstance(other._index, kind) and other.index_type == index_type
+    for query in QUERIES:  # 216 phrasings: the approximate search finds the same entries
+        assert [h.entry.id for h in other.search(query, 3)] == \
+            [h.entry.id for h in flat.search(query, 3)], query
+    for scoring in ("blend", "classifier"):  # these read the vectors back from the index
+        other.scoring = flat.scoring = scoring
+        assert other.search(QUERIES[0], 3) == flat.search(QUERIES[0], 3)
+    other.scoring = "nearest"
+    other.extend(phrasings=[("track-order", "parcel whereabouts please")])
+    assert other.search("parcel whereabouts please", 1)[0].score == pytest.approx(1.0, abs=1e-4)
+    other.remove([("track-order", "parcel whereabouts please")])
+    assert other.search("parcel whereabouts please", 1)[0].matched_question != \
+        "parcel whereabouts please"
+
+    saved = FaqIndex.build(sample_entries, minilm, index_type=index_type)
+    saved.save(tmp_path)
+    loaded = FaqIndex.load(tmp_path, sample_entries, minilm, index_type)
+    assert isinstance(loaded._index, kind) and loaded.index_type == index_type
+    with pytest.raises(IndexStaleError, match=f"a {index_type} index, now flat"):
+        FaqIndex.load(tmp_path, sample_entries, minilm)  # the setting changed: rebuilt
+
+
+def test_an_ivf_index_of_a_small_faq_is_exact_and_not_rebuilt_each_start(
+        minilm: SentenceTransformerEmbedder, sample_entries: list[FaqEntry],
+        tmp_path: Path) -> None:
+    import faiss
+
+    small = sample_entries[:5]  # under 39 phrasings: too few to cluster
+    built = FaqIndex.build(small, minilm, index_type="ivf")
+    assert isinstance(built._index, faiss.IndexFlatIP) and built.index_type == "ivf"
+    built.save(tmp_path)
+    assert FaqIndex.load(tmp_path, small, minilm, "ivf").index_type == "ivf"
+    with pytest.raises(Exception, match="unknown index type 'annoy'"):
+        FaqIndex.build(small, minilm, index_type="annoy")
