@@ -19,23 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench_tuned_retrieval import SETS, _row, _with
+from bench_tuned_retrieval import SETS, TABLE_HEAD, _eval, _row, _with, baseline_row
 from common import ROOT
-
-CLI = [sys.executable, "-m", "bot"]
-
-
-def _eval(faq: Path, queries: Path, out: Path, env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run([*CLI, "eval", "retrieval", "--faq", str(faq), "--queries",
-                           str(queries), "--json", "--out", str(out)], env=env, check=True,
-                          capture_output=True, text=True)
-    return json.loads(done.stdout)
 
 
 def calibrated_settings(faq: Path, embedder_name: str, scoring: str = "classifier"
@@ -67,20 +56,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "classifier")
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    lines = ["| data, embedder | top-1 | in-scope accuracy | answered right | answer precision "
-             "| OOS recall | answer / suggest / margin | most answered right at >= 95% "
-             "precision (sweep) | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = list(TABLE_HEAD)
     print("\n".join(lines), flush=True)
     settings: dict[str, Any] = {}
     for name in args.sets:
         faq, queries = SETS[name]
         out = args.out / name
-        started = time.perf_counter()
-        # plain MiniLM, nearest phrasing, default thresholds: the baseline (pinned, since
-        # the default scoring is the classifier now)
-        plain = _eval(faq, queries, out / "eval-plain",
-                      {**env, "SUPPORTBOT_RETRIEVAL__SCORING": "nearest"})
-        lines.append(_row(f"{name}, plain", plain, time.perf_counter() - started))
+        lines.append(baseline_row(name, faq, queries, out, env))
         print(lines[-1], flush=True)
         embedders = [("plain", "all-MiniLM-L6-v2")]
         if (args.tuned / name / "model").is_dir():

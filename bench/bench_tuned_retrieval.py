@@ -62,6 +62,20 @@ def _with(env: dict[str, str], retrieval: dict[str, Any]) -> dict[str, str]:
     return {**env, **{f"SUPPORTBOT_RETRIEVAL__{k.upper()}": str(v) for k, v in retrieval.items()}}
 
 
+# The table both this and bench_classifier.py print.
+TABLE_HEAD = ["| data, embedder | top-1 | in-scope accuracy | answered right | answer precision "
+              "| OOS recall | answer / suggest / margin | most answered right at >= 95% "
+              "precision (sweep) | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+
+
+def baseline_row(name: str, faq: Path, queries: Path, out: Path, env: dict[str, str]) -> str:
+    """The baseline's row: plain MiniLM, nearest phrasing, default thresholds (nearest pinned,
+    since the default scoring is the classifier)."""
+    started = time.perf_counter()
+    plain = _eval(faq, queries, out / "eval-plain", _with(env, {"scoring": "nearest"}))
+    return _row(f"{name}, plain", plain, time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", choices=sorted(SETS), default=list(SETS))
@@ -69,19 +83,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "tuned")
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    lines = ["| data, embedder | top-1 | in-scope accuracy | answered right | answer precision "
-             "| OOS recall | answer / suggest / margin | most answered right at >= 95% "
-             "precision (sweep) | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = list(TABLE_HEAD)
     print("\n".join(lines), flush=True)
     for name in args.sets:
         faq, queries = SETS[name]
         out = args.out / name
-        started = time.perf_counter()
-        # plain MiniLM, nearest phrasing, default thresholds: the baseline (pinned, since
-        # the default scoring is the classifier now)
-        plain = _eval(faq, queries, out / "eval-plain",
-                      {**env, "SUPPORTBOT_RETRIEVAL__SCORING": "nearest"})
-        lines.append(_row(f"{name}, plain", plain, time.perf_counter() - started))
+        lines.append(baseline_row(name, faq, queries, out, env))
         print(lines[-1], flush=True)
         started = time.perf_counter()
         subprocess.run([*CLI, "tune-retriever", "--faq", str(faq), "--out", str(out / "model"),
