@@ -291,6 +291,12 @@ def test_claim_reply_live_bot_silent_release(client: TestClient, settings: Setti
         inbox = client.get("/operator/api/conversations").json()
         assert inbox["waiting"] == [] and inbox["claimed"][0]["claimed_by"] == "anna"
 
+        blank = client.post(f"/operator/api/conversations/{conversation_id}/reply",
+                            json={"text": "   "})
+        assert (blank.status_code, blank.json()) == (422, {"detail": "text is empty"})
+        blank = client.post(f"/operator/api/messages/{answer['id']}/correction",
+                            json={"text": " \n "})
+        assert (blank.status_code, blank.json()) == (422, {"detail": "text is empty"})
         typing = client.post(f"/operator/api/conversations/{conversation_id}/typing")
         assert typing.status_code == 200
         assert ws.receive_json() == {"type": "typing", "name": "anna"}

@@ -57,6 +57,12 @@ class ReplyRequest(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_REPLY_CHARS,
                       description="The operator's message to the customer.")
 
+    def checked(self) -> str:
+        """The text; 422 "text is empty" when it is only spaces."""
+        if not self.text.strip():
+            raise HTTPException(422, "text is empty")
+        return self.text
+
 
 class FaqRequest(BaseModel):
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS,
@@ -200,10 +206,8 @@ async def claim(conversation_id: str, request: Request,
              summary="Send the customer a message (stored; live on an open web chat)")
 async def reply(conversation_id: str, body: ReplyRequest, request: Request,
                 operator: str = Depends(current_operator)) -> dict[str, Any]:
-    if not body.text.strip():
-        raise HTTPException(422, "text is empty")
     context = _context(request)
-    message = await _change(context.store.reply(conversation_id, operator, body.text))
+    message = await _change(context.store.reply(conversation_id, operator, body.checked()))
     created = _iso(message.created_at) or ""
     delivered = await to_customer(
         context.web, context.telegram, conversation_id,
@@ -228,9 +232,8 @@ async def typing(conversation_id: str, request: Request,
              summary="Mark a bot answer wrong and give the right one (used by export)")
 async def correct(message_id: int, body: ReplyRequest, request: Request,
                   operator: str = Depends(current_operator)) -> dict[str, Any]:
-    if not body.text.strip():
-        raise HTTPException(422, "text is empty")
-    message = await _change(_context(request).store.correct(message_id, operator, body.text))
+    message = await _change(_context(request).store.correct(message_id, operator,
+                                                            body.checked()))
     return {"message_id": message.id, "conversation_id": message.conversation_id,
             "correction": message.meta["correction"]}
 
