@@ -122,19 +122,21 @@ class OperatorStore:
                                    last_failed_at=utcnow())
 
     async def login_succeeded(self, name: str) -> None:
-        await self._update_account("reset the failed logins", name, failed_logins=0)
-        await self.log(name, "login")
+        await self._update_account("reset the failed logins", name, "login", failed_logins=0)
 
     async def end_sessions(self, name: str) -> None:
         """Log out: every session cookie of the account issued until now stops working."""
-        await self._update_account("end the sessions", name, sessions_after=utcnow())
-        await self.log(name, "logout")
+        await self._update_account("end the sessions", name, "logout", sessions_after=utcnow())
 
-    async def _update_account(self, doing: str, name: str, **values: Any) -> None:
+    async def _update_account(self, doing: str, name: str, action: str | None = None,
+                              **values: Any) -> None:
+        """Update an account's row and, with `action`, log it in the same transaction."""
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(update(Operator).where(Operator.name == name)
                                    .values(**values))
+                if action is not None:
+                    await _log(conn, name, action)
         except SQLAlchemyError as exc:
             raise self.conversations.error(doing, exc) from exc
 
