@@ -133,7 +133,7 @@ class FaqLearning:
         """Add rows to the index, skipping (with a log line) those the FAQ file made moot."""
         entries: list[FaqEntry] = []
         phrasings: list[tuple[str, str]] = []
-        known = {question_key(q) for e in self.index.live_entries() for q in e.questions}
+        known = set(self._owners())
         ids = set(self.index.by_id)
         for row in rows:
             key = question_key(row.question)
@@ -187,7 +187,7 @@ class FaqLearning:
         if len(question) > MAX_QUESTION_CHARS:
             raise ValueError(f"question: longer than {MAX_QUESTION_CHARS} characters")
         await self.sync(force=True)  # compare with what other processes added too
-        owner = self._owner(question)
+        owner = self._owners().get(question_key(question))
         if answer is None:
             if entry_id is None or entry_id not in self.index.by_id:
                 raise NotFoundError(f"no FAQ entry {entry_id!r}")
@@ -249,13 +249,13 @@ class FaqLearning:
         """Every addition, oldest first."""
         return await stored_additions(self.store, include_removed)
 
-    def _owner(self, question: str) -> str | None:
-        """The entry that has this question as a phrasing already, if any."""
-        key = question_key(question)
+    def _owners(self) -> dict[str, str]:
+        """Every live phrasing's question_key, and the (first) entry that has it."""
+        owners: dict[str, str] = {}
         for entry in self.index.live_entries():
-            if any(question_key(q) == key for q in entry.questions):
-                return entry.id
-        return None
+            for question in entry.questions:
+                owners.setdefault(question_key(question), entry.id)
+        return owners
 
     async def _read(self, statement: Any) -> list[Addition]:
         return await _read(self.store, statement)
