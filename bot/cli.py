@@ -536,7 +536,7 @@ def eval_retrieval(ctx: typer.Context,
     the configured thresholds, with a threshold sweep and query latency."""
     with _user_errors():
         settings = _settings(ctx)
-        from bot.runtime import torch_threads
+        from bot.runtime import configure_index, torch_threads
         from retrieval.corpus import load_faq
         from retrieval.embedder import SentenceTransformerEmbedder
         from retrieval.evaluate import evaluate_retrieval, retrieval_markdown, write_report
@@ -552,8 +552,8 @@ def eval_retrieval(ctx: typer.Context,
         embedder = SentenceTransformerEmbedder(r.embedder)
         with _progress("embedding FAQ phrasings", sum(len(e.questions) for e in entries)
                        ) as advance:
-            built = FaqIndex.build(entries, embedder, progress=advance, scoring=r.scoring,
-                                   index_type=r.index_type)
+            built = configure_index(FaqIndex.build(entries, embedder, progress=advance,
+                                                   index_type=r.index_type), settings)
         policy = Policy(r.answer_threshold, r.suggest_threshold, r.max_suggestions, r.top_k,
                         r.answer_margin)
         with _progress("embedding queries", len(labelled)) as advance:

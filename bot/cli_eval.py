@@ -75,7 +75,7 @@ def eval_dialogue(ctx: typer.Context,
 
 def _memory_index(settings: Settings, entries: list[FaqEntry]) -> FaqIndex:
     """An index of a FAQ other than the configured one, built in memory and never saved."""
-    from bot.runtime import torch_threads
+    from bot.runtime import configure_index, torch_threads
     from retrieval.embedder import SentenceTransformerEmbedder
     from retrieval.index import FaqIndex
 
@@ -83,9 +83,9 @@ def _memory_index(settings: Settings, entries: list[FaqEntry]) -> FaqIndex:
     embedder = SentenceTransformerEmbedder(settings.retrieval.embedder)
     with _progress("embedding FAQ phrasings", sum(len(e.questions) for e in entries)
                    ) as advance:
-        return FaqIndex.build(entries, embedder, progress=advance,
-                              scoring=settings.retrieval.scoring,
-                              index_type=settings.retrieval.index_type)
+        return configure_index(FaqIndex.build(entries, embedder, progress=advance,
+                                              index_type=settings.retrieval.index_type),
+                               settings)
 
 
 async def _run(settings: Settings, built: FaqIndex, labelled: list[LabelledQuery],

@@ -51,14 +51,15 @@ def _steps(description: str
 
 
 def _calibrations(entries: list[FaqEntry], split: Split, embedder: Embedder,
-                  target_precision: float, oos_share: float, outside: list[str]
-                  ) -> dict[str, Thresholds]:
+                  target_precision: float, oos_share: float, outside: list[str],
+                  learnt: list[str]) -> dict[str, Thresholds]:
     """Thresholds for each entry scoring, measured on the held-out phrasings and the
-    out-of-scope questions."""
+    out-of-scope questions (`learnt`: the classifier's out-of-scope class)."""
     from retrieval.calibrate import calibrate, held_out_samples
     from retrieval.index import SCORINGS
 
-    found = held_out_samples(entries, split.tune, split.held_out, embedder, SCORINGS, outside)
+    found = held_out_samples(entries, split.tune, split.held_out, embedder, SCORINGS, outside,
+                             learnt)
     return {scoring: calibrate(samples, target_precision, oos_share, outside=leads)
             for scoring, (samples, leads) in found.items()}
 
@@ -125,7 +126,7 @@ def tune_retriever(
     with _user_errors():
         settings = _settings(ctx)
         from bot.cli_train import _quiet_transformers
-        from bot.runtime import torch_threads
+        from bot.runtime import outside_questions, torch_threads
         from retrieval.corpus import load_faq
         from retrieval.embedder import SentenceTransformerEmbedder
         from retrieval.tune import TuneConfig, TuneError, tune_embedder, write_tuning_file
@@ -137,6 +138,7 @@ def tune_retriever(
         faq_path = faq or settings.retrieval.faq_path
         entries = load_faq(faq_path)
         outside = read_questions(oos)
+        learnt = outside_questions(settings)
         config = TuneConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                             holdout=holdout, with_answers=with_answers, positives=positives,
                             max_steps=max_steps or None,
@@ -155,7 +157,7 @@ def tune_retriever(
                       f"{len(result.split.held_out)} held-out phrasings[/]")
             calibrated[name] = _calibrations(entries, result.split,
                                              SentenceTransformerEmbedder(model),
-                                             target_precision, oos_share, outside)
+                                             target_precision, oos_share, outside, learnt)
         # Each embedder's best scoring and its thresholds, as settings: the tuned one's is
         # recommended, the plain one's shows what calibration alone gives (bench/).
         best = {name: {"scoring": best_scoring(by), **by[best_scoring(by)].settings()}

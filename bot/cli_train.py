@@ -68,6 +68,7 @@ def _grounded(settings: Settings, base_model: Path, seed: int) -> list[Conversat
     from transformers import AutoTokenizer
 
     from bot.cli import _index
+    from bot.runtime import outside_questions
     from training.grounded import GroundedConfig, GroundedStats, grounded_conversations
 
     index = _index(settings)
@@ -78,7 +79,7 @@ def _grounded(settings: Settings, base_model: Path, seed: int) -> list[Conversat
             persona.fallback_text),
         budget=settings.model.context_tokens - settings.model.generation.max_new_tokens,
         top_k=settings.retrieval.top_k, suggest_threshold=settings.retrieval.suggest_threshold,
-        scoring=settings.retrieval.scoring,
+        scoring=settings.retrieval.scoring, outside=tuple(outside_questions(settings)),
         prompt_entries=settings.dialogue.prompt_entries,
         # The right entry at every place the prompt has, and each question once without it:
         # the model learns to pick the entry that answers, or to say it does not know.

@@ -36,6 +36,24 @@ class Runtime:
         await self.store.close()
 
 
+def outside_questions(settings: Settings) -> list[str]:
+    """The out-of-scope questions retrieval.out_of_scope names (none for 'none')."""
+    from retrieval.calibrate import read_questions
+
+    choice = settings.retrieval.out_of_scope
+    if choice == "none":
+        return []
+    return read_questions(None if choice == "bundled" else choice)
+
+
+def configure_index(index: FaqIndex, settings: Settings) -> FaqIndex:
+    """Apply the search-time settings (a saved or built index fits any of them): the scoring
+    and, for the classifier, its out-of-scope class."""
+    index.scoring = settings.retrieval.scoring
+    index.outside = outside_questions(settings) if index.scoring == "classifier" else ()
+    return index
+
+
 def open_index(settings: Settings, embedder: Embedder | None = None,
                progress: ProgressCallback | None = None
                ) -> tuple[FaqIndex, IndexMissingError | IndexStaleError | None]:
@@ -50,7 +68,7 @@ def open_index(settings: Settings, embedder: Embedder | None = None,
     index, why = FaqIndex.open(settings.retrieval.faq_path, settings.retrieval.index_dir,
                                embedder, rebuild=settings.retrieval.auto_rebuild,
                                progress=progress, index_type=settings.retrieval.index_type)
-    index.scoring = settings.retrieval.scoring  # a search-time choice: the saved index fits all
+    configure_index(index, settings)
     if index.scoring == "classifier":
         index.classifier_head()  # fitted now, not during the first customer's message
     return index, why

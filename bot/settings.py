@@ -255,6 +255,11 @@ class RetrievalSettings(_Section):
         "thresholds 'classifier' answers more questions right, and fewer wrong, than 'nearest' "
         "on every data set measured (bench/README.md). `supportbot tune-retriever` measures each "
         "on your FAQ and recommends one.")
+    out_of_scope: str = Field(
+        "bundled", description="Questions no FAQ entry covers, which the classifier scoring "
+        "learns as one more class so that unrelated questions score lower: 'bundled' "
+        "(CLINC150's 100 out-of-scope training questions), 'none', or a text file with one "
+        "question per line (# starts a comment), such as unrelated questions from your logs.")
     index_type: Literal["flat", "hnsw", "ivf"] = Field(
         "flat", description="The FAISS index of the phrasings: 'flat' searches exactly; "
         "'hnsw' (a graph) and 'ivf' (clusters) search approximately, faster for nearest-phrasing "
@@ -278,6 +283,16 @@ class RetrievalSettings(_Section):
     @classmethod
     def _expand_user(cls, path: Path) -> Path:
         return path.expanduser()
+
+    @field_validator("out_of_scope")
+    @classmethod
+    def _outside_file(cls, value: str) -> str:
+        if value in ("bundled", "none"):
+            return value
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ValueError(f"'{value}' is not 'bundled', 'none' or an existing file")
+        return str(path)
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> RetrievalSettings:

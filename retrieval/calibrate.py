@@ -154,11 +154,17 @@ def samples_from_hits(gold: Sequence[int], ranked: Sequence[Sequence[tuple[int, 
 
 def held_out_samples(entries: Sequence[FaqEntry], tune: Sequence[Sequence[str]],
                      held_out: Sequence[tuple[int, str]], embedder: Embedder,
-                     scorings: Sequence[str], outside: Sequence[str] = ()
+                     scorings: Sequence[str], outside: Sequence[str] = (),
+                     learnt: Sequence[str] = ()
                      ) -> dict[str, tuple[list[Sample], list[tuple[float, float]]]]:
     """Search each held-out phrasing, and each out-of-scope question, in an index of the
     entries' other (tuning) phrasings, under each scoring: the samples, and the questions'
-    (top score, lead). Everything is embedded once; the scoring is a search-time choice."""
+    (top score, lead). Everything is embedded once; the scoring is a search-time choice.
+
+    `learnt` are the out-of-scope questions the classifier scoring learns as a class
+    (retrieval.out_of_scope). A question it learnt would score too low to calibrate on, so the
+    out-of-scope questions are searched in two halves, each by a head that learnt the others.
+    """
     kept = [replace(entry, questions=tuple(texts)) for entry, texts in zip(entries, tune,
                                                                            strict=True)]
     index = FaqIndex.build(kept, embedder)
@@ -168,11 +174,22 @@ def held_out_samples(entries: Sequence[FaqEntry], tune: Sequence[Sequence[str]],
     found = {}
     for scoring in scorings:
         index.scoring = scoring
+        index.outside = learnt if scoring == "classifier" else ()
         hits = index.search_vectors(phrasings, top_k=3)
         samples = samples_from_hits([own for own, _ in held_out], [
             [(position[h.entry.id], h.score) for h in row] for row in hits])
+        rows = []
+        for half in ((0, 1) if index.outside else (None,)):
+            if half is None:
+                rows += index.search_vectors(questions, top_k=2)
+                continue
+            searched = set(range(half, len(outside), 2))
+            unseen = {q for i, q in enumerate(outside) if i in searched}
+            twin = index.copy()
+            twin.outside = tuple(q for q in index.outside if q not in unseen)
+            rows += twin.search_vectors(questions[sorted(searched)], top_k=2)
         leads = [(row[0].score, row[0].score - row[1].score if len(row) > 1 else 1.0)
-                 for row in index.search_vectors(questions, top_k=2) if row]
+                 for row in rows if row]
         found[scoring] = (samples, leads)
     return found
 

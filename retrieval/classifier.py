@@ -7,6 +7,11 @@ held-out phrasings of the FAQ itself (never on query files): a share of each ent
 is kept out, a head is fitted on the rest for each candidate decay, and the decay whose head
 gives the held-out phrasings the lowest log loss wins; the final head is then fitted on every
 phrasing with it.
+
+Given questions the FAQ does not cover (`outside`: the bundled CLINC150 out-of-scope training
+questions by default), the head learns one more class for them. An entry's probability is then
+shared with "none of these": a question far from every entry's phrasings but nearer to the
+unrelated ones gives its top entry less, and scores lower (bench/README.md).
 """
 
 from __future__ import annotations
@@ -29,25 +34,39 @@ MAX_ITER = 200
 
 @dataclass(frozen=True)
 class SoftmaxHead:
-    """Weights (dimension x classes) and biases of a fitted head, and the decay it used."""
+    """Weights (dimension x columns) and biases of a fitted head, and the decay it used; with
+    `outside`, the last column is the out-of-scope class."""
 
     weights: np.ndarray
     bias: np.ndarray
     weight_decay: float
+    outside: bool = False
 
     @property
     def classes(self) -> int:
-        return int(self.weights.shape[1])
+        """The number of entries (the out-of-scope column not counted)."""
+        return int(self.weights.shape[1]) - int(self.outside)
 
     def logits(self, vectors: np.ndarray) -> np.ndarray:
         return np.asarray(vectors, dtype=np.float32) @ self.weights + self.bias
 
-    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        """Softmax over the classes for each row of `vectors` (queries x classes)."""
+    def softmax(self, vectors: np.ndarray) -> np.ndarray:
+        """Softmax over every column (the out-of-scope one included) for each row."""
         logits = self.logits(vectors)
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        """Each entry's probability for each row of `vectors` (queries x entries); with an
+        out-of-scope class the rows sum to 1 minus its probability."""
+        return self.softmax(vectors)[:, :self.classes]
+
+    def outside_probability(self, vectors: np.ndarray) -> np.ndarray:
+        """The out-of-scope class's probability for each row (zeros without that class)."""
+        if not self.outside:
+            return np.zeros(len(vectors), dtype=np.float32)
+        return self.softmax(vectors)[:, -1]
 
 
 def entry_cosines(vectors: np.ndarray, phrasings: np.ndarray, owner: np.ndarray,
@@ -77,13 +96,23 @@ def head_scores(head: SoftmaxHead, vectors: np.ndarray, phrasings: np.ndarray,
 
 
 def fit_head(vectors: np.ndarray, labels: np.ndarray, classes: int,
-             weight_decay: float | None = None, max_iter: int = MAX_ITER) -> SoftmaxHead:
-    """A head fitted on every row of `vectors` (label: its entry position); the weight decay is
-    chosen on held-out rows first when not given (choose_weight_decay)."""
+             weight_decay: float | None = None, max_iter: int = MAX_ITER,
+             outside: np.ndarray | None = None) -> SoftmaxHead:
+    """A head fitted on every row of `vectors` (label: its entry position), and on the rows of
+    `outside` as one more class when given (unit vectors of out-of-scope questions); the weight
+    decay is chosen on held-out rows first when not given (choose_weight_decay)."""
+    with_outside = outside is not None and len(outside) > 0
+    if with_outside:
+        assert outside is not None
+        vectors = np.concatenate([np.asarray(vectors, dtype=np.float32),
+                                  np.asarray(outside, dtype=np.float32)])
+        labels = np.concatenate([np.asarray(labels, dtype=np.int64),
+                                 np.full(len(outside), classes, dtype=np.int64)])
+        classes += 1
     if weight_decay is None:
         weight_decay = choose_weight_decay(vectors, labels, classes, max_iter=max_iter)
     weights, bias = _fit(vectors, labels, classes, weight_decay, max_iter)
-    return SoftmaxHead(weights, bias, weight_decay)
+    return SoftmaxHead(weights, bias, weight_decay, with_outside)
 
 
 def held_out_split(labels: np.ndarray, holdout: float = HOLDOUT, seed: int = SEED

@@ -81,6 +81,9 @@ class FaqIndex:
         # Made from one state of the index (blend and classifier scoring; see _derived()).
         self._derived_state: _Derived | None = None
         self._weight_decay: float | None = None  # the classifier's, chosen at its first fit
+        # Out-of-scope questions the classifier learns as one more class, and their vectors.
+        self._outside: tuple[str, ...] = ()
+        self._outside_vectors: np.ndarray | None = None
         self._fitting = threading.Lock()
         self.entries = list(entries)
         self.by_id = {entry.id: entry for entry in self.entries}
@@ -117,6 +120,7 @@ class FaqIndex:
                             self.corpus_hash, self.faq_sha256, self.scoring, self.index_type)
             twin._removed = self._removed.copy()
             twin._weight_decay = self._weight_decay
+            twin._outside, twin._outside_vectors = self._outside, self._outside_vectors
             twin.retired = self.retired
             twin.by_id = dict(self.by_id)
         return twin
@@ -285,6 +289,26 @@ class FaqIndex:
         self._derived_state = state
         return state
 
+    @property
+    def outside(self) -> tuple[str, ...]:
+        """Questions the FAQ does not cover, learnt by the classifier head as an out-of-scope
+        class (retrieval.classifier); empty: no such class."""
+        return self._outside
+
+    @outside.setter
+    def outside(self, questions: Sequence[str]) -> None:
+        questions = tuple(questions)
+        if questions != self._outside:
+            with self._fitting:
+                self._outside, self._outside_vectors = questions, None
+            self.invalidate()
+
+    def _outside_of(self) -> np.ndarray | None:
+        """The out-of-scope questions' vectors, embedded at the first fit (under _fitting)."""
+        if self._outside and self._outside_vectors is None:
+            self._outside_vectors = self.embedder.embed(list(self._outside))
+        return self._outside_vectors
+
     def classifier_head(self) -> SoftmaxHead:
         """The softmax head of the live phrasings: fitted at first use, and again once they
         change (then with the weight decay chosen at the first fit, about a third of its cost)."""
@@ -294,7 +318,7 @@ class FaqIndex:
         with self._fitting:
             if state.head is None:
                 state.head = fit_head(state.vectors, state.owner, len(state.centroids),
-                                      self._weight_decay)
+                                      self._weight_decay, outside=self._outside_of())
                 self._weight_decay = state.head.weight_decay
         return state.head
 

@@ -32,7 +32,12 @@ TABLE = {
     "c0": [0, 0, 1, 0.3], "c1": [0.2, 0, 1, 0], "c2": [0, 0.2, 1, 0],
     "near a": [0.9, 0.1, 0.1, 0.1], "near b": [0.1, 0.8, 0.2, 0.0],
     "between a and b": [1, 1, 0, 0], "d0": [0, 0, 0, 1], "d1": [0.1, 0, 0, 1],
+    # Out-of-scope questions in two places away from every entry: around the 4th axis (o0,
+    # o2) and opposite a and b (o1, o3).
+    "o0": [0, 0, 0, 1], "o1": [-1, -1, 0, 0.3], "o2": [0.1, 0, 0, 1],
+    "o3": [-1, -1, 0.1, 0.3], "near o": [0.3, 0, 0, 1],
 }
+OUTSIDE = ["o0", "o1", "o2", "o3"]
 
 
 def _entries() -> list[FaqEntry]:
@@ -146,6 +151,62 @@ def test_classifier_scores_feed_the_bands_and_the_calibration() -> None:
     assert len(samples) == 3 and all(s.right for s in samples) and len(leads) == 1
 
 
+def test_the_out_of_scope_class_takes_probability_from_unrelated_questions_only() -> None:
+    x = _unit([TABLE[f"{k}{i}"] for k in "abc" for i in range(3)])
+    y = np.repeat(np.arange(3), 3)
+    plain = fit_head(x, y, 3, weight_decay=1e-3)
+    head = fit_head(x, y, 3, weight_decay=1e-3, outside=_unit([TABLE[q] for q in OUTSIDE]))
+    assert head.outside and head.classes == 3 and head.weights.shape[1] == 4
+    queries = _unit([TABLE["near a"], TABLE["near o"]])
+    p, p_out = head.probabilities(queries), head.outside_probability(queries)
+    assert p.shape == (2, 3)
+    assert p.sum(axis=1) + p_out == pytest.approx([1.0, 1.0], abs=1e-5)
+    # "near a" stays a's; "near o", which a plain head gives to a with confidence, is not.
+    assert p[0].argmax() == 0 and p[0, 0] > 0.8 and p_out[0] < 0.1
+    assert plain.probabilities(queries)[1, 0] > 0.7
+    assert p_out[1] > 0.8 and p[1].max() < 0.2
+    assert (plain.outside_probability(queries) == 0).all()
+
+
+def test_the_index_learns_its_out_of_scope_questions_and_scores_them_lower() -> None:
+    index = FaqIndex.build(_entries(), TableEmbedder(TABLE), scoring="classifier")
+    before = index.search("near o", top_k=1)[0].score
+    fitted = index.classifier_head()
+    index.outside = OUTSIDE
+    assert index.outside == tuple(OUTSIDE)
+    head = index.classifier_head()
+    assert head is not fitted and head.outside and head.classes == 3
+    after = index.search("near o", top_k=1)[0]
+    assert after.score < before - 0.2
+    # In-scope questions keep their entry and nearly their score.
+    assert index.search("near a", top_k=1)[0].entry.id == "a"
+    twin = index.copy()
+    assert twin.outside == tuple(OUTSIDE) and twin.search("near o", 1)[0].score == after.score
+    index.outside = ()
+    assert not index.classifier_head().outside
+    assert index.search("near o", top_k=1)[0].score == pytest.approx(before, abs=1e-5)
+
+
+def test_calibration_never_scores_an_out_of_scope_question_the_head_learnt() -> None:
+    args = (_entries(), [["a0", "a1"], ["b0", "b1"], ["c0", "c1"]],
+            [(0, "a2"), (1, "b2"), (2, "c2")], TableEmbedder(TABLE), ["classifier"])
+    _, unlearnt = held_out_samples(*args, outside=OUTSIDE)["classifier"]
+    _, folded = held_out_samples(*args, outside=OUTSIDE, learnt=OUTSIDE)["classifier"]
+    assert len(folded) == len(OUTSIDE)
+    # What a head that learnt every question would give them: the optimistic figure avoided.
+    index = FaqIndex.build([FaqEntry(e.id, q, e.answer) for e, q in zip(
+        _entries(), [("a0", "a1"), ("b0", "b1"), ("c0", "c1")], strict=True)],
+        TableEmbedder(TABLE), scoring="classifier")
+    index.outside = OUTSIDE
+    learnt = [row[0].score for row in index.search_many(OUTSIDE, top_k=1)]
+    # Questions 0 and 2 were searched first (the first half), then 1 and 3: each by a head
+    # that learnt only the other place.
+    for top, seen in zip([top for top, _ in folded], [learnt[i] for i in (0, 2, 1, 3)],
+                         strict=True):
+        assert top > seen + 0.01
+    assert sum(top for top, _ in folded) < sum(top for top, _ in unlearnt)
+
+
 def test_eval_reports_the_classifier_scoring() -> None:
     index = FaqIndex.build(_entries(), TableEmbedder(TABLE), scoring="classifier")
     queries = [LabelledQuery("near a", "a"), LabelledQuery("near b", "b"),
@@ -185,7 +246,27 @@ def test_open_index_fits_the_head_when_the_settings_ask_for_the_classifier(
     settings.retrieval.faq_path = faq
     settings.retrieval.index_dir = tmp_path / "index"
     settings.retrieval.scoring = "classifier"
+    outside = tmp_path / "unrelated.txt"
+    outside.write_text("# unrelated questions\n" + "\n".join(OUTSIDE) + "\n", encoding="utf-8")
+    settings.retrieval.out_of_scope = str(outside)
     index, _ = open_index(settings, embedder=TableEmbedder(TABLE))
     state = index._derived_state
     assert index.scoring == "classifier" and state is not None and state.head is not None
+    assert index.outside == tuple(OUTSIDE) and state.head.outside
     assert index.search("near a", top_k=1)[0].entry.id == "a"
+
+
+def test_out_of_scope_setting_names_the_bundled_set_none_or_a_file(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from bot.runtime import outside_questions
+    from bot.settings import Settings
+
+    settings = Settings()
+    assert settings.retrieval.out_of_scope == "bundled"
+    bundled = outside_questions(settings)
+    assert len(bundled) == 100 and not any(q.startswith("#") for q in bundled)
+    settings.retrieval.out_of_scope = "none"
+    assert outside_questions(settings) == []
+    with pytest.raises(ValidationError, match="not 'bundled', 'none' or an existing file"):
+        Settings.model_validate({"retrieval": {"out_of_scope": str(tmp_path / "missing.txt")}})

@@ -37,6 +37,8 @@ class GroundedConfig:
     top_k: int = field(default=5, metadata={"help": "retrieval.top_k"})
     suggest_threshold: float = field(default=0.45, metadata={"help": "retrieval.suggest_threshold"})
     scoring: str = field(default="nearest", metadata={"help": "retrieval.scoring"})
+    outside: tuple[str, ...] = field(default=(), metadata={
+        "help": "The classifier's out-of-scope questions (retrieval.out_of_scope)."})
     prompt_entries: int = field(default=1, metadata={"help": "dialogue.prompt_entries"})
     folds: int = field(default=4, metadata={"help": "Phrasing folds held out in turn."})
     rotations: int = field(default=1, metadata={
@@ -89,6 +91,8 @@ def grounded_conversations(entries: Sequence[FaqEntry], embedder: Embedder,
                          e.answer, e.tags, e.link) for e in entries]
         index = FaqIndex.build([e for e in kept if e.questions], embedder,
                                scoring=config.scoring)
+        if config.scoring == "classifier":
+            index.outside = config.outside
         results = index.search_many([q for _, q in held], config.top_k)
         for (entry, question), hits in zip(held, results, strict=True):
             ranked = [h.entry for h in hits if h.score >= config.suggest_threshold]
