@@ -30,6 +30,7 @@ from training.errors import TrainingError
 if TYPE_CHECKING:
     from bot.generation.base import Generator
     from bot.runtime import Runtime
+    from retrieval.corpus import FaqEntry
     from retrieval.index import FaqIndex
 
 app = typer.Typer(help="supportbot: a customer-service bot on your own hardware.",
@@ -224,6 +225,22 @@ def _index(settings: Settings) -> FaqIndex:
         err.print(f"[yellow]rebuilt the FAQ index[/] in {escape(str(why.index_dir))}: "
                   f"{escape('; '.join(why.reasons))}")
     return built
+
+
+def _memory_index(settings: Settings, entries: list[FaqEntry]) -> FaqIndex:
+    """An index of these entries for the eval commands, built in memory and never saved, with
+    the configured embedder, index type, scoring and out-of-scope class."""
+    from bot.runtime import configure_index, torch_threads
+    from retrieval.embedder import SentenceTransformerEmbedder
+    from retrieval.index import FaqIndex
+
+    torch_threads(settings.retrieval.threads)()  # as open_index does for the event loop
+    embedder = SentenceTransformerEmbedder(settings.retrieval.embedder)
+    with _progress("embedding FAQ phrasings", sum(len(e.questions) for e in entries)
+                   ) as advance:
+        return configure_index(FaqIndex.build(entries, embedder, progress=advance,
+                                              index_type=settings.retrieval.index_type),
+                               settings)
 
 
 def _generator(settings: Settings) -> Callable[[], Generator]:
@@ -536,11 +553,8 @@ def eval_retrieval(ctx: typer.Context,
     the configured thresholds, with a threshold sweep and query latency."""
     with _user_errors():
         settings = _settings(ctx)
-        from bot.runtime import configure_index, torch_threads
         from retrieval.corpus import load_faq
-        from retrieval.embedder import SentenceTransformerEmbedder
         from retrieval.evaluate import evaluate_retrieval, retrieval_markdown, write_report
-        from retrieval.index import FaqIndex
         from retrieval.metrics import Policy
         from retrieval.queries import read_queries
 
@@ -548,12 +562,7 @@ def eval_retrieval(ctx: typer.Context,
         faq_path = faq or r.faq_path
         entries = load_faq(faq_path)
         labelled = read_queries(queries, {e.id for e in entries})
-        torch_threads(r.threads)()  # as a retrieval worker embeds in a turn: same latency
-        embedder = SentenceTransformerEmbedder(r.embedder)
-        with _progress("embedding FAQ phrasings", sum(len(e.questions) for e in entries)
-                       ) as advance:
-            built = configure_index(FaqIndex.build(entries, embedder, progress=advance,
-                                                   index_type=r.index_type), settings)
+        built = _memory_index(settings, entries)
         policy = Policy(r.answer_threshold, r.suggest_threshold, r.max_suggestions, r.top_k,
                         r.answer_margin)
         with _progress("embedding queries", len(labelled)) as advance:

@@ -17,12 +17,19 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bot.cli import _generator, _index, _progress, _settings, _user_errors, err, eval_app
+from bot.cli import (
+    _generator,
+    _index,
+    _memory_index,
+    _settings,
+    _user_errors,
+    err,
+    eval_app,
+)
 from bot.settings import Settings
 
 if TYPE_CHECKING:
     from bot.eval_dialogue import DialogueEvaluation, DialogueRow
-    from retrieval.corpus import FaqEntry
     from retrieval.index import FaqIndex
     from retrieval.queries import LabelledQuery
 
@@ -71,21 +78,6 @@ def eval_dialogue(ctx: typer.Context,
 
     report = evaluation.report
     sys.stdout.write(json.dumps(report) + "\n" if as_json else dialogue_markdown(report))
-
-
-def _memory_index(settings: Settings, entries: list[FaqEntry]) -> FaqIndex:
-    """An index of a FAQ other than the configured one, built in memory and never saved."""
-    from bot.runtime import configure_index, torch_threads
-    from retrieval.embedder import SentenceTransformerEmbedder
-    from retrieval.index import FaqIndex
-
-    torch_threads(settings.retrieval.threads)()  # as open_index does for the event loop
-    embedder = SentenceTransformerEmbedder(settings.retrieval.embedder)
-    with _progress("embedding FAQ phrasings", sum(len(e.questions) for e in entries)
-                   ) as advance:
-        return configure_index(FaqIndex.build(entries, embedder, progress=advance,
-                                              index_type=settings.retrieval.index_type),
-                               settings)
 
 
 async def _run(settings: Settings, built: FaqIndex, labelled: list[LabelledQuery],

@@ -178,16 +178,15 @@ def held_out_samples(entries: Sequence[FaqEntry], tune: Sequence[Sequence[str]],
         hits = index.search_vectors(phrasings, top_k=3)
         samples = samples_from_hits([own for own, _ in held_out], [
             [(position[h.entry.id], h.score) for h in row] for row in hits])
-        rows = []
-        for half in ((0, 1) if index.outside else (None,)):
-            if half is None:
-                rows += index.search_vectors(questions, top_k=2)
-                continue
-            searched = set(range(half, len(outside), 2))
-            unseen = {q for i, q in enumerate(outside) if i in searched}
-            twin = index.copy()
-            twin.outside = tuple(q for q in index.outside if q not in unseen)
-            rows += twin.search_vectors(questions[sorted(searched)], top_k=2)
+        if not index.outside:
+            rows = index.search_vectors(questions, top_k=2)
+        else:
+            rows = []
+            for half in (0, 1):
+                unseen = set(outside[half::2])
+                twin = index.copy()
+                twin.outside = tuple(q for q in index.outside if q not in unseen)
+                rows += twin.search_vectors(questions[half::2], top_k=2)
         leads = [(row[0].score, row[0].score - row[1].score if len(row) > 1 else 1.0)
                  for row in rows if row]
         found[scoring] = (samples, leads)

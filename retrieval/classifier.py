@@ -102,8 +102,7 @@ def fit_head(vectors: np.ndarray, labels: np.ndarray, classes: int,
     `outside` as one more class when given (unit vectors of out-of-scope questions); the weight
     decay is chosen on held-out rows first when not given (choose_weight_decay)."""
     with_outside = outside is not None and len(outside) > 0
-    if with_outside:
-        assert outside is not None
+    if outside is not None and with_outside:
         vectors = np.concatenate([np.asarray(vectors, dtype=np.float32),
                                   np.asarray(outside, dtype=np.float32)])
         labels = np.concatenate([np.asarray(labels, dtype=np.int64),
