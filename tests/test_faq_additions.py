@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from bot.channels.web import create_app
 from bot.cli import app as cli_app
 from bot.operators.faq import FaqLearning, additions_yaml, entry_id_for, question_key
+from bot.runtime import configure_index
 from bot.settings import Settings
 from bot.storage import ConversationStore
 from retrieval.corpus import FaqEntry
@@ -286,3 +287,117 @@ def test_operator_faq_prints_the_additions_as_faq_yaml(tmp_path: Path, settings:
          "answer": "Yes, in the Parts shop."},
         {"id": "payment-failed", "questions": [ODD],
          "note": "more phrasings of this existing entry"}]
+
+
+# Another company's question: with the bundled out-of-scope class the classifier still gives
+# it to cancel-order with confidence (bench/README.md, "The out-of-scope class").
+NOT_OURS = "cancel my mobile phone contract"
+
+
+@pytest.fixture
+def classifier_client(settings: Settings, sample_index: FaqIndex) -> Iterator[TestClient]:
+    index = configure_index(sample_index.copy(), settings)
+    assert index.scoring == "classifier" and len(index.outside) == 100
+    with TestClient(create_app(settings, index=index),
+                    base_url="https://testserver") as test_client:
+        yield test_client
+
+
+def test_a_question_marked_not_our_topic_is_no_longer_answered(
+        classifier_client: TestClient, settings: Settings) -> None:
+    client = classifier_client
+    with client.websocket_connect("/ws") as ws:
+        ws.receive_json()
+        before = turn(ws, NOT_OURS)
+        assert (before["decision"], before["sources"][0]["id"]) == ("answer", "cancel-order")
+        assert login(client).status_code == 200
+        marked = client.post("/operator/api/faq", json={"question": NOT_OURS + "?",
+                                                        "out_of_scope": True})
+        assert marked.status_code == 200, marked.text
+        addition = marked.json()
+        assert (addition["kind"], addition["entry_id"], addition["answer"]) == \
+            ("out_of_scope", "", None)
+
+        after = turn(ws, NOT_OURS)
+        assert after["decision"] != "answer", after
+        own = turn(ws, "how do I cancel my order")
+        assert (own["decision"], own["sources"][0]["id"]) == ("answer", "cancel-order"), \
+            "the entry itself is still answered"
+
+        refusals = [
+            ({"question": NOT_OURS, "out_of_scope": True}, 409, "marked out of scope already"),
+            ({"question": NOT_OURS, "entry_id": "cancel-order"}, 409, "take that back first"),
+            ({"question": "How do I cancel my order?", "out_of_scope": True}, 409,
+             "is a phrasing of entry 'cancel-order'"),
+            ({"question": "x", "out_of_scope": True, "entry_id": "cancel-order"}, 422,
+             "takes neither entry_id nor answer"),
+        ]
+        for body, status, detail in refusals:
+            refused = client.post("/operator/api/faq", json=body)
+            assert (refused.status_code, detail in refused.json()["detail"]) == \
+                (status, True), (body, refused.text)
+
+        listed = client.get("/operator/api/faq").json()["additions"]
+        assert [(a["kind"], a["question"]) for a in listed] == [
+            ("out_of_scope", NOT_OURS + "?")]
+        assert client.post(f"/operator/api/faq/{addition['id']}/remove").status_code == 200
+        back = turn(ws, NOT_OURS)
+        assert back["decision"] == "answer", "taken back, the question is answered again"
+    actions = rows(settings, "SELECT action FROM operator_actions ORDER BY id")
+    assert [r.action for r in actions] == ["login", "faq_outside", "faq_remove"]
+
+
+def test_not_our_topic_needs_the_classifier_scoring(client: TestClient) -> None:
+    assert login(client).status_code == 200
+    refused = client.post("/operator/api/faq", json={"question": NOT_OURS,
+                                                     "out_of_scope": True})
+    assert refused.status_code == 422
+    assert "only the classifier scoring" in refused.json()["detail"]
+    assert "'nearest'" in refused.json()["detail"]
+
+
+def test_every_process_learns_the_out_of_scope_questions(
+        settings: Settings, sample_index: FaqIndex, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = ConversationStore(settings.storage.database_url)
+        await store.init()
+        try:
+            mine = FaqLearning(store, configure_index(sample_index.copy(), settings))
+            other = FaqLearning(store, configure_index(sample_index.copy(), settings),
+                                sync_seconds=3600.0)
+            await other.sync(force=True)
+            score = other.index.search(NOT_OURS)[0].score
+            added = await mine.add("anna", NOT_OURS, out_of_scope=True)
+            assert mine.index.outside[-1] == NOT_OURS and len(mine.index.outside) == 101
+            assert await other.sync(force=True) == 1
+            lowered = other.index.search(NOT_OURS)[0].score
+            assert lowered < score - 0.2, (score, lowered)
+            await learning_removes(mine, other, added.id)
+            assert other.index.search(NOT_OURS)[0].score == pytest.approx(score, abs=1e-4)
+            await mine.add("anna", "Do you sell bells?", answer="Yes, in the Parts shop.")
+            await mine.add("anna", "are you open on sundays", out_of_scope=True)
+        finally:
+            await store.close()
+
+    async def learning_removes(mine: FaqLearning, other: FaqLearning, addition: int) -> None:
+        await mine.remove(addition, "anna")
+        await other.sync(force=True)
+        for learning in (mine, other):
+            assert NOT_OURS not in learning.index.outside and len(learning.index.outside) == 100
+
+    asyncio.run(scenario())
+    config = tmp_path / "c.yaml"
+    config.write_text(f"storage:\n  database_url: {settings.storage.database_url}\n",
+                      encoding="utf-8")
+    runner = CliRunner()
+    lines = runner.invoke(cli_app, ["--config", str(config), "operator", "faq",
+                                    "--out-of-scope"])
+    assert (lines.exit_code, lines.stdout) == (0, "are you open on sundays\n"), lines.output
+    import yaml
+
+    faq = runner.invoke(cli_app, ["--config", str(config), "operator", "faq"])
+    assert faq.exit_code == 0, faq.output
+    assert yaml.safe_load(faq.stdout) == [{"id": "do-you-sell-bells",
+                                           "questions": ["Do you sell bells?"],
+                                           "answer": "Yes, in the Parts shop."}]
+    assert "1 questions marked out of scope" in faq.stderr

@@ -8,6 +8,7 @@ skipped, unless REQUIRE_BROWSER=1 (CI), where that is a failure.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -296,3 +297,46 @@ def test_operator_teaches_the_faq_and_corrects_the_bot(
         answer = customer.get_by_test_id("bot-message").nth(2)
         expect(answer).to_have_attribute("data-decision", "answer")
         expect(answer).to_contain_text("Payments usually fail")
+
+
+def test_operator_marks_a_question_not_our_topic(
+        server: LiveServer, browser: Browser, shots: Shots) -> None:
+    """Another company's question got a confident FAQ answer; Anna marks it "not our topic"
+    and the bot stops answering it from the FAQ."""
+    not_ours = "cancel my mobile phone contract"
+    with new_page(browser) as customer, new_page(browser) as operator:
+        customer.goto(server.url + "/")
+        expect(customer.get_by_test_id("connection-status")).to_have_attribute(
+            "data-state", "online")
+        _ask(customer, not_ours)
+        wrong = customer.get_by_test_id("bot-message")
+        expect(wrong).to_have_count(1)
+        expect(wrong).to_have_attribute("data-decision", "answer")  # the cancel-order answer
+        _ask(customer, HUMAN)
+        expect(customer.get_by_test_id("handoff-banner")).to_be_visible()
+        conversation_id = customer.evaluate(
+            "JSON.parse(localStorage.getItem('supportbot.conversation')).conversation_id")
+
+        operator.goto(server.url + "/operator")
+        _sign_in(operator, "ben")
+        _item(operator, "waiting", conversation_id).click()
+        operator.get_by_role("button", name="Claim").click()
+        history = operator.get_by_test_id("history")
+        expect(history.get_by_test_id("customer-message")).to_have_count(2)
+        history.get_by_test_id("customer-message").first.get_by_test_id("not-our-topic").click()
+        expect(operator.get_by_test_id("teach-title")).to_have_text(
+            "A question we do not answer")
+        expect(operator.get_by_test_id("teach-question")).to_have_value(not_ours)
+        expect(operator.get_by_test_id("teach-kind-outside")).to_be_checked()
+        expect(operator.get_by_test_id("teach-entry")).to_be_disabled()
+        expect(operator.get_by_test_id("teach-answer")).to_be_disabled()
+        expect(operator.get_by_test_id("teach-hint")).to_contain_text("stops answering this")
+        shots.take(operator, "operator-not-our-topic")
+        operator.get_by_test_id("teach-save").click()
+        expect(operator.get_by_test_id("teach-done")).to_contain_text("Marked as not our topic")
+
+        operator.get_by_role("button", name="Release to bot").click()
+        expect(customer.get_by_test_id("handoff-banner")).to_be_hidden()
+        _ask(customer, not_ours)
+        again = customer.get_by_test_id("bot-message").nth(2)
+        expect(again).to_have_attribute("data-decision", re.compile("^(fallback|clarify)$"))

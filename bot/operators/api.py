@@ -72,6 +72,10 @@ class FaqRequest(BaseModel):
                                  "the new entry's id (made from the question when empty).")
     answer: str | None = Field(None, max_length=MAX_ANSWER_CHARS, description="Set: a new "
                                "entry with this answer (often the operator's reply).")
+    out_of_scope: bool = Field(False, description="True: a question no entry answers (not "
+                               "our topic); the classifier scoring learns it as out of scope "
+                               "and the bot stops answering it from the FAQ. Takes neither "
+                               "entry_id nor answer.")
     message_id: int | None = Field(None, description="The message it was taken from.")
 
 
@@ -251,7 +255,8 @@ async def faq(request: Request, operator: str = Depends(current_operator)) -> di
             "additions": [_addition(a) for a in additions]}
 
 
-@router.post("/faq", summary="Add an FAQ entry, or a phrasing of one: the bot answers it next")
+@router.post("/faq", summary="Add an FAQ entry or a phrasing of one (the bot answers it next), "
+             "or a question no entry answers (the bot stops answering it from the FAQ)")
 async def add_faq(body: FaqRequest, request: Request,
                   operator: str = Depends(current_operator)) -> dict[str, Any]:
     context = _context(request)
@@ -266,7 +271,8 @@ async def add_faq(body: FaqRequest, request: Request,
     try:
         added = await _change(context.learning.add(
             operator, body.question, entry_id=body.entry_id or None, answer=body.answer,
-            conversation_id=conversation_id, message_id=body.message_id))
+            out_of_scope=body.out_of_scope, conversation_id=conversation_id,
+            message_id=body.message_id))
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     return _addition(added)

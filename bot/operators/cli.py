@@ -93,19 +93,31 @@ def operator_remove(ctx: typer.Context,
 @operator_app.command("faq")
 def operator_faq(ctx: typer.Context,
                  removed: Annotated[bool, typer.Option(
-                     "--removed", help="Also the additions taken back.")] = False) -> None:
+                     "--removed", help="Also the additions taken back.")] = False,
+                 out_of_scope: Annotated[bool, typer.Option(
+                     "--out-of-scope", help="Instead, the questions marked 'not our topic', one "
+                     "per line: a retrieval.out_of_scope file.")] = False) -> None:
     """Print the FAQ entries and phrasings operators added in the inbox, as FAQ YAML to merge
     into the FAQ file (the bot serves them already, on top of the file)."""
-    from bot.operators.faq import additions_yaml, stored_additions
+    from bot.operators.faq import OUT_OF_SCOPE, additions_yaml, out_of_scope_lines, stored_additions
 
     with _user_errors():
         settings = _settings(ctx)
         found = asyncio.run(_run(settings.storage.database_url,
                                  lambda store: stored_additions(store.conversations, removed)))
-        if not found:
-            print("# no FAQ additions", file=sys.stderr)
+        outside = sum(1 for a in found if a.entry_id == OUT_OF_SCOPE)
+        if out_of_scope:
+            if not outside:
+                print("# no questions marked out of scope", file=sys.stderr)
+            sys.stdout.write(out_of_scope_lines(found))
             return
-        sys.stdout.write(additions_yaml(found))
+        if len(found) == outside:
+            print("# no FAQ additions", file=sys.stderr)
+        else:
+            sys.stdout.write(additions_yaml(found))
+        if outside:
+            print(f"# {outside} questions marked out of scope: supportbot operator faq "
+                  "--out-of-scope", file=sys.stderr)
 
 
 @app.command()

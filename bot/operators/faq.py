@@ -1,5 +1,8 @@
 """FAQ additions from the inbox: an operator turns a good answer into a new FAQ entry, or a
-customer's question into one more phrasing of an entry, and the bot answers it from then on.
+customer's question into one more phrasing of an entry, and the bot answers it from then on;
+or marks a customer's question as one no entry answers ("not our topic"), and the classifier
+scoring learns it as out of scope (retrieval.out_of_scope), so the bot stops answering it and
+questions like it from the FAQ.
 
 Additions live in the database (table faq_additions, migration 0006), on top of the FAQ file:
 the process that takes one adds it to its index at once; every bot process (web workers,
@@ -38,6 +41,8 @@ MAX_QUESTION_CHARS = 500
 MAX_ANSWER_CHARS = 4000
 _SLUG = re.compile(r"[^a-z0-9]+")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# The entry_id of an out-of-scope question: no FAQ entry can have an empty id (corpus.py).
+OUT_OF_SCOPE = ""
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class Addition:
     id: int
     entry_id: str
     question: str
-    answer: str | None  # set: a new entry; None: a phrasing of entry_id
+    answer: str | None  # set: a new entry; None: a phrasing of entry_id (or out of scope)
     operator: str
     conversation_id: str | None
     message_id: int | None
@@ -57,6 +62,8 @@ class Addition:
 
     @property
     def kind(self) -> str:
+        if self.entry_id == OUT_OF_SCOPE:
+            return "out_of_scope"
         return "entry" if self.answer is not None else "phrasing"
 
 
@@ -133,11 +140,18 @@ class FaqLearning:
         """Add rows to the index, skipping (with a log line) those the FAQ file made moot."""
         entries: list[FaqEntry] = []
         phrasings: list[tuple[str, str]] = []
+        outside: list[str] = []
         known = set(self._owners())
         ids = set(self.index.by_id)
         for row in rows:
             key = question_key(row.question)
-            if key in known:
+            if row.entry_id == OUT_OF_SCOPE and key in known:
+                log.info("FAQ addition %d skipped: %r is a phrasing now, not out of scope",
+                         row.id, row.question)
+            elif row.entry_id == OUT_OF_SCOPE:
+                self._applied[row.id] = (OUT_OF_SCOPE, row.question)
+                outside.append(row.question)
+            elif key in known:
                 log.info("FAQ addition %d skipped: %r is already a phrasing", row.id, row.question)
             elif row.answer is not None and row.entry_id in ids:
                 log.info("FAQ addition %d skipped: entry %r exists (in the FAQ file now?)",
@@ -154,18 +168,29 @@ class FaqLearning:
                 else:
                     phrasings.append((row.entry_id, row.question))
         added = self.index.extend(entries, phrasings)
+        if outside:
+            self.index.outside = (*self.index.outside, *outside)
+            log.info("FAQ additions: %d questions out of scope", len(outside))
         self._prepare()
         if self.safety is not None and entries:
             self.safety.learn_faq([e.answer for e in entries])
         if added:
             log.info("FAQ additions: %d new entries, %d new phrasings", len(entries),
                      len(phrasings))
-        return added
+        return added + len(outside)
 
     def _remove(self, pairs: list[tuple[str, str]]) -> int:
-        removed = self.index.remove(pairs)
+        outside = list(self.index.outside)
+        taken = 0
+        for entry_id, question in pairs:
+            if entry_id == OUT_OF_SCOPE and question in outside:
+                outside.remove(question)
+                taken += 1
+        if taken:
+            self.index.outside = outside
+        removed = self.index.remove([p for p in pairs if p[0] != OUT_OF_SCOPE])
         self._prepare()
-        return removed
+        return removed + taken
 
     def _prepare(self) -> None:
         """Refit the classifier head here, off the event loop, not in the next customer's turn."""
@@ -173,13 +198,16 @@ class FaqLearning:
             self.index.classifier_head()
 
     async def add(self, operator: str, question: str, *, entry_id: str | None = None,
-                  answer: str | None = None, conversation_id: str | None = None,
+                  answer: str | None = None, out_of_scope: bool = False,
+                  conversation_id: str | None = None,
                   message_id: int | None = None) -> Addition:
-        """Store a new phrasing of `entry_id` (answer None) or a new entry (answer set; id made
-        from the question when None) and put it in this process's index before returning.
+        """Store a new phrasing of `entry_id` (answer None), a new entry (answer set; id made
+        from the question when None) or, with `out_of_scope`, a question no entry answers, and
+        put it in this process's index before returning.
 
-        ConflictError if the question is a phrasing already or the new id is taken;
-        NotFoundError if the entry of a phrasing does not exist; ValueError for a bad field.
+        ConflictError if the question is a phrasing already, is out of scope already, or the
+        new id is taken; NotFoundError if the entry of a phrasing does not exist; ValueError for
+        a bad field.
         """
         question = " ".join(question.split())
         if not question:
@@ -187,8 +215,23 @@ class FaqLearning:
         if len(question) > MAX_QUESTION_CHARS:
             raise ValueError(f"question: longer than {MAX_QUESTION_CHARS} characters")
         await self.sync(force=True)  # compare with what other processes added too
-        owner = self._owners().get(question_key(question))
-        if answer is None:
+        key = question_key(question)
+        owner = self._owners().get(key)
+        if key in {question_key(q) for q in self.index.outside}:
+            raise ConflictError(f"{question!r} is marked out of scope already" + (
+                "" if out_of_scope else ": take that back first"))
+        if out_of_scope:
+            if entry_id or answer is not None:
+                raise ValueError("out_of_scope: takes neither entry_id nor answer")
+            if self.index.scoring != "classifier":
+                raise ValueError("out_of_scope: only the classifier scoring learns questions "
+                                 f"no entry answers (retrieval.scoring is "
+                                 f"'{self.index.scoring}')")
+            if owner is not None:
+                raise ConflictError(f"{question!r} is a phrasing of entry {owner!r}: take it "
+                                    "out of that entry first")
+            entry_id = OUT_OF_SCOPE
+        elif answer is None:
             if entry_id is None or entry_id not in self.index.by_id:
                 raise NotFoundError(f"no FAQ entry {entry_id!r}")
             if owner is not None:
@@ -218,7 +261,8 @@ class FaqLearning:
                 row_id = await conn.scalar(insert(FaqAddition).values(**values)
                                            .returning(FaqAddition.id))
                 await conn.execute(insert(OperatorAction).values(
-                    operator=operator, action="faq_entry" if answer is not None else "faq",
+                    operator=operator, action="faq_outside" if out_of_scope else
+                    "faq_entry" if answer is not None else "faq",
                     conversation_id=conversation_id, message_id=message_id, created_at=now))
         except SQLAlchemyError as exc:
             raise self.store.error("store the FAQ addition", exc) from exc
@@ -289,6 +333,8 @@ def additions_yaml(additions: Sequence[Addition]) -> str:
 
     entries: dict[str, dict[str, object]] = {}
     for a in additions:
+        if a.entry_id == OUT_OF_SCOPE:
+            continue  # out_of_scope_lines: they go in the retrieval.out_of_scope file
         item = entries.setdefault(a.entry_id, {"id": a.entry_id, "questions": []})
         questions = item["questions"]
         assert isinstance(questions, list)
@@ -300,3 +346,8 @@ def additions_yaml(additions: Sequence[Addition]) -> str:
             item["note"] = "more phrasings of this existing entry"
     return yaml.safe_dump(list(entries.values()), allow_unicode=True, sort_keys=False,
                           width=96)
+
+
+def out_of_scope_lines(additions: Sequence[Addition]) -> str:
+    """The out-of-scope questions, one per line: the format of a retrieval.out_of_scope file."""
+    return "".join(f"{a.question}\n" for a in additions if a.entry_id == OUT_OF_SCOPE)

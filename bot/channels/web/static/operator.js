@@ -409,6 +409,11 @@
     if (m.role === "operator") {
       tools.appendChild(tool("Add to FAQ", "add-to-faq", function () { openTeach("faq", m); }));
     }
+    if (m.role === "user" && m.text) {
+      tools.appendChild(tool("Not our topic", "not-our-topic", function () {
+        openTeach("outside", m);
+      }));
+    }
     if (tools.firstChild) li.appendChild(tools);
     return li;
   }
@@ -527,20 +532,20 @@
     state.teach = { mode: mode, message: m };
     show(els.teachDone, false);
     show(els.teachForm, true);
-    var faq = mode === "faq";
+    var outside = mode === "outside";
+    var faq = mode === "faq" || outside;
     show(els.teachFaq, faq);
-    els.teachTitle.textContent = faq ? "Add to the FAQ" : "Mark the bot's answer wrong";
+    els.teachTitle.textContent = outside ? "A question we do not answer" :
+      faq ? "Add to the FAQ" : "Mark the bot's answer wrong";
     els.teachAnswerLabel.textContent = faq ? "Answer (for a new entry)" :
       "The right answer (training exports use it instead)";
-    els.teachAnswer.value = faq ? m.text : (m.meta && m.meta.correction ?
+    els.teachAnswer.value = outside ? "" : faq ? m.text : (m.meta && m.meta.correction ?
       m.meta.correction.text : "");
-    els.teachHint.textContent = faq ?
-      "The bot answers this from the next message on, on every channel." :
-      "The customer does not see this; send them a reply to tell them.";
+    els.teachHint.textContent = "The customer does not see this; send them a reply to tell them.";
     if (faq) {
       var context = contextOf(m);
-      els.teachQuestion.value = context.question;
-      els.teachKindPhrasing.checked = true;
+      els.teachQuestion.value = outside ? m.text : context.question;
+      (outside ? els.teachKindOutside : els.teachKindPhrasing).checked = true;
       kindChanged();
       loadEntries(context.entry);
       els.teachQuestion.focus();
@@ -558,8 +563,12 @@
 
   function kindChanged() {
     var entry = els.teachKindEntry.checked;
-    els.teachEntry.disabled = entry;
+    els.teachEntry.disabled = !els.teachKindPhrasing.checked;
     els.teachAnswer.disabled = !entry;
+    els.teachHint.textContent = els.teachKindOutside.checked ?
+      "From the next message on, on every channel, the bot stops answering this and questions " +
+      "like it from the FAQ, and offers a human instead." :
+      "The bot answers this from the next message on, on every channel.";
   }
 
   function loadEntries(preferred) {
@@ -596,7 +605,9 @@
       var question = els.teachQuestion.value.trim();
       if (!question) return teachProblem("Write how customers ask it.", els.teachQuestion);
       var body = { question: question, message_id: teach.message.id };
-      if (els.teachKindEntry.checked) {
+      if (els.teachKindOutside.checked) {
+        body.out_of_scope = true;
+      } else if (els.teachKindEntry.checked) {
         if (!answer) return teachProblem("Write the new entry's answer.", els.teachAnswer);
         body.answer = answer;
       } else {
@@ -620,7 +631,9 @@
       }
       showError("");
       closeTeach();
-      els.teachDone.textContent = done || (result.data.kind === "entry" ?
+      els.teachDone.textContent = done || (result.data.kind === "out_of_scope" ?
+        "Marked as not our topic: the bot no longer answers questions like it from the FAQ." :
+        result.data.kind === "entry" ?
         "New FAQ entry “" + result.data.entry_id + "” added: the bot answers it from now on." :
         "Added as another way to ask “" + result.data.entry_id +
         "”: the bot answers it from now on.");
@@ -664,6 +677,7 @@
     els.teachQuestion = document.getElementById("teach-question");
     els.teachKindPhrasing = document.getElementById("teach-kind-phrasing");
     els.teachKindEntry = document.getElementById("teach-kind-entry");
+    els.teachKindOutside = document.getElementById("teach-kind-outside");
     els.teachEntry = document.getElementById("teach-entry");
     els.teachAnswer = document.getElementById("teach-answer");
     els.teachAnswerLabel = document.getElementById("teach-answer-label");
@@ -684,6 +698,7 @@
     document.getElementById("teach-cancel").addEventListener("click", closeTeach);
     els.teachKindPhrasing.addEventListener("change", kindChanged);
     els.teachKindEntry.addEventListener("change", kindChanged);
+    els.teachKindOutside.addEventListener("change", kindChanged);
     els.replyInput.addEventListener("input", onTyping);
     els.replyInput.addEventListener("keydown", function (event) {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) onReply(event);
