@@ -331,6 +331,8 @@ def test_a_question_marked_not_our_topic_is_no_longer_answered(
              "is a phrasing of entry 'cancel-order'"),
             ({"question": "x", "out_of_scope": True, "entry_id": "cancel-order"}, 422,
              "takes neither entry_id nor answer"),
+            ({"question": "What size wipers does this car take?", "out_of_scope": True}, 409,
+             "one of the out-of-scope questions of retrieval.out_of_scope"),
         ]
         for body, status, detail in refusals:
             refused = client.post("/operator/api/faq", json=body)

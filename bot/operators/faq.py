@@ -218,8 +218,12 @@ class FaqLearning:
         key = question_key(question)
         owner = self._owners().get(key)
         if key in {question_key(q) for q in self.index.outside}:
-            raise ConflictError(f"{question!r} is marked out of scope already" + (
-                "" if out_of_scope else ": take that back first"))
+            if key in {question_key(q) for e, q in self._applied.values() if e == OUT_OF_SCOPE}:
+                raise ConflictError(f"{question!r} is marked out of scope already" + (
+                    "" if out_of_scope else ": take that back first"))
+            raise ConflictError(f"{question!r} is one of the out-of-scope questions of "
+                                "retrieval.out_of_scope" + (
+                                    "" if out_of_scope else ": take it out of them first"))
         if out_of_scope:
             if entry_id or answer is not None:
                 raise ValueError("out_of_scope: takes neither entry_id nor answer")
