@@ -21,9 +21,10 @@ _MIN_CHARS = 40
 # One worked example before the real question: small models (SmolLM2-135M) restate the FAQ far
 # more faithfully with it (mean grounding 0.52 against 0.24 without, on held-out paraphrases).
 EXAMPLE: Prompt = [
-    {"role": "user", "content": "FAQ:\n- You can change the delivery address in \"My orders\" "
-                                "until the order has shipped.\n\nQuestion: I moved, can the "
-                                "parcel go to my new place?"},
+    {"role": "user", "content": "FAQ:\n- Q: Can I change my delivery address?\n  A: You can "
+                                "change the delivery address in \"My orders\" until the order "
+                                "has shipped.\n\nQuestion: I moved, can the parcel go to my "
+                                "new place?"},
     {"role": "assistant", "content": "You can change the delivery address in \"My orders\" as "
                                      "long as the order has not shipped yet."},
 ]
@@ -37,10 +38,12 @@ class PromptTooLong(RetrievalError):
         super().__init__(f"the prompt cannot fit in {budget} tokens")
 
 
-def user_turn(answers: Sequence[str], question: str) -> str:
-    """The final user message: the FAQ facts, then the customer's question."""
-    facts = "\n".join(f"- {a}" for a in answers)
-    return f"FAQ:\n{facts}\n\nQuestion: {question}" if answers else question
+def user_turn(facts: Sequence[tuple[str, str]], question: str) -> str:
+    """The final user message: each FAQ entry as the phrasing that matched the question and its
+    answer, then the customer's question. The phrasing lets a small model judge question against
+    question, which is what retrieval matched on, before it restates the answer."""
+    listed = "\n".join(f"- Q: {q}\n  A: {a}" for q, a in facts)
+    return f"FAQ:\n{listed}\n\nQuestion: {question}" if facts else question
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,9 @@ class BuiltPrompt:
 
 def build_prompt(system: str, entries: Sequence[FaqEntry], history: Sequence[ChatMessage],
                  question: str, count_tokens: Callable[[Prompt], int],
-                 budget: int) -> BuiltPrompt:
-    """Fit the prompt into `budget` tokens.
+                 budget: int, matched: Sequence[str] | None = None) -> BuiltPrompt:
+    """Fit the prompt into `budget` tokens. `matched` gives, per entry, the phrasing retrieval
+    matched (FaqHit.matched_question); without it, each entry's first phrasing is shown.
 
     What gives way first: the oldest history, then the lowest-ranked entries (one always stays),
     then the remaining entry's answer and finally the question are shortened.
@@ -64,9 +68,11 @@ def build_prompt(system: str, entries: Sequence[FaqEntry], history: Sequence[Cha
     entries = list(entries)
     history = list(history)
     answers = {e.id: e.answer for e in entries}
+    shown = {e.id: (matched[i] if matched is not None else e.questions[0])
+             for i, e in enumerate(entries)}
 
     def compose() -> Prompt:
-        final = user_turn([answers[e.id] for e in entries], question)
+        final = user_turn([(shown[e.id], answers[e.id]) for e in entries], question)
         return [{"role": "system", "content": system}, *EXAMPLE, *history,
                 {"role": "user", "content": final}]
 

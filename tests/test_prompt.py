@@ -28,10 +28,25 @@ def test_everything_fits_in_a_large_budget(count) -> None:  # type: ignore[no-un
     assert roles[0] == "system" and built.messages[1:3] == EXAMPLE
     assert built.messages[3:-1] == HISTORY
     final = built.messages[-1]["content"]
-    assert final.startswith("FAQ:\n- Answer number 0.") and final.endswith("Question: Where is it?")
+    assert final.startswith("FAQ:\n- Q: question 0?\n  A: Answer number 0.")
+    assert final.endswith("Question: Where is it?")
     assert built.entry_ids == ["e0", "e1", "e2"] and built.history_messages == 6
     assert built.tokens == count(built.messages)
     assert "Kes" in built.messages[0]["content"], "persona fields are filled in"
+
+
+def test_each_entry_is_shown_with_the_phrasing_that_matched(count) -> None:  # type: ignore[no-untyped-def]
+    entries = [FaqEntry("pw", ("How do I reset my password?", "forgot my password"),
+                        "Click Forgot password."),
+               FaqEntry("ship", ("Where is my order?", "track my parcel"), "See My orders.")]
+    built = build_prompt(PersonaSettings(), entries, [], "lost my pw", count, 10_000,
+                         ["forgot my password", "track my parcel"])
+    assert built.messages[-1]["content"] == (
+        "FAQ:\n- Q: forgot my password\n  A: Click Forgot password.\n"
+        "- Q: track my parcel\n  A: See My orders.\n\nQuestion: lost my pw")
+    first = build_prompt(PersonaSettings(), entries, [], "lost my pw", count, 10_000)
+    assert "- Q: How do I reset my password?\n" in first.messages[-1]["content"], \
+        "without matched phrasings, each entry's first phrasing"
 
 
 def test_oldest_history_goes_first_then_entries(count) -> None:  # type: ignore[no-untyped-def]

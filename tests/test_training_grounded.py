@@ -43,10 +43,16 @@ def test_each_held_out_phrasing_gets_the_bots_prompt_and_the_right_target(
         assert [t.train for t in conversation.turns] == [False] * len(prompt) + [True]
         messages = [{"role": t.role, "content": t.content} for t in prompt]
         assert messages[1:3] == EXAMPLE
-        # Exactly what the bot builds for the same retrieved entries (the same function).
+        # Exactly what the bot builds for the same retrieved entries and matched phrasings
+        # (the same function).
         shown = [by_id[line] for line in _entry_ids(messages[-1]["content"], sample_entries)]
+        matched = _matched(messages[-1]["content"])
         assert 1 <= len(shown) <= prompt_entries
-        assert messages == bot_prompt(persona, shown, [], question, chars, 2000).messages
+        assert messages == bot_prompt(persona, shown, [], question, chars, 2000,
+                                      matched).messages
+        for shown_entry, phrasing in zip(shown, matched, strict=True):
+            assert phrasing in shown_entry.questions and phrasing != question, \
+                "each entry is shown with one of its other phrasings, never the held-out one"
         if entry in shown:
             assert target.content == entry.answer
         else:
@@ -55,9 +61,17 @@ def test_each_held_out_phrasing_gets_the_bots_prompt_and_the_right_target(
     assert len(seen) == len(made), "one example per phrasing"
 
 
+def _facts(final: str) -> list[str]:
+    return final.split("\n\nQuestion: ")[0].removeprefix("FAQ:\n").split("\n")
+
+
 def _entry_ids(final: str, entries: list[FaqEntry]) -> list[str]:
-    facts = final.split("\n\nQuestion: ")[0].removeprefix("FAQ:\n").split("\n")
-    return [next(e.id for e in entries if f"- {e.answer}" == fact) for fact in facts]
+    answers = [f.removeprefix("  A: ") for f in _facts(final) if f.startswith("  A: ")]
+    return [next(e.id for e in entries if e.answer == a) for a in answers]
+
+
+def _matched(final: str) -> list[str]:
+    return [f.removeprefix("- Q: ") for f in _facts(final) if f.startswith("- Q: ")]
 
 
 def test_the_held_out_phrasing_is_not_in_the_index_it_is_searched_in(
@@ -108,3 +122,20 @@ def test_rotations_move_the_right_entry_and_negatives_leave_it_out(
         for variant_id, ids, target in variants:
             if variant_id.endswith("#without"):
                 assert right.id not in ids and target == "I am not sure."
+
+
+def test_negatives_use_the_best_wrong_entries_even_below_the_suggest_threshold(
+        minilm: SentenceTransformerEmbedder, sample_entries: list[FaqEntry]) -> None:
+    """A classifier's softmax rarely puts a second entry above the suggest threshold; the
+    negatives still show the model the nearest entry that does not answer the question."""
+    config = GroundedConfig(system="s", fallback="I am not sure.", budget=4000,
+                            scoring="classifier", prompt_entries=1, negatives=True)
+    stats = GroundedStats()
+    made = grounded_conversations(sample_entries, minilm, config, chars, stats)
+    assert stats.negative == stats.answer, "every answered phrasing has its negative"
+    without = [c for c in made if c.id.endswith("#without")]
+    assert len(without) == stats.negative
+    for c in without:
+        right = c.split_key.split(":")[1]
+        assert right not in _entry_ids(c.turns[-2].content, sample_entries)
+        assert c.turns[-1].content == "I am not sure."

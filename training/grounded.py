@@ -95,7 +95,9 @@ def grounded_conversations(entries: Sequence[FaqEntry], embedder: Embedder,
             index.outside = config.outside
         results = index.search_many([q for _, q in held], config.top_k)
         for (entry, question), hits in zip(held, results, strict=True):
-            ranked = [h.entry for h in hits if h.score >= config.suggest_threshold]
+            kept_hits = [h for h in hits if h.score >= config.suggest_threshold]
+            ranked = [h.entry for h in kept_hits]
+            matched = {h.entry.id: h.matched_question for h in hits}
             if not ranked:
                 stats.not_asked += 1
                 continue
@@ -105,7 +107,7 @@ def grounded_conversations(entries: Sequence[FaqEntry], embedder: Embedder,
             if entry.id not in ids:
                 stats.fallback += 1
                 conversations.append(example(name, shown, question, config.fallback, config,
-                                             count_tokens))
+                                             count_tokens, matched))
                 continue
             stats.answer += 1
             right = shown[ids.index(entry.id)]
@@ -117,21 +119,26 @@ def grounded_conversations(entries: Sequence[FaqEntry], embedder: Embedder,
                 order = [*others[:place], right, *others[place:]]
                 stats.rotated += variant > 0
                 conversations.append(example(name, order, question, entry.answer, config,
-                                             count_tokens, f"#{variant}" if variant else ""))
-            wrong = [e for e in ranked if e.id != entry.id][:config.prompt_entries]
+                                             count_tokens, matched,
+                                             f"#{variant}" if variant else ""))
+            # The hardest negatives: the best-scored other entries, above the suggest
+            # threshold or not (a classifier's softmax rarely puts a second entry above it).
+            wrong = [h.entry for h in hits if h.entry.id != entry.id][:config.prompt_entries]
             if config.negatives and wrong:
                 stats.negative += 1
                 conversations.append(example(name, wrong, question, config.fallback, config,
-                                             count_tokens, "#without"))
+                                             count_tokens, matched, "#without"))
     return conversations
 
 
 def example(name: str, entries: list[FaqEntry], question: str, target: str,
             config: GroundedConfig, count_tokens: Callable[[Prompt], int],
-            variant: str = "") -> Conversation:
-    """The bot's prompt for `question` with these entries, then the target as the reply.
-    Variants of one phrasing share a group, so the train / eval split keeps them together."""
-    built = build_prompt(config.system, entries, [], question, count_tokens, config.budget)
+            matched: dict[str, str], variant: str = "") -> Conversation:
+    """The bot's prompt for `question` with these entries (each shown with the phrasing that
+    matched it, as the bot shows them), then the target as the reply. Variants of one phrasing
+    share a group, so the train / eval split keeps them together."""
+    built = build_prompt(config.system, entries, [], question, count_tokens, config.budget,
+                         [matched[e.id] for e in entries])
     turns = [Turn(m["role"], m["content"], train=False)  # type: ignore[arg-type]
              for m in built.messages]
     return Conversation(name + variant, (*turns, Turn("assistant", target)), source=name,

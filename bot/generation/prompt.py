@@ -19,11 +19,12 @@ __all__ = ["EXAMPLE", "BuiltPrompt", "build_prompt", "user_turn"]
 
 def build_prompt(persona: PersonaSettings, entries: Sequence[FaqEntry],
                  history: Sequence[ChatMessage], question: str,
-                 count_tokens: Callable[[Prompt], int], budget: int) -> BuiltPrompt:
+                 count_tokens: Callable[[Prompt], int], budget: int,
+                 matched: Sequence[str] | None = None) -> BuiltPrompt:
     """The shared format with the persona's rendered system prompt; too long -> GenerationError."""
     try:
         return _build(persona.render(persona.system_prompt), entries, history, question,
-                      count_tokens, budget)
+                      count_tokens, budget, matched)
     except PromptTooLong as error:
         raise GenerationError(
             f"{error}; raise model.context_tokens or lower "
