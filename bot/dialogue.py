@@ -477,7 +477,8 @@ class DialogueManager:
         prompt = build_prompt(self.persona, [h.entry for h in sources], chat, text,
                               generator.count_tokens,
                               generator.context_tokens - params.max_new_tokens,
-                              [h.matched_question for h in sources])
+                              [h.matched_question for h in sources]
+                              if self.dialogue.prompt_phrasings else None)
         used = [h for h in sources if h.entry.id in prompt.entry_ids]
         entries = [h.entry for h in used]
         turn.decision = Decision.GENERATE

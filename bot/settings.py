@@ -312,6 +312,12 @@ class DialogueSettings(_Section):
         "adapter: the untuned bundled model gets 9 of 167 such answers right (bench/README.md).")
     prompt_entries: int = Field(1, ge=1, le=10, description="Retrieved FAQ entries put in the "
                                 "prompt (more helps larger models; the 135M one mixes them up).")
+    prompt_phrasings: bool = Field(True, description="Show each entry in the prompt as the "
+                                   "phrasing retrieval matched and its answer (Q: / A:), not the "
+                                   "answer alone. An adapter must be served with the format it "
+                                   "was trained with (supportbot train reads this too): the FAQ "
+                                   "adapter sends 27 of 40 middle-band answers with phrasings, "
+                                   "15 without; the untuned model 0 and 3 (bench/README.md).")
     history_turns: int = Field(4, ge=0, le=50,
                                description="Recent messages given to the model and to retrieval.")
     min_grounding: float = Field(0.725, ge=0.0, le=1.0, description="A generated sentence "

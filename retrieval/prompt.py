@@ -20,13 +20,21 @@ _SHRINK = 0.8  # texts are cut to 80% per step when even the smallest prompt is 
 _MIN_CHARS = 40
 # One worked example before the real question: small models (SmolLM2-135M) restate the FAQ far
 # more faithfully with it (mean grounding 0.52 against 0.24 without, on held-out paraphrases).
+_EXAMPLE_ANSWER = ("You can change the delivery address in \"My orders\" as long as the "
+                   "order has not shipped yet.")
 EXAMPLE: Prompt = [
+    {"role": "user", "content": "FAQ:\n- You can change the delivery address in \"My orders\" "
+                                "until the order has shipped.\n\nQuestion: I moved, can the "
+                                "parcel go to my new place?"},
+    {"role": "assistant", "content": _EXAMPLE_ANSWER},
+]
+# The same example where entries are shown with the phrasing that matched (matched=...).
+EXAMPLE_MATCHED: Prompt = [
     {"role": "user", "content": "FAQ:\n- Q: Can I change my delivery address?\n  A: You can "
                                 "change the delivery address in \"My orders\" until the order "
                                 "has shipped.\n\nQuestion: I moved, can the parcel go to my "
                                 "new place?"},
-    {"role": "assistant", "content": "You can change the delivery address in \"My orders\" as "
-                                     "long as the order has not shipped yet."},
+    {"role": "assistant", "content": _EXAMPLE_ANSWER},
 ]
 
 
@@ -38,11 +46,11 @@ class PromptTooLong(RetrievalError):
         super().__init__(f"the prompt cannot fit in {budget} tokens")
 
 
-def user_turn(facts: Sequence[tuple[str, str]], question: str) -> str:
-    """The final user message: each FAQ entry as the phrasing that matched the question and its
-    answer, then the customer's question. The phrasing lets a small model judge question against
-    question, which is what retrieval matched on, before it restates the answer."""
-    listed = "\n".join(f"- Q: {q}\n  A: {a}" for q, a in facts)
+def user_turn(facts: Sequence[tuple[str | None, str]], question: str) -> str:
+    """The final user message: the FAQ entries, then the customer's question. Each entry is its
+    answer, or with a phrasing the phrasing that matched the question and its answer: that lets
+    a small model judge question against question, which is what retrieval matched on."""
+    listed = "\n".join(f"- {a}" if q is None else f"- Q: {q}\n  A: {a}" for q, a in facts)
     return f"FAQ:\n{listed}\n\nQuestion: {question}" if facts else question
 
 
@@ -60,7 +68,8 @@ def build_prompt(system: str, entries: Sequence[FaqEntry], history: Sequence[Cha
                  question: str, count_tokens: Callable[[Prompt], int],
                  budget: int, matched: Sequence[str] | None = None) -> BuiltPrompt:
     """Fit the prompt into `budget` tokens. `matched` gives, per entry, the phrasing retrieval
-    matched (FaqHit.matched_question); without it, each entry's first phrasing is shown.
+    matched (FaqHit.matched_question), shown with its answer; without it, answers alone
+    (dialogue.prompt_phrasings).
 
     What gives way first: the oldest history, then the lowest-ranked entries (one always stays),
     then the remaining entry's answer and finally the question are shortened.
@@ -68,12 +77,12 @@ def build_prompt(system: str, entries: Sequence[FaqEntry], history: Sequence[Cha
     entries = list(entries)
     history = list(history)
     answers = {e.id: e.answer for e in entries}
-    shown = {e.id: (matched[i] if matched is not None else e.questions[0])
-             for i, e in enumerate(entries)}
+    shown = {} if matched is None else {e.id: matched[i] for i, e in enumerate(entries)}
+    example = EXAMPLE if matched is None else EXAMPLE_MATCHED
 
     def compose() -> Prompt:
-        final = user_turn([(shown[e.id], answers[e.id]) for e in entries], question)
-        return [{"role": "system", "content": system}, *EXAMPLE, *history,
+        final = user_turn([(shown.get(e.id), answers[e.id]) for e in entries], question)
+        return [{"role": "system", "content": system}, *example, *history,
                 {"role": "user", "content": final}]
 
     prompt = compose()

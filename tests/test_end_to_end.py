@@ -22,6 +22,9 @@ async def test_conversation_on_the_bundled_models(config_file: Path) -> None:
     # answer passes the check at 0.6 but not at the default 0.725 ("swap" is not in the FAQ).
     settings.dialogue.middle = "generate"
     settings.dialogue.min_grounding = 0.6
+    # The untuned model does better with answers alone than with the matched phrasings (3 of 40
+    # middle-band answers sent against 0, bench/README.md): the format an adapter is not needed for.
+    settings.dialogue.prompt_phrasings = False
     index, _ = open_index(settings)
     runtime = await open_runtime(settings, index)
     manager = runtime.manager

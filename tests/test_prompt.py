@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import GenerationError
-from bot.generation.prompt import EXAMPLE, build_prompt
+from bot.generation.prompt import EXAMPLE, EXAMPLE_MATCHED, build_prompt
 from bot.generation.transformers_generator import TransformersGenerator
 from bot.settings import PersonaSettings
 from retrieval.corpus import FaqEntry
@@ -28,8 +28,7 @@ def test_everything_fits_in_a_large_budget(count) -> None:  # type: ignore[no-un
     assert roles[0] == "system" and built.messages[1:3] == EXAMPLE
     assert built.messages[3:-1] == HISTORY
     final = built.messages[-1]["content"]
-    assert final.startswith("FAQ:\n- Q: question 0?\n  A: Answer number 0.")
-    assert final.endswith("Question: Where is it?")
+    assert final.startswith("FAQ:\n- Answer number 0.") and final.endswith("Question: Where is it?")
     assert built.entry_ids == ["e0", "e1", "e2"] and built.history_messages == 6
     assert built.tokens == count(built.messages)
     assert "Kes" in built.messages[0]["content"], "persona fields are filled in"
@@ -44,9 +43,12 @@ def test_each_entry_is_shown_with_the_phrasing_that_matched(count) -> None:  # t
     assert built.messages[-1]["content"] == (
         "FAQ:\n- Q: forgot my password\n  A: Click Forgot password.\n"
         "- Q: track my parcel\n  A: See My orders.\n\nQuestion: lost my pw")
-    first = build_prompt(PersonaSettings(), entries, [], "lost my pw", count, 10_000)
-    assert "- Q: How do I reset my password?\n" in first.messages[-1]["content"], \
-        "without matched phrasings, each entry's first phrasing"
+    assert built.messages[1:3] == EXAMPLE_MATCHED, "the worked example in the same format"
+    alone = build_prompt(PersonaSettings(), entries, [], "lost my pw", count, 10_000)
+    assert alone.messages[-1]["content"] == (
+        "FAQ:\n- Click Forgot password.\n- See My orders.\n\nQuestion: lost my pw"), \
+        "without matched phrasings (dialogue.prompt_phrasings: false), answers alone"
+    assert alone.messages[1:3] == EXAMPLE
 
 
 def test_oldest_history_goes_first_then_entries(count) -> None:  # type: ignore[no-untyped-def]

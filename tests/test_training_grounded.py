@@ -9,7 +9,7 @@ from bot.settings import Settings
 from retrieval.corpus import FaqEntry
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.index import FaqIndex
-from retrieval.prompt import EXAMPLE, Prompt
+from retrieval.prompt import EXAMPLE, EXAMPLE_MATCHED, Prompt
 from training.errors import ConfigError
 from training.grounded import GroundedConfig, GroundedStats, grounded_conversations
 
@@ -42,7 +42,7 @@ def test_each_held_out_phrasing_gets_the_bots_prompt_and_the_right_target(
         *prompt, target = conversation.turns
         assert [t.train for t in conversation.turns] == [False] * len(prompt) + [True]
         messages = [{"role": t.role, "content": t.content} for t in prompt]
-        assert messages[1:3] == EXAMPLE
+        assert messages[1:3] == EXAMPLE_MATCHED
         # Exactly what the bot builds for the same retrieved entries and matched phrasings
         # (the same function).
         shown = [by_id[line] for line in _entry_ids(messages[-1]["content"], sample_entries)]
@@ -59,6 +59,20 @@ def test_each_held_out_phrasing_gets_the_bots_prompt_and_the_right_target(
             assert target.content == config.fallback
         seen.add(conversation.id)
     assert len(seen) == len(made), "one example per phrasing"
+
+
+def test_without_phrasings_the_prompt_has_answers_alone(
+        minilm: SentenceTransformerEmbedder, sample_entries: list[FaqEntry]) -> None:
+    """dialogue.prompt_phrasings: false, for adapters trained before phrasings were shown."""
+    config = GroundedConfig(system="s", fallback="I am not sure.", budget=4000, phrasings=False)
+    made = grounded_conversations(sample_entries[:12], minilm, config, chars)
+    assert made
+    by_answer = {e.answer for e in sample_entries}
+    for conversation in made:
+        messages = [{"role": t.role, "content": t.content} for t in conversation.turns[:-1]]
+        assert messages[1:3] == EXAMPLE
+        assert all(fact.removeprefix("- ") in by_answer
+                   for fact in _facts(messages[-1]["content"]))
 
 
 def _facts(final: str) -> list[str]:

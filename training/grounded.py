@@ -40,6 +40,7 @@ class GroundedConfig:
     outside: tuple[str, ...] = field(default=(), metadata={
         "help": "The classifier's out-of-scope questions (retrieval.out_of_scope)."})
     prompt_entries: int = field(default=1, metadata={"help": "dialogue.prompt_entries"})
+    phrasings: bool = field(default=True, metadata={"help": "dialogue.prompt_phrasings"})
     folds: int = field(default=4, metadata={"help": "Phrasing folds held out in turn."})
     rotations: int = field(default=1, metadata={
         "help": "Examples per phrasing with the right entry at different places in the prompt "
@@ -138,7 +139,7 @@ def example(name: str, entries: list[FaqEntry], question: str, target: str,
     matched it, as the bot shows them), then the target as the reply. Variants of one phrasing
     share a group, so the train / eval split keeps them together."""
     built = build_prompt(config.system, entries, [], question, count_tokens, config.budget,
-                         [matched[e.id] for e in entries])
+                         [matched[e.id] for e in entries] if config.phrasings else None)
     turns = [Turn(m["role"], m["content"], train=False)  # type: ignore[arg-type]
              for m in built.messages]
     return Conversation(name + variant, (*turns, Turn("assistant", target)), source=name,

@@ -11,10 +11,10 @@ from bot.errors import GenerationError
 from bot.generation.base import ChatMessage, Prompt
 from bot.settings import PersonaSettings
 from retrieval.corpus import FaqEntry
-from retrieval.prompt import EXAMPLE, BuiltPrompt, PromptTooLong, user_turn
+from retrieval.prompt import EXAMPLE, EXAMPLE_MATCHED, BuiltPrompt, PromptTooLong, user_turn
 from retrieval.prompt import build_prompt as _build
 
-__all__ = ["EXAMPLE", "BuiltPrompt", "build_prompt", "user_turn"]
+__all__ = ["EXAMPLE", "EXAMPLE_MATCHED", "BuiltPrompt", "build_prompt", "user_turn"]
 
 
 def build_prompt(persona: PersonaSettings, entries: Sequence[FaqEntry],
