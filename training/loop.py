@@ -71,8 +71,14 @@ def train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_row
         torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                       rank=dist.rank, world_size=dist.world_size)
     try:
-        return _train(config, Path(base_model), train_rows, eval_rows, Path(out_dir), resume,
-                      pad_id, progress and dist.main, dist, device)
+        metrics = _train(config, Path(base_model), train_rows, eval_rows, Path(out_dir), resume,
+                         pad_id, progress and dist.main, dist, device)
+        if own_group:
+            # Every rank done with its collectives before any tears the group down: a rank that
+            # destroyed it while the other's gloo work was in flight aborted ("terminate called
+            # without an active exception") once in CI.
+            torch_dist.barrier()
+        return metrics
     finally:
         if own_group:
             torch_dist.destroy_process_group()
