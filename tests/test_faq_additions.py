@@ -5,15 +5,16 @@ the customer's next message."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from bot.channels.web import create_app
 from bot.cli import app as cli_app
@@ -120,6 +121,24 @@ def test_ids_and_question_keys() -> None:
     assert entry_id_for("Can I pay with Bitcoin?", {"can-i-pay-with-bitcoin": 1}) == \
         "can-i-pay-with-bitcoin-2"
     assert entry_id_for("???", {}) == "entry"
+
+
+@contextlib.asynccontextmanager
+async def _store(settings: Settings) -> AsyncIterator[ConversationStore]:
+    store = ConversationStore(settings.storage.database_url)
+    await store.init()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _operator_faq(settings: Settings, tmp_path: Path, *options: str) -> Result:
+    """`supportbot operator faq OPTIONS` on the test's database."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"storage:\n  database_url: {settings.storage.database_url}\n",
+                      encoding="utf-8")
+    return CliRunner().invoke(cli_app, ["--config", str(config), "operator", "faq", *options])
 
 
 @pytest.fixture
@@ -229,9 +248,7 @@ def test_a_new_entry_from_an_operator_answer_and_taking_it_back(client: TestClie
 def test_every_process_picks_up_additions_and_restarts_keep_them(
         settings: Settings, index: FaqIndex, sample_index: FaqIndex) -> None:
     async def scenario() -> None:
-        store = ConversationStore(settings.storage.database_url)
-        await store.init()
-        try:
+        async with _store(settings) as store:
             mine = FaqLearning(store, index, sync_seconds=0.0)
             other = FaqLearning(store, sample_index.copy(), sync_seconds=3600.0)
             await other.sync(force=True)
@@ -248,8 +265,6 @@ def test_every_process_picks_up_additions_and_restarts_keep_them(
             for learning in (mine, other):
                 assert learning.index.search(ODD)[0].score < 0.9
             assert "stuck in the pay" in additions_yaml(await mine.additions(True))
-        finally:
-            await store.close()
 
     asyncio.run(scenario())
     assert sample_index.size == 216 and np.isfinite(sample_index.search(ODD)[0].score)
@@ -265,20 +280,13 @@ def test_the_routes_need_a_session(client: TestClient) -> None:
 def test_operator_faq_prints_the_additions_as_faq_yaml(tmp_path: Path, settings: Settings,
                                                        index: FaqIndex) -> None:
     async def teach() -> None:
-        store = ConversationStore(settings.storage.database_url)
-        await store.init()
-        try:
+        async with _store(settings) as store:
             learning = FaqLearning(store, index)
             await learning.add("anna", "Do you sell bells?", answer="Yes, in the Parts shop.")
             await learning.add("anna", ODD, entry_id="payment-failed")
-        finally:
-            await store.close()
 
     asyncio.run(teach())
-    config = tmp_path / "c.yaml"
-    config.write_text(f"storage:\n  database_url: {settings.storage.database_url}\n",
-                      encoding="utf-8")
-    result = CliRunner().invoke(cli_app, ["--config", str(config), "operator", "faq"])
+    result = _operator_faq(settings, tmp_path)
     assert result.exit_code == 0, result.output
     import yaml
 
@@ -361,9 +369,7 @@ def test_not_our_topic_needs_the_classifier_scoring(client: TestClient) -> None:
 def test_every_process_learns_the_out_of_scope_questions(
         settings: Settings, sample_index: FaqIndex, tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = ConversationStore(settings.storage.database_url)
-        await store.init()
-        try:
+        async with _store(settings) as store:
             mine = FaqLearning(store, configure_index(sample_index.copy(), settings))
             other = FaqLearning(store, configure_index(sample_index.copy(), settings),
                                 sync_seconds=3600.0)
@@ -374,30 +380,21 @@ def test_every_process_learns_the_out_of_scope_questions(
             assert await other.sync(force=True) == 1
             lowered = other.index.search(NOT_OURS)[0].score
             assert lowered < score - 0.2, (score, lowered)
-            await learning_removes(mine, other, added.id)
+            await mine.remove(added.id, "anna")
+            await other.sync(force=True)
+            for learning in (mine, other):
+                assert NOT_OURS not in learning.index.outside
+                assert len(learning.index.outside) == 100
             assert other.index.search(NOT_OURS)[0].score == pytest.approx(score, abs=1e-4)
             await mine.add("anna", "Do you sell bells?", answer="Yes, in the Parts shop.")
             await mine.add("anna", "are you open on sundays", out_of_scope=True)
-        finally:
-            await store.close()
-
-    async def learning_removes(mine: FaqLearning, other: FaqLearning, addition: int) -> None:
-        await mine.remove(addition, "anna")
-        await other.sync(force=True)
-        for learning in (mine, other):
-            assert NOT_OURS not in learning.index.outside and len(learning.index.outside) == 100
 
     asyncio.run(scenario())
-    config = tmp_path / "c.yaml"
-    config.write_text(f"storage:\n  database_url: {settings.storage.database_url}\n",
-                      encoding="utf-8")
-    runner = CliRunner()
-    lines = runner.invoke(cli_app, ["--config", str(config), "operator", "faq",
-                                    "--out-of-scope"])
+    lines = _operator_faq(settings, tmp_path, "--out-of-scope")
     assert (lines.exit_code, lines.stdout) == (0, "are you open on sundays\n"), lines.output
     import yaml
 
-    faq = runner.invoke(cli_app, ["--config", str(config), "operator", "faq"])
+    faq = _operator_faq(settings, tmp_path)
     assert faq.exit_code == 0, faq.output
     assert yaml.safe_load(faq.stdout) == [{"id": "do-you-sell-bells",
                                            "questions": ["Do you sell bells?"],

@@ -72,6 +72,28 @@ def _sign_in(page: Page, name: str) -> None:
     expect(page.get_by_test_id("sign-in")).to_be_hidden()
 
 
+def _chat(page: Page, server: LiveServer) -> None:
+    """The customer's chat page, connected."""
+    page.goto(server.url + "/")
+    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "online")
+
+
+def _hand_off(page: Page) -> str:
+    """The customer asks for a human; the conversation's id once the handoff banner shows."""
+    _ask(page, HUMAN)
+    expect(page.get_by_test_id("handoff-banner")).to_be_visible()
+    return str(page.evaluate(
+        "JSON.parse(localStorage.getItem('supportbot.conversation')).conversation_id"))
+
+
+def _claim(page: Page, server: LiveServer, name: str, conversation_id: str) -> None:
+    """`name` signs in on the operator page and claims the waiting conversation."""
+    page.goto(server.url + "/operator")
+    _sign_in(page, name)
+    _item(page, "waiting", conversation_id).click()
+    page.get_by_role("button", name="Claim").click()
+
+
 def _item(page: Page, which: str, conversation_id: str) -> Locator:
     return page.get_by_test_id(f"{which}-list").locator(
         f"[data-conversation-id='{conversation_id}']")
@@ -108,16 +130,11 @@ def test_operator_claims_replies_and_releases(
     with new_page(browser) as customer, new_page(browser) as operator, \
             new_page(browser) as other:
         # The customer asks for a human.
-        customer.goto(server.url + "/")
-        expect(customer.get_by_test_id("connection-status")).to_have_attribute(
-            "data-state", "online")
-        _ask(customer, HUMAN)
+        _chat(customer, server)
+        conversation_id = _hand_off(customer)
         expect(customer.get_by_test_id("bot-message")).to_have_count(1)
         expect(customer.get_by_test_id("bot-message")).to_have_attribute(
             "data-decision", "handoff")
-        expect(customer.get_by_test_id("handoff-banner")).to_be_visible()
-        conversation_id = customer.evaluate(
-            "JSON.parse(localStorage.getItem('supportbot.conversation')).conversation_id")
         customer.evaluate("window.__notReloaded = true")
 
         # Ben opens it first, with his page's timers frozen (no refresh): he will be late.
@@ -232,22 +249,14 @@ ODD = "my plastic rectangle got stuck in the pay thingy"
 def test_operator_teaches_the_faq_and_corrects_the_bot(
         server: LiveServer, browser: Browser, shots: Shots) -> None:
     with new_page(browser) as customer, new_page(browser) as operator:
-        customer.goto(server.url + "/")
-        expect(customer.get_by_test_id("connection-status")).to_have_attribute(
-            "data-state", "online")
+        _chat(customer, server)
         _ask(customer, ODD)  # nothing in the FAQ is near: no direct answer
         first = customer.get_by_test_id("bot-message")
         expect(first).to_have_count(1)
         expect(first).not_to_have_attribute("data-decision", "answer")
-        _ask(customer, HUMAN)
-        expect(customer.get_by_test_id("handoff-banner")).to_be_visible()
-        conversation_id = customer.evaluate(
-            "JSON.parse(localStorage.getItem('supportbot.conversation')).conversation_id")
+        conversation_id = _hand_off(customer)
 
-        operator.goto(server.url + "/operator")
-        _sign_in(operator, "anna")
-        _item(operator, "waiting", conversation_id).click()
-        operator.get_by_role("button", name="Claim").click()
+        _claim(operator, server, "anna", conversation_id)
         reply_box = operator.get_by_label("Reply to the customer")
         expect(reply_box).to_be_enabled()
         reply_box.fill("That is a failed card payment: check the card's expiry date.")
@@ -305,22 +314,14 @@ def test_operator_marks_a_question_not_our_topic(
     and the bot stops answering it from the FAQ."""
     not_ours = "cancel my mobile phone contract"
     with new_page(browser) as customer, new_page(browser) as operator:
-        customer.goto(server.url + "/")
-        expect(customer.get_by_test_id("connection-status")).to_have_attribute(
-            "data-state", "online")
+        _chat(customer, server)
         _ask(customer, not_ours)
         wrong = customer.get_by_test_id("bot-message")
         expect(wrong).to_have_count(1)
         expect(wrong).to_have_attribute("data-decision", "answer")  # the cancel-order answer
-        _ask(customer, HUMAN)
-        expect(customer.get_by_test_id("handoff-banner")).to_be_visible()
-        conversation_id = customer.evaluate(
-            "JSON.parse(localStorage.getItem('supportbot.conversation')).conversation_id")
+        conversation_id = _hand_off(customer)
 
-        operator.goto(server.url + "/operator")
-        _sign_in(operator, "ben")
-        _item(operator, "waiting", conversation_id).click()
-        operator.get_by_role("button", name="Claim").click()
+        _claim(operator, server, "ben", conversation_id)
         history = operator.get_by_test_id("history")
         expect(history.get_by_test_id("customer-message")).to_have_count(2)
         history.get_by_test_id("customer-message").first.get_by_test_id("not-our-topic").click()
