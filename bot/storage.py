@@ -606,8 +606,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """Every SQLite connection: WAL (readers do not block the writer), a busy timeout (writers
     wait for each other instead of failing) and enforced foreign keys."""
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # The timeout first: switching a new file to WAL needs the lock another starting process
+    # may hold, and without it that waited 5 s at most (one of four workers failed once in CI).
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
