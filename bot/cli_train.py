@@ -81,6 +81,7 @@ def _grounded(settings: Settings, base_model: Path, seed: int) -> list[Conversat
         top_k=settings.retrieval.top_k, suggest_threshold=settings.retrieval.suggest_threshold,
         scoring=settings.retrieval.scoring, outside=tuple(outside_questions(settings)),
         prompt_entries=settings.dialogue.prompt_entries,
+        prompt_floor=settings.dialogue.prompt_floor,
         phrasings=settings.dialogue.prompt_phrasings,
         # The right entry at every place the prompt has, and each question once without it:
         # the model learns to pick the entry that answers, or to say it does not know.

@@ -38,6 +38,7 @@ from bot.types import (
 from retrieval.bands import Band, BandDecision, decide, suggestions
 from retrieval.corpus import FaqEntry
 from retrieval.index import FaqHit, FaqIndex
+from retrieval.prompt import prompt_places
 
 log = logging.getLogger(__name__)
 
@@ -469,8 +470,9 @@ class DialogueManager:
         generator = await loop.run_in_executor(None, lambda: self.generator)
         assert generator is not None
         params = self.generation
-        sources = [h for h in hits if h.score >= self.retrieval.suggest_threshold]
-        sources = sources[:self.dialogue.prompt_entries]
+        sources = [hits[i] for i in prompt_places(
+            [h.score for h in hits], self.retrieval.suggest_threshold, self.dialogue.prompt_floor,
+            self.dialogue.prompt_entries)]
         chat: list[ChatMessage] = [
             {"role": "user" if m.role == "user" else "assistant", "content": m.text}
             for m in history]

@@ -146,7 +146,7 @@ def settings_used(settings: Settings) -> dict[str, Any]:
             "suggest_threshold": r.suggest_threshold,
             "max_suggestions": r.max_suggestions, "top_k": r.top_k, "embedder": r.embedder,
             "scoring": r.scoring,
-            "middle": d.middle, "prompt_entries": d.prompt_entries,
+            "middle": d.middle, "prompt_entries": d.prompt_entries, "prompt_floor": d.prompt_floor,
             "min_grounding": d.min_grounding, "release": d.release,
             "model": m.base_model, "adapter": str(m.adapter) if m.adapter else None,
             "candidates": m.generation.n, "temperature": m.generation.temperature,

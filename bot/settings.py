@@ -312,6 +312,14 @@ class DialogueSettings(_Section):
         "adapter: the untuned bundled model gets 9 of 167 such answers right (bench/README.md).")
     prompt_entries: int = Field(1, ge=1, le=10, description="Retrieved FAQ entries put in the "
                                 "prompt (more helps larger models; the 135M one mixes them up).")
+    prompt_floor: float | None = Field(None, ge=-1.0, le=1.0, description="The score an entry "
+                                       "after the first needs to be in the prompt (the first "
+                                       "needs retrieval.suggest_threshold); empty: the suggest "
+                                       "threshold too. Lower lets the model compare the first "
+                                       "entry with a runner-up that may be the right one; the "
+                                       "bundled 135M model then picks the wrong one more often "
+                                       "(20 sent / 6 wrong at 0.2 against 27 / 2, "
+                                       "bench/README.md).")
     prompt_phrasings: bool = Field(True, description="Show each entry in the prompt as the "
                                    "phrasing retrieval matched and its answer (Q: / A:), not the "
                                    "answer alone. An adapter must be served with the format it "

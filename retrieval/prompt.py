@@ -54,6 +54,19 @@ def user_turn(facts: Sequence[tuple[str | None, str]], question: str) -> str:
     return f"FAQ:\n{listed}\n\nQuestion: {question}" if facts else question
 
 
+def prompt_places(scores: Sequence[float], suggest: float, floor: float | None,
+                  limit: int) -> list[int]:
+    """Which ranked hits go in the prompt (their places in `scores`, best first): the first
+    needs `suggest` (it is what makes the bot generate at all); the others `floor`, which may
+    be lower (dialogue.prompt_floor; None: `suggest` too). A right entry ranked second below
+    the suggest threshold then still reaches the prompt, where the model can compare it with
+    the first. At most `limit` places."""
+    floor = suggest if floor is None else min(floor, suggest)
+    if not scores or scores[0] < suggest:
+        return []
+    return [0, *(i for i, s in enumerate(scores) if i and s >= floor)][:limit]
+
+
 @dataclass(frozen=True)
 class BuiltPrompt:
     """A prompt that fits, with what went into it."""

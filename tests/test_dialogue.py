@@ -250,6 +250,22 @@ def generating(index: FaqIndex, store: ConversationStore, generator: object,
                            settings.model.generation, factory)  # type: ignore[arg-type]
 
 
+async def test_a_prompt_floor_puts_the_runner_up_in_the_prompt(
+        sample_index: FaqIndex, store: ConversationStore) -> None:
+    """dialogue.prompt_floor: entries after the first need only the floor, so the model sees a
+    runner-up below the suggest threshold (which may be the right entry) next to the first."""
+    hits = sample_index.search(NEAR_MISS, top_k=5)
+    assert hits[0].score > hits[1].score > hits[2].score
+    for floor, shown in [(None, [hits[0].entry.id]),
+                         (hits[1].score - 0.001, [hits[0].entry.id, hits[1].entry.id])]:
+        dm = generating(sample_index, store, ScriptedGenerator(FAITHFUL), prompt_entries=3,
+                        prompt_floor=floor)
+        # The runner-up below the suggest threshold, the first above it.
+        dm.retrieval.suggest_threshold = (hits[0].score + hits[1].score) / 2
+        _, reply = await collect(dm, UserMessage(NEAR_MISS, conversation_id=f"c{floor}"))
+        assert reply.decision is Decision.GENERATE and reply.meta["prompt_entries"] == shown
+
+
 async def test_middle_band_generates_a_grounded_answer(
         sample_index: FaqIndex, store: ConversationStore) -> None:
     loads: list[int] = []

@@ -11,6 +11,7 @@ from bot.generation.prompt import EXAMPLE, EXAMPLE_MATCHED, build_prompt
 from bot.generation.transformers_generator import TransformersGenerator
 from bot.settings import PersonaSettings
 from retrieval.corpus import FaqEntry
+from retrieval.prompt import prompt_places
 
 ENTRIES = [FaqEntry(f"e{i}", (f"question {i}?",), f"Answer number {i}. " * 8) for i in range(3)]
 HISTORY = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " * 10}
@@ -73,3 +74,17 @@ def test_last_entry_and_question_are_shortened(count) -> None:  # type: ignore[n
     assert built.tokens <= budget and built.entry_ids == ["e0"]
     with pytest.raises(GenerationError, match="cannot fit in 50 tokens"):
         build_prompt(PersonaSettings(), ENTRIES, HISTORY, "Where is it?", count, 50)
+
+
+@pytest.mark.parametrize(("scores", "floor", "limit", "places"), [
+    ([0.6, 0.5, 0.3, 0.1], None, 3, [0, 1]),  # no floor: every entry needs the suggest threshold
+    ([0.6, 0.5, 0.3, 0.1], 0.2, 3, [0, 1, 2]),  # runners-up down to the floor
+    ([0.6, 0.5, 0.3, 0.1], 0.2, 2, [0, 1]),  # at most `limit`
+    ([0.6, 0.1, 0.05], 0.2, 3, [0]),
+    ([0.4, 0.3], 0.2, 3, []),  # the first below suggest: the bot does not generate at all
+    ([], 0.2, 3, []),
+    ([0.6, 0.5, 0.44], 0.9, 3, [0, 1]),  # a floor above suggest counts as suggest
+])
+def test_prompt_places_first_at_suggest_the_others_at_the_floor(
+        scores: list[float], floor: float | None, limit: int, places: list[int]) -> None:
+    assert prompt_places(scores, 0.45, floor, limit) == places

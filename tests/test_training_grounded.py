@@ -153,3 +153,21 @@ def test_negatives_use_the_best_wrong_entries_even_below_the_suggest_threshold(
         right = c.split_key.split(":")[1]
         assert right not in _entry_ids(c.turns[-2].content, sample_entries)
         assert c.turns[-1].content == "I am not sure."
+
+
+def test_a_prompt_floor_shows_the_runner_up_the_bot_would_show(
+        minilm: SentenceTransformerEmbedder, sample_entries: list[FaqEntry]) -> None:
+    """dialogue.prompt_floor: a second entry below the suggest threshold reaches the prompt, so
+    a right entry ranked second becomes an answer example instead of a fallback one."""
+    def make(floor: float | None) -> tuple[list[list[str]], GroundedStats]:
+        config = GroundedConfig(system="s", fallback="I am not sure.", budget=4000,
+                                scoring="classifier", prompt_entries=2, prompt_floor=floor)
+        stats = GroundedStats()
+        made = grounded_conversations(sample_entries, minilm, config, chars, stats)
+        return [_entry_ids(c.turns[-2].content, sample_entries) for c in made], stats
+
+    without, before = make(None)
+    floored, after = make(0.1)
+    assert sum(len(ids) == 2 for ids in floored) > 2 * sum(len(ids) == 2 for ids in without)
+    assert after.answer > before.answer and after.fallback < before.fallback
+    assert after.answer + after.fallback == before.answer + before.fallback

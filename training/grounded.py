@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from retrieval.corpus import FaqEntry
 from retrieval.embedder import Embedder
 from retrieval.index import FaqIndex
-from retrieval.prompt import Prompt, build_prompt
+from retrieval.prompt import Prompt, build_prompt, prompt_places
 from training.errors import ConfigError
 from training.types import Conversation, Turn
 
@@ -40,6 +40,7 @@ class GroundedConfig:
     outside: tuple[str, ...] = field(default=(), metadata={
         "help": "The classifier's out-of-scope questions (retrieval.out_of_scope)."})
     prompt_entries: int = field(default=1, metadata={"help": "dialogue.prompt_entries"})
+    prompt_floor: float | None = field(default=None, metadata={"help": "dialogue.prompt_floor"})
     phrasings: bool = field(default=True, metadata={"help": "dialogue.prompt_phrasings"})
     folds: int = field(default=4, metadata={"help": "Phrasing folds held out in turn."})
     rotations: int = field(default=1, metadata={
@@ -96,14 +97,14 @@ def grounded_conversations(entries: Sequence[FaqEntry], embedder: Embedder,
             index.outside = config.outside
         results = index.search_many([q for _, q in held], config.top_k)
         for (entry, question), hits in zip(held, results, strict=True):
-            kept_hits = [h for h in hits if h.score >= config.suggest_threshold]
-            ranked = [h.entry for h in kept_hits]
+            shown = [hits[i].entry for i in prompt_places(
+                [h.score for h in hits], config.suggest_threshold, config.prompt_floor,
+                config.prompt_entries)]
             matched = {h.entry.id: h.matched_question for h in hits}
-            if not ranked:
+            if not shown:
                 stats.not_asked += 1
                 continue
             name = f"faq:{entry.id}:{entry.questions.index(question)}"
-            shown = ranked[:config.prompt_entries]
             ids = [e.id for e in shown]
             if entry.id not in ids:
                 stats.fallback += 1
