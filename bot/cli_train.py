@@ -80,6 +80,7 @@ def _grounded(settings: Settings, base_model: Path, seed: int) -> list[Conversat
         budget=settings.model.context_tokens - settings.model.generation.max_new_tokens,
         top_k=settings.retrieval.top_k, suggest_threshold=settings.retrieval.suggest_threshold,
         scoring=settings.retrieval.scoring, outside=tuple(outside_questions(settings)),
+        lexical=settings.retrieval.lexical,
         prompt_entries=settings.dialogue.prompt_entries,
         prompt_floor=settings.dialogue.prompt_floor,
         phrasings=settings.dialogue.prompt_phrasings,

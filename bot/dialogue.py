@@ -453,7 +453,8 @@ class DialogueManager:
                 or not FOLLOW_UP.search(simple(text))):
             vector = (vectors or {}).get(text)
             if vector is not None:
-                hits = self.index.search_vectors(vector.reshape(1, -1), self.retrieval.top_k)[0]
+                hits = self.index.search_vectors(vector.reshape(1, -1), self.retrieval.top_k,
+                                                 [text])[0]
                 return _Retrieved(hits, text)
             return _Retrieved(self.index.search(text, self.retrieval.top_k), text)
         combined = f"{previous} {text}"

@@ -51,6 +51,7 @@ def configure_index(index: FaqIndex, settings: Settings) -> FaqIndex:
     and, for the classifier, its out-of-scope class."""
     index.scoring = settings.retrieval.scoring
     index.outside = outside_questions(settings) if index.scoring == "classifier" else ()
+    index.lexical = settings.retrieval.lexical
     return index
 
 

@@ -175,18 +175,18 @@ def held_out_samples(entries: Sequence[FaqEntry], tune: Sequence[Sequence[str]],
     for scoring in scorings:
         index.scoring = scoring
         index.outside = learnt if scoring == "classifier" else ()
-        hits = index.search_vectors(phrasings, top_k=3)
+        hits = index.search_vectors(phrasings, 3, [text for _, text in held_out])
         samples = samples_from_hits([own for own, _ in held_out], [
             [(position[h.entry.id], h.score) for h in row] for row in hits])
         if not index.outside:
-            rows = index.search_vectors(questions, top_k=2)
+            rows = index.search_vectors(questions, 2, outside)
         else:
             rows = []
             for half in (0, 1):
                 unseen = set(outside[half::2])
                 twin = index.copy()
                 twin.outside = tuple(q for q in index.outside if q not in unseen)
-                rows += twin.search_vectors(questions[half::2], top_k=2)
+                rows += twin.search_vectors(questions[half::2], 2, outside[half::2])
         leads = [(row[0].score, row[0].score - row[1].score if len(row) > 1 else 1.0)
                  for row in rows if row]
         found[scoring] = (samples, leads)

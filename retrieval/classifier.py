@@ -8,6 +8,10 @@ is kept out, a head is fitted on the rest for each candidate decay, and the deca
 gives the held-out phrasings the lowest log loss wins; the final head is then fitted on every
 phrasing with it.
 
+With `texts` (the phrasings' own words), the head may also weigh word and character n-grams
+(retrieval.lexical) next to the embedding: fitted with and without them, the held-out log loss
+decides, together with the decay.
+
 Given questions the FAQ does not cover (`outside`: the bundled CLINC150 out-of-scope training
 questions by default), the head learns one more class for them. An entry's probability is then
 shared with "none of these": a question far from every entry's phrasings but nearer to the
@@ -21,6 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
+
+from retrieval.lexical import Lexicon
 
 # Candidate L2 weight decays (on the mean cross-entropy), strongest first: each fit starts from
 # the previous one's weights, so the path costs little more than one fit.
@@ -35,38 +42,49 @@ MAX_ITER = 200
 @dataclass(frozen=True)
 class SoftmaxHead:
     """Weights (dimension x columns) and biases of a fitted head, and the decay it used; with
-    `outside`, the last column is the out-of-scope class."""
+    `outside`, the last column is the out-of-scope class; with `lexicon`, `lexical_weights`
+    (n-grams x columns) weigh the questions' n-grams too, and every call needs the texts."""
 
     weights: np.ndarray
     bias: np.ndarray
     weight_decay: float
     outside: bool = False
+    lexicon: Lexicon | None = None
+    lexical_weights: np.ndarray | None = None
 
     @property
     def classes(self) -> int:
         """The number of entries (the out-of-scope column not counted)."""
         return int(self.weights.shape[1]) - int(self.outside)
 
-    def logits(self, vectors: np.ndarray) -> np.ndarray:
-        return np.asarray(vectors, dtype=np.float32) @ self.weights + self.bias
+    def logits(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
+        logits = np.asarray(vectors, dtype=np.float32) @ self.weights + self.bias
+        if self.lexicon is not None and self.lexical_weights is not None:
+            if texts is None or len(texts) != len(logits):
+                raise ValueError("this head weighs the questions' words too: pass their texts, "
+                                 "one per vector")
+            logits += np.asarray(self.lexicon.features(texts) @ self.lexical_weights)
+        return logits
 
-    def softmax(self, vectors: np.ndarray) -> np.ndarray:
+    def softmax(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
         """Softmax over every column (the out-of-scope one included) for each row."""
-        logits = self.logits(vectors)
+        logits = self.logits(vectors, texts)
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
 
-    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+    def probabilities(self, vectors: np.ndarray, texts: Sequence[str] | None = None
+                      ) -> np.ndarray:
         """Each entry's probability for each row of `vectors` (queries x entries); with an
         out-of-scope class the rows sum to 1 minus its probability."""
-        return self.softmax(vectors)[:, :self.classes]
+        return self.softmax(vectors, texts)[:, :self.classes]
 
-    def outside_probability(self, vectors: np.ndarray) -> np.ndarray:
+    def outside_probability(self, vectors: np.ndarray, texts: Sequence[str] | None = None
+                            ) -> np.ndarray:
         """The out-of-scope class's probability for each row (zeros without that class)."""
         if not self.outside:
             return np.zeros(len(vectors), dtype=np.float32)
-        return self.softmax(vectors)[:, -1]
+        return self.softmax(vectors, texts)[:, -1]
 
 
 def entry_cosines(vectors: np.ndarray, phrasings: np.ndarray, owner: np.ndarray,
@@ -84,12 +102,14 @@ def entry_cosines(vectors: np.ndarray, phrasings: np.ndarray, owner: np.ndarray,
 
 
 def head_scores(head: SoftmaxHead, vectors: np.ndarray, phrasings: np.ndarray,
-                owner: np.ndarray, centroids: np.ndarray, chunk: int = 256) -> np.ndarray:
+                owner: np.ndarray, centroids: np.ndarray, chunk: int = 256,
+                texts: Sequence[str] | None = None) -> np.ndarray:
     """Each query's score of every entry (queries x entries): the mean of the head's probability
     and the entry's blend cosine. The probability ranks (a softmax is sure of itself even for
     questions the FAQ does not cover); the cosine keeps such questions' scores low, so the
     answer and suggest thresholds still see out-of-scope questions (bench/README.md)."""
-    parts = [(head.probabilities(vectors[i:i + chunk])
+    parts = [(head.probabilities(vectors[i:i + chunk],
+                                 None if texts is None else texts[i:i + chunk])
               + entry_cosines(vectors[i:i + chunk], phrasings, owner, centroids)) / 2
              for i in range(0, len(vectors), chunk)]
     return np.concatenate(parts) if parts else np.zeros((0, head.classes), dtype=np.float32)
@@ -97,21 +117,49 @@ def head_scores(head: SoftmaxHead, vectors: np.ndarray, phrasings: np.ndarray,
 
 def fit_head(vectors: np.ndarray, labels: np.ndarray, classes: int,
              weight_decay: float | None = None, max_iter: int = MAX_ITER,
-             outside: np.ndarray | None = None) -> SoftmaxHead:
+             outside: np.ndarray | None = None, texts: Sequence[str] | None = None,
+             outside_texts: Sequence[str] = (), lexical: bool | None = None) -> SoftmaxHead:
     """A head fitted on every row of `vectors` (label: its entry position), and on the rows of
-    `outside` as one more class when given (unit vectors of out-of-scope questions); the weight
-    decay is chosen on held-out rows first when not given (choose_weight_decay)."""
+    `outside` as one more class when given (unit vectors of out-of-scope questions). With
+    `texts` (and `outside_texts`), the rows' words may be weighed too (`lexical`: True, False,
+    or None to choose). The decay (and, when not given, the use of words) is chosen on
+    held-out rows first (choose_weight_decay)."""
     with_outside = outside is not None and len(outside) > 0
+    texts = list(texts) if texts is not None else None
     if outside is not None and with_outside:
         vectors = np.concatenate([np.asarray(vectors, dtype=np.float32),
                                   np.asarray(outside, dtype=np.float32)])
         labels = np.concatenate([np.asarray(labels, dtype=np.int64),
                                  np.full(len(outside), classes, dtype=np.int64)])
         classes += 1
-    if weight_decay is None:
-        weight_decay = choose_weight_decay(vectors, labels, classes, max_iter=max_iter)
-    weights, bias = _fit(vectors, labels, classes, weight_decay, max_iter)
-    return SoftmaxHead(weights, bias, weight_decay, with_outside)
+        if texts is not None:
+            texts += list(outside_texts)
+            if len(texts) != len(vectors):
+                raise ValueError("outside_texts: one text per out-of-scope vector")
+    if texts is None or lexical is False:
+        choices: tuple[bool, ...] = (False,)
+    else:
+        choices = (False, True) if lexical is None else (True,)
+    if weight_decay is None or len(choices) > 1:
+        weight_decay, use = choose_weight_decay(vectors, labels, classes, max_iter=max_iter,
+                                                texts=texts, lexical=choices,
+                                                decays=WEIGHT_DECAYS if weight_decay is None
+                                                else (weight_decay,))
+    else:
+        use = choices[0]
+    lexicon = _lexicon(texts) if use and texts is not None else None
+    words = lexicon.features(texts) if lexicon is not None and texts is not None else None
+    weights, bias, lexical_weights = _fit(vectors, labels, classes, weight_decay, max_iter,
+                                          words=words)
+    return SoftmaxHead(weights, bias, weight_decay, with_outside, lexicon, lexical_weights)
+
+
+def _lexicon(texts: Sequence[str]) -> Lexicon | None:
+    """The n-gram features of `texts`, or None when they hold no n-gram at all."""
+    try:
+        return Lexicon(texts)
+    except ValueError:  # scikit-learn: "empty vocabulary"
+        return None
 
 
 def held_out_split(labels: np.ndarray, holdout: float = HOLDOUT, seed: int = SEED
@@ -137,28 +185,56 @@ def held_out_split(labels: np.ndarray, holdout: float = HOLDOUT, seed: int = SEE
 
 def choose_weight_decay(vectors: np.ndarray, labels: np.ndarray, classes: int,
                         decays: Sequence[float] = WEIGHT_DECAYS, holdout: float = HOLDOUT,
-                        seed: int = SEED, max_iter: int = MAX_ITER) -> float:
-    """The decay whose head, fitted without the held-out rows, gives them the lowest log loss
-    (the strongest decay when nothing can be held out)."""
+                        seed: int = SEED, max_iter: int = MAX_ITER,
+                        texts: Sequence[str] | None = None,
+                        lexical: Sequence[bool] = (False,)) -> tuple[float, bool]:
+    """The decay whose head, fitted on embeddings without the held-out rows, gives them the
+    lowest log loss (the strongest decay when nothing can be held out); and whether to weigh
+    the rows' words (each of `lexical` is tried; words need `texts`): with that decay, a head
+    that also weighs them must give the held-out rows a lower log loss. (The words' fit is
+    ~10x the cost of the embeddings', so their decay is not searched: one fit, warm-started.)"""
     fit, held = held_out_split(labels, holdout, seed)
     if not len(held) or not len(fit):
-        return float(decays[0])
+        return float(decays[0]), False
     best, best_loss = float(decays[0]), float("inf")
-    start: tuple[np.ndarray, np.ndarray] | None = None
+    start: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+    chosen = None
     for decay in decays:
         start = _fit(vectors[fit], labels[fit], classes, decay, max_iter, start)
-        head = SoftmaxHead(*start, decay)
-        chance = head.probabilities(vectors[held])[np.arange(len(held)), labels[held]]
-        loss = float(-np.log(np.maximum(chance, 1e-12)).mean())
+        loss = _held_out_loss(start, vectors[held], labels[held])
         if loss < best_loss - 1e-9:
-            best, best_loss = float(decay), loss
-    return best
+            best, best_loss, chosen = float(decay), loss, start
+    if True not in lexical or texts is None or chosen is None:
+        return best, False
+    if False not in lexical:
+        return best, True
+    lexicon = _lexicon([texts[i] for i in fit])
+    if lexicon is None:
+        return best, False
+    with_words = _fit(vectors[fit], labels[fit], classes, best, max_iter, chosen,
+                      lexicon.features([texts[i] for i in fit]))
+    loss = _held_out_loss(with_words, vectors[held], labels[held],
+                          lexicon.features([texts[i] for i in held]))
+    return best, loss < best_loss - 1e-9
+
+
+def _held_out_loss(head: tuple[np.ndarray, np.ndarray, np.ndarray | None], vectors: np.ndarray,
+                   labels: np.ndarray, words: sparse.csr_matrix | None = None) -> float:
+    """Mean log loss of a fitted (weights, bias, n-gram weights) on held-out rows."""
+    logits = vectors @ head[0] + head[1]
+    if words is not None and head[2] is not None:
+        logits = logits + np.asarray(words @ head[2])
+    logits -= logits.max(axis=1, keepdims=True)
+    log_chance = logits[np.arange(len(labels)), labels] - np.log(np.exp(logits).sum(axis=1))
+    return float(-np.maximum(log_chance, np.log(1e-12)).mean())
 
 
 def _fit(vectors: np.ndarray, labels: np.ndarray, classes: int, weight_decay: float,
-         max_iter: int, start: tuple[np.ndarray, np.ndarray] | None = None
-         ) -> tuple[np.ndarray, np.ndarray]:
-    """Weights and biases minimising mean cross-entropy + weight_decay / 2 * |W|^2 (L-BFGS)."""
+         max_iter: int, start: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
+         words: sparse.csr_matrix | None = None
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Weights, biases and n-gram weights (None without `words`) minimising mean cross-entropy
+    + weight_decay / 2 * |all weights|^2 (L-BFGS)."""
     import torch
     import torch.nn.functional as F
 
@@ -167,23 +243,40 @@ def _fit(vectors: np.ndarray, labels: np.ndarray, classes: int, weight_decay: fl
     if start is None:
         weights = torch.zeros(x.shape[1], classes, dtype=torch.float32)
         bias = torch.zeros(classes, dtype=torch.float32)
+        lexical = None if words is None else torch.zeros(words.shape[1], classes)
     else:
         weights, bias = torch.from_numpy(start[0].copy()), torch.from_numpy(start[1].copy())
-    weights.requires_grad_(True)
-    bias.requires_grad_(True)
-    optimizer = torch.optim.LBFGS([weights, bias], lr=1.0, max_iter=max_iter, history_size=20,
+        lexical = None if words is None else (
+            torch.zeros(words.shape[1], classes) if start[2] is None
+            else torch.from_numpy(start[2].copy()))
+    params = [weights, bias] if lexical is None else [weights, bias, lexical]
+    for p in params:
+        p.requires_grad_(True)
+    w = None
+    if words is not None:
+        coo = words.tocoo()
+        where = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+        w = torch.sparse_coo_tensor(where, torch.from_numpy(coo.data.astype(np.float32)),
+                                    coo.shape, check_invariants=False).coalesce()
+    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20,
                                   tolerance_grad=1e-6, tolerance_change=1e-10,
                                   line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weights + bias, y) + weight_decay / 2 * (weights * weights).sum()
+        logits = x @ weights + bias
+        penalty = (weights * weights).sum()
+        if w is not None and lexical is not None:
+            logits = logits + torch.sparse.mm(w, lexical)
+            penalty = penalty + (lexical * lexical).sum()
+        loss = F.cross_entropy(logits, y) + weight_decay / 2 * penalty
         loss.backward()
         return loss
 
     if len(x):
         optimizer.step(closure)
-    return weights.detach().numpy().copy(), bias.detach().numpy().copy()
+    return (weights.detach().numpy().copy(), bias.detach().numpy().copy(),
+            None if lexical is None else lexical.detach().numpy().copy())
 
 
 __all__ = ["SoftmaxHead", "choose_weight_decay", "entry_cosines", "fit_head", "head_scores",

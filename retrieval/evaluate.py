@@ -34,9 +34,10 @@ def rank_queries(index: FaqIndex, queries: Sequence[LabelledQuery], top_k: int,
     """Embed all queries in batches and search each as the bot does (top_k entries), and deeper
     (RANK_DEPTH) for hit@k and MRR: a large index looks at fewer phrasings for a small top_k."""
     vectors = index.embedder.embed([q.text for q in queries], progress=progress)
-    seen = index.search_vectors(vectors, top_k)
+    texts = [q.text for q in queries]
+    seen = index.search_vectors(vectors, top_k, texts)
     depth = max(RANK_DEPTH, top_k)
-    deep = seen if depth == top_k else index.search_vectors(vectors, depth)
+    deep = seen if depth == top_k else index.search_vectors(vectors, depth, texts)
     return [Ranked(q.faq_id, tuple(h.entry.id for h in hits), tuple(h.score for h in hits),
                    q.text, tuple(h.entry.id for h in deeper))
             for q, hits, deeper in zip(queries, seen, deep, strict=True)]
@@ -75,7 +76,7 @@ def evaluate_retrieval(index: FaqIndex, queries: Sequence[LabelledQuery], policy
     times = query_latency(index, queries, policy.top_k, latency_sample)
     report: dict[str, Any] = {
         **(sources or {}), "embedder": index.embedder.name,
-        "scoring": index.scoring, "entries": len(index.entries),
+        "scoring": index.scoring, "lexical": index.weighs_words, "entries": len(index.entries),
         "phrasings": index.size, "top_k": policy.top_k,
         "max_suggestions": policy.max_suggestions, **summarise(rows, policy),
         "p50_ms": percentile(times, 50), "p95_ms": percentile(times, 95),

@@ -31,6 +31,8 @@ EXHAUSTIVE_LIMIT = 4096
 # phrasing vectors), which helps entries with few phrasings (measured in bench/README.md);
 # "classifier", a softmax head fitted on the phrasings (retrieval.classifier, measured there too).
 SCORINGS = ("nearest", "blend", "classifier")
+# retrieval.lexical: whether the classifier weighs words too (retrieval.lexical module).
+LEXICAL_MODES = ("auto", "on", "off")
 # The FAISS index the phrasings are kept in: "flat", exact; "hnsw", a graph (HNSW, 32 links) and
 # "ivf", 4 sqrt(n) clusters (16 searched), approximate and faster for nearest-phrasing search
 # over very large FAQs (measured in bench/README.md). Blend and classifier scoring read every
@@ -81,6 +83,10 @@ class FaqIndex:
         # Made from one state of the index (blend and classifier scoring; see _derived()).
         self._derived_state: _Derived | None = None
         self._weight_decay: float | None = None  # the classifier's, chosen at its first fit
+        # Whether the classifier weighs the questions' words (retrieval.lexical: "auto" chooses
+        # at the first fit, on held-out phrasings), and what that fit chose.
+        self._lexical = "off"
+        self._lexical_chosen: bool | None = None
         # Out-of-scope questions the classifier learns as one more class, and their vectors.
         self._outside: tuple[str, ...] = ()
         self._outside_vectors: np.ndarray | None = None
@@ -120,6 +126,7 @@ class FaqIndex:
                             self.corpus_hash, self.faq_sha256, self.scoring, self.index_type)
             twin._removed = self._removed.copy()
             twin._weight_decay = self._weight_decay
+            twin._lexical, twin._lexical_chosen = self._lexical, self._lexical_chosen
             twin._outside, twin._outside_vectors = self._outside, self._outside_vectors
             twin.retired = self.retired
             twin.by_id = dict(self.by_id)
@@ -140,16 +147,18 @@ class FaqIndex:
             return []
         if self.size == 0:
             return [[] for _ in queries]
-        return self.search_vectors(self.embedder.embed(list(queries)), top_k)
+        return self.search_vectors(self.embedder.embed(list(queries)), top_k, queries)
 
-    def search_vectors(self, vectors: np.ndarray, top_k: int = 5) -> list[list[FaqHit]]:
-        """Search queries embedded already (by this index's embedder), one row each."""
+    def search_vectors(self, vectors: np.ndarray, top_k: int = 5,
+                       texts: Sequence[str] | None = None) -> list[list[FaqHit]]:
+        """Search queries embedded already (by this index's embedder), one row each; `texts`
+        are the queries themselves, which a classifier that weighs words needs."""
         if self.size == 0:
             return [[] for _ in range(len(vectors))]
         if self.scoring == "blend":
             return self._search_blend(vectors, top_k)
         if self.scoring == "classifier":
-            return self._search_classifier(vectors, top_k)
+            return self._search_classifier(vectors, top_k, texts)
         index = self._index  # one index for the whole search (extend() may swap it)
         size = int(index.ntotal)
         top_k = min(top_k, len(self.entries))
@@ -268,6 +277,7 @@ class FaqIndex:
         and its weight decay): the next search makes them again."""
         self._derived_state = None
         self._weight_decay = None
+        self._lexical_chosen = None
 
     def _derived(self) -> _Derived:
         """The live phrasings' vectors, owners and the entries' centroids, made again after an
@@ -303,6 +313,29 @@ class FaqIndex:
                 self._outside, self._outside_vectors = questions, None
             self.invalidate()
 
+    @property
+    def lexical(self) -> str:
+        """Whether the classifier head weighs the questions' words next to their embedding
+        (retrieval.lexical): "on", "off", or "auto" (chosen on held-out phrasings)."""
+        return self._lexical
+
+    @lexical.setter
+    def lexical(self, mode: str) -> None:
+        if mode not in LEXICAL_MODES:
+            raise RetrievalError(f"unknown lexical mode '{mode}' (one of "
+                                 f"{', '.join(LEXICAL_MODES)})")
+        if mode != self._lexical:
+            self._lexical = mode
+            self.invalidate()
+
+    @property
+    def weighs_words(self) -> bool | None:
+        """Whether the classifier head weighs the questions' words (what "auto" chose; the head
+        is fitted first if need be); None for the other scorings."""
+        if self.scoring != "classifier" or self.size == 0:
+            return None
+        return self.classifier_head().lexicon is not None
+
     def _outside_of(self) -> np.ndarray | None:
         """The out-of-scope questions' vectors, embedded at the first fit (under _fitting)."""
         if self._outside and self._outside_vectors is None:
@@ -317,17 +350,26 @@ class FaqIndex:
     def _head_of(self, state: _Derived) -> SoftmaxHead:
         with self._fitting:
             if state.head is None:
+                lexical = {"on": True, "off": False}.get(self._lexical, self._lexical_chosen)
                 state.head = fit_head(state.vectors, state.owner, len(state.centroids),
-                                      self._weight_decay, outside=self._outside_of())
+                                      self._weight_decay, outside=self._outside_of(),
+                                      texts=[state.phrasings[i] for i in state.live],
+                                      outside_texts=self._outside, lexical=lexical)
                 self._weight_decay = state.head.weight_decay
+                self._lexical_chosen = state.head.lexicon is not None
         return state.head
 
-    def _search_classifier(self, vectors: np.ndarray, top_k: int) -> list[list[FaqHit]]:
+    def _search_classifier(self, vectors: np.ndarray, top_k: int,
+                           texts: Sequence[str] | None) -> list[list[FaqHit]]:
         """Entries by the head's score (retrieval.classifier.head_scores); matched_question is
         the entry's nearest phrasing."""
         state = self._derived()
         head = self._head_of(state)
-        scores = head_scores(head, vectors, state.vectors, state.owner, state.centroids)
+        if head.lexicon is not None and (texts is None or len(texts) != len(vectors)):
+            raise RetrievalError("this index's classifier weighs the questions' words: "
+                                 "search_vectors needs their texts, one per vector")
+        scores = head_scores(head, vectors, state.vectors, state.owner, state.centroids,
+                             texts=None if head.lexicon is None else list(texts or ()))
         results = []
         for row, query in zip(scores, vectors, strict=True):
             hits = []

@@ -19,6 +19,7 @@ from retrieval.classifier import (
     held_out_split,
 )
 from retrieval.corpus import FaqEntry
+from retrieval.errors import RetrievalError
 from retrieval.evaluate import evaluate_retrieval
 from retrieval.index import SCORINGS, FaqIndex
 from retrieval.metrics import Policy
@@ -91,10 +92,11 @@ def test_held_out_split_keeps_a_share_of_labels_with_two_or_more_rows() -> None:
 def test_weight_decay_is_chosen_from_the_grid_on_held_out_rows() -> None:
     x = _unit([TABLE[f"{k}{i}"] for k in "abc" for i in range(3)])
     y = np.repeat(np.arange(3), 3)
-    assert choose_weight_decay(x, y, 3) in WEIGHT_DECAYS
+    decay, lexical = choose_weight_decay(x, y, 3)
+    assert decay in WEIGHT_DECAYS and not lexical, "words are only tried when asked"
     assert fit_head(x, y, 3).weight_decay in WEIGHT_DECAYS
     # Nothing to hold out (one row per label): the strongest decay.
-    assert choose_weight_decay(x[::3], y[::3], 3) == WEIGHT_DECAYS[0]
+    assert choose_weight_decay(x[::3], y[::3], 3) == (WEIGHT_DECAYS[0], False)
 
 
 def test_classifier_scoring_through_the_index() -> None:
@@ -270,3 +272,98 @@ def test_out_of_scope_setting_names_the_bundled_set_none_or_a_file(tmp_path: Pat
     assert outside_questions(settings) == []
     with pytest.raises(ValidationError, match="not 'bundled', 'none' or an existing file"):
         Settings.model_validate({"retrieval": {"out_of_scope": str(tmp_path / "missing.txt")}})
+
+
+# --- words next to the embedding (retrieval.lexical) ------------------------------------------
+
+class BlurryEmbedder:
+    """Every text gets nearly the same vector: only the words can tell the entries apart, as
+    MiniLM blurs 'top-up failed' and 'top-up reverted'."""
+
+    name = "blurry"
+    dimension = 4
+
+    def embed(self, texts: list[str], progress: object = None) -> np.ndarray:
+        rows = [[1.0, 0.01 * (len(t) % 3), 0.0, 0.0] for t in texts]
+        return _unit(rows) if rows else np.zeros((0, 4), dtype=np.float32)
+
+
+WORDS = {
+    "failed": ["my top-up failed", "top-up failed again", "the top-up has failed",
+               "why did my top-up fail", "top-up failed twice", "failed top-up today"],
+    "reverted": ["my top-up was reverted", "top-up reverted again", "the top-up got reverted",
+                 "why was my top-up reverted", "top-up reverted twice", "reverted top-up today"],
+}
+
+
+def _word_entries() -> list[FaqEntry]:
+    return [FaqEntry(k, tuple(v), f"answer {k}") for k, v in WORDS.items()]
+
+
+def test_auto_weighs_words_when_they_predict_held_out_phrasings() -> None:
+    index = FaqIndex.build(_word_entries(), BlurryEmbedder(), scoring="classifier")
+    assert index.lexical == "off" and not index.weighs_words, "off by default"
+    index.lexical = "auto"
+    assert index.weighs_words
+    assert [index.search(q, 2)[0].entry.id for q in
+            ["the top-up failed on me", "someone reverted my top-up"]] == ["failed", "reverted"]
+    index.lexical = "off"
+    assert index.weighs_words is False, "setting the mode fits the head again"
+    p = index.classifier_head().probabilities(BlurryEmbedder().embed(["the top-up failed"]))
+    assert abs(p[0, 0] - p[0, 1]) < 0.2, "without words the entries look alike"
+
+
+def test_auto_leaves_words_out_when_they_do_not_help() -> None:
+    """Words shared at random across entries whose embeddings differ: the held-out log loss
+    prefers the embedding alone."""
+    entries = [FaqEntry(k, (f"{k}0", f"{k}1", f"{k}2"), f"answer {k}") for k in "abc"]
+    index = FaqIndex.build(entries, TableEmbedder(TABLE), scoring="classifier")
+    index.lexical = "auto"
+    assert index.weighs_words is False
+    index.lexical = "on"
+    assert index.weighs_words is True
+    assert index.search("near b", 1)[0].entry.id == "b"
+
+
+def test_a_head_that_weighs_words_needs_the_texts() -> None:
+    index = FaqIndex.build(_word_entries(), BlurryEmbedder(), scoring="classifier")
+    index.lexical = "on"
+    vectors = BlurryEmbedder().embed(["my top-up failed"])
+    with pytest.raises(RetrievalError, match="needs their texts"):
+        index.search_vectors(vectors, 2)
+    assert index.search_vectors(vectors, 2, ["my top-up failed"])[0][0].entry.id == "failed"
+    with pytest.raises(ValueError, match="pass their texts"):
+        index.classifier_head().probabilities(vectors)
+    with pytest.raises(RetrievalError, match="unknown lexical mode 'maybe'"):
+        index.lexical = "maybe"
+    twin = index.copy()
+    assert twin.lexical == "on" and twin.weighs_words
+    assert FaqIndex.build(_word_entries(), BlurryEmbedder()).weighs_words is None, \
+        "only the classifier weighs words"
+
+
+def test_words_and_the_out_of_scope_class_together() -> None:
+    index = FaqIndex.build(_word_entries(), BlurryEmbedder(), scoring="classifier")
+    index.lexical = "on"
+    index.outside = ["what is the weather like", "tell me a joke", "who won the match",
+                     "play some music"]
+    head = index.classifier_head()
+    assert head.outside and head.lexicon is not None
+    texts = ["tell me a joke please", "my top-up failed"]
+    outside = head.outside_probability(BlurryEmbedder().embed(texts), texts)
+    assert outside[0] > 0.5 > outside[1]
+
+
+def test_the_setting_reaches_the_index_and_the_eval_report() -> None:
+    from bot.runtime import configure_index
+    from bot.settings import Settings
+
+    settings = Settings()
+    assert settings.retrieval.lexical == "off"
+    settings.retrieval.lexical = "auto"
+    index = configure_index(FaqIndex.build(_word_entries(), BlurryEmbedder()), settings)
+    assert index.scoring == "classifier" and index.lexical == "auto"
+    queries = [LabelledQuery("the top-up failed on me", "failed"),
+               LabelledQuery("someone reverted my top-up", "reverted")]
+    report = evaluate_retrieval(index, queries, Policy(0.7, 0.45), latency_sample=0).report
+    assert report["lexical"] is True and report["top1"] == 1.0

@@ -37,6 +37,7 @@ class GroundedConfig:
     top_k: int = field(default=5, metadata={"help": "retrieval.top_k"})
     suggest_threshold: float = field(default=0.45, metadata={"help": "retrieval.suggest_threshold"})
     scoring: str = field(default="nearest", metadata={"help": "retrieval.scoring"})
+    lexical: str = field(default="off", metadata={"help": "retrieval.lexical"})
     outside: tuple[str, ...] = field(default=(), metadata={
         "help": "The classifier's out-of-scope questions (retrieval.out_of_scope)."})
     prompt_entries: int = field(default=1, metadata={"help": "dialogue.prompt_entries"})
@@ -95,6 +96,7 @@ def grounded_conversations(entries: Sequence[FaqEntry], embedder: Embedder,
                                scoring=config.scoring)
         if config.scoring == "classifier":
             index.outside = config.outside
+            index.lexical = config.lexical
         results = index.search_many([q for _, q in held], config.top_k)
         for (entry, question), hits in zip(held, results, strict=True):
             shown = [hits[i].entry for i in prompt_places(
