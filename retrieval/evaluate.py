@@ -33,8 +33,8 @@ def rank_queries(index: FaqIndex, queries: Sequence[LabelledQuery], top_k: int,
                  progress: ProgressCallback | None = None) -> list[Ranked]:
     """Embed all queries in batches and search each as the bot does (top_k entries), and deeper
     (RANK_DEPTH) for hit@k and MRR: a large index looks at fewer phrasings for a small top_k."""
-    vectors = index.embedder.embed([q.text for q in queries], progress=progress)
     texts = [q.text for q in queries]
+    vectors = index.embedder.embed(texts, progress=progress)
     seen = index.search_vectors(vectors, top_k, texts)
     depth = max(RANK_DEPTH, top_k)
     deep = seen if depth == top_k else index.search_vectors(vectors, depth, texts)

@@ -369,7 +369,7 @@ class FaqIndex:
             raise RetrievalError("this index's classifier weighs the questions' words: "
                                  "search_vectors needs their texts, one per vector")
         scores = head_scores(head, vectors, state.vectors, state.owner, state.centroids,
-                             texts=None if head.lexicon is None else list(texts or ()))
+                             texts=texts if head.lexicon is not None else None)
         results = []
         for row, query in zip(scores, vectors, strict=True):
             hits = []

@@ -102,10 +102,10 @@ def grounded_conversations(entries: Sequence[FaqEntry], embedder: Embedder,
             shown = [hits[i].entry for i in prompt_places(
                 [h.score for h in hits], config.suggest_threshold, config.prompt_floor,
                 config.prompt_entries)]
-            matched = {h.entry.id: h.matched_question for h in hits}
             if not shown:
                 stats.not_asked += 1
                 continue
+            matched = {h.entry.id: h.matched_question for h in hits}
             name = f"faq:{entry.id}:{entry.questions.index(question)}"
             ids = [e.id for e in shown]
             if entry.id not in ids:
