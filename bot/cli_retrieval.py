@@ -52,14 +52,15 @@ def _steps(description: str
 
 def _calibrations(entries: list[FaqEntry], split: Split, embedder: Embedder,
                   target_precision: float, oos_share: float, outside: list[str],
-                  learnt: list[str]) -> dict[str, Thresholds]:
+                  learnt: list[str], lexical: str) -> dict[str, Thresholds]:
     """Thresholds for each entry scoring, measured on the held-out phrasings and the
-    out-of-scope questions (`learnt`: the classifier's out-of-scope class)."""
+    out-of-scope questions (`learnt`: the classifier's out-of-scope class; `lexical`: whether
+    it weighs words, retrieval.lexical)."""
     from retrieval.calibrate import calibrate, held_out_samples
     from retrieval.index import SCORINGS
 
     found = held_out_samples(entries, split.tune, split.held_out, embedder, SCORINGS, outside,
-                             learnt)
+                             learnt, lexical)
     return {scoring: calibrate(samples, target_precision, oos_share, outside=leads)
             for scoring, (samples, leads) in found.items()}
 
@@ -157,7 +158,8 @@ def tune_retriever(
                       f"{len(result.split.held_out)} held-out phrasings[/]")
             calibrated[name] = _calibrations(entries, result.split,
                                              SentenceTransformerEmbedder(model),
-                                             target_precision, oos_share, outside, learnt)
+                                             target_precision, oos_share, outside, learnt,
+                                             settings.retrieval.lexical)
         # Each embedder's best scoring and its thresholds, as settings: the tuned one's is
         # recommended, the plain one's shows what calibration alone gives (bench/).
         best = {name: {"scoring": best_scoring(by), **by[best_scoring(by)].settings()}

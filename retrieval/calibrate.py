@@ -155,7 +155,7 @@ def samples_from_hits(gold: Sequence[int], ranked: Sequence[Sequence[tuple[int, 
 def held_out_samples(entries: Sequence[FaqEntry], tune: Sequence[Sequence[str]],
                      held_out: Sequence[tuple[int, str]], embedder: Embedder,
                      scorings: Sequence[str], outside: Sequence[str] = (),
-                     learnt: Sequence[str] = ()
+                     learnt: Sequence[str] = (), lexical: str = "off"
                      ) -> dict[str, tuple[list[Sample], list[tuple[float, float]]]]:
     """Search each held-out phrasing, and each out-of-scope question, in an index of the
     entries' other (tuning) phrasings, under each scoring: the samples, and the questions'
@@ -164,10 +164,12 @@ def held_out_samples(entries: Sequence[FaqEntry], tune: Sequence[Sequence[str]],
     `learnt` are the out-of-scope questions the classifier scoring learns as a class
     (retrieval.out_of_scope). A question it learnt would score too low to calibrate on, so the
     out-of-scope questions are searched in two halves, each by a head that learnt the others.
+    `lexical`: whether that head weighs the words too (retrieval.lexical), as it will serve.
     """
     kept = [replace(entry, questions=tuple(texts)) for entry, texts in zip(entries, tune,
                                                                            strict=True)]
     index = FaqIndex.build(kept, embedder)
+    index.lexical = lexical
     position = {entry.id: i for i, entry in enumerate(kept)}
     phrasings = embedder.embed([text for _, text in held_out])
     questions = embedder.embed(list(outside))

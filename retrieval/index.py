@@ -87,6 +87,8 @@ class FaqIndex:
         # at the first fit, on held-out phrasings), and what that fit chose.
         self._lexical = "off"
         self._lexical_chosen: bool | None = None
+        # The last head fitted: a refit after extend() or remove() starts from it.
+        self._last_head: SoftmaxHead | None = None
         # Out-of-scope questions the classifier learns as one more class, and their vectors.
         self._outside: tuple[str, ...] = ()
         self._outside_vectors: np.ndarray | None = None
@@ -127,6 +129,7 @@ class FaqIndex:
             twin._removed = self._removed.copy()
             twin._weight_decay = self._weight_decay
             twin._lexical, twin._lexical_chosen = self._lexical, self._lexical_chosen
+            twin._last_head = self._last_head
             twin._outside, twin._outside_vectors = self._outside, self._outside_vectors
             twin.retired = self.retired
             twin.by_id = dict(self.by_id)
@@ -278,6 +281,7 @@ class FaqIndex:
         self._derived_state = None
         self._weight_decay = None
         self._lexical_chosen = None
+        self._last_head = None
 
     def _derived(self) -> _Derived:
         """The live phrasings' vectors, owners and the entries' centroids, made again after an
@@ -344,7 +348,7 @@ class FaqIndex:
 
     def classifier_head(self) -> SoftmaxHead:
         """The softmax head of the live phrasings: fitted at first use, and again once they
-        change (then with the weight decay chosen at the first fit, about a third of its cost)."""
+        change (then starting from the last head, with its decay and its choice of words)."""
         return self._head_of(self._derived())
 
     def _head_of(self, state: _Derived) -> SoftmaxHead:
@@ -354,9 +358,11 @@ class FaqIndex:
                 state.head = fit_head(state.vectors, state.owner, len(state.centroids),
                                       self._weight_decay, outside=self._outside_of(),
                                       texts=[state.phrasings[i] for i in state.live],
-                                      outside_texts=self._outside, lexical=lexical)
+                                      outside_texts=self._outside, lexical=lexical,
+                                      start=self._last_head)
                 self._weight_decay = state.head.weight_decay
                 self._lexical_chosen = state.head.lexicon is not None
+                self._last_head = state.head
         return state.head
 
     def _search_classifier(self, vectors: np.ndarray, top_k: int,

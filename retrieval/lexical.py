@@ -41,6 +41,14 @@ class Lexicon:
         self._char.fit(texts)
         self.size = len(self._word.vocabulary_) + len(self._char.vocabulary_)
 
+    def columns(self) -> dict[tuple[str, str], int]:
+        """Each n-gram's column in features(), keyed by (block, n-gram): block "word" or
+        "char"; for carrying a head's weights over to a lexicon fitted on other texts."""
+        words = {("word", term): int(i) for term, i in self._word.vocabulary_.items()}
+        offset = len(self._word.vocabulary_)
+        return words | {("char", term): offset + int(i)
+                        for term, i in self._char.vocabulary_.items()}
+
     def features(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """One row per text: both blocks side by side, each of unit length, times WEIGHT."""
         texts = list(texts)

@@ -359,11 +359,69 @@ def test_the_setting_reaches_the_index_and_the_eval_report() -> None:
     from bot.settings import Settings
 
     settings = Settings()
-    assert settings.retrieval.lexical == "off"
-    settings.retrieval.lexical = "auto"
+    assert settings.retrieval.lexical == "auto", "the bot's default; FaqIndex alone: off"
     index = configure_index(FaqIndex.build(_word_entries(), BlurryEmbedder()), settings)
     assert index.scoring == "classifier" and index.lexical == "auto"
     queries = [LabelledQuery("the top-up failed on me", "failed"),
                LabelledQuery("someone reverted my top-up", "reverted")]
     report = evaluate_retrieval(index, queries, Policy(0.7, 0.45), latency_sample=0).report
     assert report["lexical"] is True and report["top1"] == 1.0
+
+
+def test_the_sparse_product_gives_the_dense_product_and_its_gradient() -> None:
+    import torch
+    from scipy import sparse
+
+    from retrieval.classifier import _sparse_product
+
+    rng = np.random.default_rng(0)
+    dense = rng.random((5, 7)).astype(np.float32) * (rng.random((5, 7)) < 0.4)
+    weights = torch.from_numpy(rng.standard_normal((7, 3)).astype(np.float32))
+    weights.requires_grad_(True)
+    out = _sparse_product(sparse.csr_matrix(dense))(weights)
+    (out * torch.arange(15, dtype=torch.float32).reshape(5, 3)).sum().backward()
+    assert np.allclose(out.detach().numpy(), dense @ weights.detach().numpy(), atol=1e-5)
+    expected = dense.T @ np.arange(15, dtype=np.float32).reshape(5, 3)
+    assert weights.grad is not None and np.allclose(weights.grad.numpy(), expected, atol=1e-5)
+
+
+def test_a_refit_starts_from_the_last_head_and_keeps_its_choices() -> None:
+    """fit_head(start=...): the decay, the vocabulary and the out-of-scope column carry over;
+    a new entry gets a column of its own, which the refit then learns."""
+    entries = _word_entries()
+    texts = [q for e in entries for q in e.questions]
+    labels = np.repeat(np.arange(2), 6)
+    embed = BlurryEmbedder().embed
+    outside = ["tell me a joke", "what is the weather like"]
+    first = fit_head(embed(texts), labels, 2, outside=embed(outside), texts=texts,
+                     outside_texts=outside, lexical=True)
+    assert first.lexicon is not None and first.weights.shape[1] == 3
+    more = [*texts, "my card was declined", "card declined again", "declined card today"]
+    refit = fit_head(embed(more), np.array([*labels, 2, 2, 2]), 3, outside=embed(outside),
+                     texts=more, outside_texts=outside, start=first)
+    assert refit.lexicon is not None and refit.weight_decay == first.weight_decay
+    assert refit.lexicon.size > first.lexicon.size, "the new phrasings' n-grams are learnt"
+    assert refit.classes == 3 and refit.outside and refit.weights.shape[1] == 4
+    questions = ["why was my card declined", "my top-up failed", "tell me a joke please"]
+    p = refit.softmax(embed(questions), questions)
+    assert list(p.argmax(axis=1)) == [2, 0, 3], "the new entry, an old one, out of scope"
+    # A start that does not fit (fewer columns asked for) is ignored: a first fit is made.
+    cold = fit_head(embed(texts[:6]), labels[:6], 1, texts=texts[:6], lexical=False,
+                    start=first)
+    assert cold.lexicon is None and cold.classes == 1
+
+
+def test_the_index_refits_from_its_last_head_until_invalidated() -> None:
+    index = FaqIndex.build(_word_entries(), BlurryEmbedder(), scoring="classifier")
+    index.lexical = "auto"
+    first = index.classifier_head()
+    assert first.lexicon is not None
+    index.extend([FaqEntry("declined", ("my card was declined", "card declined again"),
+                           "answer declined")])
+    refit = index.classifier_head()
+    assert refit is not first and refit.lexicon is not None, "auto's choice is kept"
+    assert refit.weight_decay == first.weight_decay
+    assert index.search("why was my card declined", 1)[0].entry.id == "declined"
+    assert index.copy()._last_head is refit, "a copy refits from the same head"
+    index.invalidate()
+    assert index._last_head is None, "invalidate() starts afresh: decay and words chosen again"

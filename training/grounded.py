@@ -37,7 +37,7 @@ class GroundedConfig:
     top_k: int = field(default=5, metadata={"help": "retrieval.top_k"})
     suggest_threshold: float = field(default=0.45, metadata={"help": "retrieval.suggest_threshold"})
     scoring: str = field(default="nearest", metadata={"help": "retrieval.scoring"})
-    lexical: str = field(default="off", metadata={"help": "retrieval.lexical"})
+    lexical: str = field(default="auto", metadata={"help": "retrieval.lexical"})
     outside: tuple[str, ...] = field(default=(), metadata={
         "help": "The classifier's out-of-scope questions (retrieval.out_of_scope)."})
     prompt_entries: int = field(default=1, metadata={"help": "dialogue.prompt_entries"})
