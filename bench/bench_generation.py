@@ -184,11 +184,19 @@ async def quality(adapter: Path | None, limit: int, work: Path,
         sent = reply.decision is Decision.GENERATE and reply.meta.get("interrupted") is None
         top = index.search(p["text"])[0].entry.id
         source = restated(reply.text, [s.id for s in reply.sources], index) if sent else None
+        prompt_ids = [s.id for s in reply.sources]
+        # With model.generation.n > 1: every sampled candidate, its grounding score and the
+        # entry it restates; `votes`: how many pass the grounding threshold.
+        candidates = [{"text": c.text, "score": c.score,
+                       "source": restated(c.text, prompt_ids, index)}
+                      for c in reply.candidates] if len(reply.candidates) > 1 else []
         rows.append({"question": p["text"], "expected": p["id"], "top_entry": top,
                      "decision": reply.decision.value, "sent": sent,
-                     "prompt_entries": [s.id for s in reply.sources], "source": source,
+                     "prompt_entries": prompt_ids, "source": source,
                      "wrong": sent and source != p["id"], "text": reply.text,
-                     "raw": reply.meta.get("generated")})
+                     "raw": reply.meta.get("generated"), "candidates": candidates,
+                     "votes": sum(c["score"] >= settings.dialogue.min_grounding
+                                  for c in candidates)})
     await runtime.close()
     name = (adapter.name if adapter else "base") + (
         "" if backend == "transformers" else f"_{backend}")
@@ -209,6 +217,8 @@ def main() -> None:
     parser.add_argument("--adapter", type=Path, help="a LoRA adapter folder from "
                         "`supportbot train` (with --quality)")
     parser.add_argument("--limit", type=int, default=40, help="middle-band questions (--quality)")
+    parser.add_argument("--no-base", action="store_true", help="with --quality --adapter: "
+                        "skip the base model's run")
     parser.add_argument("--prompt-entries", type=int, help="dialogue.prompt_entries (--quality; "
                         "use the value the adapter was trained with)")
     parser.add_argument("--backend", default="transformers", choices=["transformers",
@@ -217,7 +227,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quality:
         with tempfile.TemporaryDirectory() as tmp:
-            for adapter in [None, args.adapter] if args.adapter else [None]:
+            runs = [None, args.adapter] if args.adapter else [None]
+            for adapter in runs[1:] if args.no_base and args.adapter else runs:
                 q = asyncio.run(quality(adapter, args.limit, Path(tmp) / (
                     adapter.name if adapter else "base"), args.prompt_entries, args.backend))
                 print(f"{adapter or 'base model'} ({args.backend}): {q['sent']} of {q['n']} "
