@@ -188,6 +188,7 @@ def held_out_samples(entries: Sequence[FaqEntry], tune: Sequence[Sequence[str]],
                 unseen = set(outside[half::2])
                 twin = index.copy()
                 twin.outside = tuple(q for q in index.outside if q not in unseen)
+                twin.invalidate()  # a head that never saw them, not one refitted from it
                 rows += twin.search_vectors(questions[half::2], 2, outside[half::2])
         leads = [(row[0].score, row[0].score - row[1].score if len(row) > 1 else 1.0)
                  for row in rows if row]

@@ -253,6 +253,8 @@ class FaqIndex:
             self.by_id = {entry.id: entry for entry in current if entry.id not in retired}
             self.retired = frozenset(retired)
             self._removed = removed
+            if count:  # the next head is fitted from zero (with the same decay and words
+                self._last_head = None  # choice): a phrasing taken back leaves no trace
             return count
 
     def live_entries(self) -> list[FaqEntry]:
@@ -311,11 +313,18 @@ class FaqIndex:
 
     @outside.setter
     def outside(self, questions: Sequence[str]) -> None:
+        """Set the out-of-scope questions. Questions added to some (an operator's "not our
+        topic") refit the head from the last one, as extend() does; any other change fits it
+        from scratch (invalidate()), so that a question taken back leaves no trace."""
         questions = tuple(questions)
         if questions != self._outside:
+            added = bool(self._outside) and set(self._outside) <= set(questions)
             with self._fitting:
                 self._outside, self._outside_vectors = questions, None
-            self.invalidate()
+                if added:
+                    self._derived_state = None  # a new head, starting from _last_head
+            if not added:
+                self.invalidate()
 
     @property
     def lexical(self) -> str:

@@ -425,3 +425,25 @@ def test_the_index_refits_from_its_last_head_until_invalidated() -> None:
     assert index.copy()._last_head is refit, "a copy refits from the same head"
     index.invalidate()
     assert index._last_head is None, "invalidate() starts afresh: decay and words chosen again"
+
+
+def test_out_of_scope_additions_refit_from_the_last_head_and_removals_from_scratch() -> None:
+    """'Not our topic' adds a question: a refit from the last head, as after extend(). A
+    question or phrasing taken back: a head fitted from zero, so that it leaves no trace."""
+    index = FaqIndex.build(_entries(), TableEmbedder(TABLE), scoring="classifier")
+    index.outside = OUTSIDE[:3]
+    first = index.classifier_head()
+    index.outside = OUTSIDE
+    assert index._last_head is first, "kept for the refit"
+    added = index.classifier_head()
+    assert added is not first and added.weight_decay == first.weight_decay
+    assert index.search("near a", 1)[0].entry.id == "a"
+    assert index.search("o3", 1)[0].score < index.search("near a", 1)[0].score - 0.3
+    index.outside = OUTSIDE[:3]
+    assert index._last_head is None and index._weight_decay is None, "fitted from scratch"
+    assert index.classifier_head().outside
+    index.extend(phrasings=[("c", "d0")])
+    assert index._last_head is not None
+    index.remove([("c", "d0")])
+    assert index._last_head is None, "a phrasing taken back: the next head starts from zero"
+    assert index.classifier_head().weight_decay == added.weight_decay, "decay kept"
