@@ -260,10 +260,10 @@ class RetrievalSettings(_Section):
         "word and character n-grams) next to its embedding: 'auto' fits the head with and "
         "without them when the index opens and keeps what predicts held-out phrasings better. "
         "On FAQs with many phrasings per entry the words win (Banking77, 104 per entry: top-1 "
-        "92.3% -> 93.5%), on small ones 'auto' leaves them out. The cost is at start-up, on "
-        "large FAQs: about 2.5x the fitting time (20 s instead of 8 s for 8,000 phrasings); a "
-        "refit after an FAQ change starts from the last head (bench/README.md). 'off' keeps "
-        "start-up shortest.")
+        "92.3% -> 93.5%), on small ones 'auto' leaves them out. The cost is at the first "
+        "start on large FAQs: about 2.5x the fitting time (20 s instead of 8 s for 8,000 "
+        "phrasings); the fitted head is kept in the index folder for the next start, and a "
+        "refit after an FAQ change starts from the last head (bench/README.md).")
     out_of_scope: str = Field(
         "bundled", description="Questions no FAQ entry covers, which the classifier scoring "
         "learns as one more class so that unrelated questions score lower: 'bundled' "

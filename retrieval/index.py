@@ -19,6 +19,7 @@ from retrieval.classifier import SoftmaxHead, fit_head, head_scores
 from retrieval.corpus import FaqEntry, corpus_hash, faq_file_hash, load_faq
 from retrieval.embedder import Embedder, ProgressCallback
 from retrieval.errors import IndexMissingError, IndexStaleError, IndexWriteError, RetrievalError
+from retrieval.head_cache import HEAD_FILE, head_key, load_head, save_head
 
 # 2: the metadata also holds the entries and the hash of the FAQ file's bytes.
 FORMAT_VERSION = 2
@@ -89,6 +90,8 @@ class FaqIndex:
         self._lexical_chosen: bool | None = None
         # The last head fitted: a refit after extend() or remove() starts from it.
         self._last_head: SoftmaxHead | None = None
+        # Where a head fitted from scratch is kept for the next start (open() sets it).
+        self.head_file: Path | None = None
         # Out-of-scope questions the classifier learns as one more class, and their vectors.
         self._outside: tuple[str, ...] = ()
         self._outside_vectors: np.ndarray | None = None
@@ -363,12 +366,22 @@ class FaqIndex:
     def _head_of(self, state: _Derived) -> SoftmaxHead:
         with self._fitting:
             if state.head is None:
-                lexical = {"on": True, "off": False}.get(self._lexical, self._lexical_chosen)
-                state.head = fit_head(state.vectors, state.owner, len(state.centroids),
-                                      self._weight_decay, outside=self._outside_of(),
-                                      texts=[state.phrasings[i] for i in state.live],
-                                      outside_texts=self._outside, lexical=lexical,
-                                      start=self._last_head)
+                texts = [state.phrasings[i] for i in state.live]
+                key = None
+                if self.head_file is not None and self._last_head is None:
+                    key = head_key(self.embedder.name, self.embedder.dimension,
+                                   [e.id for e in state.entries], texts, state.owner.tolist(),
+                                   self._outside, self._lexical)
+                    state.head = load_head(self.head_file, key)
+                if state.head is None:
+                    lexical = {"on": True, "off": False}.get(self._lexical,
+                                                             self._lexical_chosen)
+                    state.head = fit_head(state.vectors, state.owner, len(state.centroids),
+                                          self._weight_decay, outside=self._outside_of(),
+                                          texts=texts, outside_texts=self._outside,
+                                          lexical=lexical, start=self._last_head)
+                    if key is not None and self.head_file is not None:
+                        save_head(self.head_file, key, state.head)
                 self._weight_decay = state.head.weight_decay
                 self._lexical_chosen = state.head.lexicon is not None
                 self._last_head = state.head
@@ -498,17 +511,21 @@ class FaqIndex:
 
         When the file's bytes are the ones the index was built from, the entries come from the
         index's own metadata and the file is not parsed again. Returns the index and why it was
-        (re)built, as load_or_build does.
+        (re)built, as load_or_build does. The classifier head fitted from scratch is kept in the
+        same folder (retrieval.head_cache), and the next start on the same inputs loads it.
         """
         faq_path, index_dir = Path(faq_path), Path(index_dir)
         digest = faq_file_hash(faq_path)
         try:
-            return cls._load_unchanged(index_dir, digest, embedder, index_type), None
+            index = cls._load_unchanged(index_dir, digest, embedder, index_type)
+            index.head_file = index_dir / HEAD_FILE
+            return index, None
         except (IndexMissingError, IndexStaleError):
             pass  # parse the file: load_or_build finds (and reports) why the index is stale
         entries = load_faq(faq_path)
         index, why = cls.load_or_build(index_dir, entries, embedder, rebuild, progress, digest,
                                        index_type)
+        index.head_file = index_dir / HEAD_FILE
         if index.faq_sha256 != digest:
             # The same entries from other bytes (an edited comment, say): remember these bytes
             # so that the next start skips parsing. A read-only index only loses the shortcut.
