@@ -261,7 +261,7 @@ class RetrievalSettings(_Section):
         "without them when the index opens and keeps what predicts held-out phrasings better. "
         "On FAQs with many phrasings per entry the words win (Banking77, 104 per entry: top-1 "
         "92.3% -> 93.5%), on small ones 'auto' leaves them out. The cost is at the first "
-        "start on large FAQs: about 2.5x the fitting time (20 s instead of 8 s for 8,000 "
+        "start on large FAQs: about 2.5x the fitting time (17 s instead of 7 s for 8,000 "
         "phrasings); the fitted head is kept in the index folder for the next start, and a "
         "refit after an FAQ change starts from the last head (bench/README.md).")
     out_of_scope: str = Field(
