@@ -187,8 +187,9 @@ def held_out_samples(entries: Sequence[FaqEntry], tune: Sequence[Sequence[str]],
             for half in (0, 1):
                 unseen = set(outside[half::2])
                 twin = index.copy()
+                # Questions taken away: the twin's head is fitted from scratch (the setter),
+                # never refitted from one that saw them.
                 twin.outside = tuple(q for q in index.outside if q not in unseen)
-                twin.invalidate()  # a head that never saw them, not one refitted from it
                 rows += twin.search_vectors(questions[half::2], 2, outside[half::2])
         leads = [(row[0].score, row[0].score - row[1].score if len(row) > 1 else 1.0)
                  for row in rows if row]

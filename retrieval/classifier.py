@@ -153,19 +153,17 @@ def fit_head(vectors: np.ndarray, labels: np.ndarray, classes: int,
             if len(texts) != len(vectors):
                 raise ValueError("outside_texts: one text per out-of-scope vector")
     if start is not None and _continues(start, classes, with_outside, texts is not None):
-        lexicon = None if start.lexicon is None or texts is None else _lexicon(texts)
+        lexicon, words = _words(texts) if start.lexicon is not None else (None, None)
         weights, bias, lexical_weights = _fit(
             vectors, labels, classes, start.weight_decay, min(max_iter, REFIT_MAX_ITER),
-            _widened(start, classes, lexicon), None if lexicon is None or texts is None
-            else lexicon.features(texts))
+            _widened(start, classes, lexicon), words)
         return SoftmaxHead(weights, bias, start.weight_decay, with_outside, lexicon,
                            lexical_weights)
     if texts is None or lexical is False:
         choices: tuple[bool, ...] = (False,)
     else:
         choices = (False, True) if lexical is None else (True,)
-    lexicon = _lexicon(texts) if True in choices and texts is not None else None
-    words = lexicon.features(texts) if lexicon is not None and texts is not None else None
+    lexicon, words = _words(texts) if True in choices else (None, None)
     begin = None  # the chosen fit on the rows not held out: the final fit starts from it
     if words is None:
         choices = (False,)
@@ -217,12 +215,16 @@ def _widened(start: SoftmaxHead, columns: int, lexicon: Lexicon | None
     return widen(start.weights), widen(start.bias, fill), lexical
 
 
-def _lexicon(texts: Sequence[str]) -> Lexicon | None:
-    """The n-gram features of `texts`, or None when they hold no n-gram at all."""
+def _words(texts: Sequence[str] | None) -> tuple[Lexicon | None, sparse.csr_matrix | None]:
+    """The n-gram vocabulary fitted on `texts` and their features; (None, None) without texts
+    or when they hold no n-gram at all."""
+    if texts is None:
+        return None, None
     try:
-        return Lexicon(texts)
+        lexicon = Lexicon(texts)
     except ValueError:  # scikit-learn: "empty vocabulary"
-        return None
+        return None, None
+    return lexicon, lexicon.features(texts)
 
 
 def held_out_split(labels: np.ndarray, holdout: float = HOLDOUT, seed: int = SEED
@@ -256,8 +258,7 @@ def choose_weight_decay(vectors: np.ndarray, labels: np.ndarray, classes: int,
     the rows' words (each of `lexical` is tried; words need `texts`): with that decay, a head
     that also weighs them must give the held-out rows a lower log loss. (The words' fit is
     ~10x the cost of the embeddings', so their decay is not searched: one fit, warm-started.)"""
-    lexicon = _lexicon(texts) if texts is not None and True in lexical else None
-    words = lexicon.features(texts) if lexicon is not None and texts is not None else None
+    _, words = _words(texts) if True in lexical else (None, None)
     decay, use, _ = _choose(vectors, labels, classes, decays, holdout, seed, max_iter, words,
                             lexical if words is not None else (False,))
     return decay, use

@@ -322,8 +322,11 @@ class FaqIndex:
         questions = tuple(questions)
         if questions != self._outside:
             added = bool(self._outside) and set(self._outside) <= set(questions)
+            appended = questions[:len(self._outside)] == self._outside
             with self._fitting:
-                self._outside, self._outside_vectors = questions, None
+                if not appended:  # the vectors kept are those of a prefix of the questions
+                    self._outside_vectors = None
+                self._outside = questions
                 if added:
                     self._derived_state = None  # a new head, starting from _last_head
             if not added:
@@ -353,9 +356,13 @@ class FaqIndex:
         return self.classifier_head().lexicon is not None
 
     def _outside_of(self) -> np.ndarray | None:
-        """The out-of-scope questions' vectors, embedded at the first fit (under _fitting)."""
-        if self._outside and self._outside_vectors is None:
-            self._outside_vectors = self.embedder.embed(list(self._outside))
+        """The out-of-scope questions' vectors, embedded at the first fit (under _fitting);
+        after questions were appended, only those are embedded."""
+        done = 0 if self._outside_vectors is None else len(self._outside_vectors)
+        if done < len(self._outside):
+            new = self.embedder.embed(list(self._outside[done:]))
+            self._outside_vectors = new if self._outside_vectors is None else np.concatenate(
+                [self._outside_vectors, new])
         return self._outside_vectors
 
     def classifier_head(self) -> SoftmaxHead:
@@ -367,12 +374,14 @@ class FaqIndex:
         with self._fitting:
             if state.head is None:
                 texts = [state.phrasings[i] for i in state.live]
-                key = None
-                if self.head_file is not None and self._last_head is None:
-                    key = head_key(self.embedder.name, self.embedder.dimension,
-                                   [e.id for e in state.entries], texts, state.owner.tolist(),
-                                   self._outside, self._lexical)
-                    state.head = load_head(self.head_file, key)
+                # A head fitted from scratch is kept in (and first looked for in) head_file.
+                kept = None if self._last_head is not None or self.head_file is None else (
+                    self.head_file, head_key(self.embedder.name, self.embedder.dimension,
+                                             [e.id for e in state.entries], texts,
+                                             state.owner.tolist(), self._outside,
+                                             self._lexical))
+                if kept is not None:
+                    state.head = load_head(*kept)
                 if state.head is None:
                     lexical = {"on": True, "off": False}.get(self._lexical,
                                                              self._lexical_chosen)
@@ -380,8 +389,8 @@ class FaqIndex:
                                           self._weight_decay, outside=self._outside_of(),
                                           texts=texts, outside_texts=self._outside,
                                           lexical=lexical, start=self._last_head)
-                    if key is not None and self.head_file is not None:
-                        save_head(self.head_file, key, state.head)
+                    if kept is not None:
+                        save_head(*kept, state.head)
                 self._weight_decay = state.head.weight_decay
                 self._lexical_chosen = state.head.lexicon is not None
                 self._last_head = state.head

@@ -447,3 +447,24 @@ def test_out_of_scope_additions_refit_from_the_last_head_and_removals_from_scrat
     index.remove([("c", "d0")])
     assert index._last_head is None, "a phrasing taken back: the next head starts from zero"
     assert index.classifier_head().weight_decay == added.weight_decay, "decay kept"
+
+
+def test_out_of_scope_questions_appended_are_the_only_ones_embedded() -> None:
+    embedded: list[str] = []
+
+    class Counting(TableEmbedder):
+        def embed(self, texts: list[str], progress: object = None) -> np.ndarray:
+            embedded.extend(texts)
+            return super().embed(texts, progress)
+
+    index = FaqIndex.build(_entries(), Counting(TABLE), scoring="classifier")
+    index.outside = OUTSIDE[:3]
+    index.classifier_head()
+    embedded.clear()
+    index.outside = OUTSIDE
+    assert index.search("o3", 1)[0].score < index.search("near a", 1)[0].score - 0.3
+    assert embedded == ["o3", "o3", "near a"], "the new question, then the two queries"
+    embedded.clear()
+    index.outside = OUTSIDE[1:]
+    index.classifier_head()
+    assert embedded == OUTSIDE[1:], "not a prefix any more: embedded again"
