@@ -10,6 +10,7 @@ from training.errors import ConfigError
 
 SCHEDULES = ("cosine", "linear", "constant")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DTYPES = ("auto", "float32", "bfloat16", "float64")
 
 
 @dataclass
@@ -68,6 +69,10 @@ class TrainConfig:
     # Machine
     device: str = field(default="auto", metadata={
         "help": "'auto' (cuda when available, else cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'."})
+    dtype: str = field(default="auto", metadata={
+        "help": "Weights' precision while training: 'auto' (bfloat16 on CUDA, float32 "
+                "elsewhere), 'float32', 'bfloat16' or 'float64' (slow; for exactness checks "
+                "whose tolerances must hold on any CPU)."})
     threads: int = field(default=0, metadata={
         "help": "CPU threads for torch; 0 keeps torch's default."})
     gradient_checkpointing: bool = field(default=False, metadata={
@@ -97,6 +102,8 @@ class TrainConfig:
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
             raise ConfigError(f"device: must be auto, cpu, cuda, cuda:N or mps "
                               f"(got {self.device!r})")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype: must be one of {', '.join(DTYPES)} (got {self.dtype!r})")
         self._check_target_modules()
 
     def _check_target_modules(self) -> None:

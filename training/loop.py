@@ -267,14 +267,15 @@ def _seed_everything(seed: int) -> None:
 
 
 def _load(config: TrainConfig, base_model: Path, device: torch.device) -> tuple[Any, nn.Module]:
-    """The tokenizer and the base model wrapped with fresh LoRA layers (bf16 on CUDA, else fp32)."""
+    """The tokenizer and the base model wrapped with fresh LoRA layers (in `config.dtype`)."""
     if not (base_model / "config.json").is_file():
         raise TrainingError(f"base model folder {base_model} has no config.json")
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = (torch.bfloat16 if device.type == "cuda" else torch.float32) \
+        if config.dtype == "auto" else getattr(torch, config.dtype)
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     model.to(device)  # type: ignore[arg-type]  # transformers' stubs miss this overload
     if config.gradient_checkpointing:
@@ -325,10 +326,15 @@ def _loss_sum(net: nn.Module, batch: dict[str, torch.Tensor], targets: torch.Ten
         keep = torch.zeros_like(input_ids, dtype=torch.bool)
         keep[:, :-1] = targets != IGNORE
         logits = net(**inputs, logits_to_keep=keep).logits  # (label tokens, vocabulary)
-        return F.cross_entropy(logits.float(), targets[keep[:, :-1]], reduction="sum")
-    logits = net(**inputs).logits[:, :-1].float()  # the loss in fp32 even when the model is bf16
+        return F.cross_entropy(_wide(logits), targets[keep[:, :-1]], reduction="sum")
+    logits = _wide(net(**inputs).logits[:, :-1])
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
                            ignore_index=IGNORE, reduction="sum")
+
+
+def _wide(logits: torch.Tensor) -> torch.Tensor:
+    """Logits for the loss: in fp32 even when the model is bf16, in fp64 when it is fp64."""
+    return logits if logits.dtype == torch.float64 else logits.float()
 
 
 def _all_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -345,7 +351,10 @@ def _evaluate(model: nn.Module, rows: list[Row], batch_size: int, pad_id: int,
         return None
     model.eval()  # no dropout
     shard = rows[dist.rank::dist.world_size]
-    totals = torch.zeros(2, device=device)
+    # float64: a float32 sum loses the last digits over many batches, and counts tokens exactly
+    # only up to 2**24; MPS has no float64, and its eval sets are small enough for float32.
+    totals = torch.zeros(2, device=device,
+                         dtype=torch.float32 if device.type == "mps" else torch.float64)
     for start in range(0, len(shard), batch_size):
         batch = collate(shard[start:start + batch_size], pad_id)
         targets = _targets(batch)
