@@ -238,9 +238,12 @@ class DialogueManager:
         stored = message if len(message.text) <= limit else replace(message,
                                                                     text=message.text[:limit])
         kept = reply
+        original: str | None = None  # the customer's text as written, if redaction changed it
         if self.safety is not None and self.safety.settings.redact_stored:
             safety = self.safety
-            stored = replace(stored, text=safety.redact(clean(stored.text)[0]))
+            written = clean(stored.text)[0]
+            stored = replace(stored, text=safety.redact(written))
+            original = written if stored.text != written else None
             kept = replace(reply, text=safety.redact(reply.text, keep_faq=True),
                            meta=safety.redact_data(reply.meta),
                            candidates=[replace(c, text=safety.redact(c.text, True))
@@ -249,7 +252,7 @@ class DialogueManager:
         verdicts = (turn.verdicts_in, turn.verdicts_out or None)
         if reply.decision is Decision.HELD:  # only the customer's message, for the operator
             try:
-                await self.store.record_held(stored, reply.meta, verdicts[0])
+                await self.store.record_held(stored, reply.meta, verdicts[0], original)
             except StorageError as exc:
                 log.error("held message not stored in conversation %s: %s",
                           message.conversation_id, exc)
@@ -257,7 +260,7 @@ class DialogueManager:
             return reply
         try:
             message_id = await self.store.record_turn(stored, kept, status=status,
-                                                      verdicts=verdicts)
+                                                      verdicts=verdicts, original=original)
         except StorageError as exc:
             log.error("turn not stored in conversation %s: %s", message.conversation_id, exc)
             return replace(reply, meta={**kept.meta, "storage_error": str(exc)},

@@ -153,3 +153,16 @@ class FaqAddition(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     removed_by: Mapped[str | None] = mapped_column(String(OPERATOR_NAME_LENGTH), nullable=True)
+
+
+class Original(Base):
+    """A customer's message as written, before PII redaction: the operator holding the
+    conversation may read it until `expires_at` (storage.original_text_hours), when the sweeper
+    deletes it. Nothing else (history, exports, training data, logs) ever reads this table."""
+
+    __tablename__ = "originals"
+
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bot.dialogue import DialogueManager
+from bot.errors import StorageError
 from bot.generation.base import Generator
 from bot.operators.faq import FaqLearning
 from bot.settings import ModelSettings, Settings
@@ -20,6 +24,11 @@ from retrieval.embedder import Embedder, ProgressCallback, SentenceTransformerEm
 from retrieval.errors import IndexMissingError, IndexStaleError
 from retrieval.index import FaqIndex
 
+log = logging.getLogger(__name__)
+# How often a running bot deletes customers' texts as written whose time is up. Expired texts
+# are never shown in the meantime (the inbox reads only those not expired).
+SWEEP_SECONDS = 600.0
+
 
 @dataclass
 class Runtime:
@@ -29,11 +38,32 @@ class Runtime:
     store: ConversationStore
     index: FaqIndex
     learning: FaqLearning  # FAQ additions from the inbox
+    sweeper: asyncio.Task[None] | None = field(default=None)  # purges expired texts as written
 
     async def close(self) -> None:
-        """Stop the generator's worker (releasing the model), then close the database."""
+        """Stop the sweeper and the generator's worker (releasing the model), then close the
+        database."""
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.sweeper
         self.manager.close()
         await self.store.close()
+
+
+async def sweep_originals(store: ConversationStore, every: float = SWEEP_SECONDS) -> None:
+    """Delete expired texts as written now and every `every` seconds; a failure is logged
+    and retried at the next round."""
+    while True:
+        try:
+            purged = await store.purge_originals()
+        except StorageError as exc:
+            log.warning("texts as written not purged this round: %s", exc)
+        else:
+            if purged:
+                log.info("purged %d customer texts as written (storage.original_text_hours)",
+                         purged)
+        await asyncio.sleep(every)
 
 
 def outside_questions(settings: Settings) -> list[str]:
@@ -131,7 +161,7 @@ async def open_runtime(settings: Settings, index: FaqIndex,
 
     `generator` defaults to a lazy loader of the configured model.
     """
-    store = ConversationStore(settings.storage.database_url)
+    store = ConversationStore(settings.storage.database_url, settings.storage.original_ttl())
     try:
         await store.init()
     except BaseException:
@@ -152,7 +182,7 @@ async def open_runtime(settings: Settings, index: FaqIndex,
         await store.close()
         raise
     manager.faq_sync = learning.sync
-    return Runtime(manager, store, index, learning)
+    return Runtime(manager, store, index, learning, asyncio.create_task(sweep_originals(store)))
 
 
 def safety_layer(settings: Settings, index: FaqIndex) -> SafetyLayer | None:

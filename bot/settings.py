@@ -11,6 +11,7 @@ import string
 import textwrap
 import warnings
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, get_origin
 
@@ -441,6 +442,15 @@ class StorageSettings(_Section):
 
     database_url: str = Field("sqlite+aiosqlite:///.supportbot/supportbot.db",
                               description="Any async SQLAlchemy URL.")
+    original_text_hours: float = Field(72.0, ge=0, le=24 * 90, description="How long a "
+                                       "customer's message as written (before PII redaction) "
+                                       "is kept for the operator holding the conversation; "
+                                       "then it is deleted (everything else only ever holds "
+                                       "the redacted text). 0: never kept. docs/privacy.md.")
+
+    def original_ttl(self) -> timedelta | None:
+        """original_text_hours as a time span; None when texts as written are not kept."""
+        return timedelta(hours=self.original_text_hours) if self.original_text_hours else None
 
 
 class WebSettings(_Section):

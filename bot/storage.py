@@ -10,12 +10,12 @@ import sqlite3
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, case, event, func, insert, select, text, update
+from sqlalchemy import Connection, case, delete, event, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
@@ -37,6 +37,8 @@ from bot.models import (
     Conversation,
     Feedback,
     Message,
+    OperatorAction,
+    Original,
     utcnow,
 )
 from bot.types import BotReply, ConversationStatus, UserMessage
@@ -61,8 +63,11 @@ _PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
 class ConversationStore:
     """Async store over any SQLAlchemy URL; a SQLite file by default."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, original_ttl: timedelta | None = None) -> None:
         self.url = url
+        # How long a customer's text as written is kept for the operator holding the
+        # conversation (storage.original_text_hours); None: never stored.
+        self.original_ttl = original_ttl
         try:
             parsed = make_url(url)
         except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
@@ -171,9 +176,11 @@ class ConversationStore:
     async def record_turn(self, message: UserMessage, reply: BotReply,
                           status: ConversationStatus | None = None,
                           verdicts: tuple[list[dict[str, Any]] | None,
-                                          list[dict[str, Any]] | None] = (None, None)) -> int:
+                                          list[dict[str, Any]] | None] = (None, None),
+                          original: str | None = None) -> int:
         """Store the user's message and the bot's reply in one transaction (both or neither);
-        returns the bot message's id. `verdicts`: the safety verdicts of each.
+        returns the bot message's id. `verdicts`: the safety verdicts of each; `original`: the
+        customer's text before redaction, kept for `original_ttl` (not at all when None).
 
         The first turn of a new conversation creates it, also when two such turns race;
         with `status`, the conversation's status changes in the same transaction.
@@ -204,7 +211,9 @@ class ConversationStore:
                 await self._create_conversation(conn, conversation_id, channel, user_id, now)
                 await conn.execute(update(Conversation)
                                    .where(Conversation.id == conversation_id).values(changes))
-                await conn.execute(insert(Message).values(asked))
+                asked_id = await conn.scalar(insert(Message).values(asked)
+                                             .returning(Message.id))
+                await self._keep_original(conn, asked_id, conversation_id, original, now)
                 bot_id = await conn.scalar(insert(Message).values(answered)
                                            .returning(Message.id))
         except SQLAlchemyError as exc:
@@ -214,9 +223,11 @@ class ConversationStore:
         return int(bot_id)
 
     async def record_held(self, message: UserMessage, meta: dict[str, Any],
-                          verdicts: list[dict[str, Any]] | None = None) -> int | None:
+                          verdicts: list[dict[str, Any]] | None = None,
+                          original: str | None = None) -> int | None:
         """Store a customer's message to a conversation an operator holds (no bot reply);
-        its id, or None when the channel re-sent a message (same client id) stored already."""
+        its id, or None when the channel re-sent a message (same client id) stored already.
+        `original`: as in record_turn."""
         self.check_ids(message)
         conversation_id = _checked_id(message.conversation_id)
         client_id = _clean(message.client_id)
@@ -238,10 +249,79 @@ class ConversationStore:
                     decision=None, faq_ids=[], scores=[], confidence=None, latency_ms=None,
                     meta=_clean(meta), client_id=client_id, verdicts=_clean(verdicts),
                     created_at=now).returning(Message.id))
+                await self._keep_original(conn, stored, conversation_id, original, now)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot store the message in {self._safe_url()}: "
                                f"{self._scrub(_first_line(exc))}") from exc
         return int(stored) if stored is not None else None
+
+    async def _keep_original(self, conn: AsyncConnection, message_id: int | None,
+                             conversation_id: str, original: str | None,
+                             now: datetime) -> None:
+        """Keep a customer's text as written next to its redacted message, until it expires."""
+        if original is None or message_id is None or self.original_ttl is None:
+            return
+        await conn.execute(insert(Original).values(
+            message_id=message_id, conversation_id=conversation_id, text=_clean(original),
+            expires_at=now + self.original_ttl))
+
+    async def originals(self, conversation_id: str,
+                        now: datetime | None = None) -> dict[int, str]:
+        """The customer's texts as written in a conversation, by message id, not yet expired."""
+        conversation_id = _checked_id(conversation_id)
+        try:
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(select(Original.message_id, Original.text).where(
+                    Original.conversation_id == conversation_id,
+                    Original.expires_at > (now or utcnow())))).all()
+        except SQLAlchemyError as exc:
+            raise self._read_error(exc) from exc
+        return {int(message_id): str(text) for message_id, text in rows}
+
+    async def purge_originals(self, now: datetime | None = None) -> int:
+        """Delete the texts as written whose time is up; how many."""
+        try:
+            async with self._engine.begin() as conn:
+                done = await conn.execute(delete(Original)
+                                          .where(Original.expires_at <= (now or utcnow())))
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot purge texts as written in {self._safe_url()}: "
+                               f"{self._scrub(_first_line(exc))}") from exc
+        return int(done.rowcount or 0)
+
+    async def forget(self, conversation_ids: list[str]) -> dict[str, int]:
+        """Delete conversations and everything stored of them (a customer's erasure request):
+        texts as written, ratings, messages, operators' actions on them; FAQ phrasings
+        operators learnt from them stay (they are the company's FAQ now, and were stored
+        redacted) but lose the link. How many rows of each kind went."""
+        from bot.models import FaqAddition
+
+        ids = [_checked_id(i) for i in conversation_ids]
+        counts: dict[str, int] = {}
+        try:
+            async with self._engine.begin() as conn:
+                for name, table, column in (
+                        ("originals", Original, Original.conversation_id),
+                        ("feedback", Feedback, Feedback.conversation_id),
+                        ("messages", Message, Message.conversation_id),
+                        ("operator_actions", OperatorAction, OperatorAction.conversation_id),
+                        ("conversations", Conversation, Conversation.id)):
+                    done = await conn.execute(delete(table).where(column.in_(ids)))
+                    counts[name] = int(done.rowcount or 0)
+                await conn.execute(update(FaqAddition).where(FaqAddition.conversation_id
+                                                             .in_(ids))
+                                   .values(conversation_id=None, message_id=None))
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot delete conversations in {self._safe_url()}: "
+                               f"{self._scrub(_first_line(exc))}") from exc
+        return counts
+
+    async def conversations_of(self, user_id: str, channel: str | None = None) -> list[str]:
+        """The ids of a user's conversations (on one channel, or on any)."""
+        query = select(Conversation.id).where(Conversation.user_id == _clean(user_id))
+        if channel is not None:
+            query = query.where(Conversation.channel == _clean(channel))
+        return [str(i) for i in await self._all(query)]
 
     async def find_reply(self, conversation_id: str, client_id: str) -> Message | None:
         """The bot's reply to the user message the channel sent with `client_id`, if stored."""

@@ -184,6 +184,10 @@ async def conversation(conversation_id: str, request: Request,
         row = await context.store.conversation(conversation_id)
         rows = await context.store.conversations.transcript(conversation_id)
         actions = await context.store.actions(conversation_id)
+        # What the customer wrote, before redaction: for the operator holding the conversation
+        # only, and only until storage.original_text_hours have passed (docs/privacy.md).
+        written = await context.store.conversations.originals(conversation_id) \
+            if row.claimed_by == operator and row.status == "handoff" else {}
     except (NotFoundError, InputError):
         raise HTTPException(404, f"no conversation {conversation_id[:128]!r}") from None
     except StorageError as exc:
@@ -192,7 +196,7 @@ async def conversation(conversation_id: str, request: Request,
                              "status": row.status, "created_at": _iso(row.created_at),
                              "status_changed_at": _iso(row.status_changed_at),
                              "claimed_by": row.claimed_by, "claimed_at": _iso(row.claimed_at)},
-            "messages": [_message(context, m, rating) for m, rating in rows],
+            "messages": [_message(context, m, rating, written.get(m.id)) for m, rating in rows],
             "actions": [{"operator": a.operator, "action": a.action,
                          "message_id": a.message_id, "created_at": _iso(a.created_at)}
                         for a in actions]}
@@ -338,10 +342,13 @@ def _item(item: InboxItem) -> dict[str, Any]:
             {"text": item.last_text, "created_at": _iso(item.last_at)}}
 
 
-def _message(context: OperatorContext, m: Message, rating: str | None) -> dict[str, Any]:
+def _message(context: OperatorContext, m: Message, rating: str | None,
+             original: str | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {"id": m.id, "role": m.role, "text": m.text,
                             "created_at": _iso(m.created_at), "client_id": m.client_id,
                             "verdicts": m.verdicts, "meta": m.meta or {}}
+    if original is not None and m.role == "user":
+        data["original"] = original
     if m.role == "bot":
         used = context.web.manager.stored_reply(m)
         data.update({"decision": m.decision, "confidence": m.confidence,

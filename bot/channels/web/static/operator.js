@@ -390,6 +390,16 @@
     var text = el("p", "msg-text", m.text);
     text.setAttribute("data-testid", "message-text");
     li.appendChild(text);
+    if (m.role === "user" && m.original) {
+      // What the customer typed before redaction: shown to the operator holding the
+      // conversation only, for storage.original_text_hours (docs/privacy.md).
+      var written = el("p", "msg-original", "As written: " + m.original);
+      written.setAttribute("data-testid", "message-original");
+      written.title = "Only you see this, while you hold the conversation; it is deleted " +
+        "after the retention time. Saved history, exports and training data keep the " +
+        "redacted text.";
+      li.appendChild(written);
+    }
     if (m.role === "user" && m.meta && m.meta.claimed_by) {
       li.appendChild(el("p", "small", "held by " + m.meta.claimed_by + ": no bot reply"));
     }
