@@ -199,10 +199,14 @@ def test_operator_claims_replies_and_releases(
         assert customer.locator(".bubble b").count() == 0  # text, never markup
 
         # The customer writes again: stored for Anna (she sees it), and the bot stays silent.
-        _ask(customer, "thanks, my parcel never arrived")
+        # Stored redacted; Anna, who holds the conversation, also reads it as written.
+        _ask(customer, "thanks, my parcel never arrived: write to jane.doe@example.com")
         expect(history.get_by_test_id("customer-message")).to_have_count(2)
-        expect(history.get_by_test_id("customer-message").nth(1)).to_contain_text(
-            "held by anna")
+        held = history.get_by_test_id("customer-message").nth(1)
+        expect(held).to_contain_text("held by anna")
+        expect(held.get_by_test_id("message-text")).to_contain_text("<EMAIL_ADDRESS>")
+        expect(held.get_by_test_id("message-original")).to_have_text(
+            "As written: thanks, my parcel never arrived: write to jane.doe@example.com")
         expect(customer.get_by_test_id("user-message")).to_have_count(2)
         customer.wait_for_timeout(1000)
         expect(customer.get_by_test_id("bot-message")).to_have_count(1)

@@ -150,7 +150,8 @@ async def test_a_failed_write_is_a_storage_error_and_stores_nothing(
     from sqlalchemy import text
 
     async with store._engine.begin() as conn:
-        await conn.execute(text("DROP TABLE feedback"))  # it refers to messages
+        await conn.execute(text("DROP TABLE feedback"))  # they refer to messages
+        await conn.execute(text("DROP TABLE originals"))
         await conn.execute(text("DROP TABLE messages"))
     with pytest.raises(StorageError, match="cannot store the turn"):
         await store.record_turn(UserMessage("hi", conversation_id="c"),

@@ -63,7 +63,8 @@ async def test_a_first_turn_can_hand_off_at_once(store: ConversationStore) -> No
 async def test_the_status_changes_only_with_the_turn(store: ConversationStore) -> None:
     await store.record_turn(*turn("c"))
     async with store._engine.begin() as conn:
-        await conn.execute(text("DROP TABLE feedback"))  # it refers to messages
+        await conn.execute(text("DROP TABLE feedback"))  # they refer to messages
+        await conn.execute(text("DROP TABLE originals"))
         await conn.execute(text("DROP TABLE messages"))
     with pytest.raises(StorageError, match="cannot store the turn"):
         await store.record_turn(*turn("c", "human"), status=ConversationStatus.HANDOFF)
