@@ -21,8 +21,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bot.errors import SettingsWarning, SupportbotError
-from bot.settings import DEFAULT_CONFIG, Settings, example_yaml, load_settings, settings_to_yaml
+from bot.errors import SettingsError, SettingsWarning, SupportbotError
+from bot.settings import (
+    DEFAULT_CONFIG,
+    Settings,
+    check_networks,
+    example_yaml,
+    load_settings,
+    settings_to_yaml,
+)
 from bot.types import BotReply, TextEvent, UserMessage
 from retrieval.errors import IndexMissingError, IndexStaleError, RetrievalError
 from training.errors import TrainingError
@@ -267,15 +274,26 @@ def serve(ctx: typer.Context,
           preload: Annotated[bool, typer.Option(help="Load the model before serving.")] = False,
           workers: Annotated[int | None, typer.Option(
               min=1, max=64, help="Server processes sharing the port [default: web.workers, "
-              "1]; more than 1 needs PostgreSQL.")] = None
+              "1]; more than 1 needs PostgreSQL.")] = None,
+          forwarded_allow_ips: Annotated[str | None, typer.Option(
+              help="Your proxies' addresses or networks, comma-separated, whose "
+              "X-Forwarded-For is believed [default: web.forwarded_allow_ips, none]; see "
+              "docs/deploy.md.")] = None
           ) -> None:
     """Serve the web chat page, the web socket (/ws), REST (/v1) and /metrics."""
     with _user_errors():
         settings = _settings(ctx)
+        proxies = settings.web.forwarded_allow_ips
+        if forwarded_allow_ips is not None:
+            try:
+                proxies = check_networks([p.strip() for p in forwarded_allow_ips.split(",")
+                                          if p.strip()])
+            except ValueError as exc:
+                raise SettingsError([f"--forwarded-allow-ips: {exc}"]) from None
         web = settings.web.model_copy(update={
             "host": host or settings.web.host, "port": port or settings.web.port,
             "preload": preload or settings.web.preload,
-            "workers": workers or settings.web.workers})
+            "workers": workers or settings.web.workers, "forwarded_allow_ips": proxies})
         settings = settings.model_copy(update={"web": web})
         from bot.channels.web.serve import check_address
         from bot.channels.web.serve import serve as run_server
@@ -288,13 +306,13 @@ def serve(ctx: typer.Context,
         if web.workers > 1:
             _index_apart(settings)  # built and saved once: the workers load the saved one
             err.print(f"[green]serving[/] http://{web.host}:{web.port} with {web.workers} "
-                      "workers  [dim](chat page /, web socket /ws, API /docs, metrics "
+                      "workers  [dim](chat page /, web socket /ws, inbox /operator, metrics "
                       "/metrics; Ctrl+C stops)[/]")
             serve_workers(settings)
             return
         built = _index(settings)
         err.print(f"[green]serving[/] http://{web.host}:{web.port}  "
-                  "[dim](chat page /, web socket /ws, API /docs, metrics /metrics; "
+                  "[dim](chat page /, web socket /ws, inbox /operator, metrics /metrics; "
                   "Ctrl+C stops)[/]")
         run_server(settings, built, _generator(settings))
 

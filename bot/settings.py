@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -482,6 +483,30 @@ class WebSettings(_Section):
                          "(`serve --workers`); more than 1 needs PostgreSQL in "
                          "storage.database_url. Each loads the embedder (and the model, if "
                          "local): see the README.")
+    forwarded_allow_ips: list[str] = Field(default_factory=list, description="Addresses or "
+                                           "networks (10.0.0.0/8) of your proxies, whose "
+                                           "X-Forwarded-For / -Proto name the client (rate "
+                                           "limits are per client IP); empty: trust no proxy, "
+                                           "the peer is the client. See docs/deploy.md.")
+    api_docs: bool = Field(False, description="Serve the REST API's OpenAPI schema at "
+                           "/openapi.json (the customer routes only; no Swagger UI nor ReDoc, "
+                           "which would load third-party scripts).")
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return check_networks(value)
+
+
+def check_networks(values: list[str]) -> list[str]:
+    """`values`, each an IP address or network; ValueError naming the first that is not."""
+    for item in values:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network (such as 127.0.0.1 "
+                             "or 10.0.0.0/8)") from None
+    return values
 
 
 class OperatorSettings(_Section):

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from bot.channels.web import create_app
 from bot.cli import app as cli_app
 from bot.errors import InputError
+from bot.operators import api as operator_api
 from bot.operators.accounts import check_name, hash_password, verify_password
 from bot.operators.auth import COOKIE, LoginThrottle, SessionSigner
 from bot.operators.store import OperatorStore
@@ -171,7 +172,8 @@ ROUTES = [("post", "/operator/api/logout"), ("get", "/operator/api/me"),
 
 
 def test_every_route_but_login_is_listed_here(client: TestClient) -> None:
-    paths = {p for p in client.get("/openapi.json").json()["paths"] if p.startswith("/operator")}
+    paths = {route.path for route in operator_api.router.routes  # type: ignore[attr-defined]
+             if route.path.startswith("/operator/api")}  # type: ignore[attr-defined]
     listed = {path.replace("web-x", "{conversation_id}").replace("/7/", "/{message_id}/")
               .replace("/9/", "/{addition_id}/") for _, path in ROUTES}
     assert paths == listed | {"/operator/api/login"}

@@ -49,13 +49,10 @@ def turn(ws: Any, text: str, client_id: str | None = None) -> tuple[list[str], d
             raise AssertionError(f"unexpected frame {frame}")
 
 
-def test_health_ready_docs_and_page_routes(client: TestClient) -> None:
+def test_health_ready_and_page_routes(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["faq_entries"] > 10
-    assert client.get("/docs").status_code == 200
-    paths = client.get("/openapi.json").json()["paths"]
-    assert {"/v1/chat", "/v1/feedback", "/v1/conversations/{conversation_id}"} <= set(paths)
     page = client.get("/")
     assert page.headers["content-type"].startswith("text/html") and "<html" in page.text
     widget = client.get("/widget.js")

@@ -70,9 +70,9 @@ def free_port() -> int:
 def running(app: FastAPI, **config: Any) -> Iterator[tuple[str, uvicorn.Server]]:
     """A real uvicorn serving `app` on 127.0.0.1 in a thread; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           ws_max_size=1 << 20, ws_ping_interval=None,
-                                           **config))
+    options = {"log_level": "warning", "ws_max_size": 1 << 20, "ws_ping_interval": None,
+               **config}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -3,8 +3,10 @@ one with the bot's reasoning, claim it, reply, give it back to the bot, close it
 answer; teach the FAQ a new entry or phrasing (bot/operators/faq.py).
 
 Every route but login needs the session cookie (401 otherwise). The cookie is SameSite=Strict
-and HttpOnly, and the POSTs that carry data take JSON only, so another site can neither read
-nor forge an operator's requests. Each change is logged in operator_actions with its operator.
+and HttpOnly; every POST is refused when a browser says another page sent it (Origin,
+Sec-Fetch-Site: 403) and when its body is not JSON (415), so neither another site nor a page on
+another port or subdomain of this one can forge an operator's requests. Each change is logged
+in operator_actions with its operator.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from bot.channels.web.protocol import operator_frame, source, status_frame, typing_frame
+from bot.channels.web.security import foreign_request
 from bot.channels.web.state import WebState, client_ip
+from bot.channels.web.unavailable import Unavailable, unavailable
 from bot.errors import InputError, StorageError
 from bot.models import Message
 from bot.operators.accounts import MAX_PASSWORD, verify_password
@@ -31,7 +35,33 @@ from bot.operators.store import Account, ConflictError, InboxItem, NotFoundError
 from bot.types import ConversationStatus
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/operator/api", tags=["operators"])
+_READS = ("GET", "HEAD", "OPTIONS")
+
+
+async def own_page_only(request: Request) -> None:
+    """Refuses a change that another page sent (403) or whose body is not JSON (415).
+
+    SameSite=Strict still sends the cookie from a same-site page (another port of this host, a
+    sibling subdomain): what tells the inbox's own requests apart is the browser's Origin and
+    Sec-Fetch-Site, and that an HTML form cannot send JSON.
+    """
+    if request.method in _READS:
+        return
+    foreign = foreign_request(request.headers)
+    if foreign is not None:
+        log.warning("operator API: refused %s %s from %s (%s)", request.method,
+                    request.url.path, foreign, client_ip(request))
+        raise HTTPException(403, f"{foreign} may not change the operator inbox: use the "
+                            "inbox page at /operator")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    has_body = request.headers.get("content-length", "0") != "0" \
+        or "transfer-encoding" in request.headers
+    if (kind or has_body) and kind != "application/json":
+        raise HTTPException(415, "send the body as JSON (Content-Type: application/json)")
+
+
+router = APIRouter(prefix="/operator/api", tags=["operators"],
+                   dependencies=[Depends(own_page_only)])
 WRONG_LOGIN = "wrong name or password"  # the one message, whichever of the two was wrong
 MAX_REPLY_CHARS = 4000
 
@@ -108,9 +138,8 @@ def _locked_for(account: Account | None, limit: int, lockout_s: float) -> float:
     return max(0.0, account.last_failed_at.timestamp() + lockout_s - time.time())
 
 
-def _unavailable(exc: StorageError) -> HTTPException:
-    log.error("operator API: %s", exc)
-    return HTTPException(503, "the database cannot be reached right now")
+def _unavailable(exc: StorageError) -> Unavailable:
+    return unavailable("the database cannot be reached right now", exc, log)
 
 
 @router.post("/login", summary="Log in: sets the session cookie")

@@ -21,6 +21,7 @@ from bot.channels.web.relay import PostgresRelay
 from bot.channels.web.security import ConversationTokens
 from bot.channels.web.service import ChatService
 from bot.channels.web.state import WebState
+from bot.channels.web.unavailable import Unavailable, unavailable, unavailable_response
 from bot.channels.web.ws import chat_socket
 from bot.errors import StorageError
 from bot.generation.base import Generator
@@ -119,9 +120,13 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
                 await state.customers.relay.stop()
             await runtime.close()
 
+    # No Swagger UI nor ReDoc (they load scripts from a CDN into the bot's origin); the schema
+    # only when web.api_docs, and without the operator routes.
     app = FastAPI(title=f"{settings.persona.company_name} support bot", lifespan=lifespan,
                   summary="supportbot: FAQ answers, grounded generation and handoff, over a "
-                  "web socket (/ws, see docs/web.md) and REST.")
+                  "web socket (/ws, see docs/web.md) and REST.", docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json" if settings.web.api_docs else None)
+    app.add_exception_handler(Unavailable, unavailable_response)
     app.state.ready = False
     app.state.telegram = None
     if settings.web.cors_origins:
@@ -131,14 +136,14 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
     app.add_middleware(BodyLimit, limit=settings.web.max_frame_bytes,
                        exempt=(settings.telegram.webhook_path,) if telegram else ())
     app.include_router(rest.router)
-    app.include_router(operator_api.router)
+    app.include_router(operator_api.router, include_in_schema=False)
     if telegram:  # Telegram's updates are larger than chat frames: the route limits them
         from bot.channels.telegram.webhook import telegram_webhook
 
         app.add_route(settings.telegram.webhook_path, telegram_webhook, methods=["POST"],
                       include_in_schema=False)
     app.add_api_websocket_route("/ws", chat_socket)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", _Assets(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -165,8 +170,9 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
         try:
             await state.manager.ping()
         except StorageError as exc:
-            return JSONResponse({"status": "database unreachable", "detail": str(exc)},
-                                status_code=503)
+            failure = unavailable("database unreachable", exc, log)
+            return JSONResponse({"status": failure.message, "request_id": failure.request_id},
+                                status_code=503, headers=failure.headers)
         return JSONResponse({"status": "ready", "faq_entries": len(state.manager.index.entries),
                              "model_loaded": state.manager.generator_loaded})
 
@@ -176,6 +182,16 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+class _Assets(StaticFiles):
+    """The pages' scripts, stylesheets and images. Not the pages: they are served at / and
+    /operator with their security headers (CSP, frame protection), never without them."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if path.lower().endswith((".html", ".htm")):
+            raise HTTPException(404, "Not Found")
+        return await super().get_response(path, scope)
 
 
 class BodyLimit:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -21,10 +22,12 @@ from bot.channels.web.protocol import (
 )
 from bot.channels.web.service import ShuttingDownError
 from bot.channels.web.state import WebState, client_ip
+from bot.channels.web.unavailable import unavailable
 from bot.errors import StorageError
 from bot.models import CLIENT_ID_LENGTH, COMMENT_LENGTH
 from bot.types import BotReply, TextEvent, UserMessage
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["chat"])
 
 
@@ -56,8 +59,18 @@ def _state(request: Request) -> WebState:
     return state
 
 
-def _limit(state: WebState, request: Request, conversation_id: str | None) -> None:
-    wait = state.limit(client_ip(request), conversation_id)
+def _limit(state: WebState, request: Request) -> None:
+    """Spend one request of the client IP's budget (429 when spent). Before the token is
+    checked, so that guessing tokens costs the same budget as using one."""
+    _refuse_after(state.limit(client_ip(request), None))
+
+
+def _limit_conversation(state: WebState, conversation_id: str) -> None:
+    """Spend one message of the conversation's budget (429 when spent)."""
+    _refuse_after(state.limit_conversation(conversation_id))
+
+
+def _refuse_after(wait: float) -> None:
     if wait:
         raise HTTPException(429, f"too many requests: retry in {wait:.1f} s",
                             headers={"Retry-After": str(max(1, round(wait)))})
@@ -78,8 +91,9 @@ async def chat(body: ChatRequest, request: Request) -> Any:
     state = _state(request)
     if state.service.closing:
         raise HTTPException(503, "the server is shutting down")
+    _limit(state, request)
     conversation_id, token = _open(state, body.conversation_id, body.token)
-    _limit(state, request, conversation_id)
+    _limit_conversation(state, conversation_id)
     try:
         text = check_text(body.text, state.settings.dialogue.max_input_chars)
     except FrameError as exc:
@@ -126,13 +140,13 @@ async def conversation(conversation_id: str, request: Request,
                        x_conversation_token: str = Header(
                            description="The conversation's token.")) -> Any:
     state = _state(request)
+    _limit(state, request)
     _open(state, conversation_id, x_conversation_token)
-    _limit(state, request, None)
     try:
         items = await state.manager.transcript(conversation_id)
         status = await state.manager.status(conversation_id)
     except StorageError as exc:
-        raise HTTPException(503, f"the conversation cannot be read right now: {exc}") from None
+        raise unavailable("the conversation cannot be read right now", exc, log) from None
     return {"conversation_id": conversation_id, "status": status.value,
             "messages": [history_item(item) for item in items]}
 
@@ -140,13 +154,13 @@ async def conversation(conversation_id: str, request: Request,
 @router.post("/feedback", summary="Rate a bot message (thumbs up / down)")
 async def feedback(body: FeedbackRequest, request: Request) -> Any:
     state = _state(request)
+    _limit(state, request)  # the IP's budget only, as on the web socket
     _open(state, body.conversation_id, body.token)
-    _limit(state, request, None)  # the IP's budget only, as on the web socket
     try:
         stored = await state.manager.feedback(body.conversation_id, body.message_id,
                                               body.rating, body.comment)
     except StorageError as exc:
-        raise HTTPException(503, f"feedback cannot be stored right now: {exc}") from None
+        raise unavailable("feedback cannot be stored right now", exc, log) from None
     if not stored:
         raise HTTPException(404, f"message {body.message_id} is not a bot message of this "
                             "conversation")

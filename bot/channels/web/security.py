@@ -9,12 +9,16 @@ import os
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bot.errors import SettingsError
 from bot.settings import WebSettings
 
 _SECRET_BYTES = 32
+# What a browser's Sec-Fetch-Site says of a request the bot's own page (or the user) made.
+_OWN_FETCH_SITES = ("same-origin", "none")
 _PREFIX = "web-"
 
 
@@ -113,3 +117,21 @@ class RateLimiter:
         if len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
         return wait
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """Whether a browser's Origin header names the host (and port) it connected to."""
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
+def foreign_request(headers: Mapping[str, str]) -> str | None:
+    """Who sent a browser request that the bot's own pages did not send (another origin,
+    another site, another port of this host), or None when they did. Clients that are not
+    browsers send neither Origin nor Sec-Fetch-Site, and pass."""
+    origin = headers.get("origin")
+    if origin is not None and not same_origin(origin, headers.get("host", "")):
+        return f"origin {origin[:100]}"
+    site = headers.get("sec-fetch-site")
+    if site is not None and site.lower() not in _OWN_FETCH_SITES:
+        return f"a {site[:20]} page"
+    return None

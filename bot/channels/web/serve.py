@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any
 
@@ -47,16 +47,31 @@ def serve(settings: Settings, index: FaqIndex, generator: Callable[[], Generator
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     web = settings.web
     config = uvicorn.Config(create_app(settings, index=index, generator=generator),
-                            host=web.host, port=web.port, **server_options(web.drain_seconds))
+                            host=web.host, port=web.port,
+                            **server_options(web.drain_seconds, web.forwarded_allow_ips))
     server = uvicorn.Server(config)
     with _clean_exit(server):
         server.run()
 
 
-def server_options(drain_seconds: float) -> dict[str, Any]:
+def server_options(drain_seconds: float, forwarded_allow_ips: Sequence[str] = ()
+                   ) -> dict[str, Any]:
     """uvicorn's options for every server, one process or several workers."""
     return {"ws_max_size": _WS_MAX_SIZE, "ws_ping_interval": None, "log_level": "info",
-            "timeout_graceful_shutdown": int(drain_seconds) + 5}
+            "timeout_graceful_shutdown": int(drain_seconds) + 5,
+            **proxy_options(forwarded_allow_ips)}
+
+
+def proxy_options(forwarded_allow_ips: Sequence[str]) -> dict[str, Any]:
+    """X-Forwarded-For / -Proto are believed from these proxies only (web.forwarded_allow_ips).
+
+    uvicorn's own default believes them from 127.0.0.1, so that any local process (or a proxy
+    that appends to the header instead of replacing it) could pick the address the per-IP
+    limits count. None named: the headers are ignored, the peer is the client.
+    """
+    if not forwarded_allow_ips:
+        return {"proxy_headers": False, "forwarded_allow_ips": []}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(forwarded_allow_ips)}
 
 
 @contextlib.contextmanager

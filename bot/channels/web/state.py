@@ -78,13 +78,17 @@ class WebState:
         if wait:
             self.metrics.rate_limited.labels("ip").inc()
             return wait
-        if conversation_id is not None:
-            wait = self.conversation_limits.hit(conversation_id)
-            if wait:
-                self.metrics.rate_limited.labels("conversation").inc()
+        return 0.0 if conversation_id is None else self.limit_conversation(conversation_id)
+
+    def limit_conversation(self, conversation_id: str) -> float:
+        """Spend one message of the conversation's budget; 0.0 if allowed, else the wait."""
+        wait = self.conversation_limits.hit(conversation_id)
+        if wait:
+            self.metrics.rate_limited.labels("conversation").inc()
         return wait
 
 
 def client_ip(connection: HTTPConnection) -> str:
-    """The peer's address (behind a proxy, run uvicorn with --forwarded-allow-ips)."""
+    """The peer's address; behind a proxy, the client's when web.forwarded_allow_ips names
+    the proxy (docs/deploy.md)."""
     return connection.client.host if connection.client else "unknown"

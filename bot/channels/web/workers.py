@@ -76,7 +76,8 @@ def serve_workers(settings: Settings) -> None:
     web = settings.web
     with _worker_environment(settings) as metrics_dir:
         config = _WorkerConfig(FACTORY, factory=True, workers=web.workers, host=web.host,
-                               port=web.port, **server_options(web.drain_seconds),
+                               port=web.port,
+                               **server_options(web.drain_seconds, web.forwarded_allow_ips),
                                timeout_worker_healthcheck=HEALTHCHECK_SECONDS)
         supervisor = _Supervisor(config, [config.bind_socket()], metrics_dir,
                                  grace=2 * web.drain_seconds + 15)

@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -21,6 +20,7 @@ from bot.channels.web.protocol import (
     parse_frame,
     reply_frame,
 )
+from bot.channels.web.security import same_origin
 from bot.channels.web.service import ShuttingDownError
 from bot.channels.web.state import WebState, client_ip
 from bot.errors import InputError, StorageError
@@ -197,18 +197,13 @@ class ChatConnection:
             await self.send({"type": "ping"})
 
 
-def _same_origin(origin: str, host: str) -> bool:
-    """Whether a browser's Origin header names the host it connected to."""
-    return urlsplit(origin).netloc.lower() == host.lower()
-
-
 async def chat_socket(socket: WebSocket) -> None:
     """`WS /ws`: see docs/web.md."""
     state: WebState = socket.app.state.web
     ip = client_ip(socket)
     await socket.accept()
     origin = socket.headers.get("origin")
-    if origin is not None and not _same_origin(origin, socket.headers.get("host", "")) \
+    if origin is not None and not same_origin(origin, socket.headers.get("host", "")) \
             and origin not in state.settings.web.cors_origins:
         # Browsers let any page open a web socket anywhere: only the bot's own page (and the
         # origins in web.cors_origins) may talk to it. Clients that are not browsers send none.

@@ -105,9 +105,9 @@
     var generation = state.generation;
     var options = { method: method, credentials: "same-origin", cache: "no-store",
                     headers: { Accept: "application/json" } };
-    if (body !== undefined) {
+    if (method !== "GET") {  // every change is JSON: the server refuses any other body
       options.headers["Content-Type"] = "application/json";
-      options.body = JSON.stringify(body);
+      options.body = JSON.stringify(body === undefined ? {} : body);
     }
     return fetch(API + path, options).then(function (response) {
       return response.json().catch(function () { return null; }).then(function (data) {
