@@ -16,6 +16,7 @@ from bot.channels.web.protocol import (
     FeedbackFrame,
     FrameError,
     PingFrame,
+    check_client_id,
     error_frame,
     history_item,
     parse_frame,
@@ -29,8 +30,29 @@ from bot.types import BotReply, ConversationStatus, TextEvent, UserMessage
 log = logging.getLogger(__name__)
 
 BAD_TOKEN_CLOSE = 4403
+POLICY_CLOSE = 1008  # a client that does not read its frames, or floods past its rate limit
 SERVICE_RESTART = 1012  # uvicorn closes sockets with this when the server shuts down
 _MAX_QUEUED = 20  # messages a connection may have waiting behind the running turn
+_MAX_REFUSED = 20  # frames refused by the rate limit in a row before the socket is closed
+_CLOSE_SECONDS = 2.0  # how long closing a socket may take (its client may not be reading)
+
+
+def _dumps(frame: dict[str, Any]) -> str:
+    """A frame as JSON text; \\u escapes for anything UTF-8 cannot carry (a lone surrogate)."""
+    text = json.dumps(frame, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(frame)
+    return text
+
+
+def _client_id_of(raw: str | None) -> str | None:
+    """The valid client_id of a refused frame, if it has one, to echo in the error."""
+    with contextlib.suppress(Exception):  # anything at all: the frame was refused already
+        data = json.loads(raw or "")
+        return check_client_id(data.get("client_id")) if isinstance(data, dict) else None
+    return None
 
 
 class ChatConnection:
@@ -45,21 +67,40 @@ class ChatConnection:
         self.queue: asyncio.Queue[ChatFrame] = asyncio.Queue(_MAX_QUEUED)
         self._send_lock = asyncio.Lock()
         self._heard = asyncio.Event()  # any frame from the client since the last ping
+        self._dropped = asyncio.Event()  # the server gave up on the client: stop reading
+        self._refused = 0  # frames refused by the rate limit since the last one accepted
         self.gone = False  # a send failed: the client cannot be reached any more
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Send a frame; once the client has gone, frames are dropped, never raised about.
 
+        A send that takes longer than web.send_timeout_seconds (a client that stopped reading)
+        drops the client: the socket is closed and every later frame is dropped.
         Whether a turn goes on without its client is `run`'s decision, not the sender's: a
         customer who left stops it, a server restart lets it finish and be stored.
         """
         if self.gone:
             return
+        text = _dumps(frame)
+        timeout = self.state.settings.web.send_timeout_seconds
         async with self._send_lock:
+            if self.gone:
+                return
             try:
-                await self.socket.send_text(json.dumps(frame, ensure_ascii=False))
+                await asyncio.wait_for(self.socket.send_text(text), timeout)
+            except asyncio.TimeoutError:
+                log.warning("web socket of %s dropped: the client read nothing for %.0f s",
+                            self.conversation_id, timeout)
+                self.drop("send_timeout")
             except (WebSocketDisconnect, OSError, RuntimeError):
                 self.gone = True
+
+    def drop(self, reason: str) -> None:
+        """Give up on the client: no more frames, the reader stops and `run` closes the socket."""
+        if not self._dropped.is_set():
+            self.state.metrics.errors.labels(reason).inc()
+        self.gone = True
+        self._dropped.set()
 
     async def refuse(self, code: str, message: str, client_id: str | None = None) -> None:
         self.state.metrics.errors.labels(code).inc()
@@ -68,10 +109,22 @@ class ChatConnection:
     async def run(self) -> None:
         worker = asyncio.create_task(self._answer(), name=f"ws-turns-{self.conversation_id}")
         heartbeat = asyncio.create_task(self._heartbeat(), name="ws-heartbeat")
+        reader = asyncio.create_task(self._read(), name="ws-reader")
+        dropped = asyncio.create_task(self._dropped.wait())
         code = 1000
         try:
-            code = await self._read()
+            await asyncio.wait({reader, dropped}, return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                code = reader.result()
+            else:  # the server gave up on the client (see `drop`)
+                code = POLICY_CLOSE
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+                await self._close(POLICY_CLOSE)
         finally:
+            dropped.cancel()
+            reader.cancel()
             heartbeat.cancel()
             if code == SERVICE_RESTART or self.state.service.closing:
                 # The server is stopping. uvicorn has already sent the client close 1012 and
@@ -86,6 +139,13 @@ class ChatConnection:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
 
+    async def _close(self, code: int) -> None:
+        """Close the socket, giving up after a moment (a client that reads nothing never
+        acknowledges the close); uvicorn drops the connection once the handler returns."""
+        with contextlib.suppress(asyncio.TimeoutError, WebSocketDisconnect, OSError,
+                                 RuntimeError):
+            await asyncio.wait_for(self.socket.close(code), _CLOSE_SECONDS)
+
     async def _drain(self, worker: asyncio.Task[None], timeout: float) -> None:
         """Wait until every message this connection queued has been answered (or `timeout`)."""
         answered = asyncio.ensure_future(self.queue.join())
@@ -97,8 +157,6 @@ class ChatConnection:
 
     async def _read(self) -> int:
         """Read frames until the client leaves; returns the close code."""
-        web = self.state.settings.web
-        max_chars = self.state.settings.dialogue.max_input_chars
         while True:
             message = await self.socket.receive()
             if message["type"] == "websocket.disconnect":
@@ -106,32 +164,61 @@ class ChatConnection:
             self._heard.set()
             raw = message.get("text")
             try:
-                if raw is None:
-                    raise FrameError("binary_frame", "binary frames are not accepted: send "
-                                     "JSON as text frames")
-                if len(raw.encode()) > web.max_frame_bytes:
-                    raise FrameError("frame_too_large", f"frame is larger than "
-                                     f"{web.max_frame_bytes} bytes")
-                frame = parse_frame(raw, max_chars)
-                await self._accept(frame)
+                await self._frame(raw)
             except FrameError as exc:
-                client_id = None
-                with contextlib.suppress(Exception):
-                    client_id = json.loads(raw or "").get("client_id")
-                await self.refuse(exc.code, exc.message,
-                                  client_id if isinstance(client_id, str) else None)
+                await self._refused_frame(exc, raw)
+            except Exception as exc:  # one bad frame never ends the connection
+                log.exception("web frame failed in %s", self.conversation_id)
+                await self.refuse("internal", f"the frame failed: {type(exc).__name__}",
+                                  _client_id_of(raw))
+
+    async def _frame(self, raw: str | None) -> None:
+        """Check one frame and act on it; FrameError if it is refused."""
+        web = self.state.settings.web
+        try:
+            if raw is None:
+                raise FrameError("binary_frame", "binary frames are not accepted: send "
+                                 "JSON as text frames")
+            if len(raw.encode("utf-8", "surrogatepass")) > web.max_frame_bytes:
+                raise FrameError("frame_too_large", f"frame is larger than "
+                                 f"{web.max_frame_bytes} bytes")
+            frame = parse_frame(raw, self.state.settings.dialogue.max_input_chars)
+        except FrameError:
+            # Invalid frames spend the budget like messages: a flood of them is limited too.
+            self._limit(self.conversation_id)
+            raise
+        await self._accept(frame)
+
+    async def _refused_frame(self, exc: FrameError, raw: str | None) -> None:
+        """Answer a refused frame; a client that keeps sending while rate-limited is dropped."""
+        if exc.code != "rate_limited":
+            await self.refuse(exc.code, exc.message, _client_id_of(raw))
+            return
+        self._refused += 1
+        if self._refused >= _MAX_REFUSED:
+            log.warning("web socket of %s dropped: %d frames in a row over the rate limit",
+                        self.conversation_id, self._refused)
+            self.drop("flood")
+            return
+        await self.refuse(exc.code, exc.message, _client_id_of(raw))
+
+    def _limit(self, conversation_id: str | None) -> None:
+        """Spend a frame of the budget (the IP's, and the conversation's if given), or raise
+        FrameError rate_limited."""
+        wait = self.state.limit(self.ip, conversation_id)
+        if wait:
+            raise FrameError("rate_limited", f"too many messages: wait {wait:.1f} s")
+        self._refused = 0
 
     async def _accept(self, frame: ChatFrame | FeedbackFrame | PingFrame) -> None:
+        # Pings, pongs and ratings count against the IP's budget only: a customer who asked
+        # five quick questions may still rate the answers and keep the socket alive.
+        chat = isinstance(frame, ChatFrame)
+        self._limit(self.conversation_id if chat else None)
         if isinstance(frame, PingFrame):
             if not frame.pong:
                 await self.send({"type": "pong"})
             return
-        # Ratings count against the IP's budget only: a customer who asked five quick
-        # questions may still rate the answers.
-        chat = isinstance(frame, ChatFrame)
-        wait = self.state.limit(self.ip, self.conversation_id if chat else None)
-        if wait:
-            raise FrameError("rate_limited", f"too many messages: wait {wait:.1f} s")
         if isinstance(frame, FeedbackFrame):
             await self._feedback(frame)
             return
@@ -191,8 +278,7 @@ class ChatConnection:
                 missed += 1
             self._heard.clear()
             if missed >= 2:  # two intervals without a frame: the client is gone
-                with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-                    await self.socket.close(1001)
+                await self._close(1001)
                 return
             await self.send({"type": "ping"})
 
