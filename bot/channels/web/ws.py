@@ -69,6 +69,7 @@ class ChatConnection:
         self._heard = asyncio.Event()  # any frame from the client since the last ping
         self._dropped = asyncio.Event()  # the server gave up on the client: stop reading
         self._refused = 0  # frames refused by the rate limit since the last one accepted
+        self._drop_code = POLICY_CLOSE
         self.gone = False  # a send failed: the client cannot be reached any more
 
     async def send(self, frame: dict[str, Any]) -> None:
@@ -91,14 +92,18 @@ class ChatConnection:
             except asyncio.TimeoutError:
                 log.warning("web socket of %s dropped: the client read nothing for %.0f s",
                             self.conversation_id, timeout)
-                self.drop("send_timeout")
+                self.drop(POLICY_CLOSE, "send_timeout")
             except (WebSocketDisconnect, OSError, RuntimeError):
                 self.gone = True
 
-    def drop(self, reason: str) -> None:
-        """Give up on the client: no more frames, the reader stops and `run` closes the socket."""
-        if not self._dropped.is_set():
+    def drop(self, code: int, reason: str | None = None) -> None:
+        """Give up on the client: no more frames, the reader stops and `run` closes the socket
+        with `code` (counted in the errors metric as `reason`, if given)."""
+        if self._dropped.is_set():
+            return
+        if reason is not None:
             self.state.metrics.errors.labels(reason).inc()
+        self._drop_code = code
         self.gone = True
         self._dropped.set()
 
@@ -117,11 +122,11 @@ class ChatConnection:
             if reader.done():
                 code = reader.result()
             else:  # the server gave up on the client (see `drop`)
-                code = POLICY_CLOSE
+                code = self._drop_code
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await reader
-                await self._close(POLICY_CLOSE)
+                await self._close(code)
         finally:
             dropped.cancel()
             reader.cancel()
@@ -140,11 +145,14 @@ class ChatConnection:
                 await heartbeat
 
     async def _close(self, code: int) -> None:
-        """Close the socket, giving up after a moment (a client that reads nothing never
-        acknowledges the close); uvicorn drops the connection once the handler returns."""
-        with contextlib.suppress(asyncio.TimeoutError, WebSocketDisconnect, OSError,
-                                 RuntimeError):
+        """Close the socket; if even the close frame cannot be sent within a moment (a client
+        that reads nothing), drop the TCP connection."""
+        try:
             await asyncio.wait_for(self.socket.close(code), _CLOSE_SECONDS)
+        except asyncio.TimeoutError:
+            _abort_connection()
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            pass
 
     async def _drain(self, worker: asyncio.Task[None], timeout: float) -> None:
         """Wait until every message this connection queued has been answered (or `timeout`)."""
@@ -198,7 +206,7 @@ class ChatConnection:
         if self._refused >= _MAX_REFUSED:
             log.warning("web socket of %s dropped: %d frames in a row over the rate limit",
                         self.conversation_id, self._refused)
-            self.drop("flood")
+            self.drop(POLICY_CLOSE, "flood")
             return
         await self.refuse(exc.code, exc.message, _client_id_of(raw))
 
@@ -278,9 +286,25 @@ class ChatConnection:
                 missed += 1
             self._heard.clear()
             if missed >= 2:  # two intervals without a frame: the client is gone
-                await self._close(1001)
+                self.drop(1001)
                 return
             await self.send({"type": "ping"})
+
+
+def _abort_connection() -> None:
+    """Drop the TCP connection of the web socket this task serves, unsent frames and all.
+
+    ASGI offers no way to do this, and a plain close waits, forever, until a client that reads
+    nothing has read the frames still buffered. uvicorn runs each connection's handler in a task
+    of its connection's protocol object: its transport is aborted. Anything else (another
+    server, the test client) is left to its own close.
+    """
+    task = asyncio.current_task()
+    frame = getattr(task.get_coro(), "cr_frame", None) if task is not None else None
+    owner = frame.f_locals.get("self") if frame is not None else None
+    transport = getattr(owner, "transport", None)
+    if isinstance(transport, asyncio.Transport):
+        transport.abort()
 
 
 def _same_origin(origin: str, host: str) -> bool:
