@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from bot.channels.web import create_app
 from retrieval.index import FaqIndex
@@ -67,10 +68,13 @@ async def test_a_client_that_never_reads_is_dropped_and_others_are_served(
                 if dropped and not gauge(metrics, "supportbot_websockets_open"):
                     break
             took = time.monotonic() - started
-            with contextlib.suppress(asyncio.TimeoutError, Exception):
-                await asyncio.wait_for(flooding, 5)  # the dropped connection ends the flood
+            with contextlib.suppress(asyncio.TimeoutError, ConnectionClosed):
+                await asyncio.wait_for(asyncio.shield(flooding), 5)
             flooding.cancel()
             assert dropped == 1.0, f"not dropped after {took:.1f} s and {sent} frames"
+            # The TCP connection is gone too, not just the handler: the flood ends with an error.
+            assert flooding.done() and not flooding.cancelled(), "the connection is still open"
+            assert isinstance(flooding.exception(), ConnectionClosed), flooding.exception()
             assert not gauge(metrics, "supportbot_websockets_open")
             async with connect(f"ws://{address}/ws") as other:  # everyone else is served
                 assert json.loads(await other.recv())["type"] == "hello"
