@@ -77,6 +77,8 @@ def answered(ws: Any, text: str, client_id: str) -> dict[str, Any]:
      "message_id"),
     ("[" * 16000, "invalid_json", "nested too deeply"),
     (json.dumps({"type": LONE}), "unknown_type", "unknown frame type"),
+    (json.dumps({"type": "message", "text": "hi", "client_id": "a\x00"}), "bad_frame",
+     "NUL"),  # PostgreSQL refuses NUL in text: the turn could not be stored
 ])
 def test_hostile_frames_get_an_error_and_the_socket_keeps_answering(
         client: TestClient, settings: Settings, raw: str, code: str, says: str) -> None:
@@ -101,6 +103,7 @@ def test_hostile_frames_get_an_error_and_the_socket_keeps_answering(
                                  "rating": "up"}), 422, "message_id"),
     ("/v1/feedback", json.dumps({"conversation_id": "c", "token": "t", "message_id": 1,
                                  "rating": "up", "comment": LONE}), 422, "comment"),
+    ("/v1/chat", json.dumps({"text": "hi\x00"}), 422, "NUL"),
     ("/v1/chat", "[" * 16000, 400, "parsing the body"),
 ])
 def test_hostile_bodies_get_a_4xx_naming_the_field(client: TestClient, path: str, body: str,

@@ -112,14 +112,17 @@ def error_frame(code: str, message: str, client_id: str | None = None) -> dict[s
 
 
 def check_encodable(field: str, value: str) -> str:
-    """`value`, or FrameError if it cannot be written as UTF-8 (a lone surrogate such as
-    \\udc00, which JSON's \\u escapes allow but no text column or frame can hold)."""
+    """`value`, or FrameError if no text column can hold it: a lone surrogate such as \\udc00
+    (JSON's \\u escapes allow it, UTF-8 cannot carry it) or a NUL (PostgreSQL refuses it)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise FrameError("bad_frame", f"field '{field}' is not valid text: it holds a lone "
                          f"surrogate (\\u{ord(value[exc.start]):04x}) at character "
                          f"{exc.start}") from None
+    if "\x00" in value:
+        raise FrameError("bad_frame", f"field '{field}' is not valid text: it holds a NUL "
+                         f"character (\\u0000) at character {value.index(chr(0))}")
     return value
 
 
