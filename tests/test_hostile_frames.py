@@ -94,6 +94,31 @@ def test_hostile_frames_get_an_error_and_the_socket_keeps_answering(
     assert [tuple(r) for r in users] == [(FAQ_QUESTION, "after")]
 
 
+def test_a_frame_that_fails_unexpectedly_gets_internal_and_the_socket_keeps_reading(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(*args: Any) -> bool:
+        raise ValueError("a bug while rating")
+
+    monkeypatch.setattr(client.app.state.web.manager, "feedback", broken)  # type: ignore[attr-defined]
+    with client.websocket_connect("/ws") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "feedback", "message_id": 1, "rating": "up", "client_id": "r"})
+        error = until_internal(ws)
+        assert (error["code"], error["client_id"]) == ("internal", "r")
+        assert "a bug" not in error["message"]  # no internals for the client
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong"}
+        assert answered(ws, FAQ_QUESTION, "after")["decision"] == "answer"
+
+
+def until_internal(ws: Any) -> dict[str, Any]:
+    """The next error frame, internal ones included."""
+    while True:
+        frame = ws.receive_json()
+        if frame["type"] == "error":
+            return dict(frame)
+
+
 @pytest.mark.parametrize(("path", "body", "status", "says"), [
     ("/v1/chat", json.dumps({"text": "hi", "client_id": LONE}), 422, "client_id"),
     ("/v1/chat", json.dumps({"text": "hi " + LONE}), 422, "text"),
