@@ -470,6 +470,9 @@ class WebSettings(_Section):
     max_frame_bytes: int = Field(16384, ge=256, le=1048576, description="Largest web-socket "
                                  "frame or REST body accepted.")
     heartbeat_seconds: float = Field(20.0, gt=0, le=3600, description="Web-socket ping interval.")
+    send_timeout_seconds: float = Field(10.0, gt=0, le=600, description="How long sending one "
+                                        "web-socket frame may take; a client that reads "
+                                        "nothing for that long is dropped (closed 1008).")
     rate_per_connection: float = Field(1.0, gt=0, description="Messages per second one "
                                        "connection or conversation may send, on average.")
     burst_per_connection: int = Field(5, ge=1, description="Messages one connection may send "

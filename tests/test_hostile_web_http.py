@@ -249,3 +249,36 @@ def test_an_unreadable_database_is_not_described_to_anyone(
     for response in responses:
         assert response.status_code == 503, (response.request.url, response.text)
         _hidden(response, settings)
+
+
+def test_a_locked_database_is_not_described_on_the_web_socket_either(
+        tmp_path: Path, sample_index: FaqIndex, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("bot.storage.BUSY_TIMEOUT_MS", 200)
+    settings = web_settings(tmp_path)
+    with TestClient(create_app(settings, index=sample_index)) as client, \
+            client.websocket_connect("/ws") as ws:
+        ws.receive_json()  # hello
+        ws.send_json({"type": "message", "text": FAQ_QUESTION})
+        reply = ws.receive_json()
+        while reply["type"] != "reply":
+            reply = ws.receive_json()
+        lock = sqlite3.connect(settings.storage.database_url.split("///")[-1])
+        try:
+            lock.execute("BEGIN EXCLUSIVE")
+            with caplog.at_level(logging.WARNING):
+                ws.send_json({"type": "feedback", "message_id": reply["message_id"],
+                              "rating": "up"})
+                refused = ws.receive_json()
+        finally:
+            lock.rollback()
+            lock.close()
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong"}  # the socket goes on
+    assert refused["type"] == "error" and refused["code"] == "unavailable", refused
+    database = settings.storage.database_url.split("///")[-1].lower()
+    for secret in ("sqlite", database, "locked"):
+        assert secret not in refused["message"].lower(), refused
+    request_id = refused["message"].rsplit("request ", 1)[1].rstrip(")")
+    assert any(request_id in r.getMessage() and "locked" in r.getMessage()
+               for r in caplog.records)

@@ -6,15 +6,19 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field, field_validator
 
 from bot.channels.web.protocol import (
+    MAX_MESSAGE_ID,
     FrameError,
+    check_encodable,
     check_text,
     error_frame,
     history_item,
@@ -28,7 +32,37 @@ from bot.models import CLIENT_ID_LENGTH, COMMENT_LENGTH
 from bot.types import BotReply, TextEvent, UserMessage
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["chat"])
+
+class _CheckedRoute(APIRoute):
+    """A route whose 422 names the wrong fields without echoing their values: a value that
+    UTF-8 cannot carry (a lone surrogate) would fail the error response itself."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return JSONResponse({"detail": [
+                    {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", "")),
+                     "type": str(error.get("type", ""))} for error in exc.errors()]},
+                    status_code=422)
+
+        return checked
+
+
+router = APIRouter(prefix="/v1", tags=["chat"], route_class=_CheckedRoute)
+
+
+def _encodable(value: str | None, info: Any) -> str | None:
+    """A text field's value, or ValueError if UTF-8 cannot carry it (a lone surrogate)."""
+    if value is not None:
+        try:
+            check_encodable(info.field_name, value)
+        except FrameError as exc:
+            raise ValueError(exc.message) from None
+    return value
 
 
 class ChatRequest(BaseModel):
@@ -43,15 +77,19 @@ class ChatRequest(BaseModel):
                                   "with the same id is answered once.")
     stream: bool = Field(False, description="Answer as server-sent events.")
 
+    _text_fields = field_validator("text", "conversation_id", "token", "client_id")(_encodable)
+
 
 class FeedbackRequest(BaseModel):
     """A rating of one bot message."""
 
     conversation_id: str = Field(max_length=128)
     token: str = Field(max_length=128)
-    message_id: int = Field(ge=1)
+    message_id: int = Field(ge=1, le=MAX_MESSAGE_ID)
     rating: Literal["up", "down"]
     comment: str | None = Field(None, max_length=COMMENT_LENGTH)
+
+    _text_fields = field_validator("conversation_id", "token", "comment")(_encodable)
 
 
 def _state(request: Request) -> WebState:

@@ -15,6 +15,7 @@ from bot.channels.web.protocol import (
     FeedbackFrame,
     FrameError,
     PingFrame,
+    check_client_id,
     error_frame,
     history_item,
     parse_frame,
@@ -23,14 +24,36 @@ from bot.channels.web.protocol import (
 from bot.channels.web.security import same_origin
 from bot.channels.web.service import ShuttingDownError
 from bot.channels.web.state import WebState, client_ip
+from bot.channels.web.unavailable import unavailable
 from bot.errors import InputError, StorageError
 from bot.types import BotReply, ConversationStatus, TextEvent, UserMessage
 
 log = logging.getLogger(__name__)
 
 BAD_TOKEN_CLOSE = 4403
+POLICY_CLOSE = 1008  # a client that does not read its frames, or floods past its rate limit
 SERVICE_RESTART = 1012  # uvicorn closes sockets with this when the server shuts down
 _MAX_QUEUED = 20  # messages a connection may have waiting behind the running turn
+_MAX_REFUSED = 20  # frames refused by the rate limit in a row before the socket is closed
+_CLOSE_SECONDS = 2.0  # how long closing a socket may take (its client may not be reading)
+
+
+def _dumps(frame: dict[str, Any]) -> str:
+    """A frame as JSON text; \\u escapes for anything UTF-8 cannot carry (a lone surrogate)."""
+    text = json.dumps(frame, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(frame)
+    return text
+
+
+def _client_id_of(raw: str | None) -> str | None:
+    """The valid client_id of a refused frame, if it has one, to echo in the error."""
+    with contextlib.suppress(Exception):  # anything at all: the frame was refused already
+        data = json.loads(raw or "")
+        return check_client_id(data.get("client_id")) if isinstance(data, dict) else None
+    return None
 
 
 class ChatConnection:
@@ -45,21 +68,45 @@ class ChatConnection:
         self.queue: asyncio.Queue[ChatFrame] = asyncio.Queue(_MAX_QUEUED)
         self._send_lock = asyncio.Lock()
         self._heard = asyncio.Event()  # any frame from the client since the last ping
+        self._dropped = asyncio.Event()  # the server gave up on the client: stop reading
+        self._refused = 0  # frames refused by the rate limit since the last one accepted
+        self._drop_code = POLICY_CLOSE
         self.gone = False  # a send failed: the client cannot be reached any more
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Send a frame; once the client has gone, frames are dropped, never raised about.
 
+        A send that takes longer than web.send_timeout_seconds (a client that stopped reading)
+        drops the client: the socket is closed and every later frame is dropped.
         Whether a turn goes on without its client is `run`'s decision, not the sender's: a
         customer who left stops it, a server restart lets it finish and be stored.
         """
         if self.gone:
             return
+        text = _dumps(frame)
+        timeout = self.state.settings.web.send_timeout_seconds
         async with self._send_lock:
+            if self.gone:
+                return
             try:
-                await self.socket.send_text(json.dumps(frame, ensure_ascii=False))
+                await asyncio.wait_for(self.socket.send_text(text), timeout)
+            except asyncio.TimeoutError:
+                log.warning("web socket of %s dropped: the client read nothing for %.0f s",
+                            self.conversation_id, timeout)
+                self.drop(POLICY_CLOSE, "send_timeout")
             except (WebSocketDisconnect, OSError, RuntimeError):
                 self.gone = True
+
+    def drop(self, code: int, reason: str | None = None) -> None:
+        """Give up on the client: no more frames, the reader stops and `run` closes the socket
+        with `code` (counted in the errors metric as `reason`, if given)."""
+        if self._dropped.is_set():
+            return
+        if reason is not None:
+            self.state.metrics.errors.labels(reason).inc()
+        self._drop_code = code
+        self.gone = True
+        self._dropped.set()
 
     async def refuse(self, code: str, message: str, client_id: str | None = None) -> None:
         self.state.metrics.errors.labels(code).inc()
@@ -68,10 +115,22 @@ class ChatConnection:
     async def run(self) -> None:
         worker = asyncio.create_task(self._answer(), name=f"ws-turns-{self.conversation_id}")
         heartbeat = asyncio.create_task(self._heartbeat(), name="ws-heartbeat")
+        reader = asyncio.create_task(self._read(), name="ws-reader")
+        dropped = asyncio.create_task(self._dropped.wait())
         code = 1000
         try:
-            code = await self._read()
+            await asyncio.wait({reader, dropped}, return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                code = reader.result()
+            else:  # the server gave up on the client (see `drop`)
+                code = self._drop_code
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+                await self._close(code)
         finally:
+            dropped.cancel()
+            reader.cancel()
             heartbeat.cancel()
             if code == SERVICE_RESTART or self.state.service.closing:
                 # The server is stopping. uvicorn has already sent the client close 1012 and
@@ -86,6 +145,16 @@ class ChatConnection:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
 
+    async def _close(self, code: int) -> None:
+        """Close the socket; if even the close frame cannot be sent within a moment (a client
+        that reads nothing), drop the TCP connection."""
+        try:
+            await asyncio.wait_for(self.socket.close(code), _CLOSE_SECONDS)
+        except asyncio.TimeoutError:
+            _abort_connection()
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            pass
+
     async def _drain(self, worker: asyncio.Task[None], timeout: float) -> None:
         """Wait until every message this connection queued has been answered (or `timeout`)."""
         answered = asyncio.ensure_future(self.queue.join())
@@ -97,8 +166,6 @@ class ChatConnection:
 
     async def _read(self) -> int:
         """Read frames until the client leaves; returns the close code."""
-        web = self.state.settings.web
-        max_chars = self.state.settings.dialogue.max_input_chars
         while True:
             message = await self.socket.receive()
             if message["type"] == "websocket.disconnect":
@@ -106,32 +173,61 @@ class ChatConnection:
             self._heard.set()
             raw = message.get("text")
             try:
-                if raw is None:
-                    raise FrameError("binary_frame", "binary frames are not accepted: send "
-                                     "JSON as text frames")
-                if len(raw.encode()) > web.max_frame_bytes:
-                    raise FrameError("frame_too_large", f"frame is larger than "
-                                     f"{web.max_frame_bytes} bytes")
-                frame = parse_frame(raw, max_chars)
-                await self._accept(frame)
+                await self._frame(raw)
             except FrameError as exc:
-                client_id = None
-                with contextlib.suppress(Exception):
-                    client_id = json.loads(raw or "").get("client_id")
-                await self.refuse(exc.code, exc.message,
-                                  client_id if isinstance(client_id, str) else None)
+                await self._refused_frame(exc, raw)
+            except Exception as exc:  # one bad frame never ends the connection
+                log.exception("web frame failed in %s", self.conversation_id)
+                await self.refuse("internal", f"the frame failed: {type(exc).__name__}",
+                                  _client_id_of(raw))
+
+    async def _frame(self, raw: str | None) -> None:
+        """Check one frame and act on it; FrameError if it is refused."""
+        web = self.state.settings.web
+        try:
+            if raw is None:
+                raise FrameError("binary_frame", "binary frames are not accepted: send "
+                                 "JSON as text frames")
+            if len(raw.encode("utf-8", "surrogatepass")) > web.max_frame_bytes:
+                raise FrameError("frame_too_large", f"frame is larger than "
+                                 f"{web.max_frame_bytes} bytes")
+            frame = parse_frame(raw, self.state.settings.dialogue.max_input_chars)
+        except FrameError:
+            # Invalid frames spend the budget like messages: a flood of them is limited too.
+            self._limit(self.conversation_id)
+            raise
+        await self._accept(frame)
+
+    async def _refused_frame(self, exc: FrameError, raw: str | None) -> None:
+        """Answer a refused frame; a client that keeps sending while rate-limited is dropped."""
+        if exc.code != "rate_limited":
+            await self.refuse(exc.code, exc.message, _client_id_of(raw))
+            return
+        self._refused += 1
+        if self._refused >= _MAX_REFUSED:
+            log.warning("web socket of %s dropped: %d frames in a row over the rate limit",
+                        self.conversation_id, self._refused)
+            self.drop(POLICY_CLOSE, "flood")
+            return
+        await self.refuse(exc.code, exc.message, _client_id_of(raw))
+
+    def _limit(self, conversation_id: str | None) -> None:
+        """Spend a frame of the budget (the IP's, and the conversation's if given), or raise
+        FrameError rate_limited."""
+        wait = self.state.limit(self.ip, conversation_id)
+        if wait:
+            raise FrameError("rate_limited", f"too many messages: wait {wait:.1f} s")
+        self._refused = 0
 
     async def _accept(self, frame: ChatFrame | FeedbackFrame | PingFrame) -> None:
+        # Pings, pongs and ratings count against the IP's budget only: a customer who asked
+        # five quick questions may still rate the answers and keep the socket alive.
+        chat = isinstance(frame, ChatFrame)
+        self._limit(self.conversation_id if chat else None)
         if isinstance(frame, PingFrame):
             if not frame.pong:
                 await self.send({"type": "pong"})
             return
-        # Ratings count against the IP's budget only: a customer who asked five quick
-        # questions may still rate the answers.
-        chat = isinstance(frame, ChatFrame)
-        wait = self.state.limit(self.ip, self.conversation_id if chat else None)
-        if wait:
-            raise FrameError("rate_limited", f"too many messages: wait {wait:.1f} s")
         if isinstance(frame, FeedbackFrame):
             await self._feedback(frame)
             return
@@ -144,9 +240,12 @@ class ChatConnection:
         try:
             stored = await self.state.manager.feedback(self.conversation_id, frame.message_id,
                                                        frame.rating, frame.comment)
-        except (InputError, StorageError) as exc:
-            raise FrameError("internal" if isinstance(exc, StorageError) else "bad_frame",
-                             str(exc)) from None
+        except InputError as exc:
+            raise FrameError("bad_frame", str(exc)) from None
+        except StorageError as exc:  # the detail (a database URL, a driver error) to the log
+            failed = unavailable("the rating cannot be stored right now", exc, log)
+            raise FrameError("unavailable", f"{failed.message}; try again shortly (request "
+                             f"{failed.request_id})") from None
         if not stored:
             raise FrameError("unknown_message", f"message {frame.message_id} is not a bot "
                              "message of this conversation")
@@ -175,7 +274,9 @@ class ChatConnection:
                                   "in a moment", frame.client_id)
             except Exception as exc:  # one bad turn never ends the connection
                 log.exception("web turn failed in %s", self.conversation_id)
-                await self.refuse("internal", f"the turn failed: {type(exc).__name__}",
+                failed = unavailable("the turn failed", exc, log)
+                await self.refuse("internal", f"the turn failed; try again (request "
+                                  f"{failed.request_id})",
                                   frame.client_id)
             finally:
                 self.queue.task_done()
@@ -191,10 +292,25 @@ class ChatConnection:
                 missed += 1
             self._heard.clear()
             if missed >= 2:  # two intervals without a frame: the client is gone
-                with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-                    await self.socket.close(1001)
+                self.drop(1001)
                 return
             await self.send({"type": "ping"})
+
+
+def _abort_connection() -> None:
+    """Drop the TCP connection of the web socket this task serves, unsent frames and all.
+
+    ASGI offers no way to do this, and a plain close waits, forever, until a client that reads
+    nothing has read the frames still buffered. uvicorn runs each connection's handler in a task
+    of its connection's protocol object: its transport is aborted. Anything else (another
+    server, the test client) is left to its own close.
+    """
+    task = asyncio.current_task()
+    frame = getattr(task.get_coro(), "cr_frame", None) if task is not None else None
+    owner = frame.f_locals.get("self") if frame is not None else None
+    transport = getattr(owner, "transport", None)
+    if isinstance(transport, asyncio.Transport):
+        transport.abort()
 
 
 async def chat_socket(socket: WebSocket) -> None:

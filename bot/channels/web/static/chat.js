@@ -383,6 +383,11 @@
       wrap.setAttribute("data-message-id", String(id));
       state.messages.set(String(id), wrap);
       wrap.appendChild(feedbackButtons(id, message.feedback));
+    } else if (message.stored === false) {
+      // The server could not save this turn (docs/web.md: "stored"): it cannot be rated.
+      var note = el("div", "unrated", "This answer couldn't be saved, so rating is unavailable for it.");
+      note.setAttribute("data-testid", "rating-unavailable");
+      wrap.appendChild(note);
     }
 
     if (live) announce(lines.join("\n"));
