@@ -493,8 +493,10 @@ class ConversationStore:
         """
         if self._sqlite_file is None:
             return
-        if create:
+        if create and not str(self._sqlite_file).startswith("file:"):  # not a SQLite URI
             _private_file(self._sqlite_file)
+        elif create:
+            self._sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         args, kwargs = self._engine.sync_engine.dialect.create_connect_args(self._engine.url)
         connect: Any = sqlite3.connect  # the same arguments aiosqlite hands to it
         await asyncio.to_thread(lambda: connect(*args, **kwargs).close())

@@ -147,7 +147,8 @@ async def test_a_lower_case_name_is_not_stored(manager: DialogueManager,
 # Every String, Text and JSON column is decided: redacted by the one redactor, or not free
 # text. A new text column fails this test until it is put in one of them.
 REDACTED_COLUMNS = {
-    "messages.text": "the customer's and the bot's text (DialogueManager._redacted)",
+    "messages.text": "the customer's and the bot's text (DialogueManager._redacted); "
+                     "operators' own replies are staff text, stored as typed",
     "messages.client_id": "customer-given: redacted, plus a digest so ids stay apart",
     "messages.meta": "may quote the message (errors, candidates): redact_data",
     "messages.verdicts": "guards' reasons may quote the message: redact_data",
@@ -283,4 +284,18 @@ async def test_faq_additions_walk_the_faq_off_the_event_loop(store: Conversation
     monkeypatch.setattr(learning, "_owners", _recording(threads, learning._owners))
     with pytest.raises(NotFoundError):
         await learning.add("anna", "where is my parcel", entry_id="no-such-entry")
+    assert threads and threading.get_ident() not in threads
+
+
+async def test_the_safety_layer_is_built_off_the_event_loop(tmp_path: Path,
+                                                           sample_index: FaqIndex,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    import bot.runtime
+
+    threads: list[int] = []
+    monkeypatch.setattr(bot.runtime, "safety_layer",
+                        _recording(threads, bot.runtime.safety_layer))
+    runtime = await bot.runtime.open_runtime(web_settings(tmp_path), sample_index)
+    await runtime.close()
     assert threads and threading.get_ident() not in threads
