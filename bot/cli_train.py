@@ -151,11 +151,13 @@ def train(ctx: typer.Context,
             "seed": seed}, settings_pairs or [])
         base = _base_model(settings, base_model)
         extra = _grounded(settings, base, config.seed) if grounded else []
+        from bot.safety.build import redactor_for
         from training.pipeline import prepare
 
         persona = settings.persona
         prepared = prepare(inputs or [], base, config, fmt, on_error, extra_conversations=extra,
-                           system=persona.render(persona.system_prompt))
+                           system=persona.render(persona.system_prompt),
+                           redactor=redactor_for(settings.safety))
         from training.loop import dist_env
         from training.loop import train as run
 
@@ -250,16 +252,16 @@ def export(ctx: typer.Context,
     with _user_errors():
         settings = _settings(ctx)
         from bot.export import export as run
+        from bot.safety.build import redactor_for
         from bot.storage import ConversationStore
-        from training.pii import Redactor
 
-        redactor = Redactor()
+        redactor = redactor_for(settings.safety)  # the one stored conversations go through
 
         async def go() -> Any:
             store = ConversationStore(settings.storage.database_url)
             try:
                 await store.init()
-                return await run(store, output, lambda text: redactor.redact(text)[0])
+                return await run(store, output, redactor.redact_text)
             finally:
                 await store.close()
 

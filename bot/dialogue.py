@@ -21,6 +21,7 @@ from bot.generation.ranking import checker_for, grounding_scores
 from bot.generation.text import tidy_reply
 from bot.generation.verified import VerifiedStream, generated_pieces, one_piece
 from bot.intents import AFFIRMATIVE, FOLLOW_UP, NEGATIVE, Intents, pick, simple
+from bot.models import CLIENT_ID_LENGTH, COMMENT_LENGTH
 from bot.safety.layer import SafetyLayer
 from bot.safety.normalize import clean
 from bot.settings import DialogueSettings, GenerationSettings, PersonaSettings, RetrievalSettings
@@ -43,6 +44,7 @@ from retrieval.prompt import prompt_places
 log = logging.getLogger(__name__)
 
 Event = TextEvent | BotReply
+_Verdicts = tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None]  # input, output
 TokenSink = Callable[[str], None]  # receives verified text pieces, on the event loop
 
 # A short message that starts like a follow-up or points back ("and how long does that take?")
@@ -184,8 +186,8 @@ class DialogueManager:
                 # Inside the boundary: a database that cannot be reached is an apology too.
                 await held.enter_async_context(self.store.turn_lock(message.conversation_id))
                 if message.client_id is not None:  # re-sent: its stored reply, not a new turn
-                    earlier = await self.store.find_reply(message.conversation_id,
-                                                          message.client_id)
+                    earlier = await self.store.find_reply(
+                        message.conversation_id, await self._stored_id(message.client_id))
                 if earlier is not None:
                     reply = self.stored_reply(earlier)
                     reply = replace(reply, meta={**reply.meta, "duplicate": True})
@@ -238,21 +240,18 @@ class DialogueManager:
         stored = message if len(message.text) <= limit else replace(message,
                                                                     text=message.text[:limit])
         kept = reply
+        verdicts = (turn.verdicts_in, turn.verdicts_out or None)
         original: str | None = None  # the customer's text as written, if redaction changed it
         if self.safety is not None and self.safety.settings.redact_stored:
-            safety = self.safety
             written = clean(stored.text)[0]
-            stored = replace(stored, text=safety.redact(written))
+            # presidio, spaCy and the patterns take a while: off the event loop, like embedding
+            stored, kept, verdicts = await asyncio.to_thread(self._redacted, self.safety,
+                                                             stored, reply, verdicts)
             original = written if stored.text != written else None
-            kept = replace(reply, text=safety.redact(reply.text, keep_faq=True),
-                           meta=safety.redact_data(reply.meta),
-                           candidates=[replace(c, text=safety.redact(c.text, True))
-                                       for c in reply.candidates])
         status = ConversationStatus.HANDOFF if reply.decision is Decision.HANDOFF else None
-        verdicts = (turn.verdicts_in, turn.verdicts_out or None)
         if reply.decision is Decision.HELD:  # only the customer's message, for the operator
             try:
-                await self.store.record_held(stored, reply.meta, verdicts[0], original)
+                await self.store.record_held(stored, kept.meta, verdicts[0], original)
             except StorageError as exc:
                 log.error("held message not stored in conversation %s: %s",
                           message.conversation_id, exc)
@@ -266,6 +265,29 @@ class DialogueManager:
             return replace(reply, meta={**kept.meta, "storage_error": str(exc)},
                            candidates=kept.candidates)
         return replace(reply, meta=kept.meta, candidates=kept.candidates, message_id=message_id)
+
+    @staticmethod
+    def _redacted(safety: SafetyLayer, message: UserMessage, reply: BotReply,
+                  verdicts: _Verdicts) -> tuple[UserMessage, BotReply, _Verdicts]:
+        """The turn as stored: every free text the customer or the bot wrote redacted by the
+        one redactor (the FAQ's own contacts kept in the bot's text), the client id and the
+        guards' reasons (which may quote the message) too."""
+        client_id = (safety.redact_id(message.client_id, CLIENT_ID_LENGTH)
+                     if message.client_id is not None else None)
+        stored = replace(message, text=safety.redact(clean(message.text)[0]),
+                         client_id=client_id)
+        kept = replace(reply, text=safety.redact(reply.text, keep_faq=True),
+                       meta=safety.redact_data(reply.meta),
+                       candidates=[replace(c, text=safety.redact(c.text, True))
+                                   for c in reply.candidates])
+        return stored, kept, (safety.redact_data(verdicts[0]), safety.redact_data(verdicts[1]))
+
+    async def _stored_id(self, client_id: str) -> str:
+        """A client message id as `_redacted` stores it."""
+        safety = self.safety
+        if safety is None or not safety.settings.redact_stored:
+            return client_id
+        return await asyncio.to_thread(safety.redact_id, client_id, CLIENT_ID_LENGTH)
 
     def stored_reply(self, message: Message) -> BotReply:
         """A stored bot message as a reply again (sources looked up in today's FAQ)."""
@@ -292,7 +314,12 @@ class DialogueManager:
     async def feedback(self, conversation_id: str, message_id: int, rating: str,
                        comment: str | None = None) -> bool:
         """Store a customer's rating of a bot message; False if it is not one of this
-        conversation's bot messages. InputError for a rating other than up / down."""
+        conversation's bot messages. InputError for a rating other than up / down. The comment
+        is redacted like the turns (one too long is the store's error to give)."""
+        safety = self.safety
+        if (comment is not None and len(comment) <= COMMENT_LENGTH and safety is not None
+                and safety.settings.redact_stored):
+            comment = (await asyncio.to_thread(safety.redact, comment))[:COMMENT_LENGTH]
         return await self.store.record_feedback(conversation_id, message_id, rating, comment)
 
     async def status(self, conversation_id: str) -> ConversationStatus:

@@ -169,7 +169,8 @@ async def open_runtime(settings: Settings, index: FaqIndex,
         raise
     executor = ThreadPoolExecutor(2, thread_name_prefix="retrieval",
                                   initializer=torch_threads(settings.retrieval.threads))
-    safety = safety_layer(settings, index)
+    # presidio, spaCy and the detector load for a second or so: not on the event loop
+    safety = await asyncio.to_thread(safety_layer, settings, index)
     manager = DialogueManager(index, store, settings.persona, settings.retrieval,
                               settings.dialogue, settings.model.generation,
                               generator or generator_factory(settings.model), executor, safety)

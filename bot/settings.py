@@ -31,6 +31,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.errors import SettingsError, SettingsWarning
+from training.pii import ENTITIES as PII_LABELS
+from training.pii import PHONE_REGIONS, keep_patterns
 
 # The bundled models' names live here, so that reading settings loads no model code;
 # bot.generation.bundled imports the first, retrieval.embedder repeats the second (a test
@@ -358,8 +360,7 @@ OutputGuard = Literal["toxicity", "blocklist", "pii_leak", "prompt_leak"]
 INPUT_GUARDS: tuple[InputGuard, ...] = ("normalize", "rate", "injection", "harmful", "abuse",
                                         "pii")
 OUTPUT_GUARDS: tuple[OutputGuard, ...] = ("toxicity", "blocklist", "pii_leak", "prompt_leak")
-PII_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN",
-                "IP_ADDRESS", "UK_NINO", "PERSON", "ADDRESS", "SECRET")
+PII_ENTITIES = PII_LABELS  # training/pii.py: the one redactor's labels
 
 
 class SafetySettings(_Section):
@@ -403,9 +404,13 @@ class SafetySettings(_Section):
                                  "bot must never say (case, accents and homoglyphs folded).")
     pii_entities: list[str] = Field(default_factory=lambda: list(PII_ENTITIES),
                                     description="PII labels found and redacted.")
-    phone_regions: list[str] = Field(default_factory=lambda: ["US", "GB", "DE", "FR", "IN"],
+    phone_regions: list[str] = Field(default_factory=lambda: list(PHONE_REGIONS),
                                      description="Regions whose national phone formats are "
                                      "recognised (international +NN numbers always are).")
+    pii_keep_patterns: list[str] = Field(
+        default_factory=list, description="Regular expressions of identifiers the company "
+        "keeps, never redacted (e.g. order ids 'KO-\\d{6}'); digits after 'order', "
+        "'invoice', 'tracking' and the like are never taken for phone numbers anyway.")
     pii_use_in_turn: bool = Field(True, description="The live turn (retrieval, generation) may "
                                   "use the customer's PII; off: it sees the redacted text.")
     redact_stored: bool = Field(True, description="Redact PII in everything stored and logged "
@@ -431,6 +436,12 @@ class SafetySettings(_Section):
             raise ValueError(f"unknown PII label(s) {', '.join(unknown)} (known: "
                              f"{', '.join(PII_ENTITIES)})")
         return entities
+
+    @field_validator("pii_keep_patterns")
+    @classmethod
+    def _valid_patterns(cls, patterns: list[str]) -> list[str]:
+        keep_patterns(patterns)  # the error names the setting and the pattern
+        return patterns
 
     @field_validator("detector_path")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import re
 import sqlite3
 import weakref
@@ -572,7 +573,9 @@ class ConversationStore:
         """
         if self._sqlite_file is None:
             return
-        if create:
+        if create and not str(self._sqlite_file).startswith("file:"):  # not a SQLite URI
+            _private_file(self._sqlite_file)
+        elif create:
             self._sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         args, kwargs = self._engine.sync_engine.dialect.create_connect_args(self._engine.url)
         connect: Any = sqlite3.connect  # the same arguments aiosqlite hands to it
@@ -692,6 +695,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _private_file(path: Path) -> None:
+    """Create a SQLite file's missing folders 0700 and the file itself 0600, as the web secret
+    is (it holds conversations and password hashes); SQLite gives its -wal and -shm files the
+    database file's mode. Existing folders and files keep theirs."""
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+            folder.chmod(0o700)  # whatever the umask
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from training.errors import ConfigError
-from training.pii import Redactor
+from training.pii import Redactor, counts
 from training.report import DataReport
 from training.types import Conversation, Turn
 
@@ -54,8 +54,8 @@ def clean_turns(turns: Sequence[Turn], config: CleanConfig, report: DataReport,
     for turn in turns:
         content = turn.content
         if redactor is not None:
-            content, counts = redactor.redact(content)
-            report.add_redacted(counts)
+            content, spans = redactor.redact(content)
+            report.add_redacted(counts(spans))
         content = content.strip()
         if not content:
             report.dropped_empty_turns += 1

@@ -1,117 +1,217 @@
-"""PII redaction for training data with presidio-analyzer's pattern recognizers, offline.
+"""The one PII redactor: stored conversations, exports and training data all go through it.
 
-Each recognizer is called directly (no AnalyzerEngine, no spaCy model): these recognizers match
-by regex or phonenumbers and validate by checksum (Luhn for cards, mod-97 for IBANs), so no NLP
-artifacts are needed. Context words only raise scores, and every validated match is redacted
-regardless of score. presidio's EmailRecognizer validates domains with tldextract, which would
-download the public-suffix list; here it uses the snapshot tldextract ships.
+presidio-analyzer's pattern recognizers on a blank spaCy pipeline (offline, no model download;
+training/presidio_engine.py), plus what they lack: grouped card numbers that fail Luhn,
+secrets, "my name is", street addresses. Phone numbers need a phone format (+44 20 ...,
+(555) 123-4567, 020 7946 0958) or phone words before a bare digit run ("call 2125550134");
+digits after "order", "invoice", "tracking" and the like are identifiers, not phones, and
+patterns of identifiers a company keeps (`keep_patterns`) are never redacted.
+
+It lives in training/ because training never imports bot/ (docs/training.md); the bot imports
+it from here (bot/safety/pii.py adds the guards). Placeholders are `<LABEL>`, e.g.
+`<EMAIL_ADDRESS>`, the same everywhere.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import tldextract
-from presidio_analyzer import Pattern
-from presidio_analyzer.predefined_recognizers import (
-    CreditCardRecognizer,
-    EmailRecognizer,
-    IbanRecognizer,
-    PhoneRecognizer,
-)
-
-KINDS = ("EMAIL", "PHONE", "CARD", "IBAN")  # the placeholder is "<KIND>"
-PHONE_REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR", "AU")  # for numbers without +
-# presidio's card pattern misses Mastercard's 2-series (2221-2720, issued since 2017); Luhn still
-# validates every match.
-MASTERCARD_2_SERIES = Pattern(
-    "Mastercard 2-series",
-    r"\b(?:222[1-9]|22[3-9]\d|2[3-6]\d{2}|27[01]\d|2720)[- ]?\d{4}[- ]?\d{4}[- ]?\d{4}\b", 0.3)
+ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS",
+            "UK_NINO", "PERSON", "ADDRESS", "SECRET")
+PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN")  # national formats; +NN numbers always count
+_OWN = frozenset({"PERSON", "ADDRESS", "SECRET"})  # found by the patterns below only
 # phonenumbers accepts some short numbers as valid (with region DE, "1695" of a street address);
 # a phone number to redact has at least this many digits.
 MIN_PHONE_DIGITS = 7
-_OFFLINE_TLD = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
-# Cheap pre-checks: a recognizer runs only on text that could hold its kind (most turns hold none).
+
+# Words before a number that make it a company's identifier, not a phone or card number
+# ("order number 1234567890", "tracking: 1Z999AA10123456784", "invoice #00012345").
+_IDENTIFIER_BEFORE = re.compile(
+    r"\b(?:order|invoice|ticket|tracking|reference|ref|booking|confirmation|case|shipment|"
+    r"parcel|package|receipt|transaction|serial|sku|item|product|return|rma|claim|po|"
+    r"waybill|consignment)s?\b(?:\s*(?:number|no|nr|num|id|code)\b\.?)?\s*(?:is|was|:|#|-)?"
+    r"\s*#?\s*$", re.IGNORECASE)
+# Words before a bare digit run (no +, no separators) that make it a phone number.
+_PHONE_BEFORE = re.compile(
+    r"\b(?:call|called|calling|phone|mobile|cell|tel|telephone|ring|text|sms|whatsapp|fax|"
+    r"number|reach|contact)\b[^\d\n]{0,20}$", re.IGNORECASE)
+_CONTEXT_CHARS = 40
+
+# Names after a phrase that says it is one, in any case ("my name is jane doe"); a word from
+# _NOT_NAME ends the name.
+_NOT_NAME = (r"(?:and|but|or|so|i|im|i'm|from|here|please|with|the|a|an|is|was|not|my|to|on|"
+             r"in|at|for|of|calling|writing|and|just|also|again|too|if|because|thanks|thank|"
+             r"hi|hello|hey)\b")
+_NAME_WORD = rf"(?!{_NOT_NAME})[^\W\d_][\w'\-]*"
+
+# (label, pattern, score): what presidio's pattern recognizers miss.
+_EXTRA: list[tuple[str, re.Pattern[str], float]] = [(label, re.compile(p, flags), s) for
+                                                     label, p, flags, s in [
+    # 13-19 digits in groups (a mistyped card still is one); presidio requires a valid Luhn sum.
+    ("CREDIT_CARD", r"(?<![\d-])(?:\d{4}[ -]){2,3}\d{4}(?:[ -]?\d{1,3})?(?![\d-])|"
+     r"(?<!\d)3[47]\d{2}[ -]\d{6}[ -]\d{5}(?!\d)|(?<![\d-])\d{15,16}(?![\d-])", 0, 0.6),
+    ("PHONE_NUMBER", r"(?<![\w+])(?:\+|00)\d{1,3}[ .\-]?(?:\(\d{1,4}\)[ .\-]?)?\d{2,4}"
+     r"(?:[ .\-]?\d{2,4}){1,3}(?!\d)|(?<!\w)\(\d{3}\)\s?\d{3}[ .\-]\d{4}(?!\d)|"
+     r"(?<![\w-])\d{3}[.\-]\d{3}[.\-]\d{4}(?!\w|-\d)|(?<!\w)0\d{3,4}\s\d{6,7}(?!\d)|"
+     r"(?<!\w)0\d{2,4}[ \-]\d{3,4}[ \-]\d{3,4}(?!\d)", 0, 0.5),
+    ("EMAIL_ADDRESS", r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+", 0, 0.5),  # any domain
+    ("SECRET", r"\b(?:password|passcode|passwd|pwd|pin|cvv|cvc|security code|api[ _-]?key|"
+     r"secret|token)\b\s*(?:is|was|:|=)\s*[\"']?([^\s\"',;]{3,})", re.IGNORECASE, 0.7),
+    ("SECRET", r"\b(?:sk|pk|rk)[-_](?:live|test)?[-_]?[A-Za-z0-9]{16,}\b|\bAKIA[0-9A-Z]{16}\b|"
+     r"\bgh[pousr]_[A-Za-z0-9]{30,}\b|\bxox[abpr]-[A-Za-z0-9-]{10,}\b|"
+     r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{5,}", 0, 0.9),
+    ("PERSON", r"\b(?:this is|signed,?|regards,?|cardholder:?|account holder:?)\s+"
+     r"((?:[A-Z][a-z'\-]+|[A-Z]\.)(?:\s+(?:[A-Z][a-z'\-]+|[A-Z]\.)){0,3})", 0, 0.6),
+    ("PERSON", rf"\b(?:my name is|my name's|my full name is|i am called|i'm called|name:)\s+"
+     rf"({_NAME_WORD}(?:\s+{_NAME_WORD}){{0,2}})", re.IGNORECASE, 0.6),
+    ("ADDRESS", r"\b\d{1,5}[A-Za-z]?\s+(?:[A-Z][a-z]+\s+){1,4}(?:Street|St|Avenue|Ave|Road|Rd|"
+     r"Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Place|Pl|Way|Terrace|Close|Square|Sq|Highway|"
+     r"Hwy|Parkway|Pkwy|Crescent|Gardens|Row|Circle|Cir|Trail|Alley|Plaza)\b\.?"
+     r"(?:,?\s+(?:Apt\.?|Suite|Unit|Flat|#)\s*\w+)?", 0, 0.6),
+    ("US_SSN", r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])", 0, 0.5),
+]]
 _DIGITS = re.compile(r"\d")
-_MAY_HOLD = {
-    "EMAIL": lambda text: "@" in text,
-    "PHONE": lambda text: len(_DIGITS.findall(text)) >= MIN_PHONE_DIGITS,
-    "CARD": lambda text: len(_DIGITS.findall(text)) >= 12,
-    "IBAN": lambda text: re.search(r"[A-Z]{2}\d{2}", text) is not None,
-}
-
-
-class OfflineEmailRecognizer(EmailRecognizer):
-    """presidio's email recognizer, checking the domain against the bundled suffix list."""
-
-    def validate_result(self, pattern_text: str) -> bool:
-        """A known public suffix makes the address valid."""
-        return bool(_OFFLINE_TLD(pattern_text).suffix)
 
 
 @dataclass(frozen=True)
 class Span:
-    """One piece of PII found in a text: [start, end) and its kind."""
+    """One piece of PII found in a text: [start, end), its label and how sure."""
 
     start: int
     end: int
-    kind: str
+    label: str
     score: float
 
 
-class Redactor:
-    """Finds emails, phone numbers, card numbers and IBANs and replaces each with `<KIND>`."""
+def keep_patterns(patterns: Iterable[str], setting: str = "") -> list[re.Pattern[str]]:
+    """Compiled patterns of identifiers never redacted; ValueError naming `setting` (if given)
+    and the pattern when one is not a regular expression."""
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as exc:
+            where = f"{setting}: " if setting else ""
+            raise ValueError(f"{where}{pattern!r} is not a regular expression ({exc})") from exc
+    return compiled
 
-    def __init__(self, kinds: Sequence[str] = KINDS,
-                 phone_regions: Sequence[str] = PHONE_REGIONS) -> None:
-        unknown = set(kinds) - set(KINDS)
+
+class Redactor:
+    """Finds PII with presidio and the extra patterns; replaces it with <LABEL>."""
+
+    def __init__(self, entities: Iterable[str] = ENTITIES,
+                 regions: Iterable[str] = PHONE_REGIONS, min_score: float = 0.3,
+                 keep: Sequence[str] = ()) -> None:
+        self.entities = list(entities)
+        unknown = [e for e in self.entities if e not in ENTITIES]
         if unknown:
-            raise ValueError(f"unknown PII kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
-        recognizers: dict[str, tuple[Any, str]] = {
-            "EMAIL": (OfflineEmailRecognizer(), "EMAIL_ADDRESS"),
-            "PHONE": (PhoneRecognizer(supported_regions=tuple(phone_regions)), "PHONE_NUMBER"),
-            "CARD": (CreditCardRecognizer(patterns=[*CreditCardRecognizer.PATTERNS,
-                                                     MASTERCARD_2_SERIES]), "CREDIT_CARD"),
-            "IBAN": (IbanRecognizer(), "IBAN_CODE"),
-        }
-        self.recognizers = {kind: recognizers[kind] for kind in kinds}
+            raise ValueError(f"unknown PII label(s) {', '.join(unknown)} (known: "
+                             f"{', '.join(ENTITIES)})")
+        self.min_score = min_score
+        self.keep = keep_patterns(keep)
+        self._presidio_entities = [e for e in self.entities if e not in _OWN]
+        self._engine = _presidio(self._presidio_entities, tuple(regions))
 
     def find(self, text: str) -> list[Span]:
-        """Non-overlapping PII spans, in text order. Overlapping matches become one span over
-        their union (no fragment of a number survives), of the kind of the most certain match
-        (score, then length: a Luhn-valid card beats a phone number read inside it)."""
-        found = []
-        for kind, (recognizer, entity) in self.recognizers.items():
-            if not _MAY_HOLD[kind](text):
+        """Non-overlapping spans, longest and surest first where they overlap."""
+        found: list[Span] = []
+        # Every presidio kind holds a digit, an "@" or (IPv6) "::"; most turns hold none.
+        if self._engine is not None and text and (
+                "@" in text or "::" in text or _DIGITS.search(text)):
+            for result in self._engine.analyze(text, language="en",
+                                               entities=self._presidio_entities,
+                                               score_threshold=self.min_score):
+                found.append(Span(result.start, result.end, result.entity_type, result.score))
+        for label, pattern, score in _EXTRA:
+            if label not in self.entities:
                 continue
-            for result in recognizer.analyze(text, [entity], nlp_artifacts=None):
-                piece = text[result.start:result.end]
-                if result.score <= 0 or not piece or (
-                        kind == "PHONE" and len(_DIGITS.findall(piece)) < MIN_PHONE_DIGITS):
-                    continue
-                found.append(Span(result.start, result.end, kind, result.score))
-        found.sort(key=lambda s: (s.start, -s.end))
-        spans: list[Span] = []
-        for span in found:
-            if spans and span.start < spans[-1].end:
-                last = spans[-1]
-                best = max(last, span, key=lambda s: (s.score, s.end - s.start))
-                spans[-1] = Span(last.start, max(last.end, span.end), best.kind, best.score)
-            else:
-                spans.append(span)
-        return spans
+            for match in pattern.finditer(text):
+                group = 1 if match.lastindex else 0
+                found.append(Span(match.start(group), match.end(group), label, score))
+        kept = [(m.start(), m.end()) for p in self.keep for m in p.finditer(text)]
+        return _without_overlaps([s for s in found if _is_pii(text, s) and not any(
+            s.start < end and start < s.end for start, end in kept)])
 
-    def redact(self, text: str) -> tuple[str, Counter[str]]:
-        """The text with each PII span replaced by `<KIND>`, and the count of each kind."""
-        counts: Counter[str] = Counter()
-        pieces, pos = [], 0
-        for span in self.find(text):
-            pieces += [text[pos:span.start], f"<{span.kind}>"]
-            pos = span.end
-            counts[span.kind] += 1
-        pieces.append(text[pos:])
-        return "".join(pieces), counts
+    def redact(self, text: str, keep: frozenset[str] = frozenset()) -> tuple[str, list[Span]]:
+        """The text with each span replaced by <LABEL> (values in `keep` stay), and the spans."""
+        spans = [s for s in self.find(text) if value_key(text[s.start:s.end], s.label)
+                 not in keep]
+        pieces, last = [], 0
+        for span in spans:
+            pieces.append(text[last:span.start])
+            pieces.append(f"<{span.label}>")
+            last = span.end
+        pieces.append(text[last:])
+        return "".join(pieces), spans
+
+    def redact_text(self, text: str) -> str:
+        """Only the redacted text (exports, training data)."""
+        return self.redact(text)[0]
+
+    def values(self, texts: Iterable[str]) -> frozenset[str]:
+        """The comparable keys of every PII value in the texts (e.g. the FAQ's own contacts)."""
+        return frozenset(value_key(t[s.start:s.end], s.label) for t in texts
+                         for s in self.find(t))
+
+    def redact_data(self, data: Any, keep: frozenset[str] = frozenset()) -> Any:
+        """Every string inside lists and dicts redacted (dict keys stay)."""
+        if isinstance(data, str):
+            return self.redact(data, keep)[0]
+        if isinstance(data, list | tuple):
+            return [self.redact_data(v, keep) for v in data]
+        if isinstance(data, dict):
+            return {k: self.redact_data(v, keep) for k, v in data.items()}
+        return data
+
+
+def counts(spans: Iterable[Span]) -> Counter[str]:
+    """How many spans of each label."""
+    return Counter(s.label for s in spans)
+
+
+def value_key(value: str, label: str) -> str:
+    """A value in a form that compares across spellings: digits only for numbers."""
+    if label in ("PHONE_NUMBER", "CREDIT_CARD", "US_SSN"):
+        digits = re.sub(r"\D", "", value)
+        return digits[-9:] if label == "PHONE_NUMBER" else digits  # country codes vary
+    return re.sub(r"\s", "", value).lower()
+
+
+def _is_pii(text: str, span: Span) -> bool:
+    """False for what only looks like a phone or (unchecked) card number: short numbers, and
+    numbers named as an order, invoice, tracking... number; a bare digit run is a phone number
+    only after phone words."""
+    if span.label not in ("PHONE_NUMBER", "CREDIT_CARD") or (
+            span.label == "CREDIT_CARD" and span.score >= 1.0):  # Luhn-checked by presidio
+        return True
+    piece = text[span.start:span.end]
+    before = text[max(0, span.start - _CONTEXT_CHARS):span.start]
+    international = piece.startswith("+") or (piece.startswith("00") and not piece.isdigit())
+    if not international and _IDENTIFIER_BEFORE.search(before):
+        return False
+    if span.label == "CREDIT_CARD":
+        return True
+    if len(_DIGITS.findall(piece)) < MIN_PHONE_DIGITS:
+        return False
+    if piece.isdigit() and not international:  # no format: only with phone words before
+        return _PHONE_BEFORE.search(before) is not None
+    return True
+
+
+def _without_overlaps(spans: list[Span]) -> list[Span]:
+    chosen: list[Span] = []
+    for span in sorted(spans, key=lambda s: (-(s.end - s.start), -s.score)):
+        if all(span.end <= c.start or span.start >= c.end for c in chosen):
+            chosen.append(span)
+    return sorted(chosen, key=lambda s: s.start)
+
+
+def _presidio(entities: list[str], regions: tuple[str, ...]) -> Any:
+    """An AnalyzerEngine with the pattern recognizers only, on a blank spaCy pipeline."""
+    from training.presidio_engine import analyzer
+
+    return analyzer(entities, regions) if entities else None

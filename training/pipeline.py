@@ -15,6 +15,7 @@ from training.config import TrainConfig
 from training.errors import TrainingError
 from training.examples import make_rows, tokenize
 from training.formats import load_conversations
+from training.pii import Redactor
 from training.report import DataReport
 from training.types import Conversation, Example, Row, Turn
 
@@ -35,11 +36,12 @@ def prepare(inputs: Sequence[Path], base_model: Path, config: TrainConfig,
             fmt: str = "auto", on_error: str = "skip",
             clean_config: CleanConfig | None = None,
             extra_conversations: Sequence[Conversation] = (),
-            system: str | None = None) -> Prepared:
+            system: str | None = None, redactor: Redactor | None = None) -> Prepared:
     """Read and clean every input, split by conversation, tokenise with the model's template.
 
     `system`: the system prompt given to conversations that have none, so the model learns
     under the prompt it is served with (without one, a template may put in its own default).
+    `redactor`: the one the bot stores and exports with (its settings); default: the defaults.
     """
     from transformers import AutoTokenizer
 
@@ -51,7 +53,7 @@ def prepare(inputs: Sequence[Path], base_model: Path, config: TrainConfig,
                          for c in conversations]
     conversations += list(extra_conversations)
     report.extra["grounded_conversations"] = len(extra_conversations)
-    conversations = clean(conversations, clean_config or CleanConfig(), report)
+    conversations = clean(conversations, clean_config or CleanConfig(), report, redactor)
     if not conversations:
         raise TrainingError("no conversation with an assistant turn is left to train on "
                             "(see the data report's skipped and dropped counts)")

@@ -216,8 +216,10 @@ class FaqLearning:
             raise ValueError(f"question: longer than {MAX_QUESTION_CHARS} characters")
         await self.sync(force=True)  # compare with what other processes added too
         key = question_key(question)
-        owner = self._owners().get(key)
-        if key in {question_key(q) for q in self.index.outside}:
+        # every phrasing's key: a walk over the whole FAQ, off the event loop
+        owner, outside = await asyncio.to_thread(
+            lambda: (self._owners().get(key), {question_key(q) for q in self.index.outside}))
+        if key in outside:
             if key in {question_key(q) for e, q in self._applied.values() if e == OUT_OF_SCOPE}:
                 raise ConflictError(f"{question!r} is marked out of scope already" + (
                     "" if out_of_scope else ": take that back first"))

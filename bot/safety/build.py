@@ -20,14 +20,16 @@ from bot.settings import SafetySettings
 
 
 @lru_cache(maxsize=4)
-def cached_redactor(entities: tuple[str, ...], regions: tuple[str, ...]) -> Redactor:
+def cached_redactor(entities: tuple[str, ...], regions: tuple[str, ...],
+                    keep: tuple[str, ...] = ()) -> Redactor:
     """One redactor per configuration per process (presidio takes ~1 s to set up)."""
-    return Redactor(entities, regions)
+    return Redactor(entities, regions, keep=keep)
 
 
 def redactor_for(settings: SafetySettings) -> Redactor:
-    """The redactor the settings describe."""
-    return cached_redactor(tuple(settings.pii_entities), tuple(settings.phone_regions))
+    """The redactor the settings describe: stored conversations, exports and training data."""
+    return cached_redactor(tuple(settings.pii_entities), tuple(settings.phone_regions),
+                           tuple(settings.pii_keep_patterns))
 
 
 @lru_cache(maxsize=1)

@@ -126,8 +126,10 @@ def _overlap(a: tuple[int, int], spans: Iterable[tuple[int, int]]) -> int:
 
 def evaluate_pii(path: Path, redactor: Redactor) -> dict[str, Any]:
     """Recall (gold spans at least half redacted) and precision (redacted spans at least half
-    on gold PII) per label; any label counts as redacted."""
+    on gold PII) per label; any label counts as redacted. The false-positive rate: the share
+    of rows without PII (order numbers, say) in which anything was redacted."""
     rows = read_rows(path, ("text", "spans"))
+    clean_rows: list[bool] = []  # per row without gold spans: was anything found
     gold_found: dict[str, list[bool]] = {}
     predicted_right: dict[str, list[bool]] = {}
     times = []
@@ -141,6 +143,8 @@ def evaluate_pii(path: Path, redactor: Redactor) -> dict[str, Any]:
         found = redactor.find(str(row["text"]))
         times.append((time.perf_counter() - started) * 1000)
         predicted = [(s.start, s.end) for s in found]
+        if not gold:
+            clean_rows.append(bool(found))
         for start, end, label in gold:
             hit = _overlap((start, end), predicted) * 2 >= max(end - start, 1)
             gold_found.setdefault(label, []).append(hit)
@@ -154,7 +158,9 @@ def evaluate_pii(path: Path, redactor: Redactor) -> dict[str, Any]:
     report: dict[str, Any] = {
         "data": str(path), "rows": len(rows),
         "overall": {"recall": _share(all_gold), "precision": _share(all_pred),
-                    "support": len(all_gold), "p50_ms": _percentile(times, 50),
+                    "support": len(all_gold), "rows_without_pii": len(clean_rows),
+                    "false_positive_rate": _share(clean_rows),
+                    "p50_ms": _percentile(times, 50),
                     "p95_ms": _percentile(times, 95)},
         "labels": {label: {"recall": _share(gold_found.get(label, [])),
                            "precision": _share(predicted_right.get(label, [])),
@@ -205,5 +211,8 @@ def pii_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {label} | {_pct(entry['recall'])} | {_pct(entry['precision'])} | "
                      f"{entry['support']} |")
     lines.append("")
+    if o.get("rows_without_pii"):
+        lines.append(f"False positives: something redacted in {_pct(o['false_positive_rate'])} "
+                     f"of {o['rows_without_pii']} rows without PII.")
     lines.append(f"Latency per message: p50 {o['p50_ms']} ms, p95 {o['p95_ms']} ms.")
     return "\n".join(lines) + "\n"

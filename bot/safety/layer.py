@@ -3,6 +3,7 @@ customer is told (with cool-down or handoff after repeated blocks)."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Sequence
@@ -129,3 +130,13 @@ class SafetyLayer:
         if not self.settings.redact_stored:
             return data
         return self.redactor.redact_data(data, self.faq_values)
+
+    def redact_id(self, value: str, limit: int) -> str:
+        """A customer-given id (a client message id) as stored: itself, or if PII is found in
+        it, the redacted form with a digest of the id (the same id keeps its key, different
+        ones stay apart), at most `limit` characters."""
+        redacted = self.redact(value)
+        if redacted == value:
+            return value
+        digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8)
+        return f"{redacted[:limit - 17]}#{digest.hexdigest()}"

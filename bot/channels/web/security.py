@@ -68,7 +68,7 @@ def _key_file(path: Path) -> bytes:
     """Read the key file, creating it with a random key when missing (race-safe)."""
     path = path.expanduser()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # as the database's
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         pass
