@@ -479,10 +479,15 @@ class OperatorSettings(_Section):
 
     session_hours: float = Field(12.0, gt=0, le=24 * 30, description="How long an operator "
                                  "stays signed in after logging in.")
-    max_failed_logins: int = Field(5, ge=1, le=1000, description="Wrong passwords in a row "
-                                   "for one name before its logins are refused for a while.")
-    lockout_minutes: float = Field(15.0, gt=0, le=24 * 60, description="How long logins to a "
-                                   "name are refused after max_failed_logins wrong passwords.")
+    max_failed_logins: int = Field(5, ge=1, le=1000, description="Wrong passwords for one "
+                                   "name from one client address before its logins from there "
+                                   "wait: 1 s, then twice as long after each further one.")
+    max_failed_logins_per_ip: int = Field(20, ge=1, le=100000, description="Wrong passwords "
+                                          "from one client address, for any names, before its "
+                                          "logins wait the same way.")
+    lockout_minutes: float = Field(15.0, gt=0, le=24 * 60, description="The longest wait "
+                                   "between logins after wrong passwords; twice this without "
+                                   "one forgets them.")
     secure_cookie: bool = Field(True, description="Send the session cookie over HTTPS only; "
                                 "turn off only to try the inbox on plain http://localhost.")
     wait_notice_minutes: float = Field(5.0, ge=0, le=24 * 60, description="A customer waiting "
