@@ -131,7 +131,8 @@ async def open_runtime(settings: Settings, index: FaqIndex,
 
     `generator` defaults to a lazy loader of the configured model.
     """
-    store = ConversationStore(settings.storage.database_url)
+    store = ConversationStore(settings.storage.database_url,
+                              settings.storage.turn_lock_seconds)
     try:
         await store.init()
     except BaseException:

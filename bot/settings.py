@@ -51,6 +51,7 @@ PLACEHOLDERS: dict[str, frozenset[str]] = {
     "stay_text": _NAMES,
     "blocked_text": _NAMES, "abuse_text": _NAMES, "harmful_text": _NAMES,
     "self_harm_text": _NAMES, "rate_text": _NAMES, "cooldown_text": _NAMES | {"minutes"},
+    "busy_text": _NAMES,
 }
 
 
@@ -93,6 +94,10 @@ class PersonaSettings(_Section):
         "Sorry, something went wrong on our side. Please try again in a moment, or type "
         "'human' to reach a colleague.", min_length=1,
         description="Reply when a turn fails (the error is logged and stored).")
+    busy_text: str = Field(
+        "I'm still working on your previous message. Please send this one again in a moment.",
+        min_length=1, description="Reply when the conversation's previous turn is still "
+        "running after storage.turn_lock_seconds (the message is not stored).")
     waiting_text: str = Field(
         "A colleague from our team has your conversation and will reply here soon.",
         min_length=1, description="Reply while a handed-off conversation waits for a human.")
@@ -441,6 +446,9 @@ class StorageSettings(_Section):
 
     database_url: str = Field("sqlite+aiosqlite:///.supportbot/supportbot.db",
                               description="Any async SQLAlchemy URL.")
+    turn_lock_seconds: float = Field(60.0, gt=0, le=3600, description="How long a turn waits "
+                                     "for the conversation's previous one (on any worker) "
+                                     "before the customer is asked to send it again.")
 
 
 class WebSettings(_Section):

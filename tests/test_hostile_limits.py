@@ -3,15 +3,23 @@ item 17), and waits are bounded (item 16)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
+from bot.channels.telegram.service import build_application
+from bot.channels.web import relay as relay_module
+from bot.channels.web.relay import PostgresRelay
 from bot.dialogue import DialogueManager
+from bot.errors import ConversationBusyError
 from bot.generation.batching import KEPT_BATCHES, BatchingGenerator
 from bot.lru import BoundedLRU
+from bot.operators.delivery import TelegramDelivery
 from bot.safety.layer import SafetyLayer
 from bot.settings import GenerationSettings, Settings
 from bot.storage import ConversationStore
@@ -93,3 +101,81 @@ async def test_a_long_run_of_many_conversations_keeps_memory_bounded(
     assert len(safety._blocks) == limit and len(safety._cooling) == limit
     assert not store._turn_locks, "no conversation's turn lock outlives its turns"
     assert grown < 50, f"RSS grew {grown:.1f} MB over {rounds * conversations} turns"
+
+
+async def test_a_stuck_turn_holds_back_its_conversation_only_for_a_while(
+        sample_index: FaqIndex, store: ConversationStore) -> None:  # noqa: F811
+    settings = Settings()
+    store.turn_lock_seconds = 0.3
+    manager = DialogueManager(sample_index, store, settings.persona, settings.retrieval,
+                              settings.dialogue)
+    try:
+        async with store.turn_lock("stuck"):  # a turn that never ends
+            other = await asyncio.wait_for(manager.handle(UserMessage(FAQ_QUESTION, "other")),
+                                           10)
+            started = time.monotonic()
+            busy = await asyncio.wait_for(manager.handle(UserMessage(FAQ_QUESTION, "stuck")),
+                                          10)
+            waited = time.monotonic() - started
+            with pytest.raises(ConversationBusyError, match=r"'stuck' is busy.*0\.3 s"):
+                async with store.turn_lock("stuck"):
+                    pass
+        assert other.decision is Decision.ANSWER  # another conversation goes on meanwhile
+        assert busy.decision is Decision.ERROR and busy.meta["error"] == "busy"
+        assert busy.text == settings.persona.busy_text and busy.message_id is None
+        assert 0.3 <= waited < 5
+        assert await store.history("stuck") == [], "the refused message is not stored"
+        after = await manager.handle(UserMessage(FAQ_QUESTION, "stuck"))
+        assert after.decision is Decision.ANSWER, "once the stuck turn ends, turns go on"
+    finally:
+        manager.close()
+
+
+def test_operator_replies_to_telegram_use_the_channels_request_settings() -> None:
+    settings = Settings()
+    settings.telegram.token = "123456:" + "A" * 35  # type: ignore[assignment]
+    settings.telegram.request_timeout_seconds = 7.5
+    settings.telegram.max_retries = 4
+    channel = build_application(settings, cast(Any, None), turn=cast(Any, print)).bot
+    delivery = TelegramDelivery(settings.telegram).build()
+    for bot in (channel, delivery):
+        request: Any = bot.request
+        timeout = request._client_kwargs["timeout"]
+        assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (7.5,) * 4
+        limiter: Any = bot.rate_limiter
+        assert (type(limiter).__name__, limiter.retries, limiter.backoff, limiter.max_backoff) \
+            == ("RetryingLimiter", 4, settings.telegram.retry_backoff_seconds,
+                settings.telegram.retry_max_backoff_seconds)
+    assert delivery.base_url == channel.base_url
+
+
+class _Closed:
+    """An asyncpg connection that has gone."""
+
+    def is_closed(self) -> bool:
+        return True
+
+
+async def test_a_lost_listen_connection_is_a_warning(monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    monkeypatch.setattr(relay_module, "RETRY_S", 0.05)
+
+    async def deliver(conversation_id: str, frame: dict[str, Any]) -> int:
+        return 0
+
+    url = "postgresql+asyncpg://bot:pw@127.0.0.1:1/bot"  # nothing listens on port 1
+    relay = PostgresRelay(url, deliver, cast(Any, None))
+    relay._listener_engine = create_async_engine(url)
+    relay._raw = _Closed()
+    with caplog.at_level(logging.WARNING, logger="bot.channels.web.relay"):
+        watch = asyncio.create_task(relay._keep_listening())
+        await asyncio.sleep(0.5)
+        watch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watch
+    await relay._listener_engine.dispose()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("LISTEN connection was lost" in w for w in warnings), warnings
+    assert sum("still cannot LISTEN" in w for w in warnings) == 1, "not one at every retry"

@@ -76,17 +76,19 @@ class TelegramDelivery:
             await self._bot.shutdown()
             self._bot = None
 
-    async def _started(self) -> Bot:
-        from telegram import Bot
+    def build(self) -> Bot:
+        """The bot, with the Telegram channel's request timeouts, retries and throttle."""
+        from bot.channels.telegram.client import build_bot
 
+        if self.settings.token is None:
+            raise TelegramDeliveryError("telegram.token is not set on this server, so "
+                                        "replies to Telegram customers cannot be sent")
+        return build_bot(self.settings, self.settings.token.get_secret_value())
+
+    async def _started(self) -> Bot:
         async with self._lock:
             if self._bot is None:
-                if self.settings.token is None:
-                    raise TelegramDeliveryError("telegram.token is not set on this server, so "
-                                                "replies to Telegram customers cannot be sent")
-                bot = Bot(self.settings.token.get_secret_value(),
-                          base_url=self.settings.base_url,
-                          base_file_url=self.settings.base_file_url)
+                bot = self.build()
                 await bot.initialize()
                 self._bot = bot
             return self._bot

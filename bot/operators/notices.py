@@ -8,6 +8,7 @@ import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
 
+from bot.errors import ConversationBusyError
 from bot.models import as_utc
 from bot.operators.delivery import TelegramDelivery, to_customer
 from bot.operators.store import OperatorStore
@@ -45,9 +46,14 @@ async def send_wait_notices(settings: Settings, store: OperatorStore, customers:
     for item in overdue:
         assert item.waiting_since is not None
         # The turn lock: a customer's message or another worker's sweep is not interleaved.
-        async with store.conversations.turn_lock(item.conversation_id):
-            message = await store.add_notice(item.conversation_id, text, item.waiting_since,
-                                              {"expected_wait_minutes": expected})
+        try:
+            async with store.conversations.turn_lock(item.conversation_id):
+                message = await store.add_notice(item.conversation_id, text,
+                                                  item.waiting_since,
+                                                  {"expected_wait_minutes": expected})
+        except ConversationBusyError as exc:  # the next sweep tries again
+            log.warning("wait notice not sent yet: %s", exc)
+            continue
         if message is None:
             continue
         sent += 1
