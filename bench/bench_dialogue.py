@@ -60,12 +60,12 @@ async def batching(work: Path, tokens: int) -> dict[str, float]:
     one = [await manager.handle(UserMessage(q, conversation_id=f"one-{i}"))
            for i, q in enumerate(QUESTIONS)]
     t_one = time.perf_counter() - started
-    batches_before = len(manager.generator.batches)
+    batches_before = manager.generator.batches_run
     started = time.perf_counter()
     many = await asyncio.gather(*(manager.handle(UserMessage(q, conversation_id=f"many-{i}"))
                                   for i, q in enumerate(QUESTIONS)))
     t_many = time.perf_counter() - started
-    sizes = manager.generator.batches[batches_before:]
+    sizes = manager.generator.batches_since(batches_before)
     n_one, n_many = generated_tokens(manager, one), generated_tokens(manager, list(many))
     # The ceiling: the bare model on the very prompts the turns built, one batch vs one by one.
     from bot.generation.prompt import build_prompt

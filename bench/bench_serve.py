@@ -456,12 +456,12 @@ async def generated_figures(work: Path, conversations: int, max_new_tokens: int,
                        for i, q in enumerate(questions)]
             seq.append(Rate(manager.tokens_generated - before, sum(t.seconds for t in in_turn)))
             turns += in_turn
-            count = len(manager.generator.batches)
+            count = manager.generator.batches_run
             before, started = manager.tokens_generated, time.perf_counter()
             await asyncio.gather(*(handle_turn(manager, q, f"many-{r}-{i}")
                                    for i, q in enumerate(questions)))
             par.append(Rate(manager.tokens_generated - before, time.perf_counter() - started))
-            sizes.append(list(manager.generator.batches[count:]))
+            sizes.append(manager.generator.batches_since(count))
         return seq, par, turns, sizes
 
     meters: list[Others] = []

@@ -559,7 +559,8 @@ async def _purge(settings: Settings, conversations: list[str], user: str | None,
 
     if channel is not None and user is None:
         raise typer.BadParameter("--channel needs --user")
-    store = ConversationStore(settings.storage.database_url, settings.storage.original_ttl())
+    store = ConversationStore(settings.storage.database_url,
+                              original_ttl=settings.storage.original_ttl())
     try:
         await store.init()
         purged = await store.purge_originals()

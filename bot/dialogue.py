@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bot.errors import GenerationError, ModelError, StorageError
+from bot.errors import ConversationBusyError, GenerationError, ModelError, StorageError
 from bot.generation.base import ChatMessage, Generator
 from bot.generation.batching import BatchingGenerator, as_batching
 from bot.generation.grounding import SentenceCheck
@@ -173,6 +173,8 @@ class DialogueManager:
         """Verified text events, then the final reply; the turn is stored before that reply.
 
         Any failure inside the turn becomes an apology (decision `error`), logged and stored;
+        a turn that waits longer than storage.turn_lock_seconds for the conversation's previous
+        one gets persona.busy_text instead, and nothing is stored (the customer sends it again);
         if the consumer goes away, generation stops and what was shown is stored. A conversation
         id over 128 characters is the channel's mistake: InputError, before anything runs.
         """
@@ -201,6 +203,14 @@ class DialogueManager:
                         yield event
                     else:
                         reply = event
+            except ConversationBusyError as exc:  # its previous turn still runs: not this one
+                log.warning("turn refused: %s", exc)
+                text = self.persona.render(self.persona.busy_text)
+                yield TextEvent(text)
+                yield BotReply(text, Decision.ERROR, message.conversation_id,
+                               meta={"error": "busy", "stored": False},
+                               latency_ms=round((time.perf_counter() - started) * 1000, 2))
+                return
             except (GeneratorExit, asyncio.CancelledError):
                 if earlier is None:  # a re-sent message's reply is stored already
                     turn.meta["interrupted"] = True

@@ -23,6 +23,11 @@ class StorageError(SupportbotError):
     """The conversation database cannot be opened or written."""
 
 
+class ConversationBusyError(StorageError):
+    """A turn waited too long (storage.turn_lock_seconds) for the conversation's previous turn;
+    the customer is asked to try again."""
+
+
 class InputError(SupportbotError):
     """A user message cannot be handled as given (empty, too long)."""
 

@@ -161,7 +161,9 @@ async def open_runtime(settings: Settings, index: FaqIndex,
 
     `generator` defaults to a lazy loader of the configured model.
     """
-    store = ConversationStore(settings.storage.database_url, settings.storage.original_ttl())
+    store = ConversationStore(settings.storage.database_url,
+                              settings.storage.turn_lock_seconds,
+                              original_ttl=settings.storage.original_ttl())
     try:
         await store.init()
     except BaseException:

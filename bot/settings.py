@@ -55,6 +55,7 @@ PLACEHOLDERS: dict[str, frozenset[str]] = {
     "stay_text": _NAMES,
     "blocked_text": _NAMES, "abuse_text": _NAMES, "harmful_text": _NAMES,
     "self_harm_text": _NAMES, "rate_text": _NAMES, "cooldown_text": _NAMES | {"minutes"},
+    "busy_text": _NAMES,
 }
 
 
@@ -97,6 +98,10 @@ class PersonaSettings(_Section):
         "Sorry, something went wrong on our side. Please try again in a moment, or type "
         "'human' to reach a colleague.", min_length=1,
         description="Reply when a turn fails (the error is logged and stored).")
+    busy_text: str = Field(
+        "I'm still working on your previous message. Please send this one again in a moment.",
+        min_length=1, description="Reply when the conversation's previous turn is still "
+        "running after storage.turn_lock_seconds (the message is not stored).")
     waiting_text: str = Field(
         "A colleague from our team has your conversation and will reply here soon.",
         min_length=1, description="Reply while a handed-off conversation waits for a human.")
@@ -454,6 +459,9 @@ class StorageSettings(_Section):
 
     database_url: str = Field("sqlite+aiosqlite:///.supportbot/supportbot.db",
                               description="Any async SQLAlchemy URL.")
+    turn_lock_seconds: float = Field(60.0, gt=0, le=3600, description="How long a turn waits "
+                                     "for the conversation's previous one (on any worker) "
+                                     "before the customer is asked to send it again.")
     original_text_hours: float = Field(72.0, ge=0, le=24 * 90, description="How long a "
                                        "customer's message as written (before PII redaction) "
                                        "is kept for the operator holding the conversation; "
@@ -528,10 +536,15 @@ class OperatorSettings(_Section):
 
     session_hours: float = Field(12.0, gt=0, le=24 * 30, description="How long an operator "
                                  "stays signed in after logging in.")
-    max_failed_logins: int = Field(5, ge=1, le=1000, description="Wrong passwords in a row "
-                                   "for one name before its logins are refused for a while.")
-    lockout_minutes: float = Field(15.0, gt=0, le=24 * 60, description="How long logins to a "
-                                   "name are refused after max_failed_logins wrong passwords.")
+    max_failed_logins: int = Field(5, ge=1, le=1000, description="Wrong passwords for one "
+                                   "name from one client address before its logins from there "
+                                   "wait: 1 s, then twice as long after each further one.")
+    max_failed_logins_per_ip: int = Field(20, ge=1, le=100000, description="Wrong passwords "
+                                          "from one client address, for any names, before its "
+                                          "logins wait the same way.")
+    lockout_minutes: float = Field(15.0, gt=0, le=24 * 60, description="The longest wait "
+                                   "between logins after wrong passwords; twice this without "
+                                   "one forgets them.")
     secure_cookie: bool = Field(True, description="Send the session cookie over HTTPS only; "
                                 "turn off only to try the inbox on plain http://localhost.")
     wait_notice_minutes: float = Field(5.0, ge=0, le=24 * 60, description="A customer waiting "

@@ -9,7 +9,7 @@ import os
 import re
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from bot.errors import InputError, StorageError
+from bot.errors import ConversationBusyError, InputError, StorageError
 from bot.models import (
     CHANNEL_LENGTH,
     CLIENT_ID_LENGTH,
@@ -57,6 +57,7 @@ ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg
 # wait up to LOCK_WAIT_S for one). With the query pool's 15, a process opens at most 35.
 LOCK_CONNECTIONS = 20
 LOCK_WAIT_S = 300
+TURN_LOCK_S = 60.0  # storage.turn_lock_seconds' default
 NUL_REPLACEMENT = "\ufffd"  # PostgreSQL cannot store NUL in text; every backend stores this
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
 
@@ -64,8 +65,10 @@ _PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
 class ConversationStore:
     """Async store over any SQLAlchemy URL; a SQLite file by default."""
 
-    def __init__(self, url: str, original_ttl: timedelta | None = None) -> None:
+    def __init__(self, url: str, turn_lock_seconds: float = TURN_LOCK_S, *,
+                 original_ttl: timedelta | None = None) -> None:
         self.url = url
+        self.turn_lock_seconds = turn_lock_seconds  # the longest wait for a turn lock
         # How long a customer's text as written is kept for the operator holding the
         # conversation (storage.original_text_hours); None: never stored.
         self.original_ttl = original_ttl
@@ -465,6 +468,7 @@ class ConversationStore:
         nobody holds or waits on it). On PostgreSQL a session advisory lock, keyed by a stable
         64-bit hash of the id and held on a dedicated connection, orders them across worker
         processes too. SQLite gets the in-process lock only: run several workers on PostgreSQL.
+        Waiting for both is bounded by `turn_lock_seconds`: then ConversationBusyError.
         """
         return self._turn_lock(_checked_id(conversation_id))
 
@@ -474,20 +478,36 @@ class ConversationStore:
         if entry is None:  # no await between the look-up and the count: no other task runs
             entry = self._turn_locks[conversation_id] = _TurnLock()
         entry.users += 1
+        deadline = asyncio.get_running_loop().time() + self.turn_lock_seconds
         try:
-            async with entry.lock:
+            await self._until(deadline, conversation_id, entry.lock.acquire())
+            try:
                 if self._backend != "postgresql":
                     yield
                     return
-                async with self._advisory_lock(conversation_id):
+                async with self._advisory_lock(conversation_id, deadline):
                     yield
+            finally:
+                entry.lock.release()
         finally:
             entry.users -= 1
             if entry.users == 0:
                 del self._turn_locks[conversation_id]
 
+    async def _until(self, deadline: float, conversation_id: str,
+                     waiting: Awaitable[Any]) -> Any:
+        """`waiting`, or ConversationBusyError once the turn lock's deadline has passed."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await waiting
+        except TimeoutError:
+            raise ConversationBusyError(
+                f"conversation {conversation_id[:128]!r} is busy: its previous turn still ran "
+                f"after {self.turn_lock_seconds:g} s (storage.turn_lock_seconds)") from None
+
     @contextlib.asynccontextmanager
-    async def _advisory_lock(self, conversation_id: str) -> AsyncIterator[None]:
+    async def _advisory_lock(self, conversation_id: str,
+                             deadline: float) -> AsyncIterator[None]:
         if self._lock_engine is None:
             # Its own pool, so turns holding locks never starve the turns' writes of connections;
             # bounded, so that many conversations at once (times the workers) cannot take all of
@@ -497,11 +517,13 @@ class ConversationStore:
                 pool_timeout=LOCK_WAIT_S)
         key = _lock_key(conversation_id)
         try:
-            conn = await self._lock_engine.connect()
+            conn = await self._until(deadline, conversation_id, self._lock_engine.connect())
         except SQLAlchemyError as exc:
             raise self._open_error(exc) from exc
         try:
-            await _advisory(conn, "pg_advisory_lock", key)
+            # Cancelled at the deadline, the session ends (_advisory), releasing a late grant.
+            await self._until(deadline, conversation_id,
+                              _advisory(conn, "pg_advisory_lock", key))
             try:
                 yield
             finally:

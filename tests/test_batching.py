@@ -200,6 +200,6 @@ def test_several_workers_run_requests_at_the_same_time() -> None:
     futures = [batching.submit([[{"role": "user", "content": q}]], GREEDY)
                for q in ("a", "b", "c")]
     assert [f.result(timeout=20) for f in futures] == [[["a"]], [["b"]], [["c"]]]
-    assert batching.batches == [1, 1, 1]
+    assert list(batching.batches) == [1, 1, 1]
     batching.close()
     assert inner.closed, "closing the batcher closes the backend (its connections)"

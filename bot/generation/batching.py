@@ -11,6 +11,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from bot.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
 _POLL_S = 0.005  # how often a waiting batch asks whether more callers are still expected
+KEPT_BATCHES = 1000  # sizes of the most recent batches kept (for benchmarks and tests)
 
 
 @dataclass
@@ -65,7 +67,10 @@ class BatchingGenerator:
         self.context_tokens = inner.context_tokens
         self.max_batch = max_batch
         self.window_s = window_s
-        self.batches: list[int] = []  # sizes of the batches run, newest last (for benchmarks)
+        # Sizes of the last KEPT_BATCHES batches run, newest last, and how many ran in all
+        # (for benchmarks): a long-running server keeps only the recent ones.
+        self.batches: deque[int] = deque(maxlen=KEPT_BATCHES)
+        self.batches_run = 0
         self._pending: list[_Request] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -81,6 +86,12 @@ class BatchingGenerator:
     def count_tokens(self, prompt: Prompt) -> int:
         """Delegated to the wrapped generator."""
         return self.inner.count_tokens(prompt)
+
+    def batches_since(self, count: int) -> list[int]:
+        """Sizes of the batches run after the first `count` (`batches_run` read earlier), of
+        those still kept."""
+        new = min(self.batches_run - count, len(self.batches))
+        return list(self.batches)[len(self.batches) - new:] if new > 0 else []
 
     def submit(self, prompts: Sequence[Prompt], params: GenerationSettings,
                on_text: TextSink | None = None, cancel: threading.Event | None = None,
@@ -159,7 +170,9 @@ class BatchingGenerator:
         def should_stop(row: int) -> bool:
             return rows[row][0].stopped()
 
-        self.batches.append(len(prompts))
+        with self._cond:
+            self.batches.append(len(prompts))
+            self.batches_run += 1
         try:
             results = self.inner.generate(prompts, batch[0].params,
                                           on_text=on_text if streaming else None,

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from bot.channels.web.protocol import operator_frame, source, status_frame, typing_frame
+# The shape of a source in the web protocol (that module imports nothing of the web app)
+from bot.channels.web.protocol import source
 from bot.channels.web.security import foreign_request
 from bot.channels.web.state import WebState, client_ip
 from bot.channels.web.unavailable import Unavailable, unavailable
@@ -31,8 +31,12 @@ from bot.operators.accounts import MAX_PASSWORD, verify_password
 from bot.operators.auth import COOKIE, COOKIE_PATH, LoginThrottle, SessionSigner
 from bot.operators.delivery import TelegramDelivery, to_customer, typing_to_customer
 from bot.operators.faq import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, Addition, FaqLearning
-from bot.operators.store import Account, ConflictError, InboxItem, NotFoundError, OperatorStore
+from bot.operators.store import ConflictError, InboxItem, NotFoundError, OperatorStore
+from bot.push import operator_frame, status_frame, typing_frame
 from bot.types import ConversationStatus
+
+if TYPE_CHECKING:
+    from bot.channels.web.state import WebState
 
 log = logging.getLogger(__name__)
 _READS = ("GET", "HEAD", "OPTIONS")
@@ -130,40 +134,32 @@ async def current_operator(request: Request) -> str:
     return session[0]
 
 
-def _locked_for(account: Account | None, limit: int, lockout_s: float) -> float:
-    """Seconds the account's logins are still refused after `limit` wrong passwords in a row
-    (counted by every worker); 0.0 when it may try."""
-    if account is None or account.failed_logins < limit or account.last_failed_at is None:
-        return 0.0
-    return max(0.0, account.last_failed_at.timestamp() + lockout_s - time.time())
-
-
 def _unavailable(exc: StorageError) -> Unavailable:
     return unavailable("the database cannot be reached right now", exc, log)
 
 
 @router.post("/login", summary="Log in: sets the session cookie")
 async def login(body: LoginRequest, request: Request, response: Response) -> dict[str, Any]:
+    from bot.channels.web.state import client_ip  # the web channel's, as its own routes use
+
     context = _context(request)
     settings = context.web.settings.operators
-    wait = context.web.limit(client_ip(request), None) or context.throttle.wait(body.name)
+    ip = client_ip(request)
+    # Throttled per (name, address) and per address, whether the name has an account or not:
+    # the same answers and the same work for both, and no lockout of a name from elsewhere.
+    wait = context.web.limit(ip, None) or context.throttle.attempt(body.name, ip)
+    if wait:
+        raise HTTPException(429, f"too many attempts: wait {wait:.0f} s",
+                            headers={"Retry-After": str(int(wait) + 1)})
     try:
-        account = None if wait else await context.store.account(body.name)
-        wait = wait or _locked_for(account, settings.max_failed_logins,
-                                   settings.lockout_minutes * 60)
-        if wait:
-            raise HTTPException(429, f"too many attempts: wait {wait:.0f} s",
-                                headers={"Retry-After": str(int(wait) + 1)})
+        account = await context.store.account(body.name)
         # argon2 takes tens of milliseconds of CPU: off the event loop, which serves the chats
         stored = None if account is None else account.password_hash
         if not await asyncio.to_thread(verify_password, stored, body.password):
-            context.throttle.failed(body.name)
-            if account is not None:
-                await context.store.login_failed(body.name)
-            log.warning("operator login failed for %r from %s", body.name[:64],
-                        client_ip(request))
+            context.throttle.failed(body.name, ip)
+            log.warning("operator login failed for %r from %s", body.name[:64], ip)
             raise HTTPException(401, WRONG_LOGIN)
-        context.throttle.succeeded(body.name)
+        context.throttle.succeeded(body.name, ip)
         await context.store.login_succeeded(body.name)
     except StorageError as exc:
         raise _unavailable(exc) from exc

@@ -1,12 +1,11 @@
 """Operator sessions: a signed cookie (no server-side session table), and a failed-login
-throttle per name.
+throttle per name and client address.
 
 The cookie holds the operator's name, when it was issued and when it expires, signed with a key
 derived from the web secret (web.secret / web.secret_file), so every worker sharing that secret
 accepts it. Each request also checks the account in the database: removing an operator ends
 their sessions, and so does logging out (`operators.sessions_after`: a copied cookie stops
-working too, on every device). Wrong passwords are counted in the database as well, so the
-lockout holds across workers; this process's own count also covers names without an account.
+working too, on every device).
 """
 
 from __future__ import annotations
@@ -16,7 +15,12 @@ import hashlib
 import hmac
 import json
 import time
-from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from bot.lru import BoundedLRU
+
+if TYPE_CHECKING:
+    from bot.settings import OperatorSettings
 
 COOKIE = "supportbot_operator"
 COOKIE_PATH = "/operator"
@@ -77,37 +81,75 @@ class SessionSigner:
 
 
 class LoginThrottle:
-    """Refuses logins to a name for `lockout` seconds after `limit` wrong passwords in a row.
+    """Failed logins counted per (name, client address), and per address over all names.
 
-    Per process, bounded in memory: the names tried least recently are forgotten beyond
-    `max_names`. A right password clears the count. Accounts are also counted in the database
-    (OperatorStore.login_failed), which every worker sees; this covers unknown names too.
+    After `limit` failures of a name from one address, that pair waits `first_delay` seconds,
+    then twice as long after each further failure, up to `lockout`; after `per_ip` failures
+    from one address (any names), that address waits the same way. So an attacker trying a name
+    from many addresses never locks its operator out of their own address. Names with and
+    without an account are counted alike, in this process only (a restart forgets both alike);
+    twice `lockout` without a failure forgets the count, and a right password clears the
+    pair's. The least recently used keys are forgotten beyond `max_keys`.
     """
 
-    def __init__(self, limit: int, lockout: float, max_names: int = 10_000) -> None:
+    def __init__(self, limit: int, lockout: float, per_ip: int = 20, first_delay: float = 1.0,
+                 max_keys: int = 100_000) -> None:
         self.limit = limit
         self.lockout = lockout
-        self.max_names = max_names
-        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self.per_ip = per_ip
+        self.first_delay = first_delay
+        self._pairs: BoundedLRU[tuple[str, str], tuple[int, float]] = BoundedLRU(max_keys)
+        self._ips: BoundedLRU[str, tuple[int, float]] = BoundedLRU(max_keys)
 
-    def wait(self, name: str, now: float | None = None) -> float:
-        """Seconds until `name` may try again; 0.0 if it may now."""
+    @classmethod
+    def from_settings(cls, settings: OperatorSettings) -> LoginThrottle:
+        """The throttle the operators settings ask for."""
+        return cls(settings.max_failed_logins, settings.lockout_minutes * 60,
+                   settings.max_failed_logins_per_ip)
+
+    def wait(self, name: str, ip: str, now: float | None = None) -> float:
+        """Seconds until `name` may be tried again from `ip`; 0.0 if it may now."""
         now = time.monotonic() if now is None else now
-        count, last = self._failures.get(name, (0, 0.0))
-        if count < self.limit:
-            return 0.0
-        left = last + self.lockout - now
-        if left <= 0:  # served its time: one more try, then locked again if wrong
-            self._failures[name] = (self.limit - 1, last)
-            return 0.0
-        return left
+        return max(self._left(self._pairs.get((name, ip)), self.limit, now),
+                   self._left(self._ips.get(ip), self.per_ip, now))
 
-    def failed(self, name: str, now: float | None = None) -> None:
+    def attempt(self, name: str, ip: str, now: float | None = None) -> float:
+        """Before checking a password: the wait if one is due (nothing counted), else 0.0 and
+        the attempt counted as failed until `succeeded` (so that attempts sent at once are
+        counted before their answers)."""
         now = time.monotonic() if now is None else now
-        count, _ = self._failures.pop(name, (0, 0.0))
-        self._failures[name] = (count + 1, now)
-        if len(self._failures) > self.max_names:
-            self._failures.popitem(last=False)
+        wait = self.wait(name, ip, now)
+        if not wait:
+            self._pairs[(name, ip)] = (self._count(self._pairs.get((name, ip)), now) + 1, now)
+            self._ips[ip] = (self._count(self._ips.get(ip), now) + 1, now)
+        return wait
 
-    def succeeded(self, name: str) -> None:
-        self._failures.pop(name, None)
+    def failed(self, name: str, ip: str, now: float | None = None) -> None:
+        """A wrong password (counted at its attempt): the wait starts from now, its answer."""
+        now = time.monotonic() if now is None else now
+        pair = self._pairs.get((name, ip))
+        if pair is not None:
+            self._pairs[(name, ip)] = (pair[0], now)
+        address = self._ips.get(ip)
+        if address is not None:
+            self._ips[ip] = (address[0], now)
+
+    def succeeded(self, name: str, ip: str) -> None:
+        """A right password: the pair's count is cleared, the attempt not held against `ip`."""
+        self._pairs.pop((name, ip))
+        entry = self._ips.get(ip)
+        if entry is not None:
+            self._ips[ip] = (max(0, entry[0] - 1), entry[1])
+
+    def _count(self, entry: tuple[int, float] | None, now: float) -> int:
+        """Failures counted so far: 0 when none, or the last is over twice `lockout` ago."""
+        if entry is None or now - entry[1] > 2 * self.lockout:
+            return 0
+        return entry[0]
+
+    def _left(self, entry: tuple[int, float] | None, limit: int, now: float) -> float:
+        count = self._count(entry, now)
+        if entry is None or count < limit:
+            return 0.0
+        delay = min(self.lockout, self.first_delay * 2.0 ** min(count - limit, 40))
+        return max(0.0, entry[1] + delay - now)

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from bot.channels.telegram.handlers import CHANNEL
 from bot.channels.telegram.text import split_text
+from bot.push import CustomerPush, Frame
 from bot.settings import TelegramSettings
 
 if TYPE_CHECKING:
     from telegram import Bot
-
-    from bot.channels.web.state import WebState
 
 log = logging.getLogger(__name__)
 
@@ -77,27 +76,29 @@ class TelegramDelivery:
             await self._bot.shutdown()
             self._bot = None
 
-    async def _started(self) -> Bot:
-        from telegram import Bot
+    def build(self) -> Bot:
+        """The bot, with the Telegram channel's request timeouts, retries and throttle."""
+        from bot.channels.telegram.client import build_bot
 
+        if self.settings.token is None:
+            raise TelegramDeliveryError("telegram.token is not set on this server, so "
+                                        "replies to Telegram customers cannot be sent")
+        return build_bot(self.settings, self.settings.token.get_secret_value())
+
+    async def _started(self) -> Bot:
         async with self._lock:
             if self._bot is None:
-                if self.settings.token is None:
-                    raise TelegramDeliveryError("telegram.token is not set on this server, so "
-                                                "replies to Telegram customers cannot be sent")
-                bot = Bot(self.settings.token.get_secret_value(),
-                          base_url=self.settings.base_url,
-                          base_file_url=self.settings.base_file_url)
+                bot = self.build()
                 await bot.initialize()
                 self._bot = bot
             return self._bot
 
 
-async def typing_to_customer(web: WebState, telegram: TelegramDelivery | None,
-                             conversation_id: str, frame: dict[str, Any]) -> None:
-    """Tell the customer an operator is writing: `frame` to the web sockets, the typing
+async def typing_to_customer(customers: CustomerPush, telegram: TelegramDelivery | None,
+                             conversation_id: str, frame: Frame) -> None:
+    """Tell the customer an operator is writing: `frame` to their open sockets, the typing
     action to a Telegram chat; a failure only costs the indicator (logged at debug)."""
-    await web.customers.push(conversation_id, frame)
+    await customers.push(conversation_id, frame)
     chat = telegram_chat(conversation_id)
     if chat is not None and telegram is not None and telegram.settings.token is not None:
         try:
@@ -106,12 +107,12 @@ async def typing_to_customer(web: WebState, telegram: TelegramDelivery | None,
             log.debug("typing for %s not shown: %s", conversation_id, exc)
 
 
-async def to_customer(web: WebState, telegram: TelegramDelivery | None, conversation_id: str,
-                      frame: dict[str, Any], text: str) -> dict[str, Any]:
-    """Deliver a message that is stored already on the customer's channel: `frame` to the web
+async def to_customer(customers: CustomerPush, telegram: TelegramDelivery | None,
+                      conversation_id: str, frame: Frame, text: str) -> dict[str, Any]:
+    """Deliver a message that is stored already on the customer's channel: `frame` to the
     sockets this process holds for the conversation, `text` to its Telegram chat. What
     happened: `live_sockets`, and for Telegram `telegram` ("sent", or "not sent: why")."""
-    result: dict[str, Any] = {"live_sockets": await web.customers.push(conversation_id, frame)}
+    result: dict[str, Any] = {"live_sockets": await customers.push(conversation_id, frame)}
     chat = telegram_chat(conversation_id)
     if chat is not None:
         try:

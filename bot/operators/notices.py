@@ -8,11 +8,11 @@ import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
 
-from bot.channels.web.protocol import operator_frame
-from bot.channels.web.state import WebState
+from bot.errors import ConversationBusyError
 from bot.models import as_utc
 from bot.operators.delivery import TelegramDelivery, to_customer
 from bot.operators.store import OperatorStore
+from bot.push import CustomerPush, operator_frame
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def wait_phrase(minutes: float | None) -> str:
     return f"about {whole} minute{'s' if whole != 1 else ''}"
 
 
-async def send_wait_notices(settings: Settings, store: OperatorStore, web: WebState,
+async def send_wait_notices(settings: Settings, store: OperatorStore, customers: CustomerPush,
                             telegram: TelegramDelivery | None) -> int:
     """Notify every conversation waiting unclaimed for longer than the setting and not
     notified since its handoff; how many were notified."""
@@ -46,18 +46,23 @@ async def send_wait_notices(settings: Settings, store: OperatorStore, web: WebSt
     for item in overdue:
         assert item.waiting_since is not None
         # The turn lock: a customer's message or another worker's sweep is not interleaved.
-        async with store.conversations.turn_lock(item.conversation_id):
-            message = await store.add_notice(item.conversation_id, text, item.waiting_since,
-                                              {"expected_wait_minutes": expected})
+        try:
+            async with store.conversations.turn_lock(item.conversation_id):
+                message = await store.add_notice(item.conversation_id, text,
+                                                  item.waiting_since,
+                                                  {"expected_wait_minutes": expected})
+        except ConversationBusyError as exc:  # the next sweep tries again
+            log.warning("wait notice not sent yet: %s", exc)
+            continue
         if message is None:
             continue
         sent += 1
-        await to_customer(web, telegram, item.conversation_id, operator_frame(
+        await to_customer(customers, telegram, item.conversation_id, operator_frame(
             text, persona.bot_name, message.id, message.created_at.isoformat()), text)
     return sent
 
 
-async def wait_notices(settings: Settings, store: OperatorStore, web: WebState,
+async def wait_notices(settings: Settings, store: OperatorStore, customers: CustomerPush,
                        telegram: TelegramDelivery | None) -> None:
     """Sweep for overdue waits until cancelled: every quarter of the setting, at most a minute."""
     minutes = settings.operators.wait_notice_minutes
@@ -67,6 +72,6 @@ async def wait_notices(settings: Settings, store: OperatorStore, web: WebState,
     while True:
         await asyncio.sleep(interval)
         try:
-            await send_wait_notices(settings, store, web, telegram)
+            await send_wait_notices(settings, store, customers, telegram)
         except Exception:  # a database hiccup must not end the sweeps
             log.exception("wait notices failed; trying again in %.0f s", interval)

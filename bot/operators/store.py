@@ -115,12 +115,6 @@ class OperatorStore:
         return Account(row.password_hash, _aware(row.sessions_after), row.failed_logins,
                        _aware(row.last_failed_at))
 
-    async def login_failed(self, name: str) -> None:
-        """Count a wrong password for an account (every worker sees the count)."""
-        await self._update_account("count a failed login", name,
-                                   failed_logins=Operator.failed_logins + 1,
-                                   last_failed_at=utcnow())
-
     async def login_succeeded(self, name: str) -> None:
         await self._update_account("reset the failed logins", name, "login", failed_logins=0)
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.lru import BoundedLRU
 from bot.safety.base import Embed, GuardContext, Verdict
 from bot.safety.build import input_pipeline, output_pipeline, redactor_for
 from bot.safety.detector import Detector
@@ -21,6 +22,9 @@ from bot.types import Decision
 # Blocks that count towards a cool-down or handoff: attacks and abuse, not a person in
 # distress, and not the rate limit (which is its own cool-down).
 _COUNTED = frozenset({"injection", "harmful", "abuse"})
+# Conversations whose block counts and cool-downs are remembered; the least recently blocked
+# are forgotten beyond it, so a long-running server's memory stays bounded.
+MAX_CONVERSATIONS = 100_000
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,8 @@ class SafetyLayer:
 
     def __init__(self, settings: SafetySettings, persona: PersonaSettings,
                  faq_texts: Sequence[str] = (), embed: Embed | None = None,
-                 detector: Detector | None = None, redactor: Redactor | None = None) -> None:
+                 detector: Detector | None = None, redactor: Redactor | None = None,
+                 max_conversations: int = MAX_CONVERSATIONS) -> None:
         self.settings = settings
         self.persona = persona
         self.embed = embed
@@ -48,8 +53,8 @@ class SafetyLayer:
         self.outputs: GuardPipeline = output_pipeline(
             settings, [persona.render(persona.system_prompt)], public, self.redactor)
         self.faq_values = self.redactor.values(faq_texts)  # the company's own contacts
-        self._blocks: dict[str, int] = {}
-        self._cooling: dict[str, float] = {}
+        self._blocks: BoundedLRU[str, int] = BoundedLRU(max_conversations)
+        self._cooling: BoundedLRU[str, float] = BoundedLRU(max_conversations)
         self._lock = threading.Lock()
 
     def learn_faq(self, texts: Sequence[str]) -> None:
@@ -82,7 +87,7 @@ class SafetyLayer:
         with self._lock:
             until = self._cooling.get(conversation_id, 0.0)
             if until and until <= now:
-                del self._cooling[conversation_id]
+                self._cooling.pop(conversation_id)
                 self._blocks.pop(conversation_id, None)
             return max(0.0, until - now)
 

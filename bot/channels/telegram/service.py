@@ -13,6 +13,7 @@ from telegram import Update
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder, PersistenceInput, PicklePersistence
 
+from bot.channels.telegram.client import bot_request
 from bot.channels.telegram.handlers import ALLOWED_UPDATES, TelegramChannel, TurnFn
 from bot.channels.telegram.processor import ChatOrderedProcessor
 from bot.channels.telegram.retry import RetryingLimiter
@@ -50,14 +51,11 @@ def build_application(settings: Settings, manager: DialogueManager,
                       turn: TurnFn | None = None, updater: bool = True) -> App:
     """The Application with the channel's handlers, retries, throttle and per-chat order."""
     tg = settings.telegram
-    timeout = tg.request_timeout_seconds
     builder = (ApplicationBuilder().token(bot_token(tg))
                .base_url(tg.base_url).base_file_url(tg.base_file_url)
                .rate_limiter(RetryingLimiter.from_settings(tg))
                .concurrent_updates(ChatOrderedProcessor(tg.max_concurrent_updates))
-               .connection_pool_size(min(tg.max_concurrent_updates, 256) + 4)
-               .pool_timeout(timeout).connect_timeout(timeout).read_timeout(timeout)
-               .write_timeout(timeout))
+               .request(bot_request(tg, min(tg.max_concurrent_updates, 256) + 4)))
     if tg.state_file is not None:
         tg.state_file.parent.mkdir(parents=True, exist_ok=True)
         builder = builder.persistence(PicklePersistence(

@@ -87,7 +87,7 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
         inbox = OperatorStore(manager.store)
         app.state.operators = operator_api.OperatorContext(
             inbox, signer,
-            LoginThrottle(operators.max_failed_logins, operators.lockout_minutes * 60), state,
+            LoginThrottle.from_settings(operators), state,
             runtime.learning, delivery)
         if manager.store.backend == "postgresql":  # other workers may hold the sockets
             state.customers.relay = PostgresRelay(settings.storage.database_url,

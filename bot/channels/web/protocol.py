@@ -91,22 +91,6 @@ def history_item(item: TranscriptItem) -> dict[str, Any]:
     return data
 
 
-def operator_frame(text: str, name: str, message_id: int, created_at: str) -> dict[str, Any]:
-    """An operator's message, pushed to the customer's open sockets."""
-    return {"type": "operator", "text": text, "name": name, "message_id": message_id,
-            "created_at": created_at}
-
-
-def typing_frame(name: str) -> dict[str, Any]:
-    """An operator is writing to the customer (sent every few seconds while they type)."""
-    return {"type": "typing", "name": name}
-
-
-def status_frame(status: str) -> dict[str, Any]:
-    """Who answers the conversation now, pushed when an operator releases or closes it."""
-    return {"type": "status", "status": status}
-
-
 def error_frame(code: str, message: str, client_id: str | None = None) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message, "client_id": client_id}
 

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "supportbot_customer_frames"
 PART_CHARS = 1800  # at most 4 bytes each in UTF-8, with the envelope well under 8000 bytes
 RETRY_S = 2.0
+RETRY_WARN_S = 60.0  # while LISTEN stays down, a warning this often (not at every retry)
 Deliver = Callable[[str, dict[str, Any]], Coroutine[Any, Any, int]]
 
 
@@ -102,16 +103,31 @@ class PostgresRelay:
         self._connection, self._raw = connection, raw
 
     async def _keep_listening(self) -> None:
+        """Reconnect a lost LISTEN connection: a warning when it is lost and at its first
+        failed retry (frames from other workers miss this one's sockets meanwhile), then one
+        every RETRY_WARN_S while it stays down."""
+        failed_since: float | None = None
+        warned = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(RETRY_S)
             if self._raw is not None and not self._raw.is_closed():
                 continue
+            if self._raw is not None:
+                log.warning("relay: the LISTEN connection was lost; frames pushed by other "
+                            "workers miss this one's sockets until it is back")
             await self._close_listener()
             try:
                 await self._listen()
-                log.info("relay: listening again")
+                log.warning("relay: listening again")  # after a warning that it was not
+                failed_since = None
             except (SQLAlchemyError, OSError) as exc:
-                log.debug("relay: still cannot LISTEN: %s", exc)
+                now = loop.time()
+                if failed_since is None or now - warned >= RETRY_WARN_S:
+                    log.warning("relay: still cannot LISTEN (retrying every %.0f s): %s",
+                                RETRY_S, exc)
+                    warned = now
+                failed_since = failed_since or now
 
     async def _close_listener(self) -> None:
         connection, self._connection, self._raw = self._connection, None, None

@@ -8,12 +8,12 @@ import hmac
 import os
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from bot.errors import SettingsError
+from bot.lru import BoundedLRU
 from bot.settings import WebSettings
 
 _SECRET_BYTES = 32
@@ -101,12 +101,12 @@ class RateLimiter:
         self.rate = rate
         self.burst = burst
         self.max_keys = max_keys
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._buckets: BoundedLRU[str, tuple[float, float]] = BoundedLRU(max_keys)
 
     def hit(self, key: str, now: float | None = None) -> float:
         """Spend one token for `key`: 0.0 if allowed, else the seconds until one is free."""
         now = time.monotonic() if now is None else now
-        tokens, updated = self._buckets.pop(key, (float(self.burst), now))
+        tokens, updated = self._buckets.get(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - updated) * self.rate)
         if tokens >= 1.0:
             tokens -= 1.0
@@ -114,8 +114,6 @@ class RateLimiter:
         else:
             wait = (1.0 - tokens) / self.rate
         self._buckets[key] = (tokens, now)
-        if len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)
         return wait
 
 

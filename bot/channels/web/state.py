@@ -20,8 +20,9 @@ Sender = Callable[[dict[str, Any]], Awaitable[None]]
 
 class CustomerSockets:
     """The customers' open web sockets of this process, by conversation: how an operator's
-    reply reaches the customer at once. On PostgreSQL a relay (bot/channels/web/relay.py)
-    also hands each frame to the other server processes, for the sockets they hold."""
+    reply reaches the customer at once (the web channel's bot/push.py CustomerPush). On
+    PostgreSQL a relay (bot/channels/web/relay.py) also hands each frame to the other server
+    processes, for the sockets they hold."""
 
     def __init__(self) -> None:
         self._senders: dict[str, set[Sender]] = {}
@@ -70,6 +71,10 @@ class WebState:
         self.ip_limits = RateLimiter(web.rate_per_ip, web.burst_per_ip)
         self.conversation_limits = RateLimiter(web.rate_per_connection,
                                                web.burst_per_connection)
+
+    async def push(self, conversation_id: str, frame: dict[str, Any]) -> int:
+        """The customers' sockets' push (bot/push.py's CustomerPush), for what holds the state."""
+        return await self.customers.push(conversation_id, frame)
 
     def limit(self, ip: str, conversation_id: str | None) -> float:
         """Spend one request of the IP's (and the conversation's) budget; 0.0 if allowed, else

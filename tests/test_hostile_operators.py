@@ -1,0 +1,103 @@
+"""Hostile: nobody locks an operator out by failing logins for their name from elsewhere; one
+address trying many names is throttled; unknown and known names answer alike (issue 31, 8)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from bot.channels.web import create_app
+from bot.operators.auth import LoginThrottle
+from bot.settings import Settings
+from retrieval.index import FaqIndex
+from tests.test_operators import PASSWORD, add_operators
+from tests.web_support import web_settings
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    settings = web_settings(tmp_path)
+    add_operators(settings, "anna", "ben")
+    return settings
+
+
+@pytest.fixture
+def app(settings: Settings, sample_index: FaqIndex) -> Iterator[FastAPI]:
+    app = create_app(settings, index=sample_index)
+    with TestClient(app, base_url="https://testserver"):  # runs the lifespan
+        yield app
+
+
+def from_ip(app: FastAPI, ip: str) -> TestClient:
+    """A client of the running app whose requests come from `ip`."""
+    return TestClient(app, base_url="https://testserver", client=(ip, 40000))
+
+
+def login(client: TestClient, name: str, password: str = PASSWORD) -> Any:
+    return client.post("/operator/api/login", json={"name": name, "password": password})
+
+
+def test_an_attacker_with_many_addresses_cannot_lock_the_operator_out(app: FastAPI) -> None:
+    for number in range(12):  # the name is shown in the chat bubbles
+        wrong = login(from_ip(app, f"203.0.113.{number}"), "anna", "not the password")
+        assert wrong.status_code == 401, wrong.text
+    # the operator, from their own address, signs in at once
+    assert login(from_ip(app, "198.51.100.7"), "anna").status_code == 200
+
+
+def test_one_name_from_one_address_waits_longer_after_each_failure(app: FastAPI,
+                                                                    settings: Settings) -> None:
+    attacker = from_ip(app, "203.0.113.50")
+    for _ in range(settings.operators.max_failed_logins):
+        assert login(attacker, "anna", "not the password").status_code == 401
+    locked = login(attacker, "anna")  # even the right password waits now, from there
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) >= 1
+    throttle = LoginThrottle(limit=3, lockout=60, per_ip=100)
+    waits = []
+    for second in range(0, 4000, 100):  # one try every 100 s, each one due
+        assert throttle.attempt("anna", "x", now=second) == 0.0
+        waits.append(throttle.wait("anna", "x", now=second))
+    assert waits[:2] == [0.0, 0.0] and waits[2:6] == [1.0, 2.0, 4.0, 8.0]
+    assert max(waits) == 60.0  # doubles up to the lockout, no further
+    assert throttle.wait("anna", "y", now=4000) == 0.0  # another address is not held back
+
+
+def test_one_address_trying_many_names_is_throttled(app: FastAPI, settings: Settings) -> None:
+    attacker = from_ip(app, "203.0.113.99")
+    answers = [login(attacker, f"guess{number}", "not the password").status_code
+               for number in range(settings.operators.max_failed_logins_per_ip + 1)]
+    assert answers[:-1] == [401] * settings.operators.max_failed_logins_per_ip
+    assert answers[-1] == 429, "the address's failures over all names count"
+    assert login(attacker, "ben").status_code == 429
+    assert login(from_ip(app, "198.51.100.8"), "ben").status_code == 200
+
+
+def test_unknown_and_known_names_answer_alike_also_after_a_restart(
+        settings: Settings, sample_index: FaqIndex) -> None:
+    def answers(app: FastAPI, name: str, ip: str) -> list[tuple[int, Any, str | None]]:
+        client = from_ip(app, ip)
+        seen = []
+        for _ in range(settings.operators.max_failed_logins + 1):
+            response = login(client, name, "not the password")
+            seen.append((response.status_code, response.json(),
+                         response.headers.get("retry-after")))
+        return seen
+
+    first = create_app(settings, index=sample_index)
+    with TestClient(first, base_url="https://testserver"):
+        known, unknown = answers(first, "anna", "203.0.113.1"), answers(first, "nobody",
+                                                                          "203.0.113.2")
+    assert known == unknown and known[-1][0] == 429
+    restarted = create_app(settings, index=sample_index)
+    with TestClient(restarted, base_url="https://testserver"):
+        after_known = login(from_ip(restarted, "203.0.113.1"), "anna", "not the password")
+        after_unknown = login(from_ip(restarted, "203.0.113.2"), "nobody", "not the password")
+    assert (after_known.status_code, after_known.json()) == (
+        after_unknown.status_code, after_unknown.json())
