@@ -166,3 +166,15 @@ class Original(Base):
     conversation_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
     text: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class LoginFailure(Base):
+    """Failed operator sign-ins under one key: a digest of (name, address) or of an address,
+    so that neither a typed name nor an address is stored. Every worker's throttle reads and
+    writes these, and they outlive restarts (bot/operators/auth.py LoginThrottle)."""
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_at: Mapped[float] = mapped_column(Float)  # wall-clock seconds of the latest failure

@@ -101,3 +101,24 @@ def test_unknown_and_known_names_answer_alike_also_after_a_restart(
         after_unknown = login(from_ip(restarted, "203.0.113.2"), "nobody", "not the password")
     assert (after_known.status_code, after_known.json()) == (
         after_unknown.status_code, after_unknown.json())
+
+
+def test_a_restart_forgets_no_failure_and_known_and_unknown_names_alike(
+        settings: Settings, sample_index: FaqIndex) -> None:
+    limit = settings.operators.max_failed_logins
+    with TestClient(create_app(settings, index=sample_index), base_url="https://testserver",
+                    client=("203.0.113.9", 40000)) as attacker:
+        for name in ("anna", "nobody"):
+            for _ in range(limit):
+                assert login(attacker, name, "not the password").status_code == 401
+    # A new process on the same database (a restart, or another worker): still held back,
+    # the name with an account and the one without alike.
+    with TestClient(create_app(settings, index=sample_index), base_url="https://testserver",
+                    client=("203.0.113.9", 40000)) as again:
+        answers = [login(again, name) for name in ("anna", "nobody")]
+        assert [a.status_code for a in answers] == [429, 429], [a.text for a in answers]
+        assert answers[0].json()["detail"].split(":")[0] == \
+            answers[1].json()["detail"].split(":")[0]
+        operator = TestClient(again.app, base_url="https://testserver",
+                              client=("198.51.100.7", 40000))
+        assert login(operator, "anna").status_code == 200  # from their own address

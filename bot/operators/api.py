@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -147,19 +148,22 @@ async def login(body: LoginRequest, request: Request, response: Response) -> dic
     ip = client_ip(request)
     # Throttled per (name, address) and per address, whether the name has an account or not:
     # the same answers and the same work for both, and no lockout of a name from elsewhere.
-    wait = context.web.limit(ip, None) or context.throttle.attempt(body.name, ip)
-    if wait:
-        raise HTTPException(429, f"too many attempts: wait {wait:.0f} s",
-                            headers={"Retry-After": str(int(wait) + 1)})
+    # The counts are in the database: every worker's, and they outlive restarts.
+    throttle, ledger = context.throttle, context.store
     try:
+        wait = context.web.limit(ip, None) or await throttle.shared_attempt(ledger, body.name, ip)
+        if wait:
+            seconds = math.ceil(wait)  # whole seconds, never "wait 0 s"
+            raise HTTPException(429, f"too many attempts: wait {seconds} s",
+                                headers={"Retry-After": str(seconds)})
         account = await context.store.account(body.name)
         # argon2 takes tens of milliseconds of CPU: off the event loop, which serves the chats
         stored = None if account is None else account.password_hash
         if not await asyncio.to_thread(verify_password, stored, body.password):
-            context.throttle.failed(body.name, ip)
+            await throttle.shared_failed(ledger, body.name, ip)
             log.warning("operator login failed for %r from %s", body.name[:64], ip)
             raise HTTPException(401, WRONG_LOGIN)
-        context.throttle.succeeded(body.name, ip)
+        await throttle.shared_succeeded(ledger, body.name, ip)
         await context.store.login_succeeded(body.name)
     except StorageError as exc:
         raise _unavailable(exc) from exc

@@ -10,12 +10,14 @@ working too, on every device).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from bot.lru import BoundedLRU
 
@@ -80,6 +82,19 @@ class SessionSigner:
                              hashlib.sha256).digest())
 
 
+Entry = tuple[int, float]  # failures counted, wall-clock time of the latest
+K = TypeVar("K")
+
+
+class FailureLedger(Protocol):
+    """Where every worker keeps the throttle's counts (the database: OperatorStore)."""
+
+    async def login_failures(self, keys: list[str]) -> dict[str, Entry]: ...
+
+    async def keep_login_failures(self, entries: Mapping[str, Entry | None],
+                                  stale_before: float | None = None) -> None: ...
+
+
 class LoginThrottle:
     """Failed logins counted per (name, client address), and per address over all names.
 
@@ -90,6 +105,10 @@ class LoginThrottle:
     without an account are counted alike, in this process only (a restart forgets both alike);
     twice `lockout` without a failure forgets the count, and a right password clears the
     pair's. The least recently used keys are forgotten beyond `max_keys`.
+
+    With a ledger (the database), the counts are every worker's and outlive restarts: the
+    `shared_*` methods read a sign-in's two entries before deciding and write them after, under
+    keys that are digests, so no typed name or address is stored. Times are wall-clock seconds.
     """
 
     def __init__(self, limit: int, lockout: float, per_ip: int = 20, first_delay: float = 1.0,
@@ -100,6 +119,8 @@ class LoginThrottle:
         self.first_delay = first_delay
         self._pairs: BoundedLRU[tuple[str, str], tuple[int, float]] = BoundedLRU(max_keys)
         self._ips: BoundedLRU[str, tuple[int, float]] = BoundedLRU(max_keys)
+        self._lock = asyncio.Lock()  # one sign-in's read-decide-write at a time, per process
+        self._next_sweep = 0.0  # when stale ledger rows are deleted next
 
     @classmethod
     def from_settings(cls, settings: OperatorSettings) -> LoginThrottle:
@@ -109,7 +130,7 @@ class LoginThrottle:
 
     def wait(self, name: str, ip: str, now: float | None = None) -> float:
         """Seconds until `name` may be tried again from `ip`; 0.0 if it may now."""
-        now = time.monotonic() if now is None else now
+        now = time.time() if now is None else now
         return max(self._left(self._pairs.get((name, ip)), self.limit, now),
                    self._left(self._ips.get(ip), self.per_ip, now))
 
@@ -117,7 +138,7 @@ class LoginThrottle:
         """Before checking a password: the wait if one is due (nothing counted), else 0.0 and
         the attempt counted as failed until `succeeded` (so that attempts sent at once are
         counted before their answers)."""
-        now = time.monotonic() if now is None else now
+        now = time.time() if now is None else now
         wait = self.wait(name, ip, now)
         if not wait:
             self._pairs[(name, ip)] = (self._count(self._pairs.get((name, ip)), now) + 1, now)
@@ -126,7 +147,7 @@ class LoginThrottle:
 
     def failed(self, name: str, ip: str, now: float | None = None) -> None:
         """A wrong password (counted at its attempt): the wait starts from now, its answer."""
-        now = time.monotonic() if now is None else now
+        now = time.time() if now is None else now
         pair = self._pairs.get((name, ip))
         if pair is not None:
             self._pairs[(name, ip)] = (pair[0], now)
@@ -141,6 +162,52 @@ class LoginThrottle:
         if entry is not None:
             self._ips[ip] = (max(0, entry[0] - 1), entry[1])
 
+    @staticmethod
+    def keys(name: str, ip: str) -> tuple[str, str]:
+        """The ledger's keys of a (name, address) pair and of the address: digests."""
+        pair = hashlib.sha256(f"pair\0{name}\0{ip}".encode("utf-8", "replace")).hexdigest()
+        address = hashlib.sha256(f"ip\0{ip}".encode("utf-8", "replace")).hexdigest()
+        return pair, address
+
+    def entries(self, name: str, ip: str) -> dict[str, Entry | None]:
+        """This sign-in's two entries, under the ledger's keys."""
+        pair, address = self.keys(name, ip)
+        return {pair: self._pairs.get((name, ip)), address: self._ips.get(ip)}
+
+    def restore(self, name: str, ip: str, kept: Mapping[str, Entry]) -> None:
+        """Take this sign-in's two entries from the ledger (what every worker counted)."""
+        pair, address = self.keys(name, ip)
+        _put(self._pairs, (name, ip), kept.get(pair))
+        _put(self._ips, ip, kept.get(address))
+
+    async def shared_attempt(self, ledger: FailureLedger, name: str, ip: str) -> float:
+        """`attempt`, with the counts of every worker (read, decided, written under a lock, so
+        attempts sent at once to this process are all counted)."""
+        async with self._lock:
+            self.restore(name, ip, await ledger.login_failures(list(self.keys(name, ip))))
+            wait = self.attempt(name, ip)
+            if not wait:
+                now = time.time()
+                stale = now - 2 * self.lockout if now >= self._next_sweep else None
+                await ledger.keep_login_failures(self.entries(name, ip), stale)
+                if stale is not None:
+                    self._next_sweep = now + 600.0
+            return wait
+
+    async def shared_failed(self, ledger: FailureLedger, name: str, ip: str) -> None:
+        """`failed`, written to the ledger."""
+        async with self._lock:
+            self.restore(name, ip, await ledger.login_failures(list(self.keys(name, ip))))
+            self.failed(name, ip)
+            await ledger.keep_login_failures(self.entries(name, ip))
+
+    async def shared_succeeded(self, ledger: FailureLedger, name: str, ip: str) -> None:
+        """`succeeded`, written to the ledger."""
+        async with self._lock:
+            self.restore(name, ip, await ledger.login_failures(list(self.keys(name, ip))))
+            self.succeeded(name, ip)
+            await ledger.keep_login_failures(self.entries(name, ip))
+
     def _count(self, entry: tuple[int, float] | None, now: float) -> int:
         """Failures counted so far: 0 when none, or the last is over twice `lockout` ago."""
         if entry is None or now - entry[1] > 2 * self.lockout:
@@ -153,3 +220,11 @@ class LoginThrottle:
             return 0.0
         delay = min(self.lockout, self.first_delay * 2.0 ** min(count - limit, 40))
         return max(0.0, entry[1] + delay - now)
+
+
+def _put(table: BoundedLRU[K, Entry], key: K, entry: Entry | None) -> None:
+    """Set `key` to `entry`, or forget it for None."""
+    if entry is None:
+        table.pop(key)
+    else:
+        table[key] = entry

@@ -8,17 +8,26 @@ and PostgreSQL alike; each change and its log entry are one transaction.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.errors import InputError
-from bot.models import Conversation, Message, Operator, OperatorAction, as_utc, utcnow
+from bot.models import (
+    Conversation,
+    LoginFailure,
+    Message,
+    Operator,
+    OperatorAction,
+    as_utc,
+    utcnow,
+)
 from bot.storage import ConversationStore
 from bot.types import ConversationStatus, Decision
 
@@ -117,6 +126,41 @@ class OperatorStore:
 
     async def login_succeeded(self, name: str) -> None:
         await self._update_account("reset the failed logins", name, "login", failed_logins=0)
+
+    async def login_failures(self, keys: list[str]) -> dict[str, tuple[int, float]]:
+        """The failed sign-ins kept under `keys` (by every worker, also before a restart)."""
+        rows = await self._rows(select(LoginFailure.key, LoginFailure.failures,
+                                       LoginFailure.last_at).where(LoginFailure.key.in_(keys)))
+        return {r.key: (int(r.failures), float(r.last_at)) for r in rows}
+
+    async def keep_login_failures(self, entries: Mapping[str, tuple[int, float] | None],
+                                  stale_before: float | None = None) -> None:
+        """Write the throttle's entries (None deletes the key); with `stale_before`, also
+        forget every key whose last failure is older (the table stays small)."""
+        backend = self.conversations.backend
+        try:
+            async with self._engine.begin() as conn:
+                if stale_before is not None:
+                    await conn.execute(delete(LoginFailure)
+                                       .where(LoginFailure.last_at < stale_before))
+                gone = [key for key, entry in entries.items() if entry is None]
+                if gone:
+                    await conn.execute(delete(LoginFailure).where(LoginFailure.key.in_(gone)))
+                for key, entry in entries.items():
+                    if entry is None:
+                        continue
+                    values = {"key": key, "failures": entry[0], "last_at": entry[1]}
+                    if backend in ("sqlite", "postgresql"):
+                        upsert = (sqlite.insert if backend == "sqlite" else postgresql.insert)
+                        statement = upsert(LoginFailure).values(values)
+                        await conn.execute(statement.on_conflict_do_update(
+                            index_elements=["key"],
+                            set_={"failures": entry[0], "last_at": entry[1]}))
+                    else:
+                        await conn.execute(delete(LoginFailure).where(LoginFailure.key == key))
+                        await conn.execute(insert(LoginFailure).values(values))
+        except SQLAlchemyError as exc:
+            raise self.conversations.error("count the failed sign-ins", exc) from exc
 
     async def end_sessions(self, name: str) -> None:
         """Log out: every session cookie of the account issued until now stops working."""

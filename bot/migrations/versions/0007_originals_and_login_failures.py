@@ -1,5 +1,6 @@
 """Customers' messages as written (before PII redaction), kept for a bounded time for the
-operator holding the conversation.
+operator holding the conversation; failed operator sign-ins by digest of (name, address) and of
+address, shared by every worker and kept across restarts.
 
 Revision ID: 0007
 Revises: 0006
@@ -27,9 +28,16 @@ def upgrade() -> None:
     )
     op.create_index("ix_originals_conversation_id", "originals", ["conversation_id"])
     op.create_index("ix_originals_expires_at", "originals", ["expires_at"])
+    op.create_table(
+        "login_failures",
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("failures", sa.Integer, nullable=False),
+        sa.Column("last_at", sa.Float, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("login_failures")
     op.drop_index("ix_originals_expires_at", table_name="originals")
     op.drop_index("ix_originals_conversation_id", table_name="originals")
     op.drop_table("originals")
