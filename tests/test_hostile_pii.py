@@ -180,6 +180,7 @@ NOT_FREE_TEXT = {
     "faq_additions.question": "the company's FAQ text, written by staff",
     "faq_additions.answer": "the company's FAQ text, written by staff",
     "originals.conversation_id": "an id the server makes",
+    "login_failures.key": "a digest of an operator name and an address",
 }
 # Unredacted on purpose, and bounded: read by the operator holding the conversation only, deleted
 # after storage.original_text_hours (tests/test_hostile_privacy.py, docs/privacy.md).
