@@ -498,7 +498,15 @@ class DialogueManager:
                 return _Retrieved(hits, text)
             return _Retrieved(self.index.search(text, self.retrieval.top_k), text)
         combined = f"{previous} {text}"
-        alone, joined = self.index.search_many([text, combined], self.retrieval.top_k)
+        known = (vectors or {}).get(text)  # the guards' embedding of the message, if they ran
+        top_k = self.retrieval.top_k
+        alone = (self.index.search(text, top_k) if known is None else
+                 self.index.search_vectors(known.reshape(1, -1), top_k, [text])[0])
+        if alone and alone[0].score + _FOLLOW_UP_GAIN > 1.0:
+            # Scores are at most 1: nothing joined could win by the gain, so it is not embedded
+            # (an FAQ question that merely says "it" costs one embedding, not two).
+            return _Retrieved(alone, text)
+        joined = self.index.search(combined, top_k)
         if joined and (not alone or joined[0].score >= alone[0].score + _FOLLOW_UP_GAIN):
             return _Retrieved(joined, combined)
         return _Retrieved(alone, text)

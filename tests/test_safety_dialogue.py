@@ -182,3 +182,37 @@ async def test_pii_split_by_invisible_characters_is_still_redacted(
     await turn(dm, "card 4111\u200b1111\u200b1111\u200b1111 and \uff4a\uff4f@example.com")
     user, _ = await rows(store)
     assert user.text == "card <CREDIT_CARD> and <EMAIL_ADDRESS>"
+
+
+async def test_a_guarded_turn_embeds_the_message_once_follow_ups_too(
+        sample_index: FaqIndex, store: ConversationStore,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guards' embedding of the message is retrieval's too: a plain question is embedded
+    once, a follow-up once more only for the text joined with the previous question."""
+    embedded: list[str] = []
+    embed = sample_index.embedder.embed
+
+    def counted(texts: list[str]) -> object:
+        embedded.extend(texts)
+        return embed(texts)
+
+    monkeypatch.setattr(sample_index.embedder, "embed", counted)
+    dm = guarded(sample_index, store)
+    try:
+        first = await dm.handle(UserMessage("How do I return an item?", conversation_id="c"))
+        assert embedded == ["How do I return an item?"]
+        embedded.clear()
+        follow_up = await dm.handle(UserMessage("and how long does that take?",
+                                                conversation_id="c"))
+        assert embedded == ["and how long does that take?",
+                            "How do I return an item? and how long does that take?"]
+        embedded.clear()  # says "it", but the FAQ answers it alone: nothing joined could win
+        sure = await dm.handle(UserMessage("Can I change my order after placing it?",
+                                           conversation_id="c"))
+        assert embedded == ["Can I change my order after placing it?"]
+    finally:
+        dm.close()
+    assert first.decision is Decision.ANSWER and sure.decision is Decision.ANSWER
+    assert sure.meta["retrieval_query"] == "Can I change my order after placing it?"
+    assert follow_up.meta["retrieval_query"] == \
+        "How do I return an item? and how long does that take?"

@@ -234,3 +234,31 @@ def test_prompt_leak_lets_a_short_common_phrase_pass() -> None:
     assert guard.check("Sorry, that is not in the FAQ.", GuardContext()).allowed
     reworded = "I was told to answer with the facts from the FAQ in one to three sentences."
     assert not guard.check(reworded, GuardContext()).allowed
+
+
+def test_the_abuse_scorer_gives_alt_profanity_checks_own_probabilities() -> None:
+    """The calibrated SVMs' sums done as one sparse product: the same numbers as
+    scikit-learn's predict_proba, on clean, abusive, empty and odd texts alike."""
+    import json
+    from pathlib import Path
+
+    from profanity_check import predict_prob
+
+    root = Path(__file__).resolve().parent.parent
+    texts = [json.loads(line)["text"].lower() for line in
+             (root / "data" / "safety" / "dev.jsonl").read_text(encoding="utf-8").splitlines()]
+    texts += ["you are a f u c k i n g idiot", "", ".", "ünïcödé 🙂", "x" * 5000]
+    fast = np.array(profanity_scorer()(texts))
+    assert np.allclose(fast, predict_prob(texts), rtol=0, atol=1e-12)
+    assert fast.max() > 0.9 and fast.min() < 0.1  # both kinds are in there
+
+
+def test_an_abuse_model_of_another_shape_goes_through_scikit_learn() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from bot.safety.toxicity import linear_profanity
+
+    assert linear_profanity(LogisticRegression()) is None
+    from profanity_check import profanity_check as bundled
+
+    assert linear_profanity(bundled.model) is not None

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 
 from bot.safety.base import GuardContext, Verdict
 
@@ -24,13 +27,49 @@ _ASKS = re.compile(r"\b(?:how (?:do|can|long|much)|where(?:'s| is| are)|when (?:
 
 
 def profanity_scorer() -> Scorer:
-    """alt-profanity-check's probability that each text is offensive (loads its model once)."""
-    from profanity_check import predict_prob
+    """alt-profanity-check's probability that each text is offensive (loads its model once).
+
+    Its model is 5 linear SVMs, each with a sigmoid calibration, averaged: scikit-learn's
+    `predict_proba` spends ~3.5 ms a call checking and wrapping that (a fifth of an FAQ turn's
+    CPU), so the same sums run here as one sparse product. `linear_profanity` checks the model
+    has that shape; anything else goes through scikit-learn as before.
+    """
+    from profanity_check import profanity_check as bundled
+
+    vectorizer, model = bundled.vectorizer, bundled.model
+    linear = linear_profanity(model)
 
     def score(texts: list[str]) -> list[float]:
-        return [float(p) for p in predict_prob(texts)]
+        features = vectorizer.transform(texts)
+        if linear is None:
+            return [float(p) for p in model.predict_proba(features)[:, 1]]
+        return [float(p) for p in linear(features)]
 
     return score
+
+
+def linear_profanity(model: Any) -> Callable[[Any], np.ndarray] | None:
+    """The calibrated linear SVMs' averaged probability of the offensive class as a function of
+    the TF-IDF features, or None if `model` is not binary sigmoid-calibrated linear SVMs."""
+    from scipy.special import expit
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import LinearSVC
+
+    parts = getattr(model, "calibrated_classifiers_", None)
+    if not isinstance(model, CalibratedClassifierCV) or not parts or any(
+            part.method != "sigmoid" or len(part.classes) != 2 or len(part.calibrators) != 1
+            or not isinstance(part.estimator, LinearSVC) for part in parts):
+        return None
+    weights = np.vstack([part.estimator.coef_[0] for part in parts]).T  # features x parts
+    intercepts = np.array([part.estimator.intercept_[0] for part in parts])
+    slopes = np.array([part.calibrators[0].a_ for part in parts])
+    offsets = np.array([part.calibrators[0].b_ for part in parts])
+
+    def probability(features: Any) -> np.ndarray:
+        decisions = np.asarray(features @ weights) + intercepts  # texts x parts
+        return np.asarray(expit(-(slopes * decisions + offsets)).mean(axis=1))
+
+    return probability
 
 
 class AbuseGuard:
