@@ -841,15 +841,19 @@ def settings_to_yaml(settings: Settings, hide_passwords: bool = True) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
+# user:password@ in a URL that does not parse; the password may hold "/" or ":" but not "@"
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
+
+
 def hide_password(url: str) -> str:
-    """A database URL with its password (if any) replaced by ***."""
+    """A database URL with its password (if any) replaced by ***, also when it does not parse."""
     from sqlalchemy.engine import make_url  # only here: reading settings stays light
     from sqlalchemy.exc import ArgumentError
 
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
-        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+        return _PASSWORD_IN_URL.sub(r"\1***\2", url)
     return parsed.render_as_string(hide_password=True) if parsed.password is not None else url
 
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import re
 import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Awaitable
@@ -42,6 +41,7 @@ from bot.models import (
     Original,
     utcnow,
 )
+from bot.settings import hide_password as mask_url  # one masking for settings, logs, errors
 from bot.types import BotReply, ConversationStatus, UserMessage
 
 __all__ = ["Base", "Conversation", "ConversationStore", "Feedback", "Message", "mask_url"]
@@ -59,7 +59,6 @@ LOCK_CONNECTIONS = 20
 LOCK_WAIT_S = 300
 TURN_LOCK_S = 60.0  # storage.turn_lock_seconds' default
 NUL_REPLACEMENT = "\ufffd"  # PostgreSQL cannot store NUL in text; every backend stores this
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
 
 
 class ConversationStore:
@@ -641,14 +640,6 @@ class _TurnLock:
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
-
-
-def mask_url(url: str) -> str:
-    """A database URL with its password replaced by ***, also when the URL does not parse."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return _PASSWORD_IN_URL.sub(r"\1***\2", url)
 
 
 async def _advisory(conn: AsyncConnection, function: str, key: int) -> None:

@@ -265,3 +265,18 @@ def test_worker_processes_starting_together_migrate_in_turn(database_url: str) -
                for _ in range(4)]
     results = [(w.wait(timeout=120), *w.communicate()) for w in workers]
     assert [(code, out.strip()) for code, out, _ in results] == [(0, "0007")] * 4, results
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql+asyncpg://bot:s3cret@db.example/bot", "postgresql+asyncpg://bot:***@db.example/bot"),
+    ("sqlite+aiosqlite:///.supportbot/supportbot.db", "sqlite+aiosqlite:///.supportbot/supportbot.db"),
+    # URLs that do not parse (a port that is no number): the password is still hidden, "/" in it too
+    ("postgresql://bot:pa/ss:wd@db.example:port/bot", "postgresql://bot:***@db.example:port/bot"),
+    ("postgresql://bot:s3cret@db.example:x/bot", "postgresql://bot:***@db.example:x/bot"),
+])
+def test_one_masking_hides_a_database_urls_password(url: str, shown: str) -> None:
+    from bot.settings import hide_password
+    from bot.storage import mask_url
+
+    assert mask_url is hide_password  # settings, errors and logs mask alike
+    assert mask_url(url) == shown
