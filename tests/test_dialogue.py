@@ -95,7 +95,8 @@ async def test_pick_by_text_and_refuse_all(sample_index: FaqIndex,
 async def test_number_without_pending_question_is_not_a_pick(
         sample_index: FaqIndex, store: ConversationStore) -> None:
     reply = await manager(sample_index, store).handle(UserMessage("2", conversation_id="c"))
-    assert reply.decision is not Decision.ANSWER
+    # a bare number with nothing offered is an unrelated message, not a pick (nor an error)
+    assert reply.decision is Decision.FALLBACK
 
 
 async def test_clarify_can_be_switched_off(sample_index: FaqIndex,
@@ -153,7 +154,8 @@ async def test_a_channels_handoff_command_hands_off_without_keywords(
 async def test_refusing_or_asking_about_a_human_does_not_hand_off(
         sample_index: FaqIndex, store: ConversationStore, text: str) -> None:
     reply = await manager(sample_index, store).handle(UserMessage(text, conversation_id="c"))
-    assert reply.decision is not Decision.HANDOFF
+    # the bot keeps the conversation and answers (an errored turn fails here)
+    assert reply.decision is Decision.ANSWER
     assert await store.conversation_status("c") is ConversationStatus.BOT
 
 

@@ -78,6 +78,7 @@ async def test_what_the_customer_sees_is_never_withdrawn(config_file: Path) -> N
     settings.dialogue.middle = "generate"
     index, _ = open_index(settings)
     runtime = await open_runtime(settings, index)
+    generated = 0
     try:
         for i, text in enumerate(HOSTILE):
             shown: list[str] = []
@@ -96,9 +97,12 @@ async def test_what_the_customer_sees_is_never_withdrawn(config_file: Path) -> N
                 continue
             assert reply.decision in (Decision.GENERATE, Decision.CLARIFY)
             if reply.decision is Decision.GENERATE:
+                generated += 1
                 checks = reply.meta["checks"]
                 released = [c for c in checks if c["supported"]]
                 assert all(c["text"] in reply.text for c in released)
                 assert not any(c["text"] in reply.text for c in checks if not c["supported"])
+        # the checks above ran: had every message been clarified, they would prove nothing
+        assert generated > 0
     finally:
         await runtime.close()

@@ -241,7 +241,7 @@ def test_a_new_entry_from_an_operator_answer_and_taking_it_back(client: TestClie
         assert client.post(f"/operator/api/faq/{entry['id']}/remove").status_code == 404
         # the entry goes with its later phrasing too
         for text in ("do you sell replacement bells", "got spare bike bells?"):
-            assert turn(ws, text)["decision"] != "answer"
+            assert turn(ws, text)["decision"] in ("fallback", "clarify")
     assert client.get("/operator/api/faq").json()["additions"] == [more.json()]
 
 
@@ -327,7 +327,7 @@ def test_a_question_marked_not_our_topic_is_no_longer_answered(
             ("out_of_scope", "", None)
 
         after = turn(ws, NOT_OURS)
-        assert after["decision"] != "answer", after
+        assert after["decision"] in ("fallback", "clarify"), after
         own = turn(ws, "how do I cancel my order")
         assert (own["decision"], own["sources"][0]["id"]) == ("answer", "cancel-order"), \
             "the entry itself is still answered"

@@ -156,7 +156,7 @@ async def test_ordinary_questions_still_answered_with_verdicts_stored(
         sample_index: FaqIndex, store: ConversationStore) -> None:
     dm = guarded(sample_index, store)
     _, reply = await turn(dm, "ignore my previous order, I want to cancel it")
-    assert reply.decision is not Decision.BLOCKED
+    assert reply.decision is Decision.ANSWER  # neither blocked nor an errored turn
     _, answer = await turn(dm, "How can I track my order?", conversation="t")
     assert answer.decision is Decision.ANSWER and answer.faq_ids == ["track-order"]
     user, _ = await rows(store, "t")

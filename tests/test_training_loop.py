@@ -207,6 +207,7 @@ def test_grad_accumulation_is_exactly_a_bigger_batch(
     from safetensors.torch import load_file
 
     a, b = (load_file(out / "adapter_model.safetensors") for _, out in runs.values())
+    assert a and a.keys() == b.keys(), "both runs saved the same, non-empty adapter"
     assert all(a[k].dtype == torch.float64 for k in a)
     assert all(torch.allclose(a[k], b[k], rtol=1e-9, atol=1e-9) for k in a)
 

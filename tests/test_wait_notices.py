@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bot.channels.web import create_app
-from bot.operators.notices import wait_phrase
+from bot.operators.notices import send_wait_notices, wait_phrase
 from bot.settings import Settings
 from retrieval.index import FaqIndex
 from tests.test_operators import add_operators, login, turn
@@ -72,4 +72,12 @@ def test_no_notice_when_switched_off(tmp_path: Path,
             ws.receive_json()
             assert turn(ws, "I want to talk to a human")["decision"] == "handoff"
         time.sleep(0.3)
-    assert notices(settings) == []
+        # A sweep now, run as the app's own would be: off, it sends nothing...
+        ctx = client.app.state.operators  # type: ignore[attr-defined]
+        sweep = (settings, ctx.store, ctx.web, ctx.telegram)
+        assert client.portal.call(send_wait_notices, *sweep) == 0
+        assert notices(settings) == []
+        # ...though the customer is waiting unclaimed: with any wait set, they are told.
+        settings.operators.wait_notice_minutes = 0.001
+        assert client.portal.call(send_wait_notices, *sweep) == 1
+    assert len(notices(settings)) == 1
