@@ -443,7 +443,7 @@ class FaqIndex:
         index_dir = Path(index_dir)
         tmp_index = index_dir / (INDEX_FILE + ".tmp")
         try:
-            index_dir.mkdir(parents=True, exist_ok=True)
+            _private_folders(index_dir)
             faiss.write_index(self._index, str(tmp_index))
             os.replace(tmp_index, index_dir / INDEX_FILE)
         except (OSError, RuntimeError) as exc:  # faiss raises RuntimeError when it cannot write
@@ -683,3 +683,16 @@ def stale_reasons(meta: dict[str, Any], entries: Sequence[FaqEntry],
 
 
 __all__ = ["FaqHit", "FaqIndex", "RetrievalError", "stale_reasons"]
+
+
+def _private_folders(folder: Path) -> None:
+    """Create `folder` and its missing parents readable by their owner only (0700): the
+    index's folder usually sits in .supportbot/, beside the conversation database and the web
+    secret, and whoever makes .supportbot/ first decides its mode. Existing folders are left
+    as they are."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(mode=0o700, exist_ok=True)

@@ -307,3 +307,15 @@ async def test_the_safety_layer_is_built_off_the_event_loop(tmp_path: Path,
     runtime = await bot.runtime.open_runtime(web_settings(tmp_path), sample_index)
     await runtime.close()
     assert threads and threading.get_ident() not in threads
+
+
+def test_the_index_built_first_makes_the_shared_folder_private(
+        tmp_path: Path, sample_entries: list[Any], minilm: Any) -> None:
+    """`supportbot serve` builds the index before it opens the database: the .supportbot
+    folder they share (with the web secret) is created owner-only by whichever comes first."""
+    from retrieval.index import FaqIndex
+
+    folder = tmp_path / "fresh" / ".supportbot"
+    FaqIndex.build(sample_entries[:3], minilm).save(folder / "index")
+    for made in (folder.parent, folder, folder / "index"):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o700, made
