@@ -253,11 +253,9 @@ class DialogueManager:
         verdicts = (turn.verdicts_in, turn.verdicts_out or None)
         original: str | None = None  # the customer's text as written, if redaction changed it
         if self.safety is not None and self.safety.settings.redact_stored:
-            written = clean(stored.text)[0]
             # presidio, spaCy and the patterns take a while: off the event loop, like embedding
-            stored, kept, verdicts = await asyncio.to_thread(self._redacted, self.safety,
-                                                             stored, reply, verdicts)
-            original = written if stored.text != written else None
+            stored, kept, verdicts, original = await asyncio.to_thread(
+                self._redacted, self.safety, stored, reply, verdicts)
         status = ConversationStatus.HANDOFF if reply.decision is Decision.HANDOFF else None
         if reply.decision is Decision.HELD:  # only the customer's message, for the operator
             try:
@@ -278,19 +276,22 @@ class DialogueManager:
 
     @staticmethod
     def _redacted(safety: SafetyLayer, message: UserMessage, reply: BotReply,
-                  verdicts: _Verdicts) -> tuple[UserMessage, BotReply, _Verdicts]:
+                  verdicts: _Verdicts
+                  ) -> tuple[UserMessage, BotReply, _Verdicts, str | None]:
         """The turn as stored: every free text the customer or the bot wrote redacted by the
         one redactor (the FAQ's own contacts kept in the bot's text), the client id and the
-        guards' reasons (which may quote the message) too."""
+        guards' reasons (which may quote the message) too; and the customer's text as written
+        (cleaned), when redaction changed it."""
         client_id = (safety.redact_id(message.client_id, CLIENT_ID_LENGTH)
                      if message.client_id is not None else None)
-        stored = replace(message, text=safety.redact(clean(message.text)[0]),
-                         client_id=client_id)
+        written = clean(message.text)[0]
+        stored = replace(message, text=safety.redact(written), client_id=client_id)
         kept = replace(reply, text=safety.redact(reply.text, keep_faq=True),
                        meta=safety.redact_data(reply.meta),
                        candidates=[replace(c, text=safety.redact(c.text, True))
                                    for c in reply.candidates])
-        return stored, kept, (safety.redact_data(verdicts[0]), safety.redact_data(verdicts[1]))
+        return (stored, kept, (safety.redact_data(verdicts[0]), safety.redact_data(verdicts[1])),
+                written if stored.text != written else None)
 
     async def _stored_id(self, client_id: str) -> str:
         """A client message id as `_redacted` stores it."""

@@ -35,6 +35,7 @@ from bot.models import (
     USER_ID_LENGTH,
     Base,
     Conversation,
+    FaqAddition,
     Feedback,
     Message,
     OperatorAction,
@@ -297,8 +298,6 @@ class ConversationStore:
         texts as written, ratings, messages, operators' actions on them; FAQ phrasings
         operators learnt from them stay (they are the company's FAQ now, and were stored
         redacted) but lose the link. How many rows of each kind went."""
-        from bot.models import FaqAddition
-
         ids = [_checked_id(i) for i in conversation_ids]
         counts: dict[str, int] = {}
         try:

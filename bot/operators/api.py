@@ -16,7 +16,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
@@ -35,9 +35,6 @@ from bot.operators.faq import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, Addition, Fa
 from bot.operators.store import ConflictError, InboxItem, NotFoundError, OperatorStore
 from bot.push import operator_frame, status_frame, typing_frame
 from bot.types import ConversationStatus
-
-if TYPE_CHECKING:
-    from bot.channels.web.state import WebState
 
 log = logging.getLogger(__name__)
 _READS = ("GET", "HEAD", "OPTIONS")
@@ -141,8 +138,6 @@ def _unavailable(exc: StorageError) -> Unavailable:
 
 @router.post("/login", summary="Log in: sets the session cookie")
 async def login(body: LoginRequest, request: Request, response: Response) -> dict[str, Any]:
-    from bot.channels.web.state import client_ip  # the web channel's, as its own routes use
-
     context = _context(request)
     settings = context.web.settings.operators
     ip = client_ip(request)
@@ -164,7 +159,7 @@ async def login(body: LoginRequest, request: Request, response: Response) -> dic
             log.warning("operator login failed for %r from %s", body.name[:64], ip)
             raise HTTPException(401, WRONG_LOGIN)
         await throttle.shared_succeeded(ledger, body.name, ip)
-        await context.store.login_succeeded(body.name)
+        await context.store.log(body.name, "login")
     except StorageError as exc:
         raise _unavailable(exc) from exc
     value, expires = context.signer.issue(body.name)
@@ -216,7 +211,8 @@ async def conversation(conversation_id: str, request: Request,
         # What the customer wrote, before redaction: for the operator holding the conversation
         # only, and only until storage.original_text_hours have passed (docs/privacy.md).
         written = await context.store.conversations.originals(conversation_id) \
-            if row.claimed_by == operator and row.status == "handoff" else {}
+            if row.claimed_by == operator and row.status == ConversationStatus.HANDOFF.value \
+            else {}
     except (NotFoundError, InputError):
         raise HTTPException(404, f"no conversation {conversation_id[:128]!r}") from None
     except StorageError as exc:

@@ -102,13 +102,14 @@ class LoginThrottle:
     then twice as long after each further failure, up to `lockout`; after `per_ip` failures
     from one address (any names), that address waits the same way. So an attacker trying a name
     from many addresses never locks its operator out of their own address. Names with and
-    without an account are counted alike, in this process only (a restart forgets both alike);
-    twice `lockout` without a failure forgets the count, and a right password clears the
-    pair's. The least recently used keys are forgotten beyond `max_keys`.
+    without an account are counted alike; twice `lockout` without a failure forgets the count,
+    and a right password clears the pair's. The least recently used keys are forgotten beyond
+    `max_keys`.
 
-    With a ledger (the database), the counts are every worker's and outlive restarts: the
-    `shared_*` methods read a sign-in's two entries before deciding and write them after, under
-    keys that are digests, so no typed name or address is stored. Times are wall-clock seconds.
+    The sign-in route uses the `shared_*` methods, whose counts are in a ledger (the database):
+    every worker's, and they outlive restarts. They read a sign-in's two entries before deciding
+    and write them after, under keys that are digests, so no typed name or address is stored.
+    The plain methods count in this process only. Times are wall-clock seconds.
     """
 
     def __init__(self, limit: int, lockout: float, per_ip: int = 20, first_delay: float = 1.0,
@@ -117,8 +118,8 @@ class LoginThrottle:
         self.lockout = lockout
         self.per_ip = per_ip
         self.first_delay = first_delay
-        self._pairs: BoundedLRU[tuple[str, str], tuple[int, float]] = BoundedLRU(max_keys)
-        self._ips: BoundedLRU[str, tuple[int, float]] = BoundedLRU(max_keys)
+        self._pairs: BoundedLRU[tuple[str, str], Entry] = BoundedLRU(max_keys)
+        self._ips: BoundedLRU[str, Entry] = BoundedLRU(max_keys)
         self._lock = asyncio.Lock()  # one sign-in's read-decide-write at a time, per process
         self._next_sweep = 0.0  # when stale ledger rows are deleted next
 
@@ -180,11 +181,15 @@ class LoginThrottle:
         _put(self._pairs, (name, ip), kept.get(pair))
         _put(self._ips, ip, kept.get(address))
 
+    async def _load(self, ledger: FailureLedger, name: str, ip: str) -> None:
+        """Take this sign-in's two entries from the ledger, as every worker left them."""
+        self.restore(name, ip, await ledger.login_failures(list(self.keys(name, ip))))
+
     async def shared_attempt(self, ledger: FailureLedger, name: str, ip: str) -> float:
         """`attempt`, with the counts of every worker (read, decided, written under a lock, so
         attempts sent at once to this process are all counted)."""
         async with self._lock:
-            self.restore(name, ip, await ledger.login_failures(list(self.keys(name, ip))))
+            await self._load(ledger, name, ip)
             wait = self.attempt(name, ip)
             if not wait:
                 now = time.time()
@@ -197,24 +202,24 @@ class LoginThrottle:
     async def shared_failed(self, ledger: FailureLedger, name: str, ip: str) -> None:
         """`failed`, written to the ledger."""
         async with self._lock:
-            self.restore(name, ip, await ledger.login_failures(list(self.keys(name, ip))))
+            await self._load(ledger, name, ip)
             self.failed(name, ip)
             await ledger.keep_login_failures(self.entries(name, ip))
 
     async def shared_succeeded(self, ledger: FailureLedger, name: str, ip: str) -> None:
         """`succeeded`, written to the ledger."""
         async with self._lock:
-            self.restore(name, ip, await ledger.login_failures(list(self.keys(name, ip))))
+            await self._load(ledger, name, ip)
             self.succeeded(name, ip)
             await ledger.keep_login_failures(self.entries(name, ip))
 
-    def _count(self, entry: tuple[int, float] | None, now: float) -> int:
+    def _count(self, entry: Entry | None, now: float) -> int:
         """Failures counted so far: 0 when none, or the last is over twice `lockout` ago."""
         if entry is None or now - entry[1] > 2 * self.lockout:
             return 0
         return entry[0]
 
-    def _left(self, entry: tuple[int, float] | None, limit: int, now: float) -> float:
+    def _left(self, entry: Entry | None, limit: int, now: float) -> float:
         count = self._count(entry, now)
         if entry is None or count < limit:
             return 0.0

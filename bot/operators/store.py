@@ -51,8 +51,6 @@ class Account:
 
     password_hash: str
     sessions_after: datetime | None  # cookies issued before this no longer work
-    failed_logins: int  # wrong passwords in a row
-    last_failed_at: datetime | None
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -115,17 +113,12 @@ class OperatorStore:
 
     async def account(self, name: str) -> Account | None:
         """What sign-in and session checks need of an account; None if there is none."""
-        rows = await self._rows(select(Operator.password_hash, Operator.sessions_after,
-                                       Operator.failed_logins, Operator.last_failed_at)
+        rows = await self._rows(select(Operator.password_hash, Operator.sessions_after)
                                 .where(Operator.name == name))
         if not rows:
             return None
         row = rows[0]
-        return Account(row.password_hash, _aware(row.sessions_after), row.failed_logins,
-                       _aware(row.last_failed_at))
-
-    async def login_succeeded(self, name: str) -> None:
-        await self._update_account("reset the failed logins", name, "login", failed_logins=0)
+        return Account(row.password_hash, _aware(row.sessions_after))
 
     async def login_failures(self, keys: list[str]) -> dict[str, tuple[int, float]]:
         """The failed sign-ins kept under `keys` (by every worker, also before a restart)."""

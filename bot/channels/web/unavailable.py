@@ -25,10 +25,13 @@ class Unavailable(Exception):
         return {REQUEST_ID_HEADER: self.request_id, "Retry-After": "5"}
 
 
-def unavailable(message: str, exc: BaseException, logger: logging.Logger) -> Unavailable:
-    """Log `exc` with a new request id; the exception to raise (or answer) for the client."""
+def unavailable(message: str, exc: BaseException, logger: logging.Logger,
+                trace: bool = False) -> Unavailable:
+    """Log `exc` with a new request id (with its traceback when `trace`: a bug, not a
+    database that is away); the exception to raise (or answer) for the client."""
     request_id = uuid.uuid4().hex[:12]
-    logger.error("%s (request %s): %s", message, request_id, exc)
+    logger.error("%s (request %s): %s", message, request_id, exc,
+                 exc_info=exc if trace else None)
     return Unavailable(message, request_id)
 
 

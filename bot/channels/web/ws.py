@@ -177,9 +177,10 @@ class ChatConnection:
             except FrameError as exc:
                 await self._refused_frame(exc, raw)
             except Exception as exc:  # one bad frame never ends the connection
-                log.exception("web frame failed in %s", self.conversation_id)
-                await self.refuse("internal", f"the frame failed: {type(exc).__name__}",
-                                  _client_id_of(raw))
+                failed = unavailable(f"web frame failed in {self.conversation_id}", exc, log,
+                                     trace=True)
+                await self.refuse("internal", f"the frame failed (request "
+                                  f"{failed.request_id})", _client_id_of(raw))
 
     async def _frame(self, raw: str | None) -> None:
         """Check one frame and act on it; FrameError if it is refused."""
@@ -273,8 +274,8 @@ class ChatConnection:
                 await self.refuse("unavailable", "the server is shutting down; reconnect "
                                   "in a moment", frame.client_id)
             except Exception as exc:  # one bad turn never ends the connection
-                log.exception("web turn failed in %s", self.conversation_id)
-                failed = unavailable("the turn failed", exc, log)
+                failed = unavailable(f"web turn failed in {self.conversation_id}", exc, log,
+                                     trace=True)
                 await self.refuse("internal", f"the turn failed; try again (request "
                                   f"{failed.request_id})",
                                   frame.client_id)
