@@ -25,6 +25,7 @@ from bot.models import CLIENT_ID_LENGTH, COMMENT_LENGTH
 from bot.safety.layer import SafetyLayer
 from bot.safety.normalize import clean
 from bot.settings import DialogueSettings, GenerationSettings, PersonaSettings, RetrievalSettings
+from bot.shared.prompt import prompt_places
 from bot.storage import ConversationStore, Message
 from bot.types import (
     BotReply,
@@ -39,7 +40,6 @@ from bot.types import (
 from retrieval.bands import Band, BandDecision, decide, suggestions
 from retrieval.corpus import FaqEntry
 from retrieval.index import FaqHit, FaqIndex
-from retrieval.prompt import prompt_places
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import difflib
 import ipaddress
 import json
@@ -31,8 +30,9 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.errors import SettingsError, SettingsWarning
-from training.pii import ENTITIES as PII_LABELS
-from training.pii import PHONE_REGIONS, keep_patterns
+from bot.shared.pii import ENTITIES as PII_LABELS
+from bot.shared.pii import PHONE_REGIONS, keep_patterns
+from bot.shared.textfile import TextFileError, read_text
 
 # The bundled models' names live here, so that reading settings loads no model code;
 # bot.generation.bundled imports the first, retrieval.embedder repeats the second (a test
@@ -365,7 +365,7 @@ OutputGuard = Literal["toxicity", "blocklist", "pii_leak", "prompt_leak"]
 INPUT_GUARDS: tuple[InputGuard, ...] = ("normalize", "rate", "injection", "harmful", "abuse",
                                         "pii")
 OUTPUT_GUARDS: tuple[OutputGuard, ...] = ("toxicity", "blocklist", "pii_leak", "prompt_leak")
-PII_ENTITIES = PII_LABELS  # training/pii.py: the one redactor's labels
+PII_ENTITIES = PII_LABELS  # bot/shared/pii.py: the one redactor's labels
 
 
 class SafetySettings(_Section):
@@ -731,18 +731,10 @@ def load_settings(path: Path | None = None, explicit: bool = False) -> Settings:
 def _read_text(path: Path) -> str:
     """The file as text: UTF-8, with or without a byte-order mark."""
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SettingsError([f"cannot read the file: {exc.strerror or exc}"], path) from exc
-    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    try:
-        text = raw[bom:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        offset = bom + exc.start
-        line = raw[:offset].count(b"\n") + 1
-        raise SettingsError([f"line {line}: not UTF-8 text ({exc.reason} at byte {offset}); "
-                             "save the file as UTF-8"], path) from exc
-    return text.replace("\r\n", "\n")
+        return read_text(path)
+    except TextFileError as exc:
+        where = f"line {exc.line}: " if exc.line is not None else ""
+        raise SettingsError([where + exc.message], path) from exc
 
 
 def _parse_yaml(path: Path, text: str) -> dict[str, Any]:

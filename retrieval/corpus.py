@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import io
@@ -14,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from bot.shared.textfile import TextFileError, decode_text, jsonl_lines
 from retrieval.errors import CorpusError, CorpusProblem
 
 FIELDS = ("id", "questions", "answer", "tags", "link")
@@ -81,17 +81,10 @@ def _read_bytes(path: Path) -> bytes:
 
 def decode_faq(path: Path, raw: bytes) -> str:
     """UTF-8 text with or without a byte-order mark (Excel writes one), newlines as \\n."""
-    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = raw[bom:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        offset = bom + exc.start
-        line = raw[:offset].count(b"\n") + 1
-        raise CorpusError.single(
-            path, f"not UTF-8 text ({exc.reason} at byte {offset}); save the file as UTF-8",
-            line) from exc
-    # Universal newlines, as text mode reads them: a CSV cell's line break stays one \n.
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+        return decode_text(raw)
+    except TextFileError as exc:
+        raise CorpusError.single(path, exc.message, exc.line) from exc
 
 
 def corpus_hash(entries: Iterable[FaqEntry]) -> str:
@@ -178,19 +171,11 @@ def jsonl_objects(path: Path, text: str, problems: list[CorpusProblem]
                   ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Each non-blank line's JSON object with its line number; a line that is not valid JSON
     or not an object is noted in `problems` and skipped."""
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            item = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            problems.append(CorpusProblem(
-                path, f"invalid JSON: {exc.msg} (column {exc.colno})", number))
-            continue
-        if not isinstance(item, dict):
-            problems.append(CorpusProblem(path, "each line must be a JSON object", number))
-            continue
-        yield number, item
+    for number, item in jsonl_lines(text):
+        if isinstance(item, str):
+            problems.append(CorpusProblem(path, item, number))
+        else:
+            yield number, item
 
 
 def csv_records(path: Path, text: str, problems: list[CorpusProblem],

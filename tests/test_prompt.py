@@ -10,8 +10,8 @@ from bot.errors import GenerationError
 from bot.generation.prompt import EXAMPLE, EXAMPLE_MATCHED, build_prompt
 from bot.generation.transformers_generator import TransformersGenerator
 from bot.settings import PersonaSettings
+from bot.shared.prompt import prompt_places
 from retrieval.corpus import FaqEntry
-from retrieval.prompt import prompt_places
 
 ENTRIES = [FaqEntry(f"e{i}", (f"question {i}?",), f"Answer number {i}. " * 8) for i in range(3)]
 HISTORY = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " * 10}

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from bot.shared.pii import Redactor
+from bot.shared.pii import counts as pii_counts
 from training.clean import CleanConfig, clean, split, truncate
 from training.errors import ConfigError, DataError
 from training.formats import load_conversations
-from training.pii import Redactor
-from training.pii import counts as pii_counts
 from training.report import DataReport
 from training.types import Conversation, Turn
 

@@ -6,10 +6,10 @@ import pytest
 
 from bot.generation.prompt import build_prompt as bot_prompt
 from bot.settings import Settings
+from bot.shared.prompt import EXAMPLE, EXAMPLE_MATCHED, Prompt
 from retrieval.corpus import FaqEntry
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.index import FaqIndex
-from retrieval.prompt import EXAMPLE, EXAMPLE_MATCHED, Prompt
 from training.errors import ConfigError
 from training.grounded import GroundedConfig, GroundedStats, grounded_conversations
 

@@ -7,8 +7,8 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bot.shared.pii import Redactor, counts
 from training.errors import ConfigError
-from training.pii import Redactor, counts
 from training.report import DataReport
 from training.types import Conversation, Turn
 

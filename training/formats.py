@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.shared.textfile import TextFileError, read_text
 from training.errors import ConfigError, DataError
 from training.report import DataReport
 from training.types import Conversation, Role, Turn
@@ -145,15 +146,9 @@ def _expand(paths: Sequence[Path], fmt: str) -> list[Path]:
 def _read_text(path: Path) -> str:
     """The file's text as UTF-8 (a byte-order mark is dropped); DataError if it is not."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(path, f"cannot read the file: {exc.strerror or exc}") from exc
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(path, f"not UTF-8 text (byte {exc.start}: {exc.reason}); "
-                              "save the file as UTF-8", line=line) from exc
+        return read_text(path)
+    except TextFileError as exc:
+        raise DataError(path, exc.message, line=exc.line) from exc
 
 
 def _skip_ws(text: str, pos: int) -> int:

@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bot.shared.artifacts import ADAPTER_CONFIG, ADAPTER_GGUF
 from training.errors import TrainingError
 
-ADAPTER_GGUF = "adapter.gguf"  # next to adapter_config.json; the llama_cpp backend looks here
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<part>[AB])"
                        r"(?:\.default)?\.weight$")
 
@@ -54,7 +54,7 @@ def export_gguf_adapter(adapter: Path, base_gguf: Path, out: Path | None = None)
     from safetensors.numpy import load_file
 
     adapter = Path(adapter)
-    config_file = adapter / "adapter_config.json"
+    config_file = adapter / ADAPTER_CONFIG
     weights_file = adapter / "adapter_model.safetensors"
     if not config_file.is_file() or not weights_file.is_file():
         raise TrainingError(f"{adapter} is not a peft LoRA adapter folder (it needs "

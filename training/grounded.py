@@ -2,7 +2,7 @@
 
 For each phrasing of each entry, the entries retrieved for it (by an index that does not hold
 that phrasing, so the scores look like a customer's new wording, not an exact match) go into
-the prompt exactly as the bot puts them there (`retrieval.prompt.build_prompt`, the same code).
+the prompt exactly as the bot puts them there (`bot.shared.prompt.build_prompt`, the same code).
 The target is the entry's own answer when the entry made it into the prompt; when it did not
 (a wrong entry ranked first), the target is the fallback: the model learns to say it does not
 know rather than restate an entry that does not answer the question.
@@ -19,10 +19,10 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from bot.shared.prompt import Prompt, build_prompt, prompt_places
 from retrieval.corpus import FaqEntry
 from retrieval.embedder import Embedder
 from retrieval.index import FaqIndex
-from retrieval.prompt import Prompt, build_prompt, prompt_places
 from training.errors import ConfigError
 from training.types import Conversation, Turn
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.shared.artifacts import ADAPTER_CONFIG
 from training.errors import TrainingError
 
 
@@ -16,7 +17,7 @@ def merge(base_model: Path, adapter: Path, out: Path) -> Path:
     base_model, adapter, out = Path(base_model), Path(adapter), Path(out)
     if not (base_model / "config.json").is_file():
         raise TrainingError(f"base model folder {base_model} has no config.json")
-    if not (adapter / "adapter_config.json").is_file():
+    if not (adapter / ADAPTER_CONFIG).is_file():
         raise TrainingError(f"{adapter} is not a LoRA adapter folder: it has no "
                             "adapter_config.json")
     if not any((adapter / name).is_file()

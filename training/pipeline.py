@@ -10,12 +10,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bot.shared.pii import Redactor
 from training.clean import CleanConfig, clean, split
 from training.config import TrainConfig
 from training.errors import TrainingError
 from training.examples import make_rows, tokenize
 from training.formats import load_conversations
-from training.pii import Redactor
 from training.report import DataReport
 from training.types import Conversation, Example, Row, Turn
 

@@ -17,7 +17,7 @@ from bot.errors import ModelError
 from bot.generation.base import Prompt, StopCheck, TextSink
 from bot.generation.bundled import bundled_gguf
 from bot.settings import BUNDLED_GENERATOR, GenerationSettings
-from training.gguf_adapter import ADAPTER_GGUF  # where `supportbot export-gguf` writes it
+from bot.shared.artifacts import ADAPTER_GGUF  # where `supportbot export-gguf` writes it
 
 if TYPE_CHECKING:
     from llama_cpp import Llama

@@ -1,6 +1,6 @@
-"""The bot's grounded-answer prompt: retrieval/prompt.py's format with the persona's system text.
+"""The bot's grounded-answer prompt: bot/shared/prompt.py's format with the persona's system text.
 
-The format lives in `retrieval/prompt.py` because training builds its examples with it too.
+The format lives in `bot/shared/prompt.py` because training builds its examples with it too.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from bot.errors import GenerationError
 from bot.generation.base import ChatMessage, Prompt
 from bot.settings import PersonaSettings
+from bot.shared.prompt import EXAMPLE, EXAMPLE_MATCHED, BuiltPrompt, PromptTooLong, user_turn
+from bot.shared.prompt import build_prompt as _build
 from retrieval.corpus import FaqEntry
-from retrieval.prompt import EXAMPLE, EXAMPLE_MATCHED, BuiltPrompt, PromptTooLong, user_turn
-from retrieval.prompt import build_prompt as _build
 
 __all__ = ["EXAMPLE", "EXAMPLE_MATCHED", "BuiltPrompt", "build_prompt", "user_turn"]
 

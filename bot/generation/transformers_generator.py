@@ -12,6 +12,7 @@ from bot.errors import ModelError
 from bot.generation.base import Prompt, StopCheck, TextSink
 from bot.generation.bundled import resolve_model_path
 from bot.settings import GenerationSettings
+from bot.shared.artifacts import ADAPTER_CONFIG
 
 if TYPE_CHECKING:
     import torch
@@ -173,9 +174,9 @@ def _with_adapter(model: PreTrainedModel, adapter: Path) -> PreTrainedModel:
     """Load a LoRA adapter with peft and merge it, so inference costs what the base model costs."""
     from peft import PeftModel
 
-    if not (adapter / "adapter_config.json").is_file():
+    if not (adapter / ADAPTER_CONFIG).is_file():
         raise ModelError(f"model.adapter: {adapter} is not a peft adapter folder "
-                         "(no adapter_config.json)")
+                         f"(no {ADAPTER_CONFIG})")
     try:
         peft_model = PeftModel.from_pretrained(model, str(adapter))
     except (OSError, ValueError, RuntimeError) as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 import time
 from collections.abc import Iterable
@@ -15,29 +14,25 @@ from bot.safety.base import Embed, GuardContext
 from bot.safety.normalize import fold
 from bot.safety.pii import Redactor
 from bot.safety.pipeline import GuardPipeline
+from bot.shared.textfile import TextFileError, jsonl_lines, read_text
 
 
 def read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
     """Rows of a CSV or JSONL file, each with the required fields; InputError names the line."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
+        text = read_text(path)
+    except TextFileError as exc:
+        where = f", line {exc.line}" if exc.line is not None else ""
+        raise InputError(f"cannot read {path}{where}: {exc.message}") from exc
     rows: list[dict[str, Any]] = []
     if path.suffix.lower() == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
         start = 2
     else:
         start = 1
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}, line {number}: not JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise InputError(f"{path}, line {number}: expected a JSON object")
+        for number, row in jsonl_lines(text):
+            if isinstance(row, str):
+                raise InputError(f"{path}, line {number}: {row}")
             rows.append(row)
     for offset, row in enumerate(rows):
         missing = [f for f in required if row.get(f) in (None, "")]

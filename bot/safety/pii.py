@@ -1,5 +1,5 @@
 """The PII guards: `PiiGuard` redacts input (never blocks); `PiiLeakGuard` blocks generated text
-with contact or card data the FAQ and customer lack. The redactor itself is training/pii.py,
+with contact or card data the FAQ and customer lack. The redactor itself is bot/shared/pii.py,
 the one every stored, exported and training text goes through.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from bot.safety.base import GuardContext, Verdict
-from training.pii import ENTITIES, Redactor, Span, value_key
+from bot.shared.pii import ENTITIES, Redactor, Span, value_key
 
 __all__ = ["ENTITIES", "LEAK_ENTITIES", "PiiGuard", "PiiLeakGuard", "Redactor", "Span",
            "spans_in", "value_key"]

@@ -1,14 +1,14 @@
 """The one PII redactor: stored conversations, exports and training data all go through it.
 
 presidio-analyzer's pattern recognizers on a blank spaCy pipeline (offline, no model download;
-training/presidio_engine.py), plus what they lack: grouped card numbers that fail Luhn,
+bot/shared/presidio_engine.py), plus what they lack: grouped card numbers that fail Luhn,
 secrets, "my name is", street addresses. Phone numbers need a phone format (+44 20 ...,
 (555) 123-4567, 020 7946 0958) or phone words before a bare digit run ("call 2125550134");
 digits after "order", "invoice", "tracking" and the like are identifiers, not phones, and
 patterns of identifiers a company keeps (`keep_patterns`) are never redacted.
 
-It lives in training/ because training never imports bot/ (docs/training.md); the bot imports
-it from here (bot/safety/pii.py adds the guards). Placeholders are `<LABEL>`, e.g.
+It lives in bot/shared/ because training uses it too, and training imports only bot.shared of
+bot/ (docs/architecture.md); bot/safety/pii.py adds the guards. Placeholders are `<LABEL>`, e.g.
 `<EMAIL_ADDRESS>`, the same everywhere.
 """
 
@@ -212,6 +212,6 @@ def _without_overlaps(spans: list[Span]) -> list[Span]:
 
 def _presidio(entities: list[str], regions: tuple[str, ...]) -> Any:
     """An AnalyzerEngine with the pattern recognizers only, on a blank spaCy pipeline."""
-    from training.presidio_engine import analyzer
+    from bot.shared.presidio_engine import analyzer
 
     return analyzer(entities, regions) if entities else None

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from retrieval.corpus import FaqEntry
-from retrieval.errors import RetrievalError
+
+class FaqEntry(Protocol):
+    """What a prompt needs of an FAQ entry (retrieval.corpus.FaqEntry has it)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def answer(self) -> str: ...
 
 ChatMessage = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 Prompt = list[ChatMessage]
@@ -38,7 +46,7 @@ EXAMPLE_MATCHED: Prompt = [
 ]
 
 
-class PromptTooLong(RetrievalError):
+class PromptTooLong(ValueError):
     """Even the smallest prompt (no history, one shortened entry) is over the token budget."""
 
     def __init__(self, budget: int) -> None:
