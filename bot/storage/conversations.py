@@ -250,7 +250,6 @@ class ConversationStore(TurnLocking, Migrating, FeedbackStore, Privacy):
         return {"conversations": conversations or 0, "messages": messages or 0}
 
 
-
 def _status_change(status: ConversationStatus, now: datetime) -> dict[str, Any]:
     """Column values setting a status; the time changes only when the status does. Only a
     handed-off conversation is held by an operator: any other status clears the claim."""
@@ -261,8 +260,6 @@ def _status_change(status: ConversationStatus, now: datetime) -> dict[str, Any]:
     if status is not ConversationStatus.HANDOFF:
         values.update(claimed_by=None, claimed_at=None)
     return values
-
-
 
 
 def _meta(reply: BotReply) -> dict[str, Any]:
