@@ -21,12 +21,12 @@ from bot.generation.ranking import checker_for, grounding_scores
 from bot.generation.text import tidy_reply
 from bot.generation.verified import VerifiedStream, generated_pieces, one_piece
 from bot.intents import AFFIRMATIVE, FOLLOW_UP, NEGATIVE, Intents, pick, simple
-from bot.models import CLIENT_ID_LENGTH, COMMENT_LENGTH
 from bot.safety.layer import SafetyLayer
 from bot.safety.normalize import clean
 from bot.settings import DialogueSettings, GenerationSettings, PersonaSettings, RetrievalSettings
 from bot.shared.prompt import prompt_places
 from bot.storage import ConversationStore, Message
+from bot.storage.models import CLIENT_ID_LENGTH, COMMENT_LENGTH
 from bot.types import (
     BotReply,
     Candidate,

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.models import Message
 from bot.storage import ConversationStore
+from bot.storage.models import Message
 from bot.types import Decision
 
 # Bot texts that are fixed replies, not answers: never training targets, never context.

@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 PACKAGES = ("bot", "retrieval", "training")
 # Run, not imported: the CLI's entry point, and Alembic's environment (it needs a migration
 # context); the migrations themselves are imported as Alembic loads them.
-SKIPPED = {"bot.__main__", "bot.migrations.env"}
+SKIPPED = {"bot.__main__", "bot.storage.migrations.env"}
 # Third-party libraries imported once before the forks, so that each child only pays for the
 # project's own modules; none of them imports the project.
 PRELOAD = ("numpy", "torch", "transformers", "sentence_transformers", "faiss", "sklearn",

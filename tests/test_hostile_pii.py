@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 
 from bot.channels.web import create_app
 from bot.dialogue import DialogueManager
-from bot.models import Base
 from bot.runtime import safety_layer
 from bot.safety.layer import SafetyLayer
 from bot.settings import Settings
 from bot.storage import ConversationStore
+from bot.storage.models import Base
 from bot.types import BotReply, Decision, UserMessage
 from retrieval.index import FaqIndex
 from tests.dialogue_support import collect

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from bot.channels.web import create_app
 from bot.cli import app as cli_app
-from bot.models import utcnow
 from bot.runtime import sweep_originals
 from bot.settings import Settings
 from bot.storage import ConversationStore
+from bot.storage.models import utcnow
 from bot.types import BotReply, Decision, UserMessage
 from retrieval.index import FaqIndex
 from tests.test_operators import add_operators, handed_off, login, turn

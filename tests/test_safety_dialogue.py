@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import select
 
 from bot.dialogue import DialogueManager
-from bot.models import Message
 from bot.runtime import safety_layer
 from bot.settings import Settings
 from bot.storage import ConversationStore
+from bot.storage.models import Message
 from bot.types import BotReply, ConversationStatus, Decision, UserMessage
 from retrieval.index import FaqIndex
 from tests.dialogue_support import FAITHFUL, NEAR_MISS, collect, into_generated_band, store

@@ -119,7 +119,7 @@ async def test_migrations_build_exactly_the_models(store: ConversationStore) -> 
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from bot.models import Base
+    from bot.storage.models import Base
 
     assert await store.revision() == ConversationStore.head_revision() == "0007"
     await store.init()  # a second start leaves an up-to-date database alone
@@ -132,7 +132,7 @@ async def test_migrations_build_exactly_the_models(store: ConversationStore) -> 
 async def test_a_database_without_migration_history_is_refused(tmp_path: Path) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from bot.models import Base
+    from bot.storage.models import Base
 
     url = f"sqlite+aiosqlite:///{tmp_path}/old.db"
     engine = create_async_engine(url)

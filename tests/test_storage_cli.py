@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import app
-from bot.storage import ConversationStore, _upgrade
+from bot.storage import ConversationStore, upgrade
 from bot.types import BotReply, ConversationStatus, Decision, UserMessage
 
 runner = CliRunner()
@@ -91,7 +91,7 @@ def test_db_current_and_upgrade(config: Path) -> None:
 
         engine = create_async_engine(f"sqlite+aiosqlite:///{config.parent / 'bot.db'}")
         async with engine.begin() as conn:
-            await conn.run_sync(lambda sync: _upgrade(sync, "0001"))
+            await conn.run_sync(lambda sync: upgrade(sync, "0001"))
         await engine.dispose()
 
     asyncio.run(at_0001())

@@ -9,7 +9,7 @@ from sqlalchemy import DateTime, TextClause, bindparam, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.storage import ConversationStore, _upgrade
+from bot.storage import ConversationStore, upgrade
 from bot.types import BotReply, ConversationStatus, Decision, UserMessage
 from tests.test_storage import database_url
 
@@ -29,7 +29,7 @@ async def _database_at_0001(url: str) -> None:
         Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url)
     async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: _upgrade(sync, "0001"))
+        await conn.run_sync(lambda sync: upgrade(sync, "0001"))
         await conn.execute(sql(
             "INSERT INTO conversations (id, channel, user_id, created_at, updated_at) "
             "VALUES ('old', 'web', 'u1', :now, :now)"), NOW)

@@ -14,7 +14,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from bot.errors import InputError
-from bot.models import OPERATOR_NAME_LENGTH
+from bot.storage.models import OPERATOR_NAME_LENGTH
 
 _HASHER = PasswordHasher()
 # Names appear in logs, the inbox and the customer's chat ("Anna"): printable, no markup.

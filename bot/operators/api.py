@@ -27,13 +27,13 @@ from bot.channels.web.security import foreign_request
 from bot.channels.web.state import WebState, client_ip
 from bot.channels.web.unavailable import Unavailable, unavailable
 from bot.errors import InputError, StorageError
-from bot.models import Message
 from bot.operators.accounts import MAX_PASSWORD, verify_password
 from bot.operators.auth import COOKIE, COOKIE_PATH, LoginThrottle, SessionSigner
 from bot.operators.delivery import TelegramDelivery, to_customer, typing_to_customer
 from bot.operators.faq import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, Addition, FaqLearning
 from bot.operators.store import ConflictError, InboxItem, NotFoundError, OperatorStore
 from bot.push import operator_frame, status_frame, typing_frame
+from bot.storage.models import Message
 from bot.types import ConversationStatus
 
 log = logging.getLogger(__name__)

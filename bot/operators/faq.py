@@ -28,10 +28,10 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.errors import StorageError
-from bot.models import FAQ_ID_LENGTH, FaqAddition, OperatorAction, as_utc, utcnow
 from bot.operators.store import ConflictError, NotFoundError
 from bot.safety.layer import SafetyLayer
 from bot.storage import ConversationStore
+from bot.storage.models import FAQ_ID_LENGTH, FaqAddition, OperatorAction, as_utc, utcnow
 from retrieval.corpus import FaqEntry
 from retrieval.errors import RetrievalError
 from retrieval.index import FaqIndex

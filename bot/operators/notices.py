@@ -9,11 +9,11 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 from bot.errors import ConversationBusyError
-from bot.models import as_utc
 from bot.operators.delivery import TelegramDelivery, to_customer
 from bot.operators.store import OperatorStore
 from bot.push import CustomerPush, operator_frame
 from bot.settings import Settings
+from bot.storage.models import as_utc
 
 log = logging.getLogger(__name__)
 

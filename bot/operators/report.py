@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.models import Message, as_utc
 from bot.storage import ConversationStore
+from bot.storage.models import Message, as_utc
 from retrieval.index import FaqIndex
 
 # Replies after which the customer's message was a real question (not "yes" to "a human?").

@@ -19,7 +19,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.errors import InputError
-from bot.models import (
+from bot.storage import ConversationStore
+from bot.storage.models import (
     Conversation,
     LoginFailure,
     Message,
@@ -28,7 +29,6 @@ from bot.models import (
     as_utc,
     utcnow,
 )
-from bot.storage import ConversationStore
 from bot.types import ConversationStatus, Decision
 
 HANDOFF = ConversationStatus.HANDOFF.value

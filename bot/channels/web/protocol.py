@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bot.models import CLIENT_ID_LENGTH, COMMENT_LENGTH
+from bot.storage.models import CLIENT_ID_LENGTH, COMMENT_LENGTH
 from bot.types import BotReply, Decision, Source, TranscriptItem
 
 RATINGS = ("up", "down")

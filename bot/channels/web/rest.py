@@ -28,7 +28,7 @@ from bot.channels.web.service import ShuttingDownError
 from bot.channels.web.state import WebState, client_ip
 from bot.channels.web.unavailable import unavailable
 from bot.errors import StorageError
-from bot.models import CLIENT_ID_LENGTH, COMMENT_LENGTH
+from bot.storage.models import CLIENT_ID_LENGTH, COMMENT_LENGTH
 from bot.types import BotReply, TextEvent, UserMessage
 
 log = logging.getLogger(__name__)
