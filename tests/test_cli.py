@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from bot.cli import app
 from bot.storage import ConversationStore
 from retrieval.corpus import load_faq
-from tests.conftest import SAMPLE_FAQ
+from tests.conftest import ROOT, SAMPLE_FAQ
 
 runner = CliRunner()
 
@@ -255,3 +255,16 @@ def test_history_lists_and_shows_conversations(config_file: Path) -> None:
     assert "fallback" in stdout
     code, _, stderr = run(config_file, "history", "nope")
     assert code == 1 and "no conversation 'nope'" in stderr
+
+
+def test_the_cli_loads_no_training_or_offline_tool_until_a_command_needs_it() -> None:
+    """`serve` and `chat` start without training/ or the offline tools: the commands that use
+    them (train, tune-retriever, eval) import them inside."""
+    code = ("import bot.cli, sys; print(sorted(m for m in sys.modules if m.split('.')[0] == "
+            "'training' or m.startswith('retrieval.offline') or m in {'retrieval.tune', "
+            "'retrieval.calibrate', 'retrieval.evaluate', 'retrieval.metrics', "
+            "'retrieval.queries', 'retrieval.plots', 'bot.eval_dialogue', "
+            "'bot.safety.evaluate'}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, check=True)
+    assert proc.stdout.strip() == "[]"

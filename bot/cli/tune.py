@@ -1,5 +1,6 @@
 """`supportbot tune-retriever`: fine-tune the embedder on the FAQ's phrasings, calibrate the
-thresholds on held-out phrasings, and say which settings to use."""
+thresholds on held-out phrasings, and say which settings to use. Tuning and calibration (offline
+tools) are imported by the command."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bot.cli import _settings, _user_errors, app, err, out
+from bot.cli.common import err, out, quiet_transformers, settings_of, user_errors
 
 if TYPE_CHECKING:
     from retrieval.calibrate import Thresholds
@@ -93,7 +94,6 @@ def _row(name: str, t: Thresholds) -> str:
             f"{precision} | {t.oos_answered:.1%} | {t.oos_fallback:.1%} |")
 
 
-@app.command("tune-retriever")
 def tune_retriever(
         ctx: typer.Context,
         faq: Annotated[Path | None, typer.Option(help="FAQ file (default: retrieval.faq_path).")
@@ -124,15 +124,14 @@ def tune_retriever(
                        ] = None) -> None:
     """Fine-tune the embedder on the FAQ's phrasings (contrastive), then calibrate the answer and
     suggest thresholds on phrasings it did not see, for the plain and the tuned embedder."""
-    with _user_errors():
-        settings = _settings(ctx)
-        from bot.cli_train import _quiet_transformers
+    with user_errors():
+        settings = settings_of(ctx)
         from bot.runtime import outside_questions, torch_threads
         from retrieval.corpus import load_faq
         from retrieval.embedder import SentenceTransformerEmbedder
         from retrieval.tune import TuneConfig, TuneError, tune_embedder, write_tuning_file
 
-        _quiet_transformers()
+        quiet_transformers()
         torch_threads(0)()  # tuning is the only work: all cores
         from retrieval.calibrate import best_scoring, read_questions
 

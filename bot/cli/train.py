@@ -1,6 +1,6 @@
-"""`supportbot train`, `merge` and `export`: from stored and historical conversations to an
-adapter the bot serves. With cli.py (which shows training's errors), the only part of the bot that
-imports `training/`."""
+"""`supportbot train`, `merge`, `export-gguf` and `export`: from stored and historical
+conversations to an adapter the bot serves. The only part of the bot that imports `training/`,
+inside the commands, so that the other commands never load it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from bot.cli import _settings, _user_errors, app, err, out
+from bot.cli.common import err, faq_index, out, quiet_transformers, settings_of, user_errors
 from bot.settings import BUNDLED_GENERATOR, Settings
 
 if TYPE_CHECKING:
@@ -20,18 +20,6 @@ if TYPE_CHECKING:
     from training.types import Conversation
 
 FORMATS = ("auto", "messages", "csv", "taskmaster")
-
-
-def _quiet_transformers() -> None:
-    """Our own progress bar and report say what happens; transformers' weight-loading bars
-    and deprecation notices (for its own internals) would only interleave with them."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 def _train_config(overrides: dict[str, Any], pairs: list[str]) -> TrainConfig:
@@ -67,11 +55,10 @@ def _grounded(settings: Settings, base_model: Path, seed: int) -> list[Conversat
     """The bot's own prompts for every FAQ phrasing, with the answers as targets."""
     from transformers import AutoTokenizer
 
-    from bot.cli import _index
     from bot.runtime import outside_questions
     from training.grounded import GroundedConfig, GroundedStats, grounded_conversations
 
-    index = _index(settings)
+    index = faq_index(settings)
     tokenizer = AutoTokenizer.from_pretrained(str(base_model))
     persona = settings.persona
     config = GroundedConfig(
@@ -97,7 +84,6 @@ def _grounded(settings: Settings, base_model: Path, seed: int) -> list[Conversat
     return made
 
 
-@app.command()
 def train(ctx: typer.Context,
           inputs: Annotated[list[Path] | None, typer.Argument(
               help="Transcript files or folders: messages JSONL, question/answer CSV, "
@@ -134,7 +120,7 @@ def train(ctx: typer.Context,
                                                "with the base model and the adapter, side by "
                                                "side (samples.md).")] = 3) -> None:
     """Fine-tune the model with LoRA on support transcripts (CPU, or a GPU with bf16)."""
-    with _user_errors():
+    with user_errors():
         from training.errors import ConfigError
 
         if fmt not in FORMATS:
@@ -143,8 +129,8 @@ def train(ctx: typer.Context,
             raise ConfigError(f"--on-error: '{on_error}' is not skip or fail")
         if not inputs and not grounded:
             raise ConfigError("nothing to train on: give transcript files, --grounded, or both")
-        settings = _settings(ctx)
-        _quiet_transformers()
+        settings = settings_of(ctx)
+        quiet_transformers()
         config = _train_config({
             "max_steps": max_steps, "epochs": epochs, "batch_size": batch_size,
             "learning_rate": learning_rate, "rank": rank, "max_length": max_length,
@@ -197,6 +183,7 @@ def train(ctx: typer.Context,
 
 
 def _show_metrics(metrics: dict[str, Any], output: Path) -> None:
+    """The eval loss before and after, and where the adapter is."""
     base, final = metrics.get("base_eval_loss"), metrics.get("final_eval_loss")
     if base is not None and final is not None:
         out.print(f"eval loss {base:.3f} -> {final:.3f} "
@@ -205,7 +192,6 @@ def _show_metrics(metrics: dict[str, Any], output: Path) -> None:
               f"loss curve {output / 'loss.png'})[/]")
 
 
-@app.command()
 def merge(ctx: typer.Context,
           adapter: Annotated[Path, typer.Argument(help="Adapter folder from `train`.")],
           output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the merged "
@@ -213,9 +199,9 @@ def merge(ctx: typer.Context,
           base_model: Annotated[str | None, typer.Option(
               help="Base model folder (default: model.base_model).")] = None) -> None:
     """Merge a LoRA adapter into its base model and save the full model (for any server)."""
-    with _user_errors():
-        settings = _settings(ctx)
-        _quiet_transformers()
+    with user_errors():
+        settings = settings_of(ctx)
+        quiet_transformers()
         from training.merge import merge as run
 
         folder = run(_base_model(settings, base_model), adapter, output)
@@ -223,7 +209,6 @@ def merge(ctx: typer.Context,
               f"{folder})[/]")
 
 
-@app.command("export-gguf")
 def export_gguf(ctx: typer.Context,
                 adapter: Annotated[Path, typer.Argument(help="Adapter folder from `train`.")],
                 base_gguf: Annotated[Path | None, typer.Option(
@@ -233,8 +218,8 @@ def export_gguf(ctx: typer.Context,
                     "--out", "-o", help="File to write (default: ADAPTER/adapter.gguf, where "
                     "model.backend llama_cpp finds it).")] = None) -> None:
     """Convert a LoRA adapter for llama.cpp (model.backend llama_cpp, llama.cpp's server)."""
-    with _user_errors():
-        settings = _settings(ctx)
+    with user_errors():
+        settings = settings_of(ctx)
         from bot.generation.llama_cpp_generator import gguf_path
         from training.gguf_adapter import export_gguf_adapter
 
@@ -244,13 +229,12 @@ def export_gguf(ctx: typer.Context,
               f"llama_cpp, model.adapter: {adapter})[/]")
 
 
-@app.command()
 def export(ctx: typer.Context,
            output: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")
                              ] = Path("exports/conversations.jsonl")) -> None:
     """Write rated conversations from the database as training data (messages JSONL)."""
-    with _user_errors():
-        settings = _settings(ctx)
+    with user_errors():
+        settings = settings_of(ctx)
         from bot.export import export as run
         from bot.safety.build import redactor_for
         from bot.storage import ConversationStore

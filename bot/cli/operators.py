@@ -1,5 +1,7 @@
-"""`supportbot operator add|list|remove`: the accounts of the humans who answer handed-off
+"""`supportbot operator add|list|remove|faq`: the accounts of the humans who answer handed-off
 conversations. Passwords are read hidden (twice) or from stdin, and only their hash is stored.
+
+Also `supportbot report`: the handoffs, and the questions behind them.
 
 The database and hashing modules are imported by the commands, not here: every `supportbot`
 command imports this module, and should start fast."""
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.markup import escape
 
-from bot.cli import _settings, _user_errors, app, out
+from bot.cli.common import out, settings_of, user_errors
 from bot.errors import SupportbotError
 
 if TYPE_CHECKING:
@@ -24,7 +26,6 @@ if TYPE_CHECKING:
 operator_app = typer.Typer(help="Operator accounts for the inbox (/operator/api/), and the "
                            "FAQ additions they made there.",
                            no_args_is_help=True)
-app.add_typer(operator_app, name="operator")
 T = TypeVar("T")
 
 
@@ -51,8 +52,8 @@ def operator_add(ctx: typer.Context,
     """Create an operator account."""
     from bot.operators.accounts import check_name, check_password, hash_password
 
-    with _user_errors():
-        settings = _settings(ctx)
+    with user_errors():
+        settings = settings_of(ctx)
         check_name(name)
         if password_stdin:
             password = sys.stdin.readline().rstrip("\r\n")
@@ -67,8 +68,8 @@ def operator_add(ctx: typer.Context,
 @operator_app.command("list")
 def operator_list(ctx: typer.Context) -> None:
     """List the operator accounts."""
-    with _user_errors():
-        settings = _settings(ctx)
+    with user_errors():
+        settings = settings_of(ctx)
         accounts = asyncio.run(_run(settings.storage.database_url, lambda o: o.accounts()))
     if not accounts:
         out.print("no operators: add one with `supportbot operator add NAME`")
@@ -83,8 +84,8 @@ def operator_remove(ctx: typer.Context,
                     name: Annotated[str, typer.Argument(help="The operator to remove.")]
                     ) -> None:
     """Remove an operator account; their sessions stop working at once."""
-    with _user_errors():
-        settings = _settings(ctx)
+    with user_errors():
+        settings = settings_of(ctx)
         if not asyncio.run(_run(settings.storage.database_url, lambda o: o.remove(name))):
             raise SupportbotError(f"no operator named {name!r}")
     out.print(f"operator {escape(name)} removed")
@@ -101,8 +102,8 @@ def operator_faq(ctx: typer.Context,
     into the FAQ file (the bot serves them already, on top of the file)."""
     from bot.operators.faq import OUT_OF_SCOPE, additions_yaml, out_of_scope_lines, stored_additions
 
-    with _user_errors():
-        settings = _settings(ctx)
+    with user_errors():
+        settings = settings_of(ctx)
         found = asyncio.run(_run(settings.storage.database_url,
                                  lambda store: stored_additions(store.conversations, removed)))
         outside = sum(1 for a in found if a.entry_id == OUT_OF_SCOPE)
@@ -120,7 +121,6 @@ def operator_faq(ctx: typer.Context,
                   "--out-of-scope", file=sys.stderr)
 
 
-@app.command()
 def report(ctx: typer.Context,
            days: Annotated[float | None, typer.Option(min=0, help="Only conversations active in "
                                                       "the last DAYS days (default: all).")
@@ -133,8 +133,8 @@ def report(ctx: typer.Context,
     import json
     from datetime import datetime, timedelta
 
-    with _user_errors():
-        settings = _settings(ctx)
+    with user_errors():
+        settings = settings_of(ctx)
         from bot.operators.report import cluster_questions, collect
         from bot.runtime import open_index
 
@@ -169,5 +169,3 @@ def report(ctx: typer.Context,
                           escape(str(group["nearest_faq"])), f"{group['nearest_score']:.2f}")
         out.print(table)
 
-
-__all__ = ["operator_app"]

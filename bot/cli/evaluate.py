@@ -1,0 +1,215 @@
+"""`supportbot eval safety|retrieval|pii|dialogue`: measure the bot on labelled data. The
+offline tools (retrieval's evaluation, metrics and query files, the dialogue evaluation) are
+imported by the commands, so that the other commands never load them.
+
+`eval dialogue` sends labelled queries through the whole bot, one conversation each, in a
+throwaway database (the user's conversations and saved index are left as they are)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bot.cli.common import (
+    JsonFlag,
+    err,
+    faq_index,
+    memory_index,
+    model_loader,
+    print_report,
+    progress,
+    settings_of,
+    user_errors,
+)
+from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.eval_dialogue import DialogueEvaluation, DialogueRow
+    from retrieval.index import FaqIndex
+    from retrieval.queries import LabelledQuery
+
+# A report, and the function that writes it as Markdown.
+Measured = tuple[dict[str, Any], Callable[[dict[str, Any]], str]]
+SafetyData = Annotated[Path, typer.Option(help="CSV or JSONL with text, label (1: must be "
+                                          "blocked) and optional category.")]
+PiiData = Annotated[Path, typer.Option(help="JSONL with text and spans [{start, end, label}].")]
+
+eval_app = typer.Typer(help="Measure the bot on labelled data.", no_args_is_help=True)
+
+
+@eval_app.command("safety")
+def eval_safety(ctx: typer.Context, data: SafetyData, as_json: JsonFlag = False) -> None:
+    """Detection, false positives, precision and latency of the input guards."""
+    _measure(ctx, as_json, lambda settings: _safety(settings, data))
+
+
+def _safety(settings: Settings, data: Path) -> Measured:
+    """The input guards measured on the labelled file, and the report's Markdown writer."""
+    from bot.runtime import torch_threads
+    from bot.safety.build import input_pipeline
+    from bot.safety.evaluate import evaluate_safety, safety_markdown
+    from retrieval.embedder import SentenceTransformerEmbedder
+
+    torch_threads(settings.retrieval.threads)()  # as a retrieval worker embeds in a turn
+    pipeline = input_pipeline(settings.safety)
+    embedder = SentenceTransformerEmbedder(settings.retrieval.embedder)
+    return evaluate_safety(data, pipeline, lambda text: embedder.embed([text])[0]), \
+        safety_markdown
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(ctx: typer.Context,
+                   queries: Annotated[Path, typer.Option(help="CSV or JSONL with query and "
+                                                         "faq_id (empty: out of scope), or a "
+                                                         "held-out YAML like data/faq_eval.yaml."
+                                                         )],
+                   faq: Annotated[Path | None, typer.Option(
+                       help="FAQ file (default: retrieval.faq_path).")] = None,
+                   as_json: JsonFlag = False,
+                   out_dir: Annotated[Path | None, typer.Option(
+                       "--out", help="Also write report.json, report.md and PNG plots here.")
+                   ] = None) -> None:
+    """Top-1, hit@k, MRR, the decision mix and out-of-scope detection of the FAQ retrieval at
+    the configured thresholds, with a threshold sweep and query latency."""
+    with user_errors():
+        settings = settings_of(ctx)
+        from retrieval.corpus import load_faq
+        from retrieval.evaluate import evaluate_retrieval, retrieval_markdown, write_report
+        from retrieval.metrics import Policy
+        from retrieval.queries import read_queries
+
+        r = settings.retrieval
+        faq_path = faq or r.faq_path
+        entries = load_faq(faq_path)
+        labelled = read_queries(queries, {e.id for e in entries})
+        built = memory_index(settings, entries)
+        policy = Policy(r.answer_threshold, r.suggest_threshold, r.max_suggestions, r.top_k,
+                        r.answer_margin)
+        with progress("embedding queries", len(labelled)) as advance:
+            evaluation = evaluate_retrieval(built, labelled, policy, progress=advance,
+                                            sources={"faq": str(faq_path),
+                                                     "queries": str(queries)})
+        if out_dir is not None:
+            for path in write_report(evaluation, out_dir):
+                err.print(f"wrote {escape(str(path))}")
+    print_report(evaluation.report, as_json, retrieval_markdown)
+
+
+@eval_app.command("pii")
+def eval_pii(ctx: typer.Context, data: PiiData, as_json: JsonFlag = False) -> None:
+    """Recall and precision of PII redaction per label."""
+    _measure(ctx, as_json, lambda settings: _pii(settings, data))
+
+
+def _pii(settings: Settings, data: Path) -> Measured:
+    """The configured redactor measured on the labelled file, and the report's Markdown writer."""
+    from bot.safety.build import redactor_for
+    from bot.safety.evaluate import evaluate_pii, pii_markdown
+
+    return evaluate_pii(data, redactor_for(settings.safety)), pii_markdown
+
+
+def _measure(ctx: typer.Context, as_json: bool, measure: Callable[[Settings], Measured]
+             ) -> None:
+    """Measure with the settings (a user error is one line on stderr), then print the report."""
+    with user_errors():
+        report, markdown = measure(settings_of(ctx))
+    print_report(report, as_json, markdown)
+
+
+@eval_app.command("dialogue")
+def eval_dialogue(ctx: typer.Context,
+                  queries: Annotated[Path, typer.Option(help="CSV or JSONL with query and "
+                                                        "faq_id (empty: out of scope), or a "
+                                                        "held-out YAML like "
+                                                        "data/faq_eval.yaml.")],
+                  faq: Annotated[Path | None, typer.Option(
+                      help="FAQ file (default: retrieval.faq_path; another one is indexed in "
+                      "memory, the saved index is left alone).")] = None,
+                  as_json: JsonFlag = False,
+                  out_dir: Annotated[Path | None, typer.Option(
+                      "--out", help="Also write rows.jsonl, report.json and report.md here.")
+                  ] = None,
+                  limit: Annotated[int | None, typer.Option(
+                      min=1, help="Only the first N queries (a quick run).")] = None) -> None:
+    """Each query as a new conversation through the whole bot (guards, policy, generation):
+    answered from the right entry or a wrong one, 'Did you mean' offering it or not, fallback;
+    out-of-scope queries answered at all; answer precision and turn latency."""
+    with user_errors():
+        settings = settings_of(ctx)
+        from bot.eval_dialogue import write_report
+        from retrieval.corpus import load_faq
+        from retrieval.queries import read_queries
+
+        configured = settings.retrieval.faq_path
+        faq_path = faq or configured
+        entries = load_faq(faq_path)  # the queries' faq_ids are checked before any model loads
+        labelled = read_queries(queries, {e.id for e in entries})[:limit]
+        settings.retrieval.faq_path = faq_path
+        same = faq is None or faq.resolve() == configured.resolve()
+        built = faq_index(settings) if same else memory_index(settings, entries)
+        sources = {"queries": str(queries), "faq": str(faq_path)}
+        with tempfile.TemporaryDirectory(prefix="supportbot-eval-") as tmp:
+            # The eval's conversations go to a database of their own, deleted afterwards.
+            settings.storage.database_url = f"sqlite+aiosqlite:///{Path(tmp) / 'eval.db'}"
+            evaluation = asyncio.run(_run(settings, built, labelled, sources))
+        if out_dir is not None:
+            for path in write_report(evaluation, out_dir):
+                err.print(f"wrote {escape(str(path))}")
+    from bot.eval_dialogue import dialogue_markdown
+
+    print_report(evaluation.report, as_json, dialogue_markdown)
+
+
+async def _run(settings: Settings, built: FaqIndex, labelled: list[LabelledQuery],
+               sources: dict[str, str]) -> DialogueEvaluation:
+    """Every labelled query through a runtime on the throwaway database, with a progress bar."""
+    from bot.eval_dialogue import evaluate_dialogue, settings_used
+    from bot.runtime import open_runtime
+
+    runtime = await open_runtime(settings, built, model_loader(settings))
+    try:
+        if settings.dialogue.middle == "generate":
+            # Loaded before the first turn, so that no query's latency includes the loading.
+            started = time.perf_counter()
+            await asyncio.to_thread(lambda: runtime.manager.generator)
+            err.print(f"[dim]model loaded in {time.perf_counter() - started:.1f} s[/]")
+        with _per_query(len(labelled)) as done:
+            return await evaluate_dialogue(runtime.manager, labelled, settings_used(settings),
+                                           progress=done, sources=sources)
+    finally:
+        await runtime.close()
+
+
+@contextmanager
+def _per_query(total: int) -> Iterator[Callable[[DialogueRow], None]]:
+    """A progress bar on stderr: queries done, their rate and how many were answered right."""
+    bar = Progress(TextColumn("conversations"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[right]}"),
+                   TimeElapsedColumn(), console=err, transient=True)
+    task = bar.add_task("conversations", total=total, rate="", right="")
+    started = time.perf_counter()
+    right = 0
+
+    def done(row: DialogueRow) -> None:
+        nonlocal right
+        right += row.outcome == "answered_right"
+        finished = bar.tasks[0].completed + 1
+        rate = finished / max(time.perf_counter() - started, 1e-9)
+        bar.update(task, advance=1, rate=f"{rate:,.2f} queries/s",
+                        right=f"{right} answered right")
+
+    bar.start()
+    try:
+        yield done
+    finally:
+        bar.stop()
