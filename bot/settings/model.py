@@ -83,7 +83,7 @@ class ModelSettings(_Section):
                                    "retrieved, to share its batch (none coming: no wait).")
     threads: int = Field(0, ge=0, le=256, description="Threads of the generation worker, "
                          "torch's (0: all cores) or llama.cpp's (0: all cores but one, as "
-                         "llama.cpp's threads stall on a busy core). See bench/README.md.")
+                         "llama.cpp's threads stall on a busy core).")
     cache_dir: Path = Field(Path("~/.cache/supportbot/models"), validate_default=True,
                             description="Where the bundled GGUF is converted to safetensors once.")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)

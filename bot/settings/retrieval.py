@@ -22,19 +22,18 @@ class RetrievalSettings(_Section):
         "classifier", description="An entry's score: 'classifier' ranks by a softmax head "
         "fitted on the FAQ's phrasings when the index opens (seconds), scored as the mean of its "
         "probability and the blend cosine; 'nearest', the nearest phrasing's cosine; 'blend', "
-        "the mean of that and the cosine with the phrasings' centroid. At the default "
-        "thresholds 'classifier' answers more questions right, and fewer wrong, than 'nearest' "
-        "on every data set measured (bench/README.md). `supportbot tune-retriever` measures each "
-        "on your FAQ and recommends one.")
+        "the mean of that and the cosine with the phrasings' centroid. 'classifier' answers more "
+        "questions right at the default thresholds, at the cost of the fit when the index "
+        "opens (figures in bench/README.md). "
+        "`supportbot tune-retriever` measures each on your FAQ and recommends one.")
     lexical: Literal["auto", "on", "off"] = Field(
         "auto", description="Whether the classifier also weighs the question's words (TF-IDF "
         "word and character n-grams) next to its embedding: 'auto' fits the head with and "
         "without them when the index opens and keeps what predicts held-out phrasings better. "
-        "On FAQs with many phrasings per entry the words win (Banking77, 104 per entry: top-1 "
-        "92.3% -> 93.5%), on small ones 'auto' leaves them out. The cost is at the first "
-        "start on large FAQs: about 2.5x the fitting time (17 s instead of 7 s for 8,000 "
-        "phrasings); the fitted head is kept in the index folder for the next start, and a "
-        "refit after an FAQ change starts from the last head (bench/README.md).")
+        "The words tend to help FAQs with many phrasings per entry; on small ones 'auto' "
+        "leaves them out. The cost is a longer fit at the first start on large FAQs; the "
+        "fitted head is kept in the index folder for the next start, and a refit after an FAQ "
+        "change starts from the last head.")
     out_of_scope: str = Field(
         "bundled", description="Questions no FAQ entry covers, which the classifier scoring "
         "learns as one more class so that unrelated questions score lower: 'bundled' "
@@ -43,7 +42,7 @@ class RetrievalSettings(_Section):
     index_type: Literal["flat", "hnsw", "ivf"] = Field(
         "flat", description="The FAISS index of the phrasings: 'flat' searches exactly; "
         "'hnsw' (a graph) and 'ivf' (clusters) search approximately, faster for nearest-phrasing "
-        "search over very large FAQs (recall and speed in bench/README.md). Blend and classifier "
+        "search over very large FAQs, at some cost in recall. Blend and classifier "
         "scoring read every vector whatever the type. Changing it rebuilds the index.")
     top_k: int = Field(5, ge=1, le=50, description="FAQ entries retrieved per message.")
     answer_threshold: float = Field(0.70, ge=-1.0, le=1.0,
@@ -57,7 +56,8 @@ class RetrievalSettings(_Section):
     auto_rebuild: bool = Field(True, description="Rebuild a missing or stale index on start.")
     threads: int = Field(1, ge=0, le=64, description="Torch threads of the event loop's "
                          "thread and of each of the two retrieval workers (0: all cores). More "
-                         "than one slows generation on a small machine: bench/README.md.")
+                         "speeds up a search but takes cores from generation, which slows it "
+                         "on a small machine.")
 
     @field_validator("faq_path", "index_dir")
     @classmethod
@@ -89,7 +89,7 @@ class DialogueSettings(_Section):
     middle: Literal["generate", "clarify", "fallback"] = Field(
         "clarify", description="Between suggest and answer threshold: 'Did you mean', a "
         "grounded generated answer, or the fallback. 'clarify' until you serve a fine-tuned "
-        "adapter: the untuned bundled model gets 9 of 167 such answers right (bench/README.md).")
+        "adapter: the untuned bundled model gets few such answers right.")
     prompt_entries: int = Field(1, ge=1, le=10, description="Retrieved FAQ entries put in the "
                                 "prompt (more helps larger models; the 135M one mixes them up).")
     prompt_floor: float | None = Field(None, ge=-1.0, le=1.0, description="The score an entry "
@@ -97,15 +97,12 @@ class DialogueSettings(_Section):
                                        "needs retrieval.suggest_threshold); empty: the suggest "
                                        "threshold too. Lower lets the model compare the first "
                                        "entry with a runner-up that may be the right one; the "
-                                       "bundled 135M model then picks the wrong one more often "
-                                       "(20 sent / 6 wrong at 0.2 against 27 / 2, "
-                                       "bench/README.md).")
+                                       "bundled 135M model then picks the wrong one more "
+                                       "often.")
     prompt_phrasings: bool = Field(True, description="Show each entry in the prompt as the "
                                    "phrasing retrieval matched and its answer (Q: / A:), not the "
                                    "answer alone. An adapter must be served with the format it "
-                                   "was trained with (supportbot train reads this too): the FAQ "
-                                   "adapter sends 27 of 40 middle-band answers with phrasings, "
-                                   "15 without; the untuned model 0 and 3 (bench/README.md).")
+                                   "was trained with (supportbot train reads this too).")
     history_turns: int = Field(4, ge=0, le=50,
                                description="Recent messages given to the model and to retrieval.")
     min_grounding: float = Field(0.725, ge=0.0, le=1.0, description="A generated sentence "
