@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from bot.settings.environment import is_section
 from bot.settings.schema import Settings
@@ -40,11 +42,15 @@ def _example_lines(model: type[BaseModel], depth: int, lines: list[str]) -> None
             _example_lines(section, depth + 1, lines)
             continue
         lines.extend(_comment(field.description or "", indent))
-        default = field.get_default(call_default_factory=True)
-        value = str(default) if isinstance(default, Path) else default
-        dumped = yaml.safe_dump({name: value}, sort_keys=False, allow_unicode=True,
+        dumped = yaml.safe_dump({name: default_value(field)}, sort_keys=False, allow_unicode=True,
                                 width=100 - len(indent))
         lines.extend(indent + line for line in dumped.splitlines())
+
+
+def default_value(field: FieldInfo) -> Any:
+    """A key's default as plain data (a path as its text), the way a YAML file would hold it."""
+    default = field.get_default(call_default_factory=True)
+    return str(default) if isinstance(default, Path) else default
 
 
 def _comment(text: str, indent: str) -> list[str]:
