@@ -113,9 +113,8 @@ def test_config_round_trips_through_json_and_refuses_unknown_keys() -> None:
 
 
 def test_every_config_field_has_help() -> None:
-    from dataclasses import fields
-
-    assert all(f.metadata.get("help") for f in fields(TrainConfig))
+    assert TrainConfig.model_fields
+    assert all(f.description for f in TrainConfig.model_fields.values())
 
 
 # --- training ----

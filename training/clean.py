@@ -5,31 +5,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+
+from pydantic import ConfigDict, Field
 
 from bot.shared.pii import Redactor, counts
+from training.checked import CheckedConfig
 from training.errors import ConfigError
 from training.report import DataReport
 from training.types import Conversation, Turn
 
 
-@dataclass(frozen=True)
-class CleanConfig:
+class CleanConfig(CheckedConfig):
     """How conversations are cleaned; validated on creation (ConfigError names the setting)."""
 
-    max_turn_chars: int = field(default=2000, metadata={
-        "help": "Longer turns are cut at the last word boundary before this many characters."})
-    redact_pii: bool = field(default=True, metadata={
-        "help": "Replace emails, phone numbers, card numbers and IBANs with <EMAIL>, <PHONE>, "
-                "<CARD>, <IBAN> before anything else."})
+    model_config = ConfigDict(frozen=True)
 
-    def __post_init__(self) -> None:
-        if isinstance(self.max_turn_chars, bool) or not isinstance(self.max_turn_chars, int):
-            raise ConfigError(f"max_turn_chars must be an integer, not {self.max_turn_chars!r}")
-        if self.max_turn_chars < 1:
-            raise ConfigError(f"max_turn_chars must be at least 1, not {self.max_turn_chars}")
-        if not isinstance(self.redact_pii, bool):
-            raise ConfigError(f"redact_pii must be true or false, not {self.redact_pii!r}")
+    max_turn_chars: int = Field(2000, ge=1, description="Longer turns are cut at the last word "
+                                "boundary before this many characters.")
+    redact_pii: bool = Field(True, description="Replace emails, phone numbers, card numbers and "
+                             "IBANs with <EMAIL>, <PHONE>, <CARD>, <IBAN> before anything else.")
 
 
 def truncate(text: str, limit: int) -> str:

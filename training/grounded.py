@@ -17,47 +17,48 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from pydantic import ConfigDict, Field, field_validator
 
 from bot.shared.prompt import Prompt, build_prompt, prompt_places
 from retrieval.corpus import FaqEntry
 from retrieval.embedder import Embedder
 from retrieval.index import FaqIndex
-from training.errors import ConfigError
+from training.checked import CheckedConfig
 from training.types import Conversation, Turn
 
 
-@dataclass(frozen=True)
-class GroundedConfig:
+class GroundedConfig(CheckedConfig):
     """How the bot builds its prompts (copied from its settings) and how examples are made."""
 
-    system: str = field(metadata={"help": "The rendered system prompt (persona)."})
-    fallback: str = field(metadata={"help": "The target when the prompt lacks the right entry."})
-    budget: int = field(default=1948, metadata={"help": "Prompt tokens (context - new tokens)."})
-    top_k: int = field(default=5, metadata={"help": "retrieval.top_k"})
-    suggest_threshold: float = field(default=0.45, metadata={"help": "retrieval.suggest_threshold"})
-    scoring: str = field(default="nearest", metadata={"help": "retrieval.scoring"})
-    lexical: str = field(default="auto", metadata={"help": "retrieval.lexical"})
-    outside: tuple[str, ...] = field(default=(), metadata={
-        "help": "The classifier's out-of-scope questions (retrieval.out_of_scope)."})
-    prompt_entries: int = field(default=1, metadata={"help": "dialogue.prompt_entries"})
-    prompt_floor: float | None = field(default=None, metadata={"help": "dialogue.prompt_floor"})
-    phrasings: bool = field(default=True, metadata={"help": "dialogue.prompt_phrasings"})
-    folds: int = field(default=4, metadata={"help": "Phrasing folds held out in turn."})
-    rotations: int = field(default=1, metadata={
-        "help": "Examples per phrasing with the right entry at different places in the prompt "
-                "(1: only where retrieval ranked it)."})
-    negatives: bool = field(default=False, metadata={
-        "help": "Also each question with its entry left out of the prompt, target the fallback."})
-    seed: int = field(default=0, metadata={"help": "Seeds the places rotations choose."})
+    model_config = ConfigDict(frozen=True, strict=False)  # made by code from checked settings
 
-    def __post_init__(self) -> None:
-        if self.folds < 2:
-            raise ConfigError(f"folds: must be at least 2, got {self.folds}")
-        if self.rotations < 1:
-            raise ConfigError(f"rotations: must be at least 1, got {self.rotations}")
-        if not self.system.strip() or not self.fallback.strip():
-            raise ConfigError("system and fallback: must not be empty")
+    system: str = Field(description="The rendered system prompt (persona).")
+    fallback: str = Field(description="The target when the prompt lacks the right entry.")
+    budget: int = Field(1948, description="Prompt tokens (context - new tokens).")
+    top_k: int = Field(5, ge=1, description="retrieval.top_k")
+    suggest_threshold: float = Field(0.45, description="retrieval.suggest_threshold")
+    scoring: str = Field("nearest", description="retrieval.scoring")
+    lexical: str = Field("auto", description="retrieval.lexical")
+    outside: tuple[str, ...] = Field((), description="The classifier's out-of-scope questions "
+                                     "(retrieval.out_of_scope).")
+    prompt_entries: int = Field(1, ge=1, description="dialogue.prompt_entries")
+    prompt_floor: float | None = Field(None, description="dialogue.prompt_floor")
+    phrasings: bool = Field(True, description="dialogue.prompt_phrasings")
+    folds: int = Field(4, ge=2, description="Phrasing folds held out in turn.")
+    rotations: int = Field(1, ge=1, description="Examples per phrasing with the right entry at "
+                           "different places in the prompt (1: only where retrieval ranked it).")
+    negatives: bool = Field(False, description="Also each question with its entry left out of "
+                            "the prompt, target the fallback.")
+    seed: int = Field(0, description="Seeds the places rotations choose.")
+
+    @field_validator("system", "fallback")
+    @classmethod
+    def _not_empty(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("must not be empty")
+        return text
 
 
 @dataclass
