@@ -10,13 +10,11 @@ from bot.generation.batching import BatchingGenerator
 from bot.storage import ConversationStore
 from bot.types import ConversationStatus, Decision, TextEvent, UserMessage
 from retrieval.index import FaqIndex
+from tests.dialogue_support import FAITHFUL, NEAR_MISS, generating, manager
 from tests.fakes import ScriptedGenerator
-from tests.test_dialogue import FAITHFUL, NEAR_MISS, generating, manager
-from tests.test_storage import database_url, store
 
-# The fixtures: an initialised store on a SQLite file, and on PostgreSQL when configured.
-__all__ = ["database_url", "store"]
-pytestmark = pytest.mark.timeout(120)
+# `store`: on a SQLite file, and on PostgreSQL when configured.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.every_database]
 
 
 async def test_concurrent_first_turns_of_one_conversation(sample_index: FaqIndex,

@@ -27,10 +27,9 @@ from bot.settings import GenerationSettings, ModelSettings, OpenAISettings, Sett
 from bot.storage import ConversationStore
 from bot.types import Decision, UserMessage
 from retrieval.index import FaqIndex
-from tests.dialogue_support import FAITHFUL, NEAR_MISS, collect, into_generated_band, store
+from tests.dialogue_support import FAITHFUL, NEAR_MISS, collect, into_generated_band
 from tests.openai_server import Call, Completion, Drop, OpenAIServer, Status, Stream
 
-__all__ = ["store"]  # the fixture, from tests/dialogue_support.py
 pytestmark = pytest.mark.timeout(60)
 
 PROMPT: Prompt = [{"role": "system", "content": "You answer from the FAQ."},

@@ -12,7 +12,7 @@ from bot.channels.web import create_app
 from bot.operators.notices import send_wait_notices, wait_phrase
 from bot.settings import Settings
 from retrieval.index import FaqIndex
-from tests.test_operators import add_operators, login, turn
+from tests.operator_support import add_operators, login, turn
 from tests.web_support import rows, web_settings
 
 pytestmark = pytest.mark.timeout(60)
