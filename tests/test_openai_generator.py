@@ -291,9 +291,10 @@ def test_n_completions_from_a_server_that_honours_n(server: OpenAIServer) -> Non
 
 
 def echo(call: Call) -> Stream:
-    """Stream the question back, upper-cased, after a pause."""
+    """Stream the question back, upper-cased, once two requests are in at once (after 0.5 s
+    if they never are)."""
     question = (call.body or {})["messages"][-1]["content"]
-    return Stream([question.upper()[:4], question.upper()[4:]], first_delay_s=0.5)
+    return Stream([question.upper()[:4], question.upper()[4:]], first_delay_s=0.5, together=2)
 
 
 def test_a_batch_is_requested_concurrently_in_order(server: OpenAIServer) -> None:

@@ -190,9 +190,11 @@ async def test_a_client_who_leaves_mid_answer_stops_its_generation(
         while not meta_rows(await stored(settings.storage.database_url), "bot"):
             assert time.monotonic() < deadline, "the interrupted turn was not stored"
             await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 10  # the generation ends: no step is taken after it
+        while generator.running.is_set():
+            assert time.monotonic() < deadline, "generation went on after the client left"
+            await asyncio.sleep(0.01)
         settled = generator.steps
-        await asyncio.sleep(0.5)
-        assert generator.steps == settled, "generation went on after the client left"
     # A step is 50 ms: the model stopped within a second of the client leaving, long before
     # the answer's end.
     assert settled <= at_leaving + 20 < words // 2, (at_leaving, settled, words)
