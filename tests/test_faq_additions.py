@@ -151,7 +151,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def index(sample_index: FaqIndex) -> FaqIndex:
-    return sample_index  # the tests add to it: a copy of the test's own (tests/conftest.py)
+    return sample_index.copy()  # the tests add to it, and some compare it with sample_index
 
 
 @pytest.fixture
