@@ -1,12 +1,7 @@
-"""Shared by the dialogue tests: the near-miss question and a faithful answer to it, a SQLite
-store, thresholds that put the near miss in the generated band, and collecting a turn."""
+"""Shared by the dialogue tests: the near-miss question and a faithful answer to it, thresholds
+that put the near miss in the generated band, managers built on them, and collecting a turn."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from bot.dialogue import DialogueManager
 from bot.settings import Settings
@@ -19,15 +14,6 @@ NEAR_MISS = "what's the time limit for sending stuff back"
 # An answer to NEAR_MISS that the grounding check passes against the how-to-return entry.
 FAITHFUL = ('Go to "My orders", choose the order and click "Return items", then select the items '
             "and a reason.")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[ConversationStore]:
-    """A fresh SQLite conversation store in the test's folder."""
-    store = ConversationStore(f"sqlite+aiosqlite:///{tmp_path}/bot.db")
-    await store.init()
-    yield store
-    await store.close()
 
 
 def into_generated_band(settings: Settings, index: FaqIndex,
@@ -53,3 +39,29 @@ async def collect(dm: DialogueManager, message: UserMessage) -> tuple[list[str],
             reply = event
     assert isinstance(reply, BotReply)
     return pieces, reply
+
+
+def manager(index: FaqIndex, store: ConversationStore, **retrieval: object) -> DialogueManager:
+    """A manager with default settings but for the `retrieval` ones given."""
+    settings = Settings()
+    for key, value in retrieval.items():
+        setattr(settings.retrieval, key, value)
+    return DialogueManager(index, store, settings.persona, settings.retrieval, settings.dialogue)
+
+
+def generating(index: FaqIndex, store: ConversationStore, generator: object,
+               min_grounding: float = 0.6, loads: list[int] | None = None,
+               **dialogue: object) -> DialogueManager:
+    """A manager whose thresholds put NEAR_MISS in the generated band."""
+    settings = into_generated_band(Settings(), index, min_grounding)
+    for key, value in dialogue.items():
+        setattr(settings.dialogue, key, value)
+    settings.model.generation.max_new_tokens = 60
+
+    def factory() -> object:
+        if loads is not None:
+            loads.append(1)
+        return generator
+
+    return DialogueManager(index, store, settings.persona, settings.retrieval, settings.dialogue,
+                           settings.model.generation, factory)  # type: ignore[arg-type]

@@ -22,7 +22,9 @@ from typing import Any
 class Stream:
     """Stream `pieces` as chat.completion.chunk events, `delay_s` apart (`first_delay_s` before
     the first); `drop_after` pieces, close the connection mid-body instead of finishing;
-    `finish` False ends with [DONE] but no finish_reason (as llama-cpp-python's interrupt)."""
+    `finish` False ends with [DONE] but no finish_reason (as llama-cpp-python's interrupt).
+    With `together`, the first piece waits for that many requests to be in flight at once
+    instead, `first_delay_s` at most: concurrent requests go on as soon as they are all in."""
 
     pieces: list[str]
     delay_s: float = 0.0
@@ -30,6 +32,7 @@ class Stream:
     drop_after: int | None = None
     finish: bool = True
     usage: int | None = None  # completion_tokens sent in a final usage chunk, if asked for
+    together: int = 0
 
 
 @dataclass
@@ -89,6 +92,7 @@ class OpenAIServer:
         self._in_flight = 0
         self._replies: list[Reply | Callable[[Call], Reply]] = [Stream(["Hello", " there."])]
         self._lock = threading.Lock()
+        self._entered = threading.Condition(self._lock)  # notified when a request comes in
         self._stopping = threading.Event()
         self._httpd = _QuietServer(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
@@ -114,6 +118,8 @@ class OpenAIServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        with self._entered:
+            self._entered.notify_all()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(5)
@@ -122,6 +128,12 @@ class OpenAIServer:
         """Wait, unless the server stops."""
         if seconds > 0:
             self._stopping.wait(seconds)
+
+    def until_in_flight(self, count: int, seconds: float) -> None:
+        """Wait until `count` requests have been in flight at once, `seconds` at most."""
+        with self._entered:
+            self._entered.wait_for(
+                lambda: self.max_in_flight >= count or self._stopping.is_set(), seconds)
 
     def _next(self, call: Call) -> Reply:
         with self._lock:
@@ -133,6 +145,7 @@ class OpenAIServer:
         with self._lock:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            self._entered.notify_all()
 
     def _leave(self) -> None:
         with self._lock:
@@ -231,7 +244,10 @@ def _handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                      **extra}
             return f"data: {json.dumps(chunk)}\n\n".encode()
 
-        server.sleep(reply.first_delay_s)
+        if reply.together:
+            server.until_in_flight(reply.together, reply.first_delay_s)
+        else:
+            server.sleep(reply.first_delay_s)
         yield event([{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}])
         for number, piece in enumerate(reply.pieces):
             if reply.drop_after is not None and number == reply.drop_after:

@@ -24,7 +24,7 @@ from retrieval.evaluate import evaluate_retrieval
 from retrieval.index import SCORINGS, FaqIndex
 from retrieval.metrics import Policy
 from retrieval.queries import LabelledQuery
-from tests.test_tune_retriever import TableEmbedder
+from tests.retrieval_support import TableEmbedder
 
 # Three entries around three axes of a 4-d space; each phrasing leans a little towards the 4th.
 TABLE = {

@@ -17,20 +17,17 @@ from bot.settings import Settings
 from bot.storage import ConversationStore
 from bot.types import ConversationStatus, Decision, TextEvent, UserMessage
 from retrieval.index import FaqIndex
-from tests.dialogue_support import FAITHFUL, NEAR_MISS, collect, into_generated_band, store
+from tests.dialogue_support import (
+    FAITHFUL,
+    NEAR_MISS,
+    collect,
+    generating,
+    into_generated_band,
+    manager,
+)
 from tests.fakes import ScriptedGenerator
 
 pytestmark = pytest.mark.timeout(120)
-
-__all__ = ["store"]  # the fixture, from tests/dialogue_support.py
-
-
-def manager(index: FaqIndex, store: ConversationStore, **retrieval: object) -> DialogueManager:
-    settings = Settings()
-    for key, value in retrieval.items():
-        setattr(settings.retrieval, key, value)
-    return DialogueManager(index, store, settings.persona, settings.retrieval, settings.dialogue)
-
 
 def middling(index: FaqIndex, store: ConversationStore, query: str) -> DialogueManager:
     """A manager whose thresholds put `query` between 'suggest' and 'answer'."""
@@ -232,24 +229,6 @@ async def test_every_turn_is_stored(sample_index: FaqIndex, store: ConversationS
 INVENTED = "Call us on 0800 123 456 and we will collect it for free."
 SECOND = ("Drop the parcel off at any carrier drop-off point within 14 days of registering the "
           "return.")
-
-
-def generating(index: FaqIndex, store: ConversationStore, generator: object,
-               min_grounding: float = 0.6, loads: list[int] | None = None,
-               **dialogue: object) -> DialogueManager:
-    """A manager whose thresholds put NEAR_MISS in the generated band."""
-    settings = into_generated_band(Settings(), index, min_grounding)
-    for key, value in dialogue.items():
-        setattr(settings.dialogue, key, value)
-    settings.model.generation.max_new_tokens = 60
-
-    def factory() -> object:
-        if loads is not None:
-            loads.append(1)
-        return generator
-
-    return DialogueManager(index, store, settings.persona, settings.retrieval, settings.dialogue,
-                           settings.model.generation, factory)  # type: ignore[arg-type]
 
 
 async def test_a_prompt_floor_puts_the_runner_up_in_the_prompt(

@@ -10,13 +10,11 @@ from bot.generation.batching import BatchingGenerator
 from bot.storage import ConversationStore
 from bot.types import ConversationStatus, Decision, TextEvent, UserMessage
 from retrieval.index import FaqIndex
+from tests.dialogue_support import FAITHFUL, NEAR_MISS, generating, manager
 from tests.fakes import ScriptedGenerator
-from tests.test_dialogue import FAITHFUL, NEAR_MISS, generating, manager
-from tests.test_storage import database_url, store
 
-# The fixtures: an initialised store on a SQLite file, and on PostgreSQL when configured.
-__all__ = ["database_url", "store"]
-pytestmark = pytest.mark.timeout(120)
+# `store`: on a SQLite file, and on PostgreSQL when configured.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.every_database]
 
 
 async def test_concurrent_first_turns_of_one_conversation(sample_index: FaqIndex,
@@ -32,7 +30,8 @@ async def test_concurrent_first_turns_of_one_conversation(sample_index: FaqIndex
 async def test_concurrent_conversations_generate_in_one_batch(
         sample_index: FaqIndex, store: ConversationStore) -> None:
     scripted = ScriptedGenerator(FAITHFUL, seconds_per_token=0.02)
-    dm = generating(sample_index, store, BatchingGenerator(scripted, max_batch=8, window_s=0.5))
+    # The window is a deadline, not a wait: the batch starts as soon as the eighth turn is in.
+    dm = generating(sample_index, store, BatchingGenerator(scripted, max_batch=8, window_s=60))
     replies = await asyncio.gather(*(dm.handle(UserMessage(NEAR_MISS, conversation_id=f"c{i}"))
                                      for i in range(8)))
     assert [r.text for r in replies] == [FAITHFUL] * 8

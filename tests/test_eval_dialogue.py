@@ -27,12 +27,11 @@ from bot.types import BotReply, Candidate, Decision, Source
 from retrieval.index import FaqIndex
 from retrieval.queries import LabelledQuery
 from tests.conftest import SAMPLE_FAQ
-from tests.dialogue_support import FAITHFUL, NEAR_MISS, into_generated_band, store
+from tests.dialogue_support import FAITHFUL, NEAR_MISS, into_generated_band
 from tests.fakes import ScriptedGenerator
 
 pytestmark = pytest.mark.timeout(120)
 
-__all__ = ["store"]  # the fixture, from tests/dialogue_support.py
 
 runner = CliRunner()
 

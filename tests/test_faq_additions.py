@@ -25,8 +25,8 @@ from bot.storage import ConversationStore
 from retrieval.corpus import FaqEntry
 from retrieval.errors import RetrievalError
 from retrieval.index import FaqIndex
-from tests.test_operators import add_operators, login, turn
-from tests.test_tune_retriever import TableEmbedder
+from tests.operator_support import add_operators, login, turn
+from tests.retrieval_support import TableEmbedder
 from tests.web_support import rows, web_settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -151,7 +151,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def index(sample_index: FaqIndex) -> FaqIndex:
-    return sample_index.copy()  # the tests add to it: not to the session's
+    return sample_index.copy()  # the tests add to it, and some compare it with sample_index
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import retrieval.index as index_module
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.head_cache import HEAD_FILE, head_key, load_head, save_head
 from retrieval.index import FaqIndex
-from tests.test_index import FAQ
+from tests.retrieval_support import FAQ
 
 
 def _open(tmp_path: Path, minilm: SentenceTransformerEmbedder, lexical: str = "auto"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,6 @@ LONE = "\udc00"  # a lone low surrogate: JSON can write it (escaped), UTF-8 cann
 TYPES = ("message", "feedback", "ping", "pong", "mystery")
 SERVER_FRAMES = {"token", "reply", "error", "pong", "ping", "feedback", "operator", "typing",
                  "status"}
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return web_settings(tmp_path)
-
-
-@pytest.fixture
-def client(settings: Settings, sample_index: FaqIndex) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, index=sample_index)) as test_client:
-        yield test_client
 
 
 def until(ws: Any, kind: str) -> list[dict[str, Any]]:

@@ -28,7 +28,6 @@ from bot.settings import GenerationSettings, Settings
 from bot.storage import ConversationStore
 from bot.types import Decision, UserMessage
 from retrieval.index import FaqIndex
-from tests.dialogue_support import store  # noqa: F401  (a fixture)
 from tests.fakes import ScriptedGenerator
 from tests.web_support import web_settings
 
@@ -70,7 +69,7 @@ def test_the_batching_generator_keeps_only_recent_batch_sizes() -> None:
 @pytest.mark.slow  # about 20,000 turns: a minute or two on 2 cores
 @pytest.mark.timeout(900)
 async def test_a_long_run_of_many_conversations_keeps_memory_bounded(
-        sample_index: FaqIndex, store: ConversationStore) -> None:  # noqa: F811
+        sample_index: FaqIndex, store: ConversationStore) -> None:
     settings = Settings()
     faq_texts = [t for e in sample_index.entries for t in (e.answer, *e.questions)]
     limit = 500
@@ -108,7 +107,7 @@ async def test_a_long_run_of_many_conversations_keeps_memory_bounded(
 
 
 async def test_a_stuck_turn_holds_back_its_conversation_only_for_a_while(
-        sample_index: FaqIndex, store: ConversationStore) -> None:  # noqa: F811
+        sample_index: FaqIndex, store: ConversationStore) -> None:
     settings = Settings()
     store.turn_lock_seconds = 0.3
     manager = DialogueManager(sample_index, store, settings.persona, settings.retrieval,

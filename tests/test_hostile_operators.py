@@ -4,7 +4,6 @@ address trying many names is throttled; unknown and known names answer alike (is
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,17 +14,14 @@ from bot.channels.web import create_app
 from bot.operators.auth import LoginThrottle
 from bot.settings import Settings
 from retrieval.index import FaqIndex
-from tests.test_operators import PASSWORD, add_operators
-from tests.web_support import web_settings
+from tests.operator_support import login
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    settings = web_settings(tmp_path)
-    add_operators(settings, "anna", "ben")
-    return settings
+def operators() -> tuple[str, ...]:
+    return ("anna", "ben")
 
 
 @pytest.fixture
@@ -38,10 +34,6 @@ def app(settings: Settings, sample_index: FaqIndex) -> Iterator[FastAPI]:
 def from_ip(app: FastAPI, ip: str) -> TestClient:
     """A client of the running app whose requests come from `ip`."""
     return TestClient(app, base_url="https://testserver", client=(ip, 40000))
-
-
-def login(client: TestClient, name: str, password: str = PASSWORD) -> Any:
-    return client.post("/operator/api/login", json={"name": name, "password": password})
 
 
 def test_an_attacker_with_many_addresses_cannot_lock_the_operator_out(app: FastAPI) -> None:

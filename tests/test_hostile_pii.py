@@ -40,8 +40,8 @@ SECRETS = ("jane.doe", "7946", "2221", "jane doe", "4111")
 
 
 @pytest.fixture(scope="module")
-def safety(sample_index: FaqIndex) -> SafetyLayer:
-    layer = safety_layer(Settings(), sample_index)
+def safety(sample_index_shared: FaqIndex) -> SafetyLayer:
+    layer = safety_layer(Settings(), sample_index_shared)
     assert layer is not None
     return layer
 
@@ -54,14 +54,6 @@ def manager(store: ConversationStore, sample_index: FaqIndex,
                          settings.dialogue, safety=safety)
     yield dm
     dm.close()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> Any:
-    store = ConversationStore(f"sqlite+aiosqlite:///{tmp_path}/bot.db")
-    await store.init()
-    yield store
-    await store.close()
 
 
 async def stored_texts(store: ConversationStore, conversation_id: str) -> list[str]:

@@ -23,8 +23,8 @@ from bot.storage import ConversationStore
 from bot.storage.models import utcnow
 from bot.types import BotReply, Decision, UserMessage
 from retrieval.index import FaqIndex
-from tests.test_operators import add_operators, handed_off, login, turn
-from tests.web_support import rows, web_settings
+from tests.operator_support import handed_off, login, turn
+from tests.web_support import rows
 
 pytestmark = pytest.mark.timeout(120)
 runner = CliRunner()
@@ -34,10 +34,8 @@ ASKED = f"my order KO-123456 went missing, write to {EMAIL}, I paid with {CARD}"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    settings = web_settings(tmp_path)
-    add_operators(settings, "anna", "ben")
-    return settings
+def operators() -> tuple[str, ...]:
+    return ("anna", "ben")
 
 
 def _conversation(client: TestClient, conversation_id: str) -> list[dict[str, Any]]:

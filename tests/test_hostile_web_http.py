@@ -9,7 +9,6 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from bot.channels.web.serve import server_options
 from bot.operators import api as operator_api
 from bot.settings import Settings
 from retrieval.index import FaqIndex
-from tests.test_operators import PASSWORD, add_operators, handed_off, login
+from tests.operator_support import PASSWORD, handed_off, login
 from tests.web_support import running, web_settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -33,17 +32,8 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    settings = web_settings(tmp_path)
-    add_operators(settings, "anna")
-    return settings
-
-
-@pytest.fixture
-def client(settings: Settings, sample_index: FaqIndex) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, index=sample_index),
-                    base_url="https://testserver") as test_client:
-        yield test_client
+def operators() -> tuple[str, ...]:
+    return ("anna",)
 
 
 def changes(conversation_id: str) -> list[str]:

@@ -14,16 +14,7 @@ from retrieval.corpus import FaqEntry, faq_file_hash, load_faq
 from retrieval.embedder import SentenceTransformerEmbedder, resolve_embedder_path
 from retrieval.errors import IndexMissingError, IndexStaleError, IndexWriteError
 from retrieval.index import INDEX_FILE, META_FILE, FaqIndex
-
-FAQ = """\
-entries:
-  - id: track
-    questions: [How do I track my order?, where is my package]
-    answer: Use the tracking link.
-  - id: returns
-    questions: [How do I return an item?]
-    answer: Within 30 days.
-"""
+from tests.retrieval_support import FAQ
 
 
 def test_search_returns_entries_with_best_phrasing(sample_index: FaqIndex) -> None:
@@ -257,7 +248,7 @@ def test_large_index_finds_top_k_entries_when_one_entry_owns_the_nearest(
     import numpy as np
 
     from retrieval import index as index_module
-    from tests.test_tune_retriever import TableEmbedder
+    from tests.retrieval_support import TableEmbedder
 
     rng = np.random.default_rng(0)
     near = [f"near {i}" for i in range(60)]  # all close to the query

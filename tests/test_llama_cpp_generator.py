@@ -204,12 +204,12 @@ async def test_the_bot_generates_with_the_llama_cpp_backend(config_file: Path) -
 @pytest.mark.slow
 def test_train_on_the_bundled_model_writes_an_adapter_llama_cpp_serves(
         tmp_path: Path, config_file: Path) -> None:
-    from tests.test_training_cli import SAMPLE
+    from tests.conftest import SAMPLE_TRANSCRIPTS
 
     out = tmp_path / "adapter"
     result = CliRunner().invoke(app, [
-        "--config", str(config_file), "train", str(SAMPLE), "--out", str(out), "--max-steps",
-        "1", "--batch-size", "1", "--max-length", "256", "--samples", "0"])
+        "--config", str(config_file), "train", str(SAMPLE_TRANSCRIPTS), "--out", str(out),
+        "--max-steps", "1", "--batch-size", "1", "--max-length", "256", "--samples", "0"])
     assert result.exit_code == 0, result.output
     assert (out / "adapter.gguf").is_file() and "llama.cpp adapter" in result.output
     served = LlamaCppGenerator.load("SmolLM2-135M-Instruct", adapter=out, threads=2)

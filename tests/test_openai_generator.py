@@ -27,10 +27,9 @@ from bot.settings import GenerationSettings, ModelSettings, OpenAISettings, Sett
 from bot.storage import ConversationStore
 from bot.types import Decision, UserMessage
 from retrieval.index import FaqIndex
-from tests.dialogue_support import FAITHFUL, NEAR_MISS, collect, into_generated_band, store
+from tests.dialogue_support import FAITHFUL, NEAR_MISS, collect, into_generated_band
 from tests.openai_server import Call, Completion, Drop, OpenAIServer, Status, Stream
 
-__all__ = ["store"]  # the fixture, from tests/dialogue_support.py
 pytestmark = pytest.mark.timeout(60)
 
 PROMPT: Prompt = [{"role": "system", "content": "You answer from the FAQ."},
@@ -292,9 +291,10 @@ def test_n_completions_from_a_server_that_honours_n(server: OpenAIServer) -> Non
 
 
 def echo(call: Call) -> Stream:
-    """Stream the question back, upper-cased, after a pause."""
+    """Stream the question back, upper-cased, once two requests are in at once (after 0.5 s
+    if they never are)."""
     question = (call.body or {})["messages"][-1]["content"]
-    return Stream([question.upper()[:4], question.upper()[4:]], first_delay_s=0.5)
+    return Stream([question.upper()[:4], question.upper()[4:]], first_delay_s=0.5, together=2)
 
 
 def test_a_batch_is_requested_concurrently_in_order(server: OpenAIServer) -> None:

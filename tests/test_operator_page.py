@@ -28,7 +28,7 @@ from tests.browser_support import (  # skips this module without a browser
     running,
     sync_playwright,
 )
-from tests.test_operators import PASSWORD, add_operators
+from tests.operator_support import PASSWORD, add_operators
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,10 @@ from bot.settings import Settings
 from bot.storage import ConversationStore
 from bot.types import BotReply, ConversationStatus, Decision, UserMessage
 from retrieval.index import FaqIndex
-from tests.web_support import rows, web_settings
+from tests.operator_support import PASSWORD, handed_off, login, turn
+from tests.web_support import rows
 
 pytestmark = pytest.mark.timeout(120)
-PASSWORD = "correct horse battery"
 FAQ_QUESTION = "how do I reset my password"
 runner = CliRunner()
 
@@ -112,54 +111,9 @@ def test_operator_accounts_through_the_cli(tmp_path: Path) -> None:
 
 # --- the API --------------------------------------------------------------------------------------
 
-def add_operators(settings: Settings, *names: str) -> None:
-    async def add() -> None:
-        store = ConversationStore(settings.storage.database_url)
-        try:
-            await store.init()
-            for name in names:
-                await OperatorStore(store).add(name, hash_password(PASSWORD))
-        finally:
-            await store.close()
-
-    asyncio.run(add())
-
-
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    settings = web_settings(tmp_path)
-    add_operators(settings, "anna", "ben")
-    return settings
-
-
-@pytest.fixture
-def client(settings: Settings, sample_index: FaqIndex) -> Iterator[TestClient]:
-    # https: the session cookie is Secure, so the client sends it over https only
-    with TestClient(create_app(settings, index=sample_index),
-                    base_url="https://testserver") as test_client:
-        yield test_client
-
-
-def login(client: TestClient, name: str = "anna", password: str = PASSWORD) -> Any:
-    return client.post("/operator/api/login", json={"name": name, "password": password})
-
-
-def turn(ws: Any, text: str) -> dict[str, Any]:
-    """Send a customer message; the reply frame (token frames skipped)."""
-    ws.send_json({"type": "message", "text": text})
-    while True:
-        frame = ws.receive_json()
-        if frame["type"] == "reply":
-            return dict(frame)
-        assert frame["type"] == "token", frame
-
-
-def handed_off(client: TestClient) -> tuple[str, str]:
-    """A web conversation whose customer asked for a human: its id and token."""
-    with client.websocket_connect("/ws") as ws:
-        hello = ws.receive_json()
-        assert turn(ws, "I want to talk to a human")["decision"] == "handoff"
-    return hello["conversation_id"], hello["token"]
+def operators() -> tuple[str, ...]:
+    return ("anna", "ben")
 
 
 ROUTES = [("post", "/operator/api/logout"), ("get", "/operator/api/me"),

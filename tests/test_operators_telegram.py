@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from bot.channels.web import create_app
 from bot.operators.delivery import telegram_chat
 from retrieval.index import FaqIndex
+from tests.operator_support import PASSWORD, add_operators
 from tests.telegram_server import FakeBotApi
-from tests.test_operators import PASSWORD, add_operators
-from tests.test_telegram import ALICE, telegram_bot, tg_settings
+from tests.telegram_support import ALICE, telegram_bot, tg_settings
 from tests.web_support import rows
 
 pytestmark = pytest.mark.timeout(120)

@@ -16,15 +16,14 @@ from bot.channels.web import create_app
 from bot.channels.web.relay import PostgresRelay
 from bot.settings import Settings
 from retrieval.index import FaqIndex
-from tests.test_operators import add_operators, login, turn
-from tests.test_workers import postgres_url  # noqa: F401 - the fixture
+from tests.operator_support import add_operators, login, turn
 from tests.web_support import web_settings
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def settings(tmp_path: Path, postgres_url: str) -> Settings:  # noqa: F811
+def settings(tmp_path: Path, postgres_url: str) -> Settings:
     settings = web_settings(tmp_path)
     settings.storage.database_url = postgres_url
     add_operators(settings, "anna")

@@ -15,7 +15,7 @@ from bot.operators.store import OperatorStore
 from bot.storage import ConversationStore
 from bot.types import Decision, UserMessage
 from retrieval.index import FaqIndex
-from tests.test_dialogue import manager
+from tests.dialogue_support import manager
 
 TURNS = {
     "a": ["what's the capital of australia", "yes"],

@@ -14,11 +14,10 @@ from bot.storage import ConversationStore
 from bot.storage.models import Message
 from bot.types import BotReply, ConversationStatus, Decision, UserMessage
 from retrieval.index import FaqIndex
-from tests.dialogue_support import FAITHFUL, NEAR_MISS, collect, into_generated_band, store
+from tests.dialogue_support import FAITHFUL, NEAR_MISS, collect, into_generated_band
 from tests.fakes import ScriptedGenerator
 
 pytestmark = pytest.mark.timeout(120)
-__all__ = ["store"]  # the fixture, from tests/dialogue_support.py
 
 
 def guarded(index: FaqIndex, store: ConversationStore, settings: Settings | None = None,

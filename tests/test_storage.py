@@ -1,15 +1,10 @@
-"""ConversationStore on a SQLite file and on PostgreSQL: round trips, migrations, bad URLs.
-
-Other tests/test_storage_*.py files reuse the `database_url` and `store` fixtures from here.
-"""
+"""ConversationStore on a SQLite file and on PostgreSQL: round trips, migrations, bad URLs."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,41 +13,7 @@ from bot.errors import InputError, StorageError
 from bot.storage import ConversationStore
 from bot.types import BotReply, Decision, Source, UserMessage
 
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
-
-
-async def _empty_postgres(url: str) -> None:
-    """Drop everything in the test database's public schema."""
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.execute(text("DROP SCHEMA public CASCADE"))
-        await conn.execute(text("CREATE SCHEMA public"))
-    await engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database: a SQLite file, and a real PostgreSQL server when one is configured."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/sub/dir/bot.db"
-    if not POSTGRES_URL:
-        if os.environ.get("REQUIRE_POSTGRES"):
-            pytest.fail("REQUIRE_POSTGRES is set but TEST_POSTGRES_URL is not")
-        pytest.skip("set TEST_POSTGRES_URL (bash .ci/postgres.sh prints one) to run this")
-    await _empty_postgres(POSTGRES_URL)
-    return POSTGRES_URL
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[ConversationStore]:
-    """The same tests on a SQLite file and on a real PostgreSQL server."""
-    store = ConversationStore(database_url)
-    await store.init()
-    yield store
-    await store.close()
+pytestmark = pytest.mark.every_database  # database_url, store: SQLite and PostgreSQL
 
 
 async def test_turn_round_trip(store: ConversationStore) -> None:
@@ -112,6 +73,34 @@ async def test_unopenable_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot open database"):
         await store.init()
     await store.close()
+
+
+async def test_postgres_tests_keep_to_a_schema_of_their_own(postgres_url: str) -> None:
+    """The PostgreSQL tests run in their run's schema: the migrations put the tables and
+    alembic's version table there, the turn locks work, and `public` is left as it was."""
+    from sqlalchemy import text
+
+    tables = ("SELECT table_name FROM information_schema.tables WHERE table_schema = :schema "
+              "ORDER BY table_name")
+    store = ConversationStore(postgres_url)
+    try:
+        async with store.engine.connect() as conn:
+            schema = (await conn.execute(text("SELECT current_schema()"))).scalar_one()
+            public = list((await conn.execute(text(tables), {"schema": "public"})).scalars())
+        assert schema.startswith("sb_test_"), schema
+        await store.init()
+        async with asyncio.timeout(10), store.turn_lock("c"):
+            pass
+        async with store.engine.connect() as conn:
+            ours = set((await conn.execute(text(tables), {"schema": schema})).scalars())
+            assert list((await conn.execute(text(tables), {"schema": "public"})).scalars()) \
+                == public
+            version = (await conn.execute(text(
+                f'SELECT version_num FROM "{schema}".alembic_version'))).scalar_one()
+        assert {"alembic_version", "conversations", "messages"} <= ours
+        assert version == await store.revision() == ConversationStore.head_revision()
+    finally:
+        await store.close()
 
 
 async def test_migrations_build_exactly_the_models(store: ConversationStore) -> None:

@@ -10,9 +10,8 @@ from sqlalchemy import text
 from bot.errors import StorageError
 from bot.storage import LOCK_CONNECTIONS, ConversationStore
 from bot.types import BotReply, ConversationStatus, Decision, UserMessage
-from tests.test_storage import POSTGRES_URL, database_url, store
 
-__all__ = ["database_url", "store"]  # the fixtures, shared with tests/test_storage.py
+pytestmark = pytest.mark.every_database
 
 
 def turn(conversation_id: str, text: str = "hi") -> tuple[UserMessage, BotReply]:
@@ -97,11 +96,9 @@ async def test_a_failed_turn_releases_the_lock(store: ConversationStore) -> None
     assert store._turn_locks == {}
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="set TEST_POSTGRES_URL to run this")
-async def test_postgres_turn_locks_hold_across_processes() -> None:
+async def test_postgres_turn_locks_hold_across_processes(postgres_url: str) -> None:
     """A second store has its own pools and sessions, as a second worker process would."""
-    assert POSTGRES_URL is not None
-    store, other = ConversationStore(POSTGRES_URL), ConversationStore(POSTGRES_URL)
+    store, other = ConversationStore(postgres_url), ConversationStore(postgres_url)
     try:
         async with store.turn_lock("c"):
             waiting = asyncio.create_task(_enter(other, "c"))
@@ -126,13 +123,12 @@ async def test_postgres_turn_locks_hold_across_processes() -> None:
         await other.close()
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="set TEST_POSTGRES_URL to run this")
-async def test_postgres_turn_locks_take_a_bounded_number_of_connections() -> None:
+async def test_postgres_turn_locks_take_a_bounded_number_of_connections(
+        postgres_url: str) -> None:
     """More conversations at once than lock connections: the rest wait for one, and none
     fails (each lock held on its own connection would run PostgreSQL out of connections once
     several workers each hold dozens)."""
-    assert POSTGRES_URL is not None
-    store = ConversationStore(POSTGRES_URL)
+    store = ConversationStore(postgres_url)
     held: list[int] = []
 
     async def hold(conversation_id: str) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 from sqlalchemy import DateTime, TextClause, bindparam, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.storage import ConversationStore, upgrade
 from bot.types import BotReply, ConversationStatus, Decision, UserMessage
-from tests.test_storage import database_url
 
-__all__ = ["database_url"]  # the fixture, shared with tests/test_storage.py
+pytestmark = pytest.mark.every_database  # database_url: SQLite, and PostgreSQL when configured
 
 NOW = {"now": datetime(2026, 1, 1, 10, tzinfo=timezone.utc)}
 

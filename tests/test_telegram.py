@@ -3,64 +3,35 @@ API server on 127.0.0.1 (tests/telegram_server.py); nothing reaches the internet
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from bot.channels.telegram import TelegramService
 from bot.channels.telegram.markup import Pick, Rating, decode
 from bot.channels.telegram.service import webhook_secret
 from bot.channels.telegram.text import split_text, tg_len
 from bot.errors import ChannelError, SettingsError
-from bot.runtime import open_runtime
-from bot.settings import Settings, TelegramSettings, load_settings
+from bot.settings import TelegramSettings, load_settings
 from retrieval.corpus import load_faq
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.index import FaqIndex
 from tests.dialogue_support import NEAR_MISS
 from tests.telegram_server import BOT, TOKEN, FakeBotApi
-from tests.web_support import free_port, rows, running, scripted, web_settings
+from tests.telegram_support import ALICE, BOB, telegram_bot, tg_settings
+from tests.web_support import free_port, rows, running, scripted
 
 pytestmark = pytest.mark.timeout(60)
 PASSWORD = "how do I reset my password"
-ALICE, BOB = 1001, 1002
 
 
 @pytest.fixture
 def api() -> Iterator[FakeBotApi]:
     with FakeBotApi().running() as server:
         yield server
-
-
-def tg_settings(tmp_path: Path, api: FakeBotApi, index: FaqIndex | None = None,
-                generate: bool = False, **telegram: Any) -> Settings:
-    """Web-test settings (SQLite in tmp_path) with the Telegram channel on the test server."""
-    settings = web_settings(tmp_path, index, generate=generate)
-    values: dict[str, Any] = {
-        "token": TOKEN, "base_url": api.base_url, "base_file_url": api.base_url,
-        "state_file": tmp_path / "telegram-state.pickle", "poll_timeout_seconds": 1,
-        "edit_interval_seconds": 0.3, "retry_backoff_seconds": 0.1, **telegram}
-    for key, value in sorted(values.items(), key=lambda kv: kv[0] == "mode"):  # mode last
-        setattr(settings.telegram, key, value)
-    return settings
-
-
-@contextlib.asynccontextmanager
-async def telegram_bot(settings: Settings, index: FaqIndex,
-                       generator: Callable[[], Any] | None = None
-                       ) -> AsyncIterator[TelegramService]:
-    """The runtime and the Telegram channel, started (getMe, polling) and stopped after."""
-    runtime = await open_runtime(settings, index, generator)
-    try:
-        async with TelegramService(settings, runtime.manager) as service:
-            yield service
-    finally:
-        await runtime.close()
 
 
 def keyboard(message: dict[str, Any]) -> list[list[dict[str, Any]]]:

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from bot.cli import app
 from bot.generation.transformers_generator import TransformersGenerator
 from bot.settings import GenerationSettings
-from tests.conftest import ROOT, SAMPLE_FAQ
+from tests.conftest import ROOT, SAMPLE_FAQ, SAMPLE_TRANSCRIPTS
 
 runner = CliRunner()
-SAMPLE = ROOT / "data" / "transcripts" / "taskmaster4_sample.json"
+SAMPLE = SAMPLE_TRANSCRIPTS
 pytestmark = pytest.mark.timeout(300)
 
 

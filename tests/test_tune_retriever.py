@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,25 +18,11 @@ from retrieval.embedder import TUNING_FILE, SentenceTransformerEmbedder
 from retrieval.errors import IndexStaleError, RetrievalError
 from retrieval.index import SCORINGS, FaqIndex
 from retrieval.tune import TuneConfig, TuneError, epoch_batches, split_phrasings
+from tests.retrieval_support import TableEmbedder
 
 
 def _entry(id_: str, *questions: str) -> FaqEntry:
     return FaqEntry(id_, tuple(questions), f"answer of {id_}")
-
-
-class TableEmbedder:
-    """Fixed unit vectors per text: an Embedder whose cosines are known in advance."""
-
-    name = "table"
-
-    def __init__(self, table: dict[str, Sequence[float]]) -> None:
-        self.dimension = len(next(iter(table.values())))
-        self._table = {t: np.asarray(v, dtype=np.float32) / np.linalg.norm(v)
-                       for t, v in table.items()}
-
-    def embed(self, texts: Sequence[str], progress: object = None) -> np.ndarray:
-        return np.stack([self._table[t] for t in texts]) if texts else \
-            np.zeros((0, self.dimension), dtype=np.float32)
 
 
 def test_split_holds_out_a_share_of_entries_with_three_or_more_phrasings() -> None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from bot.channels.web import create_app
+from bot.operators import notices as notices_module
 from bot.operators.notices import send_wait_notices, wait_phrase
 from bot.settings import Settings
 from retrieval.index import FaqIndex
-from tests.test_operators import add_operators, login, turn
+from tests.operator_support import add_operators, login, turn
+from tests.wait_support import wait_for
 from tests.web_support import rows, web_settings
 
 pytestmark = pytest.mark.timeout(60)
@@ -24,23 +27,42 @@ def test_the_wait_is_said_in_minutes_or_vaguely() -> None:
     assert wait_phrase(7.6) == "about 8 minutes"
 
 
-def notices(settings: Settings) -> list[str]:
-    return [r.text for r in rows(settings, "SELECT text FROM messages WHERE decision='notice'")]
+def notices(settings: Settings, conversation_id: str | None = None) -> list[str]:
+    """The texts of the wait notices stored (of one conversation)."""
+    return [r.text for r in rows(settings, "SELECT conversation_id, text FROM messages "
+                                           "WHERE decision='notice'")
+            if conversation_id in (None, r.conversation_id)]
 
 
-def test_a_waiting_customer_hears_the_expected_wait_once(tmp_path: Path,
-                                                         sample_index: FaqIndex) -> None:
+@pytest.fixture
+def sweeps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The app's wait-notice sweeps, counted as they end (each: the notices it sent)."""
+    done: list[int] = []
+    sweep = notices_module.send_wait_notices
+
+    async def counted(*args: Any) -> int:
+        sent = await sweep(*args)
+        done.append(sent)
+        return sent
+
+    monkeypatch.setattr(notices_module, "send_wait_notices", counted)
+    return done
+
+
+def test_a_waiting_customer_hears_the_expected_wait_once(tmp_path: Path, sample_index: FaqIndex,
+                                                         sweeps: list[int]) -> None:
     settings = web_settings(tmp_path)
     settings.operators.wait_notice_minutes = 0.005  # 0.3 s, swept every 0.075 s
     add_operators(settings, "anna")
     with TestClient(create_app(settings, index=sample_index),
                     base_url="https://testserver") as client:
-        # Someone else's conversation, claimed 0.5 s after its handoff: the expected wait...
+        # Someone else's conversation, claimed once it waited past the setting: the expected
+        # wait...
         with client.websocket_connect("/ws") as first:
             other = first.receive_json()["conversation_id"]
             assert turn(first, "I want to talk to a human")["decision"] == "handoff"
         assert login(client).status_code == 200
-        time.sleep(0.5)
+        wait_for(lambda: notices(settings, other), "a notice to the first customer")
         assert client.post(f"/operator/api/conversations/{other}/claim").status_code == 200
         # ...and given back at once: its wait still counts (a claim is history, not a state)
         assert client.post(f"/operator/api/conversations/{other}/release").status_code == 200
@@ -52,7 +74,8 @@ def test_a_waiting_customer_hears_the_expected_wait_once(tmp_path: Path,
         assert frame["type"] == "operator" and frame["name"] == settings.persona.bot_name
         assert "the wait is about 1 minute" in frame["text"]
         assert "we will reply here in this chat" in frame["text"]
-        time.sleep(0.5)  # several more sweeps: still one notice for this handoff
+        swept = len(sweeps)  # several more sweeps: still one notice for this handoff
+        wait_for(lambda: len(sweeps) >= swept + 3, "three more sweeps")
         stored = rows(settings, "SELECT conversation_id, decision, role FROM messages "
                                 "WHERE decision='notice'")
         # The first conversation got its own notice before it was claimed.
@@ -71,7 +94,9 @@ def test_no_notice_when_switched_off(tmp_path: Path,
         with client.websocket_connect("/ws") as ws:
             ws.receive_json()
             assert turn(ws, "I want to talk to a human")["decision"] == "handoff"
-        time.sleep(0.3)
+            handed_off = time.monotonic()
+        # The customer has waited longer than the 0.001 minutes set below (0.06 s)...
+        wait_for(lambda: time.monotonic() - handed_off > 0.06, "a wait of 0.06 s")
         # A sweep now, run as the app's own would be: off, it sends nothing...
         ctx = client.app.state.operators  # type: ignore[attr-defined]
         sweep = (settings, ctx.store, ctx.web, ctx.telegram)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,6 @@ from tests.web_support import rows, scripted, web_settings
 
 pytestmark = pytest.mark.timeout(120)
 FAQ_QUESTION = "how do I reset my password"
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return web_settings(tmp_path)
-
-
-@pytest.fixture
-def client(settings: Settings, sample_index: FaqIndex) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, index=sample_index)) as test_client:
-        yield test_client
 
 
 def turn(ws: Any, text: str, client_id: str | None = None) -> tuple[list[str], dict[str, Any]]:

@@ -38,11 +38,8 @@ from bot.cli import app
 from bot.errors import SupportbotError
 from bot.settings import WORKER_ENV, Settings
 from tests.conftest import ROOT, SAMPLE_FAQ
-from tests.test_storage import _empty_postgres
-from tests.test_web_server import FAQ_QUESTIONS, stored
-from tests.web_support import free_port
+from tests.web_support import FAQ_QUESTIONS, free_port, stored
 
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL")
 runner = CliRunner()
 
 
@@ -165,17 +162,6 @@ KILL_AFTER = 150  # replies received before one worker is killed (of 500)
 LATE_CLIENTS = 10  # conversations started once the killed worker has been replaced
 WAIT = 60.0  # seconds any one reply may take on a busy 2-core machine
 DRAIN = 10
-
-
-@pytest.fixture
-async def postgres_url() -> str:
-    """The test PostgreSQL, emptied (as the storage tests do): several workers need it."""
-    if not POSTGRES_URL:
-        if os.environ.get("REQUIRE_POSTGRES"):
-            pytest.fail("REQUIRE_POSTGRES is set but TEST_POSTGRES_URL is not")
-        pytest.skip("set TEST_POSTGRES_URL (bash .ci/postgres.sh prints one) to run this")
-    await _empty_postgres(POSTGRES_URL)
-    return POSTGRES_URL
 
 
 @dataclass

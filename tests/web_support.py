@@ -14,11 +14,16 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import create_engine, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.settings import Settings
 from retrieval.index import FaqIndex
 from tests.dialogue_support import FAITHFUL, into_generated_band
 from tests.fakes import ScriptedGenerator
+
+# Customer questions on the sample FAQ's topics (the many-conversation tests cycle through them).
+FAQ_QUESTIONS = ["how do I reset my password", "How can I track my order?", "can I pay later",
+                 "do you deliver abroad", "is there a discount for students"]
 
 
 def web_settings(tmp_path: Path, index: FaqIndex | None = None, generate: bool = False,
@@ -85,3 +90,17 @@ def running(app: FastAPI, **config: Any) -> Iterator[tuple[str, uvicorn.Server]]
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+async def stored(url: str) -> list[Any]:
+    """All messages of the database, oldest first (read with its async driver: SQLite or
+    PostgreSQL alike)."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            result = await conn.execute(text(
+                "SELECT id, conversation_id, role, text, client_id, decision, meta "
+                "FROM messages ORDER BY id"))
+            return list(result.all())
+    finally:
+        await engine.dispose()
