@@ -622,9 +622,9 @@ def eval_retrieval(ctx: typer.Context,
     with _user_errors():
         settings = _settings(ctx)
         from retrieval.corpus import load_faq
-        from retrieval.evaluate import evaluate_retrieval, retrieval_markdown, write_report
-        from retrieval.metrics import Policy
-        from retrieval.queries import read_queries
+        from retrieval.offline.evaluate import evaluate_retrieval, retrieval_markdown, write_report
+        from retrieval.offline.metrics import Policy
+        from retrieval.offline.queries import read_queries
 
         r = settings.retrieval
         faq_path = faq or r.faq_path

@@ -31,7 +31,7 @@ from bot.settings import Settings
 if TYPE_CHECKING:
     from bot.eval_dialogue import DialogueEvaluation, DialogueRow
     from retrieval.index import FaqIndex
-    from retrieval.queries import LabelledQuery
+    from retrieval.offline.queries import LabelledQuery
 
 
 @eval_app.command("dialogue")
@@ -57,7 +57,7 @@ def eval_dialogue(ctx: typer.Context,
         settings = _settings(ctx)
         from bot.eval_dialogue import write_report
         from retrieval.corpus import load_faq
-        from retrieval.queries import read_queries
+        from retrieval.offline.queries import read_queries
 
         configured = settings.retrieval.faq_path
         faq_path = faq or configured

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from retrieval.bands import Band, decide
-from retrieval.calibrate import held_out_samples
 from retrieval.classifier import (
     WEIGHT_DECAYS,
     SoftmaxHead,
@@ -20,10 +19,11 @@ from retrieval.classifier import (
 )
 from retrieval.corpus import FaqEntry
 from retrieval.errors import RetrievalError
-from retrieval.evaluate import evaluate_retrieval
 from retrieval.index import SCORINGS, FaqIndex
-from retrieval.metrics import Policy
-from retrieval.queries import LabelledQuery
+from retrieval.offline.calibrate import held_out_samples
+from retrieval.offline.evaluate import evaluate_retrieval
+from retrieval.offline.metrics import Policy
+from retrieval.offline.queries import LabelledQuery
 from tests.test_tune_retriever import TableEmbedder
 
 # Three entries around three axes of a 4-d space; each phrasing leans a little towards the 4th.

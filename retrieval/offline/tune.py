@@ -5,7 +5,7 @@ The loss is sentence-transformers' MultipleNegativesRankingLoss over (phrasing, 
 of the same entry) pairs; every batch holds pairs of distinct entries, so that no in-batch
 "negative" is really a positive. A share of each entry's phrasings is held out of tuning, to
 calibrate the answer and suggest thresholds on phrasings the tuned model has not seen
-(retrieval.calibrate).
+(retrieval.offline.calibrate).
 """
 
 from __future__ import annotations
