@@ -33,10 +33,11 @@ def calibrated_settings(faq: Path, embedder_name: str, scoring: str = "classifie
     phrasings for this embedder, as tune-retriever calibrates them."""
     import torch
 
-    from retrieval.calibrate import calibrate, held_out_samples, read_questions
     from retrieval.corpus import load_faq
     from retrieval.embedder import SentenceTransformerEmbedder
-    from retrieval.tune import split_phrasings
+    from retrieval.offline.calibrate import calibrate, held_out_samples
+    from retrieval.offline.tune import split_phrasings
+    from retrieval.outside import read_questions
 
     torch.set_num_threads(1)
     entries = load_faq(faq)

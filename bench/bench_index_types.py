@@ -23,7 +23,7 @@ from common import ROOT
 from retrieval.corpus import load_faq
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.index import INDEX_TYPES, FaqIndex, new_faiss_index
-from retrieval.queries import read_queries
+from retrieval.offline.queries import read_queries
 
 DATA = ROOT / "data" / "retrieval"
 SETS = {"clinc150": ("clinc150_faq.jsonl", "clinc150_queries.csv"),

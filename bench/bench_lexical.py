@@ -37,7 +37,7 @@ def fit_seconds(faq: Path, queries: Path) -> dict[str, float]:
     from bot.settings import Settings
     from retrieval.embedder import SentenceTransformerEmbedder
     from retrieval.index import FaqIndex
-    from retrieval.queries import read_queries
+    from retrieval.offline.queries import read_queries
 
     torch.set_num_threads(1)
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from bot.types import BotReply, Decision, UserMessage
 from retrieval.errors import ReportWriteError
-from retrieval.evaluate import mix_table, percentile
-from retrieval.queries import LabelledQuery
+from retrieval.offline.evaluate import mix_table, percentile
+from retrieval.offline.queries import LabelledQuery
 
 if TYPE_CHECKING:
     from bot.dialogue import DialogueManager

@@ -68,7 +68,7 @@ async def sweep_originals(store: ConversationStore, every: float = SWEEP_SECONDS
 
 def outside_questions(settings: Settings) -> list[str]:
     """The out-of-scope questions retrieval.out_of_scope names (none for 'none')."""
-    from retrieval.calibrate import read_questions
+    from retrieval.outside import read_questions
 
     choice = settings.retrieval.out_of_scope
     if choice == "none":

@@ -6,15 +6,17 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from bot.shared.textfile import TextFileError, decode_text, jsonl_lines
 from retrieval.errors import CorpusError, CorpusProblem
+
+R = TypeVar("R")  # what a file's reader returns
 
 FIELDS = ("id", "questions", "answer", "tags", "link")
 LIST_SEPARATOR = "|"
@@ -48,21 +50,36 @@ class _RawRow:
 def load_faq(path: Path | str) -> list[FaqEntry]:
     """Load and validate a FAQ file (.yaml, .yml, .jsonl, .csv); CorpusError names every problem."""
     path = Path(path)
-    if not path.is_file():
-        raise CorpusError.single(path, "FAQ file not found")
-    suffix = path.suffix.lower()
     readers = {".yaml": _read_yaml, ".yml": _read_yaml, ".jsonl": _read_jsonl, ".csv": _read_csv}
-    if suffix not in readers:
-        raise CorpusError.single(path, f"unknown FAQ format '{suffix}' (use .yaml, .jsonl or .csv)")
-    text = decode_faq(path, _read_bytes(path))
+    reader, text = open_text_file(path, "FAQ", readers, ".yaml, .jsonl or .csv", CorpusError)
     problems: list[CorpusProblem] = []
-    rows = readers[suffix](path, text, problems)
+    rows = reader(path, text, problems)
     entries = _validate(path, rows, problems)
     if not entries and not problems:
         problems.append(CorpusProblem(path, "no FAQ entries in file"))
     if problems:
         raise CorpusError(problems)
     return entries
+
+
+def open_text_file(path: Path, what: str, readers: Mapping[str, R], formats: str,
+                   error: type[CorpusError]) -> tuple[R, str]:
+    """The reader for the file's suffix and the file's text (UTF-8, BOM or not); `error` (a
+    CorpusError type) says the `what` file is missing, of an unknown format, unreadable or not
+    UTF-8, naming the line."""
+    if not path.is_file():
+        raise error.single(path, f"{what} file not found")
+    suffix = path.suffix.lower()
+    if suffix not in readers:
+        raise error.single(path, f"unknown {what} format '{suffix}' (use {formats})")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error.single(path, f"cannot read the {what} file: {exc.strerror or exc}") from exc
+    try:
+        return readers[suffix], decode_text(raw)
+    except TextFileError as exc:
+        raise error.single(path, exc.message, exc.line) from exc
 
 
 def faq_file_hash(path: Path | str) -> str:
@@ -77,14 +94,6 @@ def _read_bytes(path: Path) -> bytes:
         raise CorpusError.single(path, "FAQ file not found") from exc
     except OSError as exc:
         raise CorpusError.single(path, f"cannot read the FAQ file: {exc.strerror or exc}") from exc
-
-
-def decode_faq(path: Path, raw: bytes) -> str:
-    """UTF-8 text with or without a byte-order mark (Excel writes one), newlines as \\n."""
-    try:
-        return decode_text(raw)
-    except TextFileError as exc:
-        raise CorpusError.single(path, exc.message, exc.line) from exc
 
 
 def corpus_hash(entries: Iterable[FaqEntry]) -> str:

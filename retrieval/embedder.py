@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
 
 ProgressCallback = Callable[[int], None]
-# Written by `supportbot tune-retriever` next to a tuned model (retrieval.tune).
+# Written by `supportbot tune-retriever` next to a tuned model (retrieval.offline.tune).
 TUNING_FILE = "supportbot_tuning.json"
 
 

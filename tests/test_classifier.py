@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from retrieval.bands import Band, decide
-from retrieval.calibrate import held_out_samples
 from retrieval.classifier import (
     WEIGHT_DECAYS,
     SoftmaxHead,
@@ -20,10 +19,11 @@ from retrieval.classifier import (
 )
 from retrieval.corpus import FaqEntry
 from retrieval.errors import RetrievalError
-from retrieval.evaluate import evaluate_retrieval
 from retrieval.index import SCORINGS, FaqIndex
-from retrieval.metrics import Policy
-from retrieval.queries import LabelledQuery
+from retrieval.offline.calibrate import held_out_samples
+from retrieval.offline.evaluate import evaluate_retrieval
+from retrieval.offline.metrics import Policy
+from retrieval.offline.queries import LabelledQuery
 from tests.retrieval_support import TableEmbedder
 
 # Three entries around three axes of a 4-d space; each phrasing leans a little towards the 4th.
@@ -252,7 +252,7 @@ def test_open_index_fits_the_head_when_the_settings_ask_for_the_classifier(
     outside.write_text("# unrelated questions\n" + "\n".join(OUTSIDE) + "\n", encoding="utf-8")
     settings.retrieval.out_of_scope = str(outside)
     index, _ = open_index(settings, embedder=TableEmbedder(TABLE))
-    state = index._derived_state
+    state = index._snapshot
     assert index.scoring == "classifier" and state is not None and state.head is not None
     assert index.outside == tuple(OUTSIDE) and state.head.outside
     assert index.search("near a", top_k=1)[0].entry.id == "a"
@@ -422,9 +422,10 @@ def test_the_index_refits_from_its_last_head_until_invalidated() -> None:
     assert refit is not first and refit.lexicon is not None, "auto's choice is kept"
     assert refit.weight_decay == first.weight_decay
     assert index.search("why was my card declined", 1)[0].entry.id == "declined"
-    assert index.copy()._last_head is refit, "a copy refits from the same head"
+    assert index.copy()._snapshot.memory.last_head is refit, "a copy refits from the same head"
     index.invalidate()
-    assert index._last_head is None, "invalidate() starts afresh: decay and words chosen again"
+    assert index._snapshot.memory.last_head is None, \
+        "invalidate() starts afresh: decay and words chosen again"
 
 
 def test_out_of_scope_additions_refit_from_the_last_head_and_removals_from_scratch() -> None:
@@ -434,18 +435,20 @@ def test_out_of_scope_additions_refit_from_the_last_head_and_removals_from_scrat
     index.outside = OUTSIDE[:3]
     first = index.classifier_head()
     index.outside = OUTSIDE
-    assert index._last_head is first, "kept for the refit"
+    assert index._snapshot.memory.last_head is first, "kept for the refit"
     added = index.classifier_head()
     assert added is not first and added.weight_decay == first.weight_decay
     assert index.search("near a", 1)[0].entry.id == "a"
     assert index.search("o3", 1)[0].score < index.search("near a", 1)[0].score - 0.3
     index.outside = OUTSIDE[:3]
-    assert index._last_head is None and index._weight_decay is None, "fitted from scratch"
+    memory = index._snapshot.memory
+    assert memory.last_head is None and memory.weight_decay is None, "fitted from scratch"
     assert index.classifier_head().outside
     index.extend(phrasings=[("c", "d0")])
-    assert index._last_head is not None
+    assert index._snapshot.memory.last_head is not None
     index.remove([("c", "d0")])
-    assert index._last_head is None, "a phrasing taken back: the next head starts from zero"
+    assert index._snapshot.memory.last_head is None, \
+        "a phrasing taken back: the next head starts from zero"
     assert index.classifier_head().weight_decay == added.weight_decay, "decay kept"
 
 

@@ -25,7 +25,7 @@ from bot.settings import Settings
 from bot.storage import ConversationStore
 from bot.types import BotReply, Candidate, Decision, Source
 from retrieval.index import FaqIndex
-from retrieval.queries import LabelledQuery
+from retrieval.offline.queries import LabelledQuery
 from tests.conftest import SAMPLE_FAQ
 from tests.dialogue_support import FAITHFUL, NEAR_MISS, into_generated_band
 from tests.fakes import ScriptedGenerator

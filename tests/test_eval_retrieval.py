@@ -14,9 +14,9 @@ from retrieval.bands import Band, decide, suggestions
 from retrieval.corpus import FaqEntry
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.errors import QueryFileError
-from retrieval.evaluate import evaluate_retrieval, percentile
 from retrieval.index import FaqIndex
-from retrieval.metrics import (
+from retrieval.offline.evaluate import evaluate_retrieval, percentile
+from retrieval.offline.metrics import (
     Policy,
     Ranked,
     confused_pairs,
@@ -26,7 +26,7 @@ from retrieval.metrics import (
     scope_metrics,
     sweep,
 )
-from retrieval.queries import LabelledQuery, read_queries
+from retrieval.offline.queries import LabelledQuery, read_queries
 from tests.conftest import ROOT, SAMPLE_FAQ
 
 runner = CliRunner()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import retrieval.index as index_module
+import retrieval.index.head as index_module
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.head_cache import HEAD_FILE, head_key, load_head, save_head
 from retrieval.index import FaqIndex

@@ -247,7 +247,7 @@ def test_large_index_finds_top_k_entries_when_one_entry_owns_the_nearest(
     all of them, the search looks deeper rather than return fewer entries than top_k."""
     import numpy as np
 
-    from retrieval import index as index_module
+    from retrieval.index import scoring as index_module
     from tests.retrieval_support import TableEmbedder
 
     rng = np.random.default_rng(0)
@@ -278,7 +278,7 @@ def test_approximate_index_types_find_what_flat_finds_and_grow(
     import faiss
 
     kind = faiss.IndexHNSW if index_type == "hnsw" else faiss.IndexIVF
-    assert isinstance(other._index, kind) and other.index_type == index_type
+    assert isinstance(other._snapshot.index, kind) and other.index_type == index_type
     for query in QUERIES:  # 216 phrasings: the approximate search finds the same entries
         assert [h.entry.id for h in other.search(query, 3)] == \
             [h.entry.id for h in flat.search(query, 3)], query
@@ -295,7 +295,7 @@ def test_approximate_index_types_find_what_flat_finds_and_grow(
     saved = FaqIndex.build(sample_entries, minilm, index_type=index_type)
     saved.save(tmp_path)
     loaded = FaqIndex.load(tmp_path, sample_entries, minilm, index_type)
-    assert isinstance(loaded._index, kind) and loaded.index_type == index_type
+    assert isinstance(loaded._snapshot.index, kind) and loaded.index_type == index_type
     with pytest.raises(IndexStaleError, match=f"a {index_type} index, now flat"):
         FaqIndex.load(tmp_path, sample_entries, minilm)  # the setting changed: rebuilt
 
@@ -307,7 +307,7 @@ def test_an_ivf_index_of_a_small_faq_is_exact_and_not_rebuilt_each_start(
 
     small = sample_entries[:5]  # under 39 phrasings: too few to cluster
     built = FaqIndex.build(small, minilm, index_type="ivf")
-    assert isinstance(built._index, faiss.IndexFlatIP) and built.index_type == "ivf"
+    assert isinstance(built._snapshot.index, faiss.IndexFlatIP) and built.index_type == "ivf"
     built.save(tmp_path)
     assert FaqIndex.load(tmp_path, small, minilm, "ivf").index_type == "ivf"
     with pytest.raises(Exception, match="unknown index type 'annoy'"):

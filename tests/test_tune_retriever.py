@@ -12,12 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import app
-from retrieval.calibrate import ANSWER_FLOOR, Sample, calibrate, read_questions, samples_from_hits
 from retrieval.corpus import FaqEntry
 from retrieval.embedder import TUNING_FILE, SentenceTransformerEmbedder
 from retrieval.errors import IndexStaleError, RetrievalError
 from retrieval.index import SCORINGS, FaqIndex
-from retrieval.tune import TuneConfig, TuneError, epoch_batches, split_phrasings
+from retrieval.offline.calibrate import ANSWER_FLOOR, Sample, calibrate, samples_from_hits
+from retrieval.offline.tune import TuneConfig, TuneError, epoch_batches, split_phrasings
+from retrieval.outside import read_questions
 from tests.retrieval_support import TableEmbedder
 
 

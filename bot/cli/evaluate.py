@@ -35,7 +35,7 @@ from bot.settings import Settings
 if TYPE_CHECKING:
     from bot.eval_dialogue import DialogueEvaluation, DialogueRow
     from retrieval.index import FaqIndex
-    from retrieval.queries import LabelledQuery
+    from retrieval.offline.queries import LabelledQuery
 
 # A report, and the function that writes it as Markdown.
 Measured = tuple[dict[str, Any], Callable[[dict[str, Any]], str]]
@@ -83,9 +83,9 @@ def eval_retrieval(ctx: typer.Context,
     with user_errors():
         settings = settings_of(ctx)
         from retrieval.corpus import load_faq
-        from retrieval.evaluate import evaluate_retrieval, retrieval_markdown, write_report
-        from retrieval.metrics import Policy
-        from retrieval.queries import read_queries
+        from retrieval.offline.evaluate import evaluate_retrieval, retrieval_markdown, write_report
+        from retrieval.offline.metrics import Policy
+        from retrieval.offline.queries import read_queries
 
         r = settings.retrieval
         faq_path = faq or r.faq_path
@@ -148,7 +148,7 @@ def eval_dialogue(ctx: typer.Context,
         settings = settings_of(ctx)
         from bot.eval_dialogue import write_report
         from retrieval.corpus import load_faq
-        from retrieval.queries import read_queries
+        from retrieval.offline.queries import read_queries
 
         configured = settings.retrieval.faq_path
         faq_path = faq or configured

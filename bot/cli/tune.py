@@ -18,10 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bot.cli.common import err, out, quiet_transformers, settings_of, user_errors
 
 if TYPE_CHECKING:
-    from retrieval.calibrate import Thresholds
     from retrieval.corpus import FaqEntry
     from retrieval.embedder import Embedder
-    from retrieval.tune import Split
+    from retrieval.offline.calibrate import Thresholds
+    from retrieval.offline.tune import Split
 
 SETTINGS_FILE = "settings.yaml"
 
@@ -57,8 +57,8 @@ def _calibrations(entries: list[FaqEntry], split: Split, embedder: Embedder,
     """Thresholds for each entry scoring, measured on the held-out phrasings and the
     out-of-scope questions (`learnt`: the classifier's out-of-scope class; `lexical`: whether
     it weighs words, retrieval.lexical)."""
-    from retrieval.calibrate import calibrate, held_out_samples
     from retrieval.index import SCORINGS
+    from retrieval.offline.calibrate import calibrate, held_out_samples
 
     found = held_out_samples(entries, split.tune, split.held_out, embedder, SCORINGS, outside,
                              learnt, lexical)
@@ -129,11 +129,12 @@ def tune_retriever(
         from bot.runtime import outside_questions, torch_threads
         from retrieval.corpus import load_faq
         from retrieval.embedder import SentenceTransformerEmbedder
-        from retrieval.tune import TuneConfig, TuneError, tune_embedder, write_tuning_file
+        from retrieval.offline.tune import TuneConfig, TuneError, tune_embedder, write_tuning_file
 
         quiet_transformers()
         torch_threads(0)()  # tuning is the only work: all cores
-        from retrieval.calibrate import best_scoring, read_questions
+        from retrieval.offline.calibrate import best_scoring
+        from retrieval.outside import read_questions
 
         faq_path = faq or settings.retrieval.faq_path
         entries = load_faq(faq_path)

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from retrieval.corpus import csv_records, decode_faq, jsonl_objects
-from retrieval.errors import CorpusError, CorpusProblem, QueryFileError
+from retrieval.corpus import csv_records, jsonl_objects, open_text_file
+from retrieval.errors import CorpusProblem, QueryFileError
 
 # A file with thousands of bad rows names the first ones, not all of them.
 MAX_PROBLEMS = 20
@@ -40,21 +40,11 @@ def read_queries(path: Path | str, known_ids: Collection[str] | None = None
     `known_ids`, a `faq_id` that is not one of them is a problem too.
     """
     path = Path(path)
-    if not path.is_file():
-        raise QueryFileError.single(path, "queries file not found")
-    suffix = path.suffix.lower()
     readers = {".csv": _read_csv, ".jsonl": _read_jsonl, ".yaml": _read_yaml, ".yml": _read_yaml}
-    if suffix not in readers:
-        raise QueryFileError.single(
-            path, f"unknown queries format '{suffix}' (use .csv, .jsonl or .yaml)")
-    try:
-        text = decode_faq(path, path.read_bytes())
-    except OSError as exc:
-        raise QueryFileError.single(path, f"cannot read: {exc.strerror or exc}") from exc
-    except CorpusError as exc:
-        raise QueryFileError(exc.problems) from None
+    reader, text = open_text_file(path, "queries", readers, ".csv, .jsonl or .yaml",
+                                  QueryFileError)
     problems: list[CorpusProblem] = []
-    queries = readers[suffix](path, text, problems)
+    queries = reader(path, text, problems)
     if known_ids is not None:
         for query in queries:
             if query.faq_id is not None and query.faq_id not in known_ids:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from retrieval.evaluate import Evaluation
+    from retrieval.offline.evaluate import Evaluation
 
 
 def write_plots(evaluation: Evaluation, out_dir: Path) -> list[Path]:

@@ -12,18 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
 
 from retrieval.corpus import FaqEntry
 from retrieval.embedder import Embedder
-from retrieval.errors import RetrievalError
 from retrieval.index import FaqIndex
 
-# Bundled out-of-scope questions (CLINC150's oos_train; source and license in the file).
-OOS_FILE = "oos_questions.txt"
 # No threshold below this: a cosine this low is noise for any sentence embedder.
 FLOOR = 0.2
 # No direct answer below this score, whatever the margin: held-out phrasings of the FAQ are
@@ -195,16 +190,3 @@ def held_out_samples(entries: Sequence[FaqEntry], tune: Sequence[Sequence[str]],
                  for row in rows if row]
         found[scoring] = (samples, leads)
     return found
-
-
-def read_questions(path: Path | str | None = None) -> list[str]:
-    """Out-of-scope questions, one per line (# comments); the bundled set without a path."""
-    if path is None:
-        text = resources.files("retrieval").joinpath(OOS_FILE).read_text(encoding="utf-8")
-    else:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RetrievalError(f"cannot read out-of-scope questions {path}: {exc}") from exc
-    return [line.strip() for line in text.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]

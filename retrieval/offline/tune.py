@@ -5,7 +5,7 @@ The loss is sentence-transformers' MultipleNegativesRankingLoss over (phrasing, 
 of the same entry) pairs; every batch holds pairs of distinct entries, so that no in-batch
 "negative" is really a positive. A share of each entry's phrasings is held out of tuning, to
 calibrate the answer and suggest thresholds on phrasings the tuned model has not seen
-(retrieval.calibrate).
+(retrieval.offline.calibrate).
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from retrieval.corpus import FaqEntry, corpus_hash
 from retrieval.embedder import TUNING_FILE, resolve_embedder_path
@@ -31,52 +33,52 @@ class TuneError(RetrievalError):
     """Tuning cannot start or finish: a bad setting, too little data, an unwritable folder."""
 
 
-@dataclass
-class TuneConfig:
-    """The settings of one embedder tuning run; the tuning file records exactly `to_dict()`."""
+class TuneConfig(BaseModel):
+    """The settings of one embedder tuning run; the tuning file records exactly `to_dict()`.
 
-    epochs: int = field(default=3, metadata={
-        "help": "Passes over the phrasings (each phrasing is an anchor once per pass)."})
-    batch_size: int = field(default=32, metadata={
-        "help": "Pairs per step; each batch holds distinct entries, so at most one per entry."})
-    learning_rate: float = field(default=3e-5, metadata={"help": "Peak AdamW learning rate."})
-    warmup_ratio: float = field(default=0.1, metadata={
-        "help": "Share of the steps spent warming the learning rate up from 0, in [0, 1)."})
-    holdout: float = field(default=0.2, metadata={
-        "help": "Share of each entry's phrasings kept out of tuning to calibrate the thresholds "
-                "(entries with fewer than 3 phrasings keep all of theirs), in [0, 0.5]."})
-    with_answers: bool = field(default=False, metadata={
-        "help": "Also pair each phrasing with its entry's answer text (helps when entries have "
-                "few phrasings and real answers)."})
-    positives: int = field(default=3, metadata={
-        "help": "Pairs per phrasing and epoch, each with another phrasing of its entry (fewer "
-                "when the entry has fewer): small FAQs get more pairs out of few phrasings."})
-    max_steps: int | None = field(default=400, metadata={
-        "help": "Stop after this many steps even if the epochs are not done (about 1 s a step "
-                "on 2 CPU cores at batch 32); None: all epochs."})
-    seed: int = field(default=0, metadata={"help": "Seeds the split, the pairs and the order."})
+    Out-of-range values raise TuneError naming every bad field (pydantic checks the ranges).
+    """
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.epochs < 1:
-            problems.append("epochs must be at least 1")
-        if self.batch_size < 2:
-            problems.append("batch_size must be at least 2 (in-batch negatives)")
-        if not 0 < self.learning_rate < 1:
-            problems.append("learning_rate must be in (0, 1)")
-        if not 0 <= self.warmup_ratio < 1:
-            problems.append("warmup_ratio must be in [0, 1)")
-        if not 0 <= self.holdout <= 0.5:
-            problems.append("holdout must be in [0, 0.5]")
-        if self.positives < 1:
-            problems.append("positives must be at least 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            problems.append("max_steps must be at least 1")
-        if problems:
-            raise TuneError("tuning settings: " + "; ".join(problems))
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=3, ge=1, description=(
+        "Passes over the phrasings (each phrasing is an anchor once per pass)."))
+    batch_size: int = Field(default=32, ge=2, description=(
+        "Pairs per step (at least 2: in-batch negatives); each batch holds distinct entries, "
+        "so at most one per entry."))
+    learning_rate: float = Field(default=3e-5, gt=0, lt=1,
+                                 description="Peak AdamW learning rate, in (0, 1).")
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1, description=(
+        "Share of the steps spent warming the learning rate up from 0, in [0, 1)."))
+    holdout: float = Field(default=0.2, ge=0, le=0.5, description=(
+        "Share of each entry's phrasings kept out of tuning to calibrate the thresholds "
+        "(entries with fewer than 3 phrasings keep all of theirs), in [0, 0.5]."))
+    with_answers: bool = Field(default=False, description=(
+        "Also pair each phrasing with its entry's answer text (helps when entries have "
+        "few phrasings and real answers)."))
+    positives: int = Field(default=3, ge=1, description=(
+        "Pairs per phrasing and epoch, each with another phrasing of its entry (fewer "
+        "when the entry has fewer): small FAQs get more pairs out of few phrasings."))
+    max_steps: int | None = Field(default=400, ge=1, description=(
+        "Stop after this many steps even if the epochs are not done (about 1 s a step "
+        "on 2 CPU cores at batch 32); None: all epochs."))
+    seed: int = Field(default=0, description="Seeds the split, the pairs and the order.")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise TuneError("tuning settings: " + _problems(exc)) from exc
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as the tuning file records them."""
+        return self.model_dump()
+
+
+def _problems(exc: ValidationError) -> str:
+    """Each bad field and what is wrong with it, in the fields' order: "batch_size: ..."."""
+    return "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                     for error in exc.errors())
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from typing import Any
 from retrieval.embedder import ProgressCallback
 from retrieval.errors import ReportWriteError
 from retrieval.index import FaqIndex
-from retrieval.metrics import MIN_ANSWER_PRECISION, RANK_DEPTH, Policy, Ranked, summarise
-from retrieval.queries import LabelledQuery
+from retrieval.offline.metrics import MIN_ANSWER_PRECISION, RANK_DEPTH, Policy, Ranked, summarise
+from retrieval.offline.queries import LabelledQuery
 
 # Single-query searches timed for p50 / p95 (spread evenly over the file), after a warm-up.
 LATENCY_SAMPLE = 200
@@ -86,7 +86,7 @@ def evaluate_retrieval(index: FaqIndex, queries: Sequence[LabelledQuery], policy
 
 def write_report(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     """report.json, report.md, scores.png and sweep.png."""
-    from retrieval import plots
+    from retrieval.offline import plots
 
     written = [out_dir / "report.json", out_dir / "report.md"]
     try:

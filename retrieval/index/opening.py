@@ -1,0 +1,93 @@
+"""Opening a saved index: loaded when it still fits the FAQ file and embedder, else rebuilt."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from retrieval.corpus import FaqEntry, faq_file_hash, load_faq
+from retrieval.embedder import Embedder, ProgressCallback
+from retrieval.errors import IndexMissingError, IndexStaleError, IndexWriteError
+from retrieval.head_cache import HEAD_FILE
+from retrieval.index import store
+
+if TYPE_CHECKING:
+    from retrieval.index.faq_index import FaqIndex, Opened
+
+
+def load(cls: type[FaqIndex], index_dir: Path, entries: Sequence[FaqEntry], embedder: Embedder,
+         index_type: str = "flat") -> FaqIndex:
+    """The saved index; IndexStaleError if corpus, embedder or index type no longer match."""
+    meta = store.read_meta(index_dir)
+    reasons = store.stale_reasons(meta, entries, embedder, index_type)
+    if reasons:
+        raise IndexStaleError(index_dir, reasons)
+    return _from_saved(cls, index_dir, meta, entries, embedder)
+
+
+def load_or_build(cls: type[FaqIndex], index_dir: Path, entries: Sequence[FaqEntry],
+                  embedder: Embedder, rebuild: bool = True,
+                  progress: ProgressCallback | None = None, faq_sha256: str | None = None,
+                  index_type: str = "flat") -> Opened:
+    """FaqIndex.load_or_build: the saved index, or one (re)built and saved, and why."""
+    try:
+        return load(cls, index_dir, entries, embedder, index_type), None
+    except (IndexMissingError, IndexStaleError) as exc:
+        if not rebuild:
+            raise
+        why = exc
+    index = cls.build(entries, embedder, progress=progress, index_type=index_type)
+    index.faq_sha256 = faq_sha256
+    index.save(index_dir)
+    return index, why
+
+
+def open_index(cls: type[FaqIndex], faq_path: Path, index_dir: Path, embedder: Embedder,
+               rebuild: bool = True, progress: ProgressCallback | None = None,
+               index_type: str = "flat") -> Opened:
+    """FaqIndex.open: the saved index of a FAQ file, (re)built when missing or stale."""
+    digest = faq_file_hash(faq_path)
+    try:
+        index = _load_unchanged(cls, index_dir, digest, embedder, index_type)
+        index.head_file = index_dir / HEAD_FILE
+        return index, None
+    except (IndexMissingError, IndexStaleError):
+        pass  # parse the file: load_or_build finds (and reports) why the index is stale
+    entries = load_faq(faq_path)
+    index, why = load_or_build(cls, index_dir, entries, embedder, rebuild, progress, digest,
+                               index_type)
+    index.head_file = index_dir / HEAD_FILE
+    if index.faq_sha256 != digest:
+        # The same entries from other bytes (an edited comment, say): remember these bytes
+        # so that the next start skips parsing. A read-only index only loses the shortcut.
+        index.faq_sha256 = digest
+        with contextlib.suppress(IndexWriteError):
+            index.save_meta(index_dir)
+    return index, why
+
+
+def _load_unchanged(cls: type[FaqIndex], index_dir: Path, faq_sha256: str, embedder: Embedder,
+                    index_type: str = "flat") -> FaqIndex:
+    """The saved index with its saved entries, if built from a file with these bytes."""
+    meta = store.read_meta(index_dir)
+    if meta["faq_sha256"] != faq_sha256:
+        raise IndexStaleError(index_dir, ["the FAQ file changed since it was built"])
+    reasons = store.embedder_reasons(meta, embedder) + store.type_reasons(meta, index_type)
+    if reasons:
+        raise IndexStaleError(index_dir, reasons)
+    entries = store.saved_entries(index_dir, meta)
+    return _from_saved(cls, index_dir, meta, entries, embedder, known_hash=meta["corpus_hash"])
+
+
+def _from_saved(cls: type[FaqIndex], index_dir: Path, meta: dict[str, Any],
+                entries: Sequence[FaqEntry], embedder: Embedder,
+                known_hash: str | None = None) -> FaqIndex:
+    """The FaqIndex for checked metadata: reads the FAISS file and checks that they fit."""
+    index = store.read_faiss(index_dir, meta, entries, embedder.dimension)
+    return cls(entries, embedder, index, np.asarray(meta["phrasing_entry"], dtype=np.int64),
+               list(meta["phrasings"]), known_hash, meta["faq_sha256"],
+               index_type=str(meta.get("index_type", "flat")))
