@@ -43,7 +43,7 @@ from bot.models import (
     utcnow,
 )
 from bot.settings import hide_password as mask_url  # one masking for settings, logs, errors
-from bot.types import BotReply, ConversationStatus, UserMessage
+from bot.types import BotReply, ConversationStatus, ReplyMeta, UserMessage
 
 __all__ = ["Base", "Conversation", "ConversationStore", "Feedback", "Message", "mask_url"]
 RATINGS = ("up", "down")
@@ -754,8 +754,9 @@ def _upgrade(connection: Connection, target: str = "head") -> None:
     command.upgrade(config, target)
 
 
-def _meta(reply: BotReply) -> dict[str, Any]:
-    meta = dict(reply.meta)
+def _meta(reply: BotReply) -> ReplyMeta:
+    """The reply's meta as stored: with its generated candidates."""
+    meta = reply.meta.copy()
     if reply.candidates:
         meta["candidates"] = [{"text": c.text, "score": c.score} for c in reply.candidates]
     return meta
