@@ -61,6 +61,7 @@ class DialogueManager:
         self._generator: BatchingGenerator | None = None
         self._generator_lock = threading.Lock()
         # Embedding (retrieval, grounding checks) runs here; generation has its own thread.
+        # executor, checker and undecided are shared with policy.py and generated.py.
         self.executor = executor or ThreadPoolExecutor(2, thread_name_prefix="retrieval")
         # Brings in FAQ additions operators made (on any worker) before a turn searches;
         # open_runtime sets it (bot/operators/faq.py), None leaves the index as it is.
@@ -200,6 +201,7 @@ class DialogueManager:
         return await store_turn(self.store, self.safety, self.dialogue, message, reply, turn)
 
     def _partial(self, message: UserMessage, turn: Turn, started: float) -> BotReply:
+        """The reply of an interrupted or failed turn: exactly what it has shown."""
         return BotReply(turn.text, turn.decision, message.conversation_id, sources=turn.sources,
                         meta=turn.meta.copy(),
                         latency_ms=round((time.perf_counter() - started) * 1000, 2))
