@@ -53,7 +53,7 @@ async def batching(work: Path, tokens: int) -> dict[str, float]:
     _, runtime = await open_bench_runtime(work, everything_generates=True)
     manager = runtime.manager
     manager.generation.max_new_tokens = tokens
-    manager._checker = PassEverything()  # generation runs its full length in both runs
+    manager.checker = PassEverything()  # generation runs its full length in both runs
     assert manager.generator is not None  # load now: loading is not throughput
     await manager.handle(UserMessage(QUESTIONS[0], conversation_id="warm-up"))
     started = time.perf_counter()
@@ -99,7 +99,7 @@ async def first_text(work: Path, release: str, real_check: bool) -> dict[str, fl
     manager = runtime.manager
     manager.dialogue.release = release
     if not real_check:  # both modes show the same text; only the timing differs
-        manager._checker = PassEverything()
+        manager.checker = PassEverything()
     assert manager.generator is not None
     firsts, totals, generated = [], [], 0
     for i, q in enumerate(QUESTIONS):

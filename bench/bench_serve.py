@@ -115,21 +115,21 @@ def bench_settings(work: Path, generated: bool, max_new_tokens: int = 48) -> Any
 
 
 def pass_everything(embedder: Embedder) -> GroundingChecker:
-    """Stands in for bot.dialogue.checker_for in the server: every sentence passes."""
+    """Stands in for bot.dialogue.manager.checker_for in the server: every sentence passes."""
     return cast("GroundingChecker", PassEverything())
 
 
 def run_server(work: Path, port: int, generated: bool, max_new_tokens: int) -> None:
     """(In the child process.) `supportbot serve` on 127.0.0.1:port until SIGTERM; then the
     sizes of the generation batches it ran go to work/batches.json."""
-    import bot.dialogue
+    import bot.dialogue.manager
     from bot.channels.web.serve import serve
     from bot.runtime import generator_factory, open_index
 
     settings = bench_settings(work, generated, max_new_tokens)
     settings.web.port = port
     if generated:
-        bot.dialogue.checker_for = pass_everything
+        bot.dialogue.manager.checker_for = pass_everything
     index, _ = open_index(settings)
     load = generator_factory(settings.model)
     loaded: list[Any] = []
@@ -445,7 +445,7 @@ async def generated_figures(work: Path, conversations: int, max_new_tokens: int,
 
     async def baseline(manager: Any) -> tuple[list[Rate], list[Rate], list[Turn],
                                               list[list[int]]]:
-        manager._checker = PassEverything()
+        manager.checker = PassEverything()
         assert manager.generator is not None  # load now: loading is not throughput
         await handle_turn(manager, WARM_UP, "warm-up")
         meters.append(Others())

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from bot.types import BotReply, Decision, UserMessage
 from retrieval.errors import ReportWriteError
@@ -45,8 +45,11 @@ IN_SCOPE = ("answered_right", "answered_wrong", "suggested_right", "suggested_wr
             "fallback")
 OUT_OF_SCOPE = ("answered", "suggested", "fallback")
 DIRECT = (Decision.ANSWER, Decision.GENERATE)
-# What a generated turn keeps in its reply's meta about grounding (bot/dialogue.py _generate).
-_GROUNDING_KEYS = ("generated", "checks", "rejected", "held_back", "cut_off", "generation_error")
+# What a generated turn keeps in its reply's meta about grounding (bot/dialogue/generated.py).
+GroundingKey = Literal["generated", "checks", "rejected", "held_back", "cut_off",
+                       "generation_error"]
+_GROUNDING_KEYS: tuple[GroundingKey, ...] = ("generated", "checks", "rejected", "held_back",
+                                              "cut_off", "generation_error")
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ def classify(reply: BotReply, faq_id: str | None) -> str:
 
 def grounding(reply: BotReply) -> dict[str, Any] | None:
     """What the reply's meta says about a generation and its grounding checks (None: none ran)."""
-    found = {key: reply.meta[key] for key in _GROUNDING_KEYS if key in reply.meta}
+    found: dict[str, Any] = {key: reply.meta[key] for key in _GROUNDING_KEYS
+                             if key in reply.meta}
     if len(reply.candidates) > 1:
         found["candidate_scores"] = [round(c.score, 4) for c in reply.candidates]
     return found or None

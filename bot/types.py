@@ -6,7 +6,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 
 class Decision(str, Enum):
@@ -74,6 +74,75 @@ class Candidate:
     score: float
 
 
+class RetrievedHit(TypedDict):
+    """One FAQ entry retrieval found for a turn."""
+
+    id: str
+    score: float  # rounded to 4 places
+
+
+class SentenceCheckRecord(TypedDict):
+    """The grounding (and output-guard) verdict on one generated sentence."""
+
+    text: str
+    score: float
+    supported: bool
+    reason: NotRequired[str]  # why it was not supported (a guard's block or the grounding)
+
+
+class CandidateRecord(TypedDict):
+    """A generated candidate as stored (BotReply.candidates, kept in the stored meta)."""
+
+    text: str
+    score: float
+
+
+class Correction(TypedDict):
+    """An operator's right answer to a wrong bot answer (supportbot export trains on it)."""
+
+    text: str
+    operator: str
+    at: str  # ISO time
+
+
+class ReplyMeta(TypedDict, total=False):
+    """What a turn records beside its reply: the protocol between the dialogue core, storage
+    and every channel. Every key is optional; it goes over the wire and into storage as JSON."""
+
+    # How the turn ended
+    error: str  # the turn failed ("busy" when the conversation's previous turn still ran)
+    stored: bool  # False: the turn was refused before anything was stored (busy)
+    storage_error: str  # storing the turn failed: the reply has no message_id
+    interrupted: bool  # the consumer went away mid-turn; what was shown is stored
+    duplicate: bool  # a re-sent client message: its stored reply, returned again
+    # Canned replies and refusals
+    intent: str  # a canned reply's intent: "identity" or "no-human"
+    input_chars: int  # the length of an over-long message (decision invalid)
+    claimed_by: str  # the operator holding the conversation (decision held)
+    blocked_by: str  # the guard that refused the message (decision blocked), or "cooldown"
+    blocks: int  # the conversation's counted blocks so far
+    after_blocks: int  # the blocks after which the bot handed off
+    cooldown: bool  # this block started a cool-down
+    # Retrieval
+    retrieval_query: str  # what was searched (the message, or joined with the previous one)
+    retrieved: list[RetrievedHit]  # what the search found, best first
+    # Generation (the middle band with dialogue.middle: generate)
+    model: str  # the generator's name
+    prompt_tokens: int  # tokens in the prompt
+    prompt_entries: list[str]  # ids of the FAQ entries in the prompt
+    history_messages: int  # earlier messages in the prompt
+    generation_seconds: float  # from the request to the last checked sentence
+    generated: str  # the model's raw text
+    checks: list[SentenceCheckRecord]  # the verdict on each checked sentence, in order
+    cut_off: str  # an unfinished last sentence, dropped
+    rejected: str  # why nothing generated was shown ("grounding: ..." or "safety: ...")
+    held_back: str  # why the rest of a generated answer was not shown
+    generation_error: str  # generation failed: the turn offered "Did you mean" instead
+    # Added by storage and operators to a stored reply
+    candidates: list[CandidateRecord]  # the generated candidates with their scores
+    correction: Correction  # an operator's right answer (bot/operators/store.py correct)
+
+
 @dataclass(frozen=True)
 class BotReply:
     """The bot's answer: text plus decision, sources, confidence and timing."""
@@ -86,7 +155,7 @@ class BotReply:
     confidence: float = 0.0
     latency_ms: float = 0.0
     candidates: list[Candidate] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: ReplyMeta = field(default_factory=lambda: ReplyMeta())
     message_id: int | None = None  # the stored bot message (what feedback refers to), once stored
 
     @property

@@ -139,7 +139,7 @@ async def test_a_lower_case_name_is_not_stored(manager: DialogueManager,
 # Every String, Text and JSON column is decided: redacted by the one redactor, or not free
 # text. A new text column fails this test until it is put in one of them.
 REDACTED_COLUMNS = {
-    "messages.text": "the customer's and the bot's text (DialogueManager._redacted); "
+    "messages.text": "the customer's and the bot's text (bot/dialogue/persistence.py redacted); "
                      "operators' own replies are staff text, stored as typed",
     "messages.client_id": "customer-given: redacted, plus a digest so ids stay apart",
     "messages.meta": "may quote the message (errors, candidates): redact_data",

@@ -124,10 +124,12 @@ def _show_reply(settings: Settings, reply: BotReply) -> None:
 
 def _show_problems(reply: BotReply) -> None:
     """What went wrong behind a turn, for the operator at the terminal (stderr)."""
-    for key, label in (("generation_error", "generation failed"), ("error", "turn failed"),
-                       ("storage_error", "not stored")):
-        if key in reply.meta:
-            err.print(f"[yellow]{label}[/]: {escape(str(reply.meta[key]))}")
+    meta = reply.meta
+    for label, problem in (("generation failed", meta.get("generation_error")),
+                           ("turn failed", meta.get("error")),
+                           ("not stored", meta.get("storage_error"))):
+        if problem is not None:
+            err.print(f"[yellow]{label}[/]: {escape(problem)}")
 
 
 def _show_detail(reply: BotReply) -> None:

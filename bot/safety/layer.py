@@ -17,7 +17,7 @@ from bot.safety.detector import Detector
 from bot.safety.pii import Redactor
 from bot.safety.pipeline import GuardPipeline, PipelineResult
 from bot.settings import PersonaSettings, SafetySettings
-from bot.types import Decision
+from bot.types import Decision, ReplyMeta
 
 # Blocks that count towards a cool-down or handoff: attacks and abuse, not a person in
 # distress, and not the rate limit (which is its own cool-down).
@@ -33,7 +33,7 @@ class Refusal:
 
     text: str
     decision: Decision
-    meta: dict[str, Any]
+    meta: ReplyMeta  # what the reply records of the block
 
 
 class SafetyLayer:
@@ -101,7 +101,7 @@ class SafetyLayer:
         """The polite reply for a block (the rule is not named to the customer); repeated
         blocks end in a handoff or a cool-down as configured."""
         persona = self.persona
-        meta: dict[str, Any] = {"blocked_by": verdict.guard}
+        meta: ReplyMeta = {"blocked_by": verdict.guard}
         if verdict.category == "self-harm":
             return Refusal(persona.render(persona.self_harm_text), Decision.BLOCKED, meta)
         if verdict.guard == "rate":

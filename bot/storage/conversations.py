@@ -24,7 +24,7 @@ from bot.storage.models import (
 from bot.storage.privacy import Privacy
 from bot.storage.schema import Migrating
 from bot.storage.values import checked, checked_id, clean
-from bot.types import BotReply, ConversationStatus, UserMessage
+from bot.types import BotReply, ConversationStatus, ReplyMeta, UserMessage
 
 
 class ConversationStore(TurnLocking, Migrating, FeedbackStore, Privacy):
@@ -262,9 +262,9 @@ def _status_change(status: ConversationStatus, now: datetime) -> dict[str, Any]:
     return values
 
 
-def _meta(reply: BotReply) -> dict[str, Any]:
+def _meta(reply: BotReply) -> ReplyMeta:
     """A reply's metadata as stored, with the candidates it offered."""
-    meta = dict(reply.meta)
+    meta = reply.meta.copy()
     if reply.candidates:
         meta["candidates"] = [{"text": c.text, "score": c.score} for c in reply.candidates]
     return meta
