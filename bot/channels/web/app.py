@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -23,6 +24,7 @@ from bot.channels.web.service import ChatService
 from bot.channels.web.state import WebState
 from bot.channels.web.unavailable import Unavailable, unavailable, unavailable_response
 from bot.channels.web.ws import chat_socket
+from bot.dialogue import DialogueManager, Event
 from bot.errors import StorageError
 from bot.generation.base import Generator
 from bot.operators import api as operator_api
@@ -32,6 +34,7 @@ from bot.operators.notices import wait_notices
 from bot.operators.store import OperatorStore
 from bot.runtime import Runtime, open_index, open_runtime
 from bot.settings import Settings
+from bot.types import UserMessage
 from retrieval.embedder import Embedder
 from retrieval.index import FaqIndex
 
@@ -47,28 +50,46 @@ _CHAT_HEADERS = {**_PAGE_HEADERS,
                  "base-uri 'none'; form-action 'none'"}
 # The operator page: its own script and stylesheet only, talking to this origin only, never
 # framed (it shows customers' conversations and acts with the operator's session).
+TurnFn = Callable[[UserMessage], AsyncGenerator[Event, None]]
 _OPERATOR_HEADERS = {**_PAGE_HEADERS, "X-Frame-Options": "DENY",
                      "Content-Security-Policy": "default-src 'none'; script-src 'self'; "
                      "style-src 'self'; connect-src 'self'; img-src 'self' data:; "
                      "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"}
 
 
+class SharedChannel(Protocol):
+    """Another channel served on this app's port (the Telegram webhook, composed by
+    bot.channels.serve): one POST route that limits its own bodies, started once the core is
+    up and stopped before the web's turns drain."""
+
+    path: str
+
+    async def endpoint(self, request: Request) -> Response:
+        """Handle one POST to `path`."""
+        ...
+
+    async def start(self, manager: DialogueManager, turn: TurnFn) -> None:
+        """Start taking updates; `turn` is the web's (counted in its metrics and drain)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop, letting the updates in flight finish."""
+        ...
+
+
 def create_app(settings: Settings, *, index: FaqIndex | None = None,
                embedder: Embedder | None = None,
-               generator: Callable[[], Generator] | None = None) -> FastAPI:
+               generator: Callable[[], Generator] | None = None,
+               shared: Sequence[SharedChannel] = ()) -> FastAPI:
     """The web app. Start-up opens (or builds) the index unless one is given, opens the
     database, and loads the model only if web.preload; shutdown drains turns, then closes.
 
-    `generator` replaces the configured model's loader (tests pass a small one).
+    `generator` replaces the configured model's loader (tests pass a small one); `shared` are
+    the other channels served on this port (bot.channels.serve.served_app adds them).
     """
     tokens = ConversationTokens.from_settings(settings.web)  # a bad key fails before serving
     operators = settings.operators
     signer = SessionSigner(tokens.derived_key("operator-sessions"), operators.session_hours)
-    telegram = settings.telegram.mode == "webhook" and settings.telegram.webhook_share_web_port
-    if telegram:  # the Telegram webhook shares this server: a missing token fails here too
-        from bot.channels.telegram.service import bot_token
-
-        bot_token(settings.telegram)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,20 +116,19 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
                                                   manager.store.engine)
             await state.customers.relay.start()
         notices = asyncio.create_task(wait_notices(settings, inbox, state, delivery))
+        started: list[SharedChannel] = []
         try:
             if settings.web.preload:
                 await asyncio.to_thread(lambda: manager.generator)
-            if telegram:
-                from bot.channels.telegram.service import TelegramService
-
-                app.state.telegram = TelegramService(settings, manager, state.service.turn)
-                await app.state.telegram.start()
+            for channel in shared:
+                started.append(channel)
+                await channel.start(manager, state.service.turn)
             app.state.ready = True
             yield
         finally:
             app.state.ready = False
-            if telegram and app.state.telegram is not None:
-                await app.state.telegram.stop()  # lets its updates in flight finish
+            for channel in started:
+                await channel.stop()  # lets its updates in flight finish
             if not await state.service.drain(settings.web.drain_seconds):
                 log.warning("shutdown: %d turns still running after %.0f s; stopping them",
                             state.service.in_flight, settings.web.drain_seconds)
@@ -128,20 +148,17 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
                   openapi_url="/openapi.json" if settings.web.api_docs else None)
     app.add_exception_handler(Unavailable, unavailable_response)
     app.state.ready = False
-    app.state.telegram = None
     if settings.web.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.web.cors_origins,
                            allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "X-Conversation-Token"])
+    # Telegram's updates are larger than chat frames: a shared channel's route limits them
     app.add_middleware(BodyLimit, limit=settings.web.max_frame_bytes,
-                       exempt=(settings.telegram.webhook_path,) if telegram else ())
+                       exempt=tuple(channel.path for channel in shared))
     app.include_router(rest.router)
     app.include_router(operator_api.router, include_in_schema=False)
-    if telegram:  # Telegram's updates are larger than chat frames: the route limits them
-        from bot.channels.telegram.webhook import telegram_webhook
-
-        app.add_route(settings.telegram.webhook_path, telegram_webhook, methods=["POST"],
-                      include_in_schema=False)
+    for channel in shared:
+        app.add_route(channel.path, channel.endpoint, methods=["POST"], include_in_schema=False)
     app.add_api_websocket_route("/ws", chat_socket)
     app.mount("/static", _Assets(directory=STATIC), name="static")
 
