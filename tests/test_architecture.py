@@ -64,6 +64,11 @@ RULES = (
          importers=("bot.channels.telegram",), forbidden=("bot.channels.web",)),
     Rule("the dialogue core imports no channel nor the cli",
          importers=("bot.dialogue", "bot.runtime"), forbidden=("bot.channels", "bot.cli")),
+    # bot.operators is not here yet: its api is the web app's routes and its delivery sends
+    # through the Telegram channel's client, so it straddles the core and the channels.
+    Rule("the parts under the dialogue core import neither it, nor a channel, nor the cli",
+         importers=("retrieval", "bot.generation", "bot.safety", "bot.storage"),
+         forbidden=("bot.dialogue", "bot.runtime", "bot.channels", "bot.cli")),
 )
 
 
@@ -211,6 +216,7 @@ def project_modules() -> list[str]:
     return [name for name in names if name not in SKIPPED]
 
 
+@pytest.mark.slow  # a minute or more: every module's own imports, two at a time
 @pytest.mark.timeout(300)
 def test_every_module_imports_first_and_alone() -> None:
     modules = project_modules()
