@@ -171,6 +171,45 @@ def test_imports_follow_the_layers() -> None:
         f"  {line}" for line in broken)
 
 
+def import_graph() -> dict[str, set[str]]:
+    """Each project module -> the project modules it imports (a name that is not a module, say
+    a class of `from a import B`, counts as its module a)."""
+    sources = {module_name(p): p for p in project_files()}
+    graph: dict[str, set[str]] = {}
+    for name, path in sources.items():
+        found = imports(name, path.read_text(encoding="utf-8"),
+                        package=path.name == "__init__.py")
+        targets = set()
+        for imported in (i.name for i in found):
+            while imported and imported not in sources:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+# Channels that no chain of imports joins, the core between them included (bot.channels.serve
+# composes them from outside both).
+APART = (("bot.channels.web", "bot.channels.telegram"),
+         ("bot.channels.telegram", "bot.channels.web"))
+
+
+def test_a_channel_reaches_the_other_through_no_module() -> None:
+    """Import rules hold edge by edge; this follows the chains (bot.operators included)."""
+    graph = import_graph()
+    for start, other in APART:
+        path = {m: [m] for m in graph if _under(m, (start,))}
+        todo = list(path)
+        while todo:
+            module = todo.pop()
+            for target in sorted(graph[module] - path.keys()):
+                path[target] = [*path[module], target]
+                todo.append(target)
+        reached = sorted(m for m in path if _under(m, (other,)))
+        assert not reached, f"{start} reaches {other}: " + " -> ".join(path[reached[0]])
+
+
 # Run, not imported: the CLI's entry point, and Alembic's environment (it needs a migration
 # context); the migrations themselves are imported as Alembic loads them.
 SKIPPED = {"bot.__main__", "bot.migrations.env"}
@@ -246,7 +285,9 @@ def test_no_file_is_over_500_lines() -> None:
 def test_every_module_is_in_the_architecture_page() -> None:
     """docs/architecture.md names every module, by path (bot/storage/engine.py) or dotted name
     (bot.storage.engine); a package by its folder (bot/storage/) or dotted name."""
-    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    architecture = ROOT / "docs" / "architecture.md"
+    assert architecture.is_file(), f"{architecture}: missing; it names every module"
+    page = architecture.read_text(encoding="utf-8")
     missing = []
     for path in project_files():
         relative = path.relative_to(ROOT)

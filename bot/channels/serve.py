@@ -18,6 +18,8 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from bot.channels.telegram.delivery import TelegramDelivery
+from bot.channels.telegram.webhook import SharedWebhook
 from bot.channels.web.app import create_app
 from bot.errors import SupportbotError
 from bot.generation.base import Generator
@@ -46,16 +48,15 @@ def check_address(host: str, port: int) -> None:
 
 def served_app(settings: Settings, *, index: FaqIndex | None = None,
                generator: Callable[[], Generator] | None = None) -> FastAPI:
-    """The web app (create_app) plus the Telegram webhook when it shares the web server's port
-    (telegram.mode webhook and telegram.webhook_share_web_port); a missing bot token fails here,
-    before serving."""
+    """The web app (create_app) with the Telegram channel's parts: the delivery of operators'
+    messages to Telegram chats, and the webhook when it shares the web server's port
+    (telegram.mode webhook and telegram.webhook_share_web_port; then a missing bot token fails
+    here, before serving)."""
     telegram = settings.telegram
-    if not (telegram.mode == "webhook" and telegram.webhook_share_web_port):
-        return create_app(settings, index=index, generator=generator)
-    from bot.channels.telegram.webhook import SharedWebhook  # python-telegram-bot only if used
-
+    shares_port = telegram.mode == "webhook" and telegram.webhook_share_web_port
     return create_app(settings, index=index, generator=generator,
-                      shared=[SharedWebhook(settings)])
+                      shared=[SharedWebhook(settings)] if shares_port else [],
+                      delivery=TelegramDelivery(telegram))
 
 
 def serve(settings: Settings, index: FaqIndex, generator: Callable[[], Generator]) -> None:

@@ -29,7 +29,7 @@ from bot.errors import StorageError
 from bot.generation.base import Generator
 from bot.operators import api as operator_api
 from bot.operators.auth import LoginThrottle, SessionSigner
-from bot.operators.delivery import TelegramDelivery
+from bot.operators.delivery import ChatDelivery
 from bot.operators.notices import wait_notices
 from bot.operators.store import OperatorStore
 from bot.runtime import Runtime, open_index, open_runtime
@@ -80,12 +80,14 @@ class SharedChannel(Protocol):
 def create_app(settings: Settings, *, index: FaqIndex | None = None,
                embedder: Embedder | None = None,
                generator: Callable[[], Generator] | None = None,
-               shared: Sequence[SharedChannel] = ()) -> FastAPI:
+               shared: Sequence[SharedChannel] = (),
+               delivery: ChatDelivery | None = None) -> FastAPI:
     """The web app. Start-up opens (or builds) the index unless one is given, opens the
     database, and loads the model only if web.preload; shutdown drains turns, then closes.
 
     `generator` replaces the configured model's loader (tests pass a small one); `shared` are
-    the other channels served on this port (bot.channels.serve.served_app adds them).
+    the other channels served on this port, and `delivery` sends operators' messages to
+    Telegram chats (bot.channels.serve.served_app gives both).
     """
     tokens = ConversationTokens.from_settings(settings.web)  # a bad key fails before serving
     operators = settings.operators
@@ -104,7 +106,6 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
         metrics = Metrics(lambda: manager.tokens_generated)
         state = WebState(settings, manager, ChatService(manager, metrics), metrics, tokens)
         app.state.web = state
-        delivery = TelegramDelivery(settings.telegram)
         inbox = OperatorStore(manager.store)
         app.state.operators = operator_api.OperatorContext(
             inbox, signer,
@@ -135,7 +136,8 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
             notices.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await notices
-            await delivery.close()
+            if delivery is not None:
+                await delivery.close()
             if state.customers.relay is not None:
                 await state.customers.relay.stop()
             await runtime.close()
