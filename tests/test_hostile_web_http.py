@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 
 from bot.channels.serve import server_options
 from bot.channels.web import create_app
-from bot.operators import api as operator_api
+from bot.channels.web import operators as operator_api
 from bot.settings import Settings
 from retrieval.index import FaqIndex
 from tests.test_operators import PASSWORD, add_operators, handed_off, login

@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot.channels.web import operators as operator_api
 from bot.channels.web import rest
 from bot.channels.web.metrics import CONTENT_TYPE, Metrics
 from bot.channels.web.relay import PostgresRelay
@@ -27,7 +28,6 @@ from bot.channels.web.ws import chat_socket
 from bot.dialogue import DialogueManager, Event
 from bot.errors import StorageError
 from bot.generation.base import Generator
-from bot.operators import api as operator_api
 from bot.operators.auth import LoginThrottle, SessionSigner
 from bot.operators.delivery import ChatDelivery
 from bot.operators.notices import wait_notices
