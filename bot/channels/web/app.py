@@ -39,6 +39,7 @@ from retrieval.embedder import Embedder
 from retrieval.index import FaqIndex
 
 log = logging.getLogger(__name__)
+TurnFn = Callable[[UserMessage], AsyncGenerator[Event, None]]  # one message's stream of events
 STATIC = Path(__file__).parent / "static"
 _PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                  "Cache-Control": "no-cache"}
@@ -50,7 +51,6 @@ _CHAT_HEADERS = {**_PAGE_HEADERS,
                  "base-uri 'none'; form-action 'none'"}
 # The operator page: its own script and stylesheet only, talking to this origin only, never
 # framed (it shows customers' conversations and acts with the operator's session).
-TurnFn = Callable[[UserMessage], AsyncGenerator[Event, None]]
 _OPERATOR_HEADERS = {**_PAGE_HEADERS, "X-Frame-Options": "DENY",
                      "Content-Security-Policy": "default-src 'none'; script-src 'self'; "
                      "style-src 'self'; connect-src 'self'; img-src 'self' data:; "
