@@ -3,7 +3,7 @@
 Run: HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_serve.py [--clients 20] [--faq-turns 5]
      [--generated 8] [--max-new-tokens 48] [--think-ms 1000] [--rounds 3]
 
-`supportbot serve`'s own code (bot.channels.web.serve: uvicorn, create_app) runs in a child
+`supportbot serve`'s own code (bot.channels.serve: uvicorn, served_app) runs in a child
 process on 127.0.0.1; web-socket clients (the `websockets` library) run in this one. The
 baselines run `DialogueManager` in this process, on the same questions, while no server runs.
 
@@ -123,7 +123,7 @@ def run_server(work: Path, port: int, generated: bool, max_new_tokens: int) -> N
     """(In the child process.) `supportbot serve` on 127.0.0.1:port until SIGTERM; then the
     sizes of the generation batches it ran go to work/batches.json."""
     import bot.dialogue.manager
-    from bot.channels.web.serve import serve
+    from bot.channels.serve import serve
     from bot.runtime import generator_factory, open_index
 
     settings = bench_settings(work, generated, max_new_tokens)

@@ -61,14 +61,8 @@ class BoundedLRU(Generic[K, V]):
         """The value, or `default`; a look-up does not count as a use."""
         return self._items.get(key, default)
 
-    @overload
-    def pop(self, key: K) -> V | None: ...
-
-    @overload
-    def pop(self, key: K, default: V | D) -> V | D: ...
-
-    def pop(self, key: K, default: V | D | None = None) -> V | D | None:
-        """Remove the key and return its value, or `default` if absent."""
+    def pop(self, key: K, default: V | None = None) -> V | None:
+        """Remove the key and return its value, or `default` (None) if absent."""
         return self._items.pop(key, default)
 
     def clear(self) -> None:

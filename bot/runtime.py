@@ -1,4 +1,10 @@
-"""Assemble a running bot from settings: corpus, embedder, index, store, dialogue manager."""
+"""Assemble a running bot from settings: corpus, embedder, index, store, dialogue manager.
+
+The core's composition root: the one module of the core that knows every part it wires
+together (retrieval, generation, safety, storage, and the operators' FAQ additions, which feed
+the index), so that the dialogue manager and the parts take what they use as arguments. The
+channels and the cli call it; it imports neither.
+"""
 
 from __future__ import annotations
 

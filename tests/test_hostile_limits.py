@@ -14,6 +14,7 @@ from typing import Any, cast
 import pytest
 from fastapi.testclient import TestClient
 
+from bot.channels.telegram.delivery import TelegramDelivery
 from bot.channels.telegram.service import build_application
 from bot.channels.web import create_app
 from bot.channels.web import relay as relay_module
@@ -22,7 +23,6 @@ from bot.dialogue import DialogueManager
 from bot.errors import ConversationBusyError
 from bot.generation.batching import KEPT_BATCHES, BatchingGenerator
 from bot.lru import BoundedLRU
-from bot.operators.delivery import TelegramDelivery
 from bot.safety.layer import SafetyLayer
 from bot.settings import GenerationSettings, Settings
 from bot.storage import ConversationStore

@@ -17,9 +17,9 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from websockets.asyncio.client import connect
 
+from bot.channels.serve import server_options
 from bot.channels.web import create_app
-from bot.channels.web.serve import server_options
-from bot.operators import api as operator_api
+from bot.channels.web import operators as operator_api
 from bot.settings import Settings
 from retrieval.index import FaqIndex
 from tests.operator_support import PASSWORD, handed_off, login

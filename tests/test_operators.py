@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from bot.channels.web import create_app
+from bot.channels.web import operators as operator_api
 from bot.cli import app as cli_app
 from bot.errors import InputError
-from bot.operators import api as operator_api
 from bot.operators.accounts import check_name, hash_password, verify_password
 from bot.operators.auth import COOKIE, LoginThrottle, SessionSigner
 from bot.operators.store import OperatorStore

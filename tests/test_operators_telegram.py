@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from bot.channels.web import create_app
-from bot.operators.delivery import telegram_chat
+from bot.channels.serve import served_app
+from bot.channels.telegram.delivery import telegram_chat
 from retrieval.index import FaqIndex
 from tests.operator_support import PASSWORD, add_operators
 from tests.telegram_server import FakeBotApi
@@ -37,7 +37,7 @@ async def test_an_operator_answers_a_telegram_customer(tmp_path: Path,
             conversation = f"telegram:{ALICE}:{ALICE}:0"
 
             def operator() -> dict[str, object]:
-                with TestClient(create_app(settings, index=sample_index),
+                with TestClient(served_app(settings, index=sample_index),
                                 base_url="https://testserver") as client:
                     assert client.post("/operator/api/login", json={
                         "name": "anna", "password": PASSWORD}).status_code == 200
@@ -85,7 +85,7 @@ async def test_a_reply_that_cannot_reach_telegram_is_stored_and_says_so(
         conversation = f"telegram:{ALICE}:{ALICE}:0"
 
         def operator() -> dict[str, object]:
-            with TestClient(create_app(settings, index=sample_index),
+            with TestClient(served_app(settings, index=sample_index),
                             base_url="https://testserver") as client:
                 client.post("/operator/api/login", json={"name": "anna", "password": PASSWORD})
                 client.post(f"/operator/api/conversations/{conversation}/claim")

@@ -414,12 +414,12 @@ async def test_the_webhook_refuses_a_wrong_secret(tmp_path: Path, api: FakeBotAp
 
 async def test_the_webhook_can_share_the_web_servers_port(tmp_path: Path, api: FakeBotApi,
                                                           sample_index: FaqIndex) -> None:
-    from bot.channels.web import create_app
+    from bot.channels.serve import served_app
 
     settings = tg_settings(tmp_path, api, mode="webhook", webhook_share_web_port=True,
                            webhook_secret="s3cret-for_the-test",
                            webhook_url="https://bot.example.com/telegram/webhook")
-    with running(create_app(settings, index=sample_index)) as (address, _):
+    with running(served_app(settings, index=sample_index)) as (address, _):
         url = f"http://{address}/telegram/webhook"
         async with httpx.AsyncClient() as client:
             update = update_json(api, ALICE, PASSWORD)

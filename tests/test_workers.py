@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from bot.channels.web.workers import (
+from bot.channels.workers import (
     check_database,
     load_worker_settings,
     settings_data,

@@ -42,11 +42,11 @@ def serve(ctx: typer.Context,
             "preload": preload or settings.web.preload,
             "workers": workers or settings.web.workers, "forwarded_allow_ips": proxies})
         settings = settings.model_copy(update={"web": web})
-        from bot.channels.web.serve import check_address
-        from bot.channels.web.serve import serve as run_server
+        from bot.channels.serve import check_address
+        from bot.channels.serve import serve as run_server
 
         if web.workers > 1:  # refused before anything slow
-            from bot.channels.web.workers import check_database, serve_workers
+            from bot.channels.workers import check_database, serve_workers
 
             check_database(settings)
         check_address(web.host, web.port)

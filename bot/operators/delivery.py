@@ -1,126 +1,74 @@
-"""Operator replies to Telegram customers, sent through the Bot API by the web server.
-
-A web customer's socket is held by the web server, so an operator's reply is pushed to it
-there. A Telegram customer's chat is held by nobody: whichever process runs `supportbot
-telegram` only reacts to updates. So the process that takes the operator's reply sends it to
-the chat itself, with the same token, and says whether that worked.
-"""
+"""Delivering operators' messages (replies, wait notices, typing) to customers: to the web
+sockets this process holds, and through a ChatDelivery to channels whose chats no process
+holds open (Telegram's, which bot.channels.serve plugs in)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from bot.channels.telegram.handlers import CHANNEL
-from bot.channels.telegram.text import split_text
 from bot.push import CustomerPush, Frame
-from bot.settings import TelegramSettings
-
-if TYPE_CHECKING:
-    from telegram import Bot
 
 log = logging.getLogger(__name__)
 
 
-def telegram_chat(conversation_id: str) -> int | None:
-    """The Telegram chat of a conversation id (`telegram:<chat>:<user>:<epoch>`), else None."""
-    parts = conversation_id.split(":")
-    if len(parts) != 4 or parts[0] != CHANNEL:
-        return None
-    try:
-        return int(parts[1])
-    except ValueError:
-        return None
+class DeliveryError(Exception):
+    """The channel refused the message or could not be reached; it stays stored."""
 
 
-class TelegramDeliveryError(Exception):
-    """The Bot API refused or could not be reached; the reply stays stored."""
+class ChatDelivery(Protocol):
+    """Sends to the chats of a channel that only reacts to its updates (Telegram): the process
+    that takes an operator's message sends it to the customer's chat itself."""
 
+    name: str  # the channel, the key of its outcome in to_customer's result
 
-class TelegramDelivery:
-    """Sends text to Telegram chats with the configured bot (initialised at the first send)."""
+    @property
+    def configured(self) -> bool:
+        """Whether this server can send (it has the channel's credentials)."""
+        ...
 
-    def __init__(self, settings: TelegramSettings) -> None:
-        self.settings = settings
-        self._bot: Bot | None = None
-        self._lock = asyncio.Lock()
+    def chat(self, conversation_id: str) -> int | None:
+        """The channel's chat of a conversation, None for another channel's."""
+        ...
 
     async def send(self, chat_id: int, text: str) -> int:
-        """Send `text` (split at Telegram's length limit); how many messages were sent."""
-        from telegram.error import TelegramError
-
-        try:
-            bot = await self._started()
-            for part in split_text(text):
-                await bot.send_message(chat_id=chat_id, text=part)
-        except TelegramError as exc:
-            raise TelegramDeliveryError(f"Telegram did not take the reply: {exc}") from exc
-        return len(split_text(text))
+        """Send `text`; how many messages it took. DeliveryError when it could not."""
+        ...
 
     async def typing(self, chat_id: int) -> None:
-        """Show "typing..." in the chat (Telegram keeps it about 5 s)."""
-        from telegram.constants import ChatAction
-        from telegram.error import TelegramError
-
-        try:
-            bot = await self._started()
-            await bot.send_chat_action(chat_id=chat_id, action=ChatAction.TYPING)
-        except TelegramError as exc:
-            raise TelegramDeliveryError(f"Telegram did not take the typing action: {exc}") \
-                from exc
+        """Show that someone is writing. DeliveryError when it could not."""
+        ...
 
     async def close(self) -> None:
-        """Release the bot's HTTP connections."""
-        if self._bot is not None:
-            await self._bot.shutdown()
-            self._bot = None
-
-    def build(self) -> Bot:
-        """The bot, with the Telegram channel's request timeouts, retries and throttle."""
-        from bot.channels.telegram.client import build_bot
-
-        if self.settings.token is None:
-            raise TelegramDeliveryError("telegram.token is not set on this server, so "
-                                        "replies to Telegram customers cannot be sent")
-        return build_bot(self.settings, self.settings.token.get_secret_value())
-
-    async def _started(self) -> Bot:
-        async with self._lock:
-            if self._bot is None:
-                bot = self.build()
-                await bot.initialize()
-                self._bot = bot
-            return self._bot
+        """Release the connections."""
+        ...
 
 
-async def typing_to_customer(customers: CustomerPush, telegram: TelegramDelivery | None,
+async def typing_to_customer(customers: CustomerPush, telegram: ChatDelivery | None,
                              conversation_id: str, frame: Frame) -> None:
     """Tell the customer an operator is writing: `frame` to their open sockets, the typing
     action to a Telegram chat; a failure only costs the indicator (logged at debug)."""
     await customers.push(conversation_id, frame)
-    chat = telegram_chat(conversation_id)
-    if chat is not None and telegram is not None and telegram.settings.token is not None:
+    chat = telegram.chat(conversation_id) if telegram is not None else None
+    if chat is not None and telegram is not None and telegram.configured:
         try:
             await telegram.typing(chat)
-        except TelegramDeliveryError as exc:
+        except DeliveryError as exc:
             log.debug("typing for %s not shown: %s", conversation_id, exc)
 
 
-async def to_customer(customers: CustomerPush, telegram: TelegramDelivery | None,
+async def to_customer(customers: CustomerPush, telegram: ChatDelivery | None,
                       conversation_id: str, frame: Frame, text: str) -> dict[str, Any]:
     """Deliver a message that is stored already on the customer's channel: `frame` to the
     sockets this process holds for the conversation, `text` to its Telegram chat. What
     happened: `live_sockets`, and for Telegram `telegram` ("sent", or "not sent: why")."""
     result: dict[str, Any] = {"live_sockets": await customers.push(conversation_id, frame)}
-    chat = telegram_chat(conversation_id)
-    if chat is not None:
+    chat = telegram.chat(conversation_id) if telegram is not None else None
+    if telegram is not None and chat is not None:
         try:
-            if telegram is None:
-                raise TelegramDeliveryError("this server has no Telegram delivery")
             await telegram.send(chat, text)
-            result["telegram"] = "sent"
-        except TelegramDeliveryError as exc:
+            result[telegram.name] = "sent"
+        except DeliveryError as exc:
             log.warning("message to %s not delivered: %s", conversation_id, exc)
-            result["telegram"] = f"not sent: {exc}"
+            result[telegram.name] = f"not sent: {exc}"
     return result

@@ -9,7 +9,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 from bot.errors import ConversationBusyError
-from bot.operators.delivery import TelegramDelivery, to_customer
+from bot.operators.delivery import ChatDelivery, to_customer
 from bot.operators.store import OperatorStore
 from bot.push import CustomerPush, operator_frame
 from bot.settings import Settings
@@ -27,7 +27,7 @@ def wait_phrase(minutes: float | None) -> str:
 
 
 async def send_wait_notices(settings: Settings, store: OperatorStore, customers: CustomerPush,
-                            telegram: TelegramDelivery | None) -> int:
+                            telegram: ChatDelivery | None) -> int:
     """Notify every conversation waiting unclaimed for longer than the setting and not
     notified since its handoff; how many were notified."""
     minutes = settings.operators.wait_notice_minutes
@@ -63,7 +63,7 @@ async def send_wait_notices(settings: Settings, store: OperatorStore, customers:
 
 
 async def wait_notices(settings: Settings, store: OperatorStore, customers: CustomerPush,
-                       telegram: TelegramDelivery | None) -> None:
+                       telegram: ChatDelivery | None) -> None:
     """Sweep for overdue waits until cancelled: every quarter of the setting, at most a minute."""
     minutes = settings.operators.wait_notice_minutes
     if minutes <= 0:

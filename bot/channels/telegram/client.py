@@ -1,5 +1,5 @@
 """The Bot API client settings every process uses: the channel's Application and the web
-server's delivery of operator replies (bot/operators/delivery.py) build their bots here."""
+server's delivery of operator replies (delivery.py) build their bots here."""
 
 from __future__ import annotations
 

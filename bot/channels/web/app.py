@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -15,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot.channels.web import operators as operator_api
 from bot.channels.web import rest
 from bot.channels.web.metrics import CONTENT_TYPE, Metrics
 from bot.channels.web.relay import PostgresRelay
@@ -23,19 +25,21 @@ from bot.channels.web.service import ChatService
 from bot.channels.web.state import WebState
 from bot.channels.web.unavailable import Unavailable, unavailable, unavailable_response
 from bot.channels.web.ws import chat_socket
+from bot.dialogue import DialogueManager, Event
 from bot.errors import StorageError
 from bot.generation.base import Generator
-from bot.operators import api as operator_api
 from bot.operators.auth import LoginThrottle, SessionSigner
-from bot.operators.delivery import TelegramDelivery
+from bot.operators.delivery import ChatDelivery
 from bot.operators.notices import wait_notices
 from bot.operators.store import OperatorStore
 from bot.runtime import Runtime, open_index, open_runtime
 from bot.settings import Settings
+from bot.types import UserMessage
 from retrieval.embedder import Embedder
 from retrieval.index import FaqIndex
 
 log = logging.getLogger(__name__)
+TurnFn = Callable[[UserMessage], AsyncGenerator[Event, None]]  # one message's stream of events
 STATIC = Path(__file__).parent / "static"
 _PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                  "Cache-Control": "no-cache"}
@@ -53,22 +57,41 @@ _OPERATOR_HEADERS = {**_PAGE_HEADERS, "X-Frame-Options": "DENY",
                      "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"}
 
 
+class SharedChannel(Protocol):
+    """Another channel served on this app's port (the Telegram webhook, composed by
+    bot.channels.serve): one POST route that limits its own bodies, started once the core is
+    up and stopped before the web's turns drain."""
+
+    path: str
+
+    async def endpoint(self, request: Request) -> Response:
+        """Handle one POST to `path`."""
+        ...
+
+    async def start(self, manager: DialogueManager, turn: TurnFn) -> None:
+        """Start taking updates; `turn` is the web's (counted in its metrics and drain)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop, letting the updates in flight finish."""
+        ...
+
+
 def create_app(settings: Settings, *, index: FaqIndex | None = None,
                embedder: Embedder | None = None,
-               generator: Callable[[], Generator] | None = None) -> FastAPI:
+               generator: Callable[[], Generator] | None = None,
+               shared: Sequence[SharedChannel] = (),
+               delivery: ChatDelivery | None = None) -> FastAPI:
     """The web app. Start-up opens (or builds) the index unless one is given, opens the
     database, and loads the model only if web.preload; shutdown drains turns, then closes.
 
-    `generator` replaces the configured model's loader (tests pass a small one).
+    `generator` replaces the configured model's loader (tests pass a small one); `shared` are
+    the other channels served on this port, and `delivery` sends operators' messages to
+    Telegram chats (bot.channels.serve.served_app gives both).
     """
     tokens = ConversationTokens.from_settings(settings.web)  # a bad key fails before serving
     operators = settings.operators
     signer = SessionSigner(tokens.derived_key("operator-sessions"), operators.session_hours)
-    telegram = settings.telegram.mode == "webhook" and settings.telegram.webhook_share_web_port
-    if telegram:  # the Telegram webhook shares this server: a missing token fails here too
-        from bot.channels.telegram.service import bot_token
-
-        bot_token(settings.telegram)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,7 +106,6 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
         metrics = Metrics(lambda: manager.tokens_generated)
         state = WebState(settings, manager, ChatService(manager, metrics), metrics, tokens)
         app.state.web = state
-        delivery = TelegramDelivery(settings.telegram)
         inbox = OperatorStore(manager.store)
         app.state.operators = operator_api.OperatorContext(
             inbox, signer,
@@ -95,27 +117,27 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
                                                   manager.store.engine)
             await state.customers.relay.start()
         notices = asyncio.create_task(wait_notices(settings, inbox, state, delivery))
+        started: list[SharedChannel] = []
         try:
             if settings.web.preload:
                 await asyncio.to_thread(lambda: manager.generator)
-            if telegram:
-                from bot.channels.telegram.service import TelegramService
-
-                app.state.telegram = TelegramService(settings, manager, state.service.turn)
-                await app.state.telegram.start()
+            for channel in shared:
+                started.append(channel)
+                await channel.start(manager, state.service.turn)
             app.state.ready = True
             yield
         finally:
             app.state.ready = False
-            if telegram and app.state.telegram is not None:
-                await app.state.telegram.stop()  # lets its updates in flight finish
+            for channel in started:
+                await channel.stop()  # lets its updates in flight finish
             if not await state.service.drain(settings.web.drain_seconds):
                 log.warning("shutdown: %d turns still running after %.0f s; stopping them",
                             state.service.in_flight, settings.web.drain_seconds)
             notices.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await notices
-            await delivery.close()
+            if delivery is not None:
+                await delivery.close()
             if state.customers.relay is not None:
                 await state.customers.relay.stop()
             await runtime.close()
@@ -128,20 +150,17 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
                   openapi_url="/openapi.json" if settings.web.api_docs else None)
     app.add_exception_handler(Unavailable, unavailable_response)
     app.state.ready = False
-    app.state.telegram = None
     if settings.web.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.web.cors_origins,
                            allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "X-Conversation-Token"])
+    # Telegram's updates are larger than chat frames: a shared channel's route limits them
     app.add_middleware(BodyLimit, limit=settings.web.max_frame_bytes,
-                       exempt=(settings.telegram.webhook_path,) if telegram else ())
+                       exempt=tuple(channel.path for channel in shared))
     app.include_router(rest.router)
     app.include_router(operator_api.router, include_in_schema=False)
-    if telegram:  # Telegram's updates are larger than chat frames: the route limits them
-        from bot.channels.telegram.webhook import telegram_webhook
-
-        app.add_route(settings.telegram.webhook_path, telegram_webhook, methods=["POST"],
-                      include_in_schema=False)
+    for channel in shared:
+        app.add_route(channel.path, channel.endpoint, methods=["POST"], include_in_schema=False)
     app.add_api_websocket_route("/ws", chat_socket)
     app.mount("/static", _Assets(directory=STATIC), name="static")
 

@@ -72,12 +72,8 @@
 
   // --- small DOM helpers ---------------------------------------------------------------------
 
-  function el(tag, className, text) {
-    var node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text != null) node.textContent = text;
-    return node;
-  }
+  var el = window.supportbotDom.el; // dom.js: a new element with a class and text
+  var byIds = window.supportbotDom.byIds; // dom.js: elements by id, on an object
 
   function icon(paths) {
     var svg = document.createElementNS(SVG_NS, "svg");
@@ -146,6 +142,15 @@
     return result;
   }
 
+  // `node` in the log right after `anchor` when that is still there, else at the end.
+  function placeAfter(node, anchor) {
+    if (anchor && anchor.parentNode === els.log) {
+      els.log.insertBefore(node, anchor.nextSibling);
+    } else {
+      els.log.appendChild(node);
+    }
+  }
+
   function timeTitle(node, created) {
     if (!created) return;
     var when = new Date(created);
@@ -173,11 +178,7 @@
     bubble.appendChild(el("div", "text", text));
     wrap.appendChild(bubble);
     timeTitle(bubble, created);
-    if (after && after.parentNode === els.log) {
-      els.log.insertBefore(wrap, after.nextSibling);
-    } else {
-      els.log.appendChild(wrap);
-    }
+    placeAfter(wrap, after);
     if (clientId) state.users.set(clientId, wrap);
     return wrap;
   }
@@ -248,12 +249,7 @@
     wrap.appendChild(bubble);
     // Right after the customer's message (and any earlier turns' bubbles after it), so the
     // page shows the same order as the stored history does after a reload.
-    var anchor = clientId ? state.users.get(clientId) : null;
-    if (anchor && anchor.parentNode === els.log) {
-      els.log.insertBefore(wrap, anchor.nextSibling);
-    } else {
-      els.log.appendChild(wrap);
-    }
+    placeAfter(wrap, clientId ? state.users.get(clientId) : null);
     if (clientId) state.pending.set(clientId, wrap);
     return wrap;
   }
@@ -889,14 +885,9 @@
     ["log", "notice", "composer", "announcer", "avatar", "connection"].forEach(function (id) {
       els[id] = document.getElementById(id);
     });
-    els.input = document.getElementById("message-input");
-    els.send = document.getElementById("send-button");
-    els.counter = document.getElementById("char-counter");
-    els.banner = document.getElementById("handoff-banner");
-    els.botName = document.getElementById("bot-name");
-    els.company = document.getElementById("company-name");
-    els.connectionText = document.getElementById("connection-text");
-    els.closeEmbed = document.getElementById("close-embed");
+    byIds(els, {input: "message-input", send: "send-button", counter: "char-counter",
+                banner: "handoff-banner", botName: "bot-name", company: "company-name",
+                connectionText: "connection-text", closeEmbed: "close-embed"});
 
     els.composer.addEventListener("submit", onSubmit);
     els.input.addEventListener("keydown", onKeydown);

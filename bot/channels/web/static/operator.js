@@ -28,12 +28,8 @@
 
   // --- small helpers -------------------------------------------------------------------------
 
-  function el(tag, className, text) {
-    var node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text != null) node.textContent = text;
-    return node;
-  }
+  var el = window.supportbotDom.el; // dom.js: a new element with a class and text
+  var byIds = window.supportbotDom.byIds; // dom.js: elements by id, on an object
 
   function clear(node) {
     while (node.firstChild) node.removeChild(node.firstChild);
@@ -664,36 +660,18 @@
      "pick", "inbox", "updated", "back"].forEach(function (id) {
       els[id] = document.getElementById(id === "status" ? "detail-status" : id);
     });
-    els.signIn = document.getElementById("sign-in");
-    els.signInForm = document.getElementById("sign-in-form");
-    els.loginName = document.getElementById("login-name");
-    els.loginPassword = document.getElementById("login-password");
-    els.loginButton = document.getElementById("login-button");
-    els.signOut = document.getElementById("sign-out");
-    els.waitingList = document.getElementById("waiting-list");
-    els.claimedList = document.getElementById("claimed-list");
-    els.waitingCount = document.getElementById("waiting-count");
-    els.claimedCount = document.getElementById("claimed-count");
-    els.waitingEmpty = document.getElementById("waiting-empty");
-    els.claimedEmpty = document.getElementById("claimed-empty");
-    els.detailTitle = document.getElementById("detail-title");
-    els.replyForm = document.getElementById("reply-form");
-    els.replyInput = document.getElementById("reply-input");
-    els.replyButton = document.getElementById("reply-button");
-    els.replyHint = document.getElementById("reply-hint");
-    els.teachForm = document.getElementById("teach-form");
-    els.teachTitle = document.getElementById("teach-title");
-    els.teachFaq = document.getElementById("teach-faq");
-    els.teachQuestion = document.getElementById("teach-question");
-    els.teachKindPhrasing = document.getElementById("teach-kind-phrasing");
-    els.teachKindEntry = document.getElementById("teach-kind-entry");
-    els.teachKindOutside = document.getElementById("teach-kind-outside");
-    els.teachEntry = document.getElementById("teach-entry");
-    els.teachAnswer = document.getElementById("teach-answer");
-    els.teachAnswerLabel = document.getElementById("teach-answer-label");
-    els.teachHint = document.getElementById("teach-hint");
-    els.teachSave = document.getElementById("teach-save");
-    els.teachDone = document.getElementById("teach-done");
+    byIds(els, {signIn: "sign-in", signInForm: "sign-in-form", loginName: "login-name",
+                loginPassword: "login-password", loginButton: "login-button", signOut: "sign-out",
+                waitingList: "waiting-list", claimedList: "claimed-list",
+                waitingCount: "waiting-count", claimedCount: "claimed-count",
+                waitingEmpty: "waiting-empty", claimedEmpty: "claimed-empty",
+                detailTitle: "detail-title", replyForm: "reply-form", replyInput: "reply-input",
+                replyButton: "reply-button", replyHint: "reply-hint", teachForm: "teach-form",
+                teachTitle: "teach-title", teachFaq: "teach-faq", teachQuestion: "teach-question",
+                teachKindPhrasing: "teach-kind-phrasing", teachKindEntry: "teach-kind-entry",
+                teachKindOutside: "teach-kind-outside", teachEntry: "teach-entry",
+                teachAnswer: "teach-answer", teachAnswerLabel: "teach-answer-label",
+                teachHint: "teach-hint", teachSave: "teach-save", teachDone: "teach-done"});
 
     els.signInForm.addEventListener("submit", onSignIn);
     els.signOut.addEventListener("click", onSignOut);

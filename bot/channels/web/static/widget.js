@@ -156,24 +156,25 @@
       frame.src = chatUrl;
       panel.appendChild(frame);
     }
-    isOpen = true;
-    panel.hidden = false;
-    root.querySelector(".box").classList.add("open");
-    launcher.setAttribute("aria-expanded", "true");
-    launcher.setAttribute("aria-label", "Close chat");
-    launcher.title = "Close chat";
+    show(true);
     focusChat();
   }
 
   function close() {
     if (!panel || !isOpen) return;
-    isOpen = false;
-    panel.hidden = true;
-    root.querySelector(".box").classList.remove("open");
-    launcher.setAttribute("aria-expanded", "false");
-    launcher.setAttribute("aria-label", "Open chat");
-    launcher.title = "Open chat";
+    show(false);
     launcher.focus();
+  }
+
+  // The panel shown or hidden, and the launcher saying which (for screen readers too).
+  function show(open) {
+    var label = open ? "Close chat" : "Open chat";
+    isOpen = open;
+    panel.hidden = !open;
+    root.querySelector(".box").classList.toggle("open", open);
+    launcher.setAttribute("aria-expanded", open ? "true" : "false");
+    launcher.setAttribute("aria-label", label);
+    launcher.title = label;
   }
 
   function toggle() {

@@ -1,4 +1,6 @@
-"""Run the web app on uvicorn (what `supportbot serve` does once the index is open)."""
+"""Run the web app on uvicorn (what `supportbot serve` does once the index is open), with the
+channels that share its port: the composition of the web and Telegram channels, which do not
+import each other."""
 
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
+from bot.channels.telegram.delivery import TelegramDelivery
+from bot.channels.telegram.webhook import SharedWebhook
 from bot.channels.web.app import create_app
 from bot.errors import SupportbotError
 from bot.generation.base import Generator
@@ -41,12 +46,25 @@ def check_address(host: str, port: int) -> None:
         raise SupportbotError(f"cannot listen on {host}:{port}: {reason}{hint}") from None
 
 
+def served_app(settings: Settings, *, index: FaqIndex | None = None,
+               generator: Callable[[], Generator] | None = None) -> FastAPI:
+    """The web app (create_app) with the Telegram channel's parts: the delivery of operators'
+    messages to Telegram chats, and the webhook when it shares the web server's port
+    (telegram.mode webhook and telegram.webhook_share_web_port; then a missing bot token fails
+    here, before serving)."""
+    telegram = settings.telegram
+    shares_port = telegram.mode == "webhook" and telegram.webhook_share_web_port
+    return create_app(settings, index=index, generator=generator,
+                      shared=[SharedWebhook(settings)] if shares_port else [],
+                      delivery=TelegramDelivery(telegram))
+
+
 def serve(settings: Settings, index: FaqIndex, generator: Callable[[], Generator]) -> None:
     """Serve until interrupted; on SIGINT / SIGTERM turns in flight finish (web.drain_seconds)
     and are stored, and the process exits with status 0."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     web = settings.web
-    config = uvicorn.Config(create_app(settings, index=index, generator=generator),
+    config = uvicorn.Config(served_app(settings, index=index, generator=generator),
                             host=web.host, port=web.port,
                             **server_options(web.drain_seconds, web.forwarded_allow_ips))
     server = uvicorn.Server(config)

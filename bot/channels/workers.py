@@ -5,7 +5,7 @@ the web secret file, binding the port), writes the effective settings to a priva
 hands its path to the workers in an environment variable, then runs uvicorn's own supervisor
 (`Multiprocess`): it spawns the workers on the shared socket, restarts one that dies, and on
 SIGINT / SIGTERM stops them all gracefully. Each worker builds its app with `worker_app`, the
-factory uvicorn imports, exactly as a single-process server builds its one.
+factory uvicorn imports, exactly as a single-process server builds its one (served_app).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from pydantic import BaseModel, SecretStr
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from bot.channels.serve import served_app, server_options
 from bot.channels.web.metrics import MULTIPROC_ENV
-from bot.channels.web.serve import server_options
 from bot.errors import SupportbotError
 from bot.settings import WORKER_ENV, Settings
 
@@ -153,7 +153,6 @@ def load_worker_settings(data: dict[str, Any]) -> Settings:
 def worker_app() -> FastAPI:
     """The app of one worker (uvicorn calls this in each worker process): the parent's settings,
     the saved index loaded at start-up, the configured model loaded when first needed."""
-    from bot.channels.web.app import create_app
     from bot.runtime import generator_factory
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
@@ -164,7 +163,7 @@ def worker_app() -> FastAPI:
     settings = load_worker_settings(json.loads(Path(path).read_text(encoding="utf-8")))
     loader = generator_factory(settings.model,
                                lambda name: log.info("loading the model %s", name))
-    return create_app(settings, generator=loader)
+    return served_app(settings, generator=loader)
 
 
 class _WorkerConfig(uvicorn.Config):

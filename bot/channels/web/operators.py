@@ -29,7 +29,7 @@ from bot.channels.web.unavailable import Unavailable, unavailable
 from bot.errors import InputError, StorageError
 from bot.operators.accounts import MAX_PASSWORD, verify_password
 from bot.operators.auth import COOKIE, COOKIE_PATH, LoginThrottle, SessionSigner
-from bot.operators.delivery import TelegramDelivery, to_customer, typing_to_customer
+from bot.operators.delivery import ChatDelivery, to_customer, typing_to_customer
 from bot.operators.faq import MAX_ANSWER_CHARS, MAX_QUESTION_CHARS, Addition, FaqLearning
 from bot.operators.store import ConflictError, InboxItem, NotFoundError, OperatorStore
 from bot.push import operator_frame, status_frame, typing_frame
@@ -77,7 +77,7 @@ class OperatorContext:
     throttle: LoginThrottle
     web: WebState
     learning: FaqLearning  # FAQ additions
-    telegram: TelegramDelivery | None = None  # replies to Telegram customers
+    telegram: ChatDelivery | None = None  # replies to Telegram customers
 
 
 class LoginRequest(BaseModel):
