@@ -12,11 +12,23 @@ from fastapi.testclient import TestClient
 
 from bot.channels.web import create_app
 from bot.operators.auth import LoginThrottle
-from bot.settings import Settings
+from bot.settings import OperatorSettings, Settings
 from retrieval.index import FaqIndex
 from tests.operator_support import login
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def patient_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The apps' first wait after too many failures is a minute, not a second, here: these
+    tests check who is held back, and a busy machine must not let that wait run out between
+    two requests (or across a restart) before the next one is made."""
+    def patient(settings: OperatorSettings) -> LoginThrottle:
+        return LoginThrottle(settings.max_failed_logins, settings.lockout_minutes * 60,
+                             settings.max_failed_logins_per_ip, first_delay=60.0)
+
+    monkeypatch.setattr(LoginThrottle, "from_settings", staticmethod(patient))
 
 
 @pytest.fixture
