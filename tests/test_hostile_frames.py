@@ -229,7 +229,7 @@ def test_arbitrary_bodies_get_an_answer_never_a_500(client: TestClient, path: st
 
 def test_a_turn_the_locked_database_could_not_keep_says_so(
         tmp_path: Path, sample_index: FaqIndex, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bot.storage.BUSY_TIMEOUT_MS", 200)  # fail fast, not after 30 s
+    monkeypatch.setattr("bot.storage.engine.BUSY_TIMEOUT_MS", 200)  # fail fast, not after 30 s
     settings = web_settings(tmp_path)
     with TestClient(create_app(settings, index=sample_index)) as client:
         kept = client.post("/v1/chat", json={"text": FAQ_QUESTION}).json()

@@ -198,7 +198,7 @@ def _hidden(response: Any, settings: Settings) -> str:
 def test_a_locked_database_is_not_described_to_the_customer(
         tmp_path: Path, sample_index: FaqIndex, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr("bot.storage.BUSY_TIMEOUT_MS", 200)  # fail fast, not after 30 s
+    monkeypatch.setattr("bot.storage.engine.BUSY_TIMEOUT_MS", 200)  # fail fast, not after 30 s
     settings = web_settings(tmp_path)
     with TestClient(create_app(settings, index=sample_index)) as client:
         first = client.post("/v1/chat", json={"text": FAQ_QUESTION}).json()
@@ -244,7 +244,7 @@ def test_an_unreadable_database_is_not_described_to_anyone(
 def test_a_locked_database_is_not_described_on_the_web_socket_either(
         tmp_path: Path, sample_index: FaqIndex, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr("bot.storage.BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr("bot.storage.engine.BUSY_TIMEOUT_MS", 200)
     settings = web_settings(tmp_path)
     with TestClient(create_app(settings, index=sample_index)) as client, \
             client.websocket_connect("/ws") as ws:
