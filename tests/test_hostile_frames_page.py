@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 def test_an_unstored_answer_says_rating_is_unavailable(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bot.storage.engine.BUSY_TIMEOUT_MS", 300)  # the lock fails the turn quickly
+    monkeypatch.setattr("bot.storage.engine.BUSY_TIMEOUT_MS", 300)  # the lock fails it quickly
     with running(LiveServer(tmp_path)) as server, sync_playwright() as playwright:
         browser = launch(playwright)
         with new_page(browser) as page:
