@@ -108,11 +108,6 @@ class Operator(Base):
     # Sessions issued before this are over (set at logout: every device signs in again).
     sessions_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
                                                             nullable=True)
-    # No longer written or read (failed sign-ins are counted per name and address in
-    # login_failures since 0007); dropping them needs a migration of their own.
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    last_failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
-                                                            nullable=True)
 
 
 class OperatorAction(Base):
