@@ -169,12 +169,14 @@ class Calibration:
     answered_right: float  # share of held-out phrasings answered directly and right
     samples: int
     key: str
+    target: float | None = None  # the target precision it was calibrated for
+    scoring: str | None = None  # the scoring it was calibrated with
 
     def to_dict(self) -> dict[str, Any]:
         """For the index's JSON metadata."""
         return {"answer": self.answer, "margin": self.margin, "precision": self.precision,
                 "answered_right": round(self.answered_right, 4), "samples": self.samples,
-                "key": self.key}
+                "key": self.key, "target": self.target, "scoring": self.scoring}
 
     @classmethod
     def from_dict(cls, data: object) -> Calibration | None:
@@ -183,7 +185,9 @@ class Calibration:
             assert isinstance(data, dict)
             made = cls(float(data["answer"]), float(data["margin"]),
                        None if data["precision"] is None else float(data["precision"]),
-                       float(data["answered_right"]), int(data["samples"]), str(data["key"]))
+                       float(data["answered_right"]), int(data["samples"]), str(data["key"]),
+                       None if data.get("target") is None else float(data["target"]),
+                       None if data.get("scoring") is None else str(data["scoring"]))
         except (AssertionError, KeyError, TypeError, ValueError):
             return None
         return made if 0.0 <= made.answer <= 1.0 and 0.0 <= made.margin <= 1.0 else None
@@ -222,6 +226,12 @@ def effective(answer: float, margin: float, suggest: float, explicit: Collection
             values[name], source[name] = calibrated[name], "calibrated"
     return Effective(values["answer_threshold"], values["answer_margin"],
                      min(suggest, values["answer_threshold"]), source)
+
+
+def describe(values: Effective) -> str:
+    """One line: each threshold in use and where it comes from."""
+    return ", ".join(f"{name} {getattr(values, name):.2f} ({values.source[name]})"
+                     for name in ("answer_threshold", "answer_margin", "suggest_threshold"))
 
 
 def calibration_key(index: FaqIndex, target_precision: float) -> str:
@@ -283,7 +293,7 @@ def cross_validate(index: FaqIndex, target_precision: float, key: str = "") -> C
              "(%d folds; precision %s)", found.answer, found.margin, len(samples), folds,
              found.answer_precision)
     return Calibration(found.answer, found.margin, found.answer_precision,
-                       found.answered_right, len(samples), key)
+                       found.answered_right, len(samples), key, target_precision, index.scoring)
 
 
 def _fold_samples(index: FaqIndex, kept: list[FaqEntry], held: list[tuple[int, str]],

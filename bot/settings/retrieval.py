@@ -49,12 +49,13 @@ class RetrievalSettings(_Section):
         0.70, ge=-1.0, le=1.0, description="Score at or above which the FAQ answers directly. "
         "Unless set here (file or environment), the threshold calibrated on the FAQ's own "
         "phrasings when the index is built or changes is used instead (target_precision); a "
-        "value set explicitly wins over the calibrated one.")
+        "value set explicitly wins over the calibrated one.",
+        json_schema_extra={"example_commented": True})
     answer_margin: float = Field(
         0.0, ge=0.0, le=1.0, description="A direct answer also needs the top entry this far "
         "ahead of the second; closer entries get 'Did you mean'. Unless set here (file or "
         "environment), the margin calibrated with the answer threshold is used; a value set "
-        "explicitly wins.")
+        "explicitly wins.", json_schema_extra={"example_commented": True})
     target_precision: float = Field(
         0.97, ge=0.5, le=1.0, description="The share of direct answers that should be right: "
         "the answer threshold and margin are calibrated to reach it on the FAQ's own phrasings "
