@@ -175,7 +175,7 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         """For the index's JSON metadata."""
         return {"answer": self.answer, "margin": self.margin, "precision": self.precision,
-                "answered_right": round(self.answered_right, 4), "samples": self.samples,
+                "answered_right": self.answered_right, "samples": self.samples,
                 "key": self.key, "target": self.target, "scoring": self.scoring}
 
     @classmethod
@@ -293,7 +293,8 @@ def cross_validate(index: FaqIndex, target_precision: float, key: str = "") -> C
              "(%d folds; precision %s)", found.answer, found.margin, len(samples), folds,
              found.answer_precision)
     return Calibration(found.answer, found.margin, found.answer_precision,
-                       found.answered_right, len(samples), key, target_precision, index.scoring)
+                       round(found.answered_right, 4), len(samples), key, target_precision,
+                       index.scoring)
 
 
 def _fold_samples(index: FaqIndex, kept: list[FaqEntry], held: list[tuple[int, str]],
