@@ -9,8 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 import retrieval.calibration as calibration
+from bot.channels.web import create_app
+from bot.cli import app as cli_app
 from bot.dialogue.replies import band, thresholds
 from bot.operators.faq import FaqLearning
 from bot.runtime import configure_index, open_index
@@ -23,6 +27,7 @@ from retrieval.corpus import FaqEntry
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.index import META_FILE, FaqIndex
 from tests.dialogue_support import manager
+from tests.web_support import web_settings
 
 # Paraphrases of the sample FAQ (none is one of its phrasings) that score in the low 0.70s.
 QUESTIONS = ("take me off your mailing list", "how can I get in touch with a staff member",
@@ -184,3 +189,26 @@ def test_a_calibration_read_back_must_be_whole() -> None:
     assert Calibration.from_dict({"answer": 2.0}) is None
     assert Calibration.from_dict(replace(good, answer=1.5).to_dict()) is None
     assert Calibration.from_dict("nonsense") is None
+
+
+def test_readyz_and_config_show_give_the_thresholds_in_use(
+        tmp_path: Path, classifier_index: FaqIndex) -> None:
+    classifier_index.calibration = Calibration(0.81, 0.02, 0.98, 0.5, 100, "k", 0.97,
+                                               "classifier")
+    settings = web_settings(tmp_path)
+    settings.retrieval.suggest_threshold = 0.5
+    with TestClient(create_app(settings, index=classifier_index),
+                    base_url="https://testserver") as client:
+        ready = client.get("/readyz").json()
+    assert ready["thresholds"] == {
+        "answer_threshold": 0.81, "answer_margin": 0.02, "suggest_threshold": 0.5,
+        "source": {"answer_threshold": "calibrated", "answer_margin": "calibrated",
+                   "suggest_threshold": "set"}}
+    assert str(tmp_path) not in json.dumps(ready)  # no paths
+    config = tmp_path / "c.yaml"
+    config.write_text(f"retrieval:\n  index_dir: {tmp_path / 'none'}\n  answer_threshold: 0.75\n",
+                      encoding="utf-8")
+    shown = CliRunner().invoke(cli_app, ["--config", str(config), "config", "show"])
+    assert shown.exit_code == 0, shown.output
+    assert "# thresholds in use: answer_threshold 0.75 (set), answer_margin 0.00 (default)" \
+        in shown.stdout and "no saved index" in shown.stdout
