@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.dialogue import DialogueManager
@@ -26,8 +27,9 @@ from bot.storage import ConversationStore
 
 if TYPE_CHECKING:
     from bot.safety.layer import SafetyLayer
+from retrieval.calibration import ensure_calibrated
 from retrieval.embedder import Embedder, ProgressCallback, SentenceTransformerEmbedder
-from retrieval.errors import IndexMissingError, IndexStaleError
+from retrieval.errors import IndexMissingError, IndexStaleError, IndexWriteError
 from retrieval.index import FaqIndex
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,17 @@ def configure_index(index: FaqIndex, settings: Settings) -> FaqIndex:
     index.scoring = settings.retrieval.scoring
     index.outside = outside_questions(settings) if index.scoring == "classifier" else ()
     index.lexical = settings.retrieval.lexical
+    index.target_precision = settings.retrieval.target_precision
     return index
+
+
+def calibrate_index(index: FaqIndex, index_dir: Path | None = None) -> None:
+    """Calibrate the configured index's answer threshold and margin unless the calibration
+    saved with it still fits (retrieval.calibration); a new one is saved in `index_dir` (a
+    read-only index only recalibrates at the next start)."""
+    if ensure_calibrated(index) and index_dir is not None:
+        with contextlib.suppress(IndexWriteError):
+            index.save_meta(index_dir)
 
 
 def open_index(settings: Settings, embedder: Embedder | None = None,
@@ -108,6 +120,7 @@ def open_index(settings: Settings, embedder: Embedder | None = None,
     configure_index(index, settings)
     if index.scoring == "classifier":
         index.classifier_head()  # fitted now, not during the first customer's message
+    calibrate_index(index, settings.retrieval.index_dir)
     return index, why
 
 

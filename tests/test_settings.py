@@ -141,7 +141,7 @@ def test_committed_example_is_generated_and_loads() -> None:
 
 def test_example_documents_every_key() -> None:
     text = example_yaml()
-    assert "  # Cosine score at or above which the FAQ answers.\n  answer_threshold: 0.7\n" in text
+    assert "wins over the calibrated one.\n  # answer_threshold: 0.7\n" in text
     assert "    # Nucleus sampling mass.\n    top_p: 0.9\n" in text
     for name in PersonaSettings.model_fields:
         assert f"\n  {name}: " in text

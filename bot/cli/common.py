@@ -124,7 +124,7 @@ def faq_index(settings: Settings) -> FaqIndex:
 def memory_index(settings: Settings, entries: list[FaqEntry]) -> FaqIndex:
     """An index of these entries for the eval commands, built in memory and never saved, with
     the configured embedder, index type, scoring and out-of-scope class."""
-    from bot.runtime import configure_index, torch_threads
+    from bot.runtime import calibrate_index, configure_index, torch_threads
     from retrieval.embedder import SentenceTransformerEmbedder
     from retrieval.index import FaqIndex
 
@@ -132,9 +132,11 @@ def memory_index(settings: Settings, entries: list[FaqEntry]) -> FaqIndex:
     embedder = SentenceTransformerEmbedder(settings.retrieval.embedder)
     with progress("embedding FAQ phrasings", sum(len(e.questions) for e in entries)
                   ) as advance:
-        return configure_index(FaqIndex.build(entries, embedder, progress=advance,
-                                              index_type=settings.retrieval.index_type),
-                               settings)
+        built = configure_index(FaqIndex.build(entries, embedder, progress=advance,
+                                               index_type=settings.retrieval.index_type),
+                                settings)
+    calibrate_index(built)  # as a served index is: the same effective thresholds
+    return built
 
 
 def model_loader(settings: Settings) -> Callable[[], Generator]:

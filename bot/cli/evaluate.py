@@ -92,8 +92,11 @@ def eval_retrieval(ctx: typer.Context,
         entries = load_faq(faq_path)
         labelled = read_queries(queries, {e.id for e in entries})
         built = memory_index(settings, entries)
-        policy = Policy(r.answer_threshold, r.suggest_threshold, r.max_suggestions, r.top_k,
-                        r.answer_margin)
+        from bot.dialogue.replies import thresholds
+
+        t = thresholds(r, built.calibration)  # calibrated unless set explicitly
+        policy = Policy(t.answer_threshold, t.suggest_threshold, r.max_suggestions, r.top_k,
+                        t.answer_margin)
         with progress("embedding queries", len(labelled)) as advance:
             evaluation = evaluate_retrieval(built, labelled, policy, progress=advance,
                                             sources={"faq": str(faq_path),

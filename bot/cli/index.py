@@ -18,6 +18,9 @@ def index(ctx: typer.Context, faq: Annotated[Path | None, typer.Option(
         settings = settings_of(ctx)
         if faq is not None:
             settings.retrieval.faq_path = faq
+        from bot.dialogue.replies import thresholds
+        from bot.runtime import calibrate_index, configure_index
+        from retrieval.calibration import describe
         from retrieval.corpus import faq_file_hash, load_faq
         from retrieval.embedder import SentenceTransformerEmbedder
         from retrieval.index import FaqIndex
@@ -31,7 +34,12 @@ def index(ctx: typer.Context, faq: Annotated[Path | None, typer.Option(
                                    index_type=settings.retrieval.index_type)
         # The file's hash lets the next start skip parsing an unchanged FAQ.
         built.faq_sha256 = faq_file_hash(settings.retrieval.faq_path)
+        # Calibrated now and saved with it, so that the next start need not (the head is
+        # fitted for it, with the scoring and out-of-scope class the bot will serve with).
+        configure_index(built, settings)
+        calibrate_index(built)
         built.save(settings.retrieval.index_dir)
         err.print(f"indexed {len(entries)} entries ({built.size} phrasings, "
                   f"dimension {embedder.dimension}, embedder {embedder.name}) "
                   f"into {settings.retrieval.index_dir} in {time.perf_counter() - started:.1f} s")
+        err.print("thresholds: " + describe(thresholds(settings.retrieval, built.calibration)))

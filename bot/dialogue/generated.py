@@ -84,7 +84,8 @@ async def generate(dm: DialogueManager, conversation: str, text: str, hits: list
     if not outcome.released:
         reason = outcome.rejected.reason if outcome.rejected else "no complete sentence"
         meta["rejected"] = reason if reason.startswith("safety") else f"grounding: {reason}"
-        yield replace(replies.clarify(dm.persona, dm.retrieval, conversation, hits),
+        yield replace(replies.clarify(dm.persona, dm.retrieval, conversation, hits,
+                                      dm.index.calibration),
                       candidates=candidates, meta=meta)
         return
     if outcome.rejected is not None:

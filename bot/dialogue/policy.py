@@ -151,7 +151,7 @@ async def searched(dm: DialogueManager, conversation: str, text: str,
                       "retrieved": [{"id": h.entry.id, "score": round(h.score, 4)}
                                     for h in hits]})
     reply: BotReply
-    band = replies.band(dm.retrieval, hits).band
+    band = replies.band(dm.retrieval, hits, dm.index.calibration).band
     if band is Band.ANSWER:
         reply = replies.answer(conversation, hits[0])
     elif band is Band.SUGGEST:
@@ -168,7 +168,8 @@ async def searched(dm: DialogueManager, conversation: str, text: str,
             assert generated is not None
             reply = generated
         elif middle == "clarify":
-            reply = replies.clarify(dm.persona, dm.retrieval, conversation, hits)
+            reply = replies.clarify(dm.persona, dm.retrieval, conversation, hits,
+                                      dm.index.calibration)
         else:
             reply = replies.fallback(dm.persona, conversation, top)
     else:
@@ -189,5 +190,6 @@ async def middle_generated(dm: DialogueManager, conversation: str, text: str,
             raise
         # The customer still gets a useful turn; the cause is stored with it.
         log.warning("generation failed, offering 'Did you mean': %s", exc)
-        yield replace(replies.clarify(dm.persona, dm.retrieval, conversation, hits),
+        yield replace(replies.clarify(dm.persona, dm.retrieval, conversation, hits,
+                                      dm.index.calibration),
                       meta={"generation_error": str(exc)})

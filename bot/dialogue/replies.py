@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.settings import PersonaSettings, RetrievalSettings
 from bot.types import BotReply, Decision, Source
 from retrieval.bands import BandDecision, decide, suggestions
+from retrieval.calibration import Calibration, Effective, effective
 from retrieval.index import FaqHit
 
 
@@ -14,11 +15,21 @@ def source(hit: FaqHit) -> Source:
                   link=hit.entry.link or None)
 
 
-def band(retrieval: RetrievalSettings, hits: list[FaqHit]) -> BandDecision:
-    """The policy's band for ranked hits (retrieval.bands: the same for eval and bench)."""
+def thresholds(retrieval: RetrievalSettings, calibration: Calibration | None) -> Effective:
+    """The thresholds in use: those set explicitly in settings (file or environment), else the
+    index's calibrated ones, else the defaults."""
     r = retrieval
-    return decide([h.score for h in hits], r.answer_threshold, r.suggest_threshold,
-                  r.max_suggestions, r.answer_margin)
+    return effective(r.answer_threshold, r.answer_margin, r.suggest_threshold,
+                     r.model_fields_set, calibration)
+
+
+def band(retrieval: RetrievalSettings, hits: list[FaqHit],
+         calibration: Calibration | None = None) -> BandDecision:
+    """The policy's band for ranked hits (retrieval.bands: the same for eval and bench), with
+    the effective thresholds (`thresholds`)."""
+    t = thresholds(retrieval, calibration)
+    return decide([h.score for h in hits], t.answer_threshold, t.suggest_threshold,
+                  retrieval.max_suggestions, t.answer_margin)
 
 
 def answer(conversation: str, hit: FaqHit) -> BotReply:
@@ -29,10 +40,10 @@ def answer(conversation: str, hit: FaqHit) -> BotReply:
 
 
 def clarify(persona: PersonaSettings, retrieval: RetrievalSettings, conversation: str,
-            hits: list[FaqHit]) -> BotReply:
+            hits: list[FaqHit], calibration: Calibration | None = None) -> BotReply:
     """'Did you mean' with the closest entries above the suggest threshold."""
-    offered = [hits[i] for i in suggestions([h.score for h in hits],
-                                            retrieval.suggest_threshold,
+    suggest = thresholds(retrieval, calibration).suggest_threshold
+    offered = [hits[i] for i in suggestions([h.score for h in hits], suggest,
                                             retrieval.max_suggestions)]
     lines = [persona.render(persona.clarify_text)]
     lines += [f"{i}. {h.entry.question}" for i, h in enumerate(offered, start=1)]

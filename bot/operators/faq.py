@@ -32,6 +32,7 @@ from bot.operators.store import ConflictError, NotFoundError
 from bot.safety.layer import SafetyLayer
 from bot.storage import ConversationStore
 from bot.storage.models import FAQ_ID_LENGTH, FaqAddition, OperatorAction, as_utc, utcnow
+from retrieval.calibration import ensure_calibrated
 from retrieval.corpus import FaqEntry
 from retrieval.errors import RetrievalError
 from retrieval.index import FaqIndex
@@ -193,9 +194,11 @@ class FaqLearning:
         return removed + taken
 
     def _prepare(self) -> None:
-        """Refit the classifier head here, off the event loop, not in the next customer's turn."""
+        """Refit the classifier head and recalibrate the answer threshold here, off the event
+        loop (a worker thread), not in the next customer's turn."""
         if self.index.scoring == "classifier":
             self.index.classifier_head()
+        ensure_calibrated(self.index)
 
     async def add(self, operator: str, question: str, *, entry_id: str | None = None,
                   answer: str | None = None, out_of_scope: bool = False,

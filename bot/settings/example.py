@@ -44,7 +44,11 @@ def _example_lines(model: type[BaseModel], depth: int, lines: list[str]) -> None
         lines.extend(_comment(field.description or "", indent))
         dumped = yaml.safe_dump({name: default_value(field)}, sort_keys=False, allow_unicode=True,
                                 width=100 - len(indent))
-        lines.extend(indent + line for line in dumped.splitlines())
+        # A key whose mere presence changes behaviour (a threshold set explicitly wins over
+        # the calibrated one) is shown commented out: copying the file leaves it unset.
+        hidden = "# " if isinstance(field.json_schema_extra, dict) and \
+            field.json_schema_extra.get("example_commented") else ""
+        lines.extend(indent + hidden + line for line in dumped.splitlines())
 
 
 def default_value(field: FieldInfo) -> Any:

@@ -45,13 +45,25 @@ class RetrievalSettings(_Section):
         "search over very large FAQs, at some cost in recall. Blend and classifier "
         "scoring read every vector whatever the type. Changing it rebuilds the index.")
     top_k: int = Field(5, ge=1, le=50, description="FAQ entries retrieved per message.")
-    answer_threshold: float = Field(0.70, ge=-1.0, le=1.0,
-                                    description="Cosine score at or above which the FAQ answers.")
-    answer_margin: float = Field(0.0, ge=0.0, le=1.0, description="A direct answer also needs "
-                                 "the top entry this far ahead of the second; closer entries "
-                                 "get 'Did you mean' (calibrated by tune-retriever).")
+    answer_threshold: float = Field(
+        0.70, ge=-1.0, le=1.0, description="Score at or above which the FAQ answers directly. "
+        "Unless set here (file or environment), the threshold calibrated on the FAQ's own "
+        "phrasings when the index is built or changes is used instead (target_precision); a "
+        "value set explicitly wins over the calibrated one.",
+        json_schema_extra={"example_commented": True})
+    answer_margin: float = Field(
+        0.0, ge=0.0, le=1.0, description="A direct answer also needs the top entry this far "
+        "ahead of the second; closer entries get 'Did you mean'. Unless set here (file or "
+        "environment), the margin calibrated with the answer threshold is used; a value set "
+        "explicitly wins.", json_schema_extra={"example_commented": True})
+    target_precision: float = Field(
+        0.97, ge=0.5, le=1.0, description="The share of direct answers that should be right: "
+        "the answer threshold and margin are calibrated to reach it on the FAQ's own phrasings "
+        "(cross-validated; out-of-scope questions simulated), never below 0.5. Higher answers "
+        "fewer questions directly and offers 'Did you mean' more often.")
     suggest_threshold: float = Field(0.45, ge=-1.0, le=1.0,
-                                     description="Score at or above which 'Did you mean' offers.")
+                                     description="Score at or above which 'Did you mean' offers "
+                                     "(never above the answer threshold in use).")
     max_suggestions: int = Field(3, ge=1, le=5, description="Questions offered in 'Did you mean'.")
     auto_rebuild: bool = Field(True, description="Rebuild a missing or stale index on start.")
     threads: int = Field(1, ge=0, le=64, description="Torch threads of the event loop's "

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -24,7 +25,16 @@ from retrieval.index import edits, opening, scoring, store
 from retrieval.index.head import with_head
 from retrieval.index.kinds import new_faiss_index
 from retrieval.index.scoring import FaqHit
-from retrieval.index.state import Snapshot, same_head_inputs, snapshot, with_derived
+from retrieval.index.state import (
+    HeadMemory,
+    Snapshot,
+    same_head_inputs,
+    snapshot,
+    with_derived,
+)
+
+if TYPE_CHECKING:
+    from retrieval.calibration import Calibration
 
 Opened = tuple["FaqIndex", IndexMissingError | IndexStaleError | None]
 
@@ -49,6 +59,11 @@ class FaqIndex:
         self.faq_sha256 = faq_sha256
         # Where a head fitted from scratch is kept for the next start (open() sets it).
         self.head_file: Path | None = None
+        # The answer threshold and margin calibrated on the FAQ's phrasings
+        # (retrieval.calibration), the one read with a saved index, and the target precision.
+        self.calibration: Calibration | None = None
+        self.saved_calibration: Calibration | None = None
+        self.target_precision: float | None = None
 
     @classmethod
     def build(cls, entries: Sequence[FaqEntry], embedder: Embedder,
@@ -238,6 +253,36 @@ class FaqIndex:
             assert current.head is not None
             return current.head
 
+    def head_memory(self) -> HeadMemory:
+        """What the last fitted head chose (its decay, its use of words), the head fitted
+        first when the scoring is the classifier."""
+        if self.scoring == "classifier" and self.size:
+            self.classifier_head()
+        return self._snapshot.memory
+
+    def remember(self, memory: HeadMemory) -> None:
+        """Fit the next head with this decay and choice of words (and from its head)."""
+        with self._writing:
+            self._publish(replace(self._snapshot, head=None, memory=memory))
+
+    def vectors_of(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The indexed vectors of those of `texts` that are live phrasings."""
+        state = self._snapshot
+        wanted = set(texts)
+        rows = [i for i in np.flatnonzero(~state.removed[:state.size])
+                if state.phrasings[i] in wanted]
+        if not rows:
+            return {}
+        vectors = state.index.reconstruct_batch(np.asarray(rows, dtype=np.int64))
+        return {state.phrasings[i]: v for i, v in zip(rows, vectors, strict=True)}
+
+    def outside_vectors(self) -> dict[str, np.ndarray]:
+        """The out-of-scope questions' vectors embedded so far, by question."""
+        state = self._snapshot
+        if state.outside_vectors is None:
+            return {}
+        return dict(zip(state.outside, state.outside_vectors, strict=False))
+
     # --- persistence (retrieval.index.store) -------------------------------------------------
 
     def save(self, index_dir: Path | str) -> None:
@@ -254,7 +299,9 @@ class FaqIndex:
         store.write_meta(index_dir, corpus_hash=self.corpus_hash, faq_sha256=self.faq_sha256,
                          embedder=self.embedder, index_type=self.index_type,
                          entries=state.entries, phrasings=state.phrasings,
-                         phrasing_entry=state.owner.tolist())
+                         phrasing_entry=state.owner.tolist(),
+                         calibration=None if self.calibration is None
+                         else self.calibration.to_dict())
 
     @classmethod
     def load(cls, index_dir: Path | str, entries: Sequence[FaqEntry],

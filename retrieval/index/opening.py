@@ -87,7 +87,12 @@ def _from_saved(cls: type[FaqIndex], index_dir: Path, meta: dict[str, Any],
                 entries: Sequence[FaqEntry], embedder: Embedder,
                 known_hash: str | None = None) -> FaqIndex:
     """The FaqIndex for checked metadata: reads the FAISS file and checks that they fit."""
+    from retrieval.calibration import Calibration
+
     index = store.read_faiss(index_dir, meta, entries, embedder.dimension)
-    return cls(entries, embedder, index, np.asarray(meta["phrasing_entry"], dtype=np.int64),
-               list(meta["phrasings"]), known_hash, meta["faq_sha256"],
-               index_type=str(meta.get("index_type", "flat")))
+    opened = cls(entries, embedder, index, np.asarray(meta["phrasing_entry"], dtype=np.int64),
+                 list(meta["phrasings"]), known_hash, meta["faq_sha256"],
+                 index_type=str(meta.get("index_type", "flat")))
+    # Kept until the index is configured: used when its key fits (retrieval.calibration).
+    opened.saved_calibration = Calibration.from_dict(meta.get("calibration"))
+    return opened

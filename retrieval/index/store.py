@@ -39,8 +39,10 @@ def write_faiss(index_dir: Path, index: faiss.Index) -> None:
 
 def write_meta(index_dir: Path, *, corpus_hash: str, faq_sha256: str | None,
                embedder: Embedder, index_type: str, entries: Sequence[FaqEntry],
-               phrasings: Sequence[str], phrasing_entry: Sequence[int]) -> None:
-    """Write (atomically replace) the metadata of a saved index."""
+               phrasings: Sequence[str], phrasing_entry: Sequence[int],
+               calibration: dict[str, Any] | None = None) -> None:
+    """Write (atomically replace) the metadata of a saved index (with its calibrated answer
+    threshold and margin when there is one: retrieval.calibration)."""
     meta = {
         "format_version": FORMAT_VERSION,
         "corpus_hash": corpus_hash,
@@ -54,6 +56,8 @@ def write_meta(index_dir: Path, *, corpus_hash: str, faq_sha256: str | None,
         "faq_entries": [asdict(entry) for entry in entries],
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if calibration is not None:
+        meta["calibration"] = calibration
     tmp_meta = index_dir / (META_FILE + ".tmp")
     try:
         tmp_meta.write_text(json.dumps(meta, separators=(",", ":")), encoding="utf-8")

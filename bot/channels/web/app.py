@@ -26,6 +26,7 @@ from bot.channels.web.state import WebState
 from bot.channels.web.unavailable import Unavailable, unavailable, unavailable_response
 from bot.channels.web.ws import chat_socket
 from bot.dialogue import DialogueManager, Event
+from bot.dialogue.replies import thresholds
 from bot.errors import StorageError
 from bot.generation.base import Generator
 from bot.operators.auth import LoginThrottle, SessionSigner
@@ -192,8 +193,11 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
             failure = unavailable("database unreachable", exc, log)
             return JSONResponse({"status": failure.message, "request_id": failure.request_id},
                                 status_code=503, headers=failure.headers)
-        return JSONResponse({"status": "ready", "faq_entries": len(state.manager.index.entries),
-                             "model_loaded": state.manager.generator_loaded})
+        manager = state.manager
+        return JSONResponse({"status": "ready", "faq_entries": len(manager.index.entries),
+                             "model_loaded": manager.generator_loaded,
+                             "thresholds": thresholds(manager.retrieval,
+                                                      manager.index.calibration).to_dict()})
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
