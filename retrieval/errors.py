@@ -90,3 +90,7 @@ class ReportWriteError(RetrievalError):
         self.out_dir = Path(out_dir)
         super().__init__(f"cannot write the report into {self.out_dir} "
                          f"({cause.strerror or cause})")
+
+
+class ModelInstallError(RetrievalError):
+    """An optional model cannot be downloaded, is incomplete, or a hash does not match."""

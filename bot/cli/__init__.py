@@ -15,6 +15,7 @@ from bot.cli import (
     db,
     evaluate,
     index,
+    models,
     operators,
     serve,
     telegram,
@@ -35,6 +36,7 @@ app.command()(conversations.history)
 app.add_typer(db.db_app, name="db")
 app.add_typer(evaluate.eval_app, name="eval")
 app.command()(conversations.release)
+app.add_typer(models.models_app, name="models")
 app.command("tune-retriever")(tune.tune_retriever)
 app.command()(train.train)
 app.command()(train.merge)

