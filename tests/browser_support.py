@@ -74,10 +74,11 @@ class LiveServer:
     """uvicorn serving create_app(settings) on 127.0.0.1 in a background thread.
 
     `extra` is YAML appended to the test configuration (top-level sections other than
-    retrieval, storage, dialogue and web).
+    retrieval, storage, dialogue and web); `retrieval` is YAML lines added to its retrieval
+    section, indented by two spaces.
     """
 
-    def __init__(self, folder: Path, extra: str = "") -> None:
+    def __init__(self, folder: Path, extra: str = "", retrieval: str = "") -> None:
         import uvicorn
 
         from bot.channels.web.app import create_app
@@ -85,7 +86,7 @@ class LiveServer:
 
         config = folder / "supportbot.yaml"
         config.write_text(
-            f"retrieval:\n  faq_path: {SAMPLE_FAQ}\n  index_dir: index\n"
+            f"retrieval:\n  faq_path: {SAMPLE_FAQ}\n  index_dir: index\n{retrieval}"
             "storage:\n  database_url: sqlite+aiosqlite:///bot.db\n"
             "dialogue:\n  middle: clarify\n"
             f"web:\n  secret: {secrets.token_hex(32)}\n  secret_file: {folder / 'web-secret'}\n"
