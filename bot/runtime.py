@@ -24,13 +24,13 @@ from bot.generation.base import Generator
 from bot.operators.faq import FaqLearning
 from bot.settings import ModelSettings, Settings
 from bot.storage import ConversationStore
-
-if TYPE_CHECKING:
-    from bot.safety.layer import SafetyLayer
 from retrieval.calibration import ensure_calibrated
 from retrieval.embedder import Embedder, ProgressCallback, SentenceTransformerEmbedder
 from retrieval.errors import IndexMissingError, IndexStaleError, IndexWriteError
 from retrieval.index import FaqIndex
+
+if TYPE_CHECKING:
+    from bot.safety.layer import SafetyLayer
 
 log = logging.getLogger(__name__)
 # How often a running bot deletes customers' texts as written whose time is up. Expired texts
