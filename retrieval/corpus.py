@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from bot.shared.textfile import TextFileError, decode_text, jsonl_lines
+from bot.shared.textfile import TextFileError, decode_text, jsonl_lines, read_bytes
 from retrieval.errors import CorpusError, CorpusProblem
 
 R = TypeVar("R")  # what a file's reader returns
@@ -73,27 +73,17 @@ def open_text_file(path: Path, what: str, readers: Mapping[str, R], formats: str
     if suffix not in readers:
         raise error.single(path, f"unknown {what} format '{suffix}' (use {formats})")
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise error.single(path, f"cannot read the {what} file: {exc.strerror or exc}") from exc
-    try:
-        return readers[suffix], decode_text(raw)
+        return readers[suffix], decode_text(read_bytes(path, f"{what} file"))
     except TextFileError as exc:
         raise error.single(path, exc.message, exc.line) from exc
 
 
 def faq_file_hash(path: Path | str) -> str:
     """A hash of the FAQ file's bytes: equal bytes give equal entries, without parsing them."""
-    return hashlib.sha256(_read_bytes(Path(path))).hexdigest()
-
-
-def _read_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise CorpusError.single(path, "FAQ file not found") from exc
-    except OSError as exc:
-        raise CorpusError.single(path, f"cannot read the FAQ file: {exc.strerror or exc}") from exc
+        return hashlib.sha256(read_bytes(Path(path), "FAQ file")).hexdigest()
+    except TextFileError as exc:
+        raise CorpusError.single(path, exc.message) from exc
 
 
 def corpus_hash(entries: Iterable[FaqEntry]) -> str:

@@ -23,14 +23,15 @@ class TextFileError(Exception):
         self.line = line
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes; TextFileError says "file not found" or why it cannot be read."""
+def read_bytes(path: Path, what: str = "file") -> bytes:
+    """The file's bytes; TextFileError says the `what` ("FAQ file", ...) is not found or why it
+    cannot be read."""
     try:
         return Path(path).read_bytes()
     except FileNotFoundError as exc:
-        raise TextFileError("file not found") from exc
+        raise TextFileError(f"{what} not found") from exc
     except OSError as exc:
-        raise TextFileError(f"cannot read the file: {exc.strerror or exc}") from exc
+        raise TextFileError(f"cannot read the {what}: {exc.strerror or exc}") from exc
 
 
 def decode_text(raw: bytes) -> str:
