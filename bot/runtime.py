@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from bot.dialogue import DialogueManager
 from bot.errors import StorageError
 from bot.generation.base import Generator
+from bot.learning import UseLearning
 from bot.operators.faq import FaqLearning
 from bot.settings import ModelSettings, Settings
 from bot.storage import ConversationStore
@@ -46,6 +47,7 @@ class Runtime:
     store: ConversationStore
     index: FaqIndex
     learning: FaqLearning  # FAQ additions from the inbox
+    use: UseLearning | None = None  # what customers' picks and ratings teach (bot/learning/)
     sweeper: asyncio.Task[None] | None = field(default=None)  # purges expired texts as written
 
     async def close(self) -> None:
@@ -197,14 +199,24 @@ async def open_runtime(settings: Settings, index: FaqIndex,
                               generator or generator_factory(settings.model), executor, safety)
     # FAQ phrasings and entries operators added from the inbox, on top of the FAQ file
     learning = FaqLearning(store, index, safety, settings.operators.faq_sync_seconds)
+    use = UseLearning(store, index, settings.learning, safety,
+                      settings.operators.faq_sync_seconds)
     try:
         await learning.sync(force=True)
+        await use.sync(force=True)
     except BaseException:
         manager.close()
         await store.close()
         raise
-    manager.faq_sync = learning.sync
-    return Runtime(manager, store, index, learning, asyncio.create_task(sweep_originals(store)))
+
+    async def sync() -> None:
+        await learning.sync()
+        await use.sync()
+
+    manager.faq_sync = sync
+    manager.learning = use if settings.learning.enabled else None
+    return Runtime(manager, store, index, learning, use,
+                   asyncio.create_task(sweep_originals(store)))
 
 
 def safety_layer(settings: Settings, index: FaqIndex) -> SafetyLayer | None:

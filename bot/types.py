@@ -47,6 +47,14 @@ class UserMessage:
     # A channel's own id for the message (e.g. a web client's): a message re-sent with an id
     # the conversation already had is not answered twice; its stored reply is returned again.
     client_id: str | None = None
+    # Who sent it, for learning's per-customer shares (bot/learning/): a digest of the web
+    # client's address, say; never stored with the message. None: the channel and user id.
+    source: str | None = None
+
+    @property
+    def sender(self) -> str:
+        """The learning source: `source`, else the channel and the user id."""
+        return self.source or f"{self.channel}:{self.user_id}"
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,7 @@ class ReplyMeta(TypedDict, total=False):
     # Retrieval
     retrieval_query: str  # what was searched (the message, or joined with the previous one)
     retrieved: list[RetrievedHit]  # what the search found, best first
+    doubted: str  # an entry customers agreed this wording does not mean: "Did you mean" instead
     # Generation (the middle band with dialogue.middle: generate)
     model: str  # the generator's name
     prompt_tokens: int  # tokens in the prompt

@@ -110,7 +110,7 @@ async def test_migrations_build_exactly_the_models(store: ConversationStore) -> 
 
     from bot.storage.models import Base
 
-    assert await store.revision() == ConversationStore.head_revision() == "0008"
+    assert await store.revision() == ConversationStore.head_revision() == "0009"
     await store.init()  # a second start leaves an up-to-date database alone
     async with store._engine.connect() as conn:
         diff = await conn.run_sync(
@@ -231,7 +231,7 @@ async def test_stores_starting_together_migrate_in_turn(database_url: str) -> No
     stores = [ConversationStore(database_url) for _ in range(4)]
     try:
         await asyncio.gather(*(s.init() for s in stores))
-        assert [await s.revision() for s in stores] == ["0008"] * 4
+        assert [await s.revision() for s in stores] == ["0009"] * 4
     finally:
         for s in stores:
             await s.close()
@@ -253,7 +253,7 @@ def test_worker_processes_starting_together_migrate_in_turn(database_url: str) -
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                for _ in range(4)]
     results = [(w.wait(timeout=120), *w.communicate()) for w in workers]
-    assert [(code, out.strip()) for code, out, _ in results] == [(0, "0008")] * 4, results
+    assert [(code, out.strip()) for code, out, _ in results] == [(0, "0009")] * 4, results
 
 
 @pytest.mark.parametrize(("url", "shown"), [

@@ -84,7 +84,7 @@ def test_history_refuses_an_overlong_id(config: Path) -> None:
 
 def test_db_current_and_upgrade(config: Path) -> None:
     code, stdout, _ = run(config, "db", "current")
-    assert (code, stdout.strip()) == (0, "none (head is 0008: run `supportbot db upgrade`)")
+    assert (code, stdout.strip()) == (0, "none (head is 0009: run `supportbot db upgrade`)")
 
     async def at_0001() -> None:
         from sqlalchemy.ext.asyncio import create_async_engine
@@ -96,13 +96,13 @@ def test_db_current_and_upgrade(config: Path) -> None:
 
     asyncio.run(at_0001())
     code, stdout, _ = run(config, "db", "current")
-    assert (code, stdout.strip()) == (0, "0001 (head is 0008: run `supportbot db upgrade`)")
+    assert (code, stdout.strip()) == (0, "0001 (head is 0009: run `supportbot db upgrade`)")
     code, stdout, _ = run(config, "db", "upgrade")
     assert code == 0
     assert stdout.strip() == (f"upgraded sqlite+aiosqlite:///{config.parent / 'bot.db'} "
-                              "from 0001 to 0008 (head)")
-    assert run(config, "db", "current")[1].strip() == "0008 (head)"
-    assert "is already at 0008 (head)" in run(config, "db", "upgrade")[1]
+                              "from 0001 to 0009 (head)")
+    assert run(config, "db", "current")[1].strip() == "0009 (head)"
+    assert "is already at 0009 (head)" in run(config, "db", "upgrade")[1]
 
 
 def test_db_upgrade_masks_the_password(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ async def test_upgrade_from_0001_keeps_conversations_with_the_bot(database_url: 
     try:
         assert await store.revision() == "0001"
         await store.init()
-        assert await store.revision() == "0008" == store.head_revision()
+        assert await store.revision() == "0009" == store.head_revision()
         assert await store.conversation_status("old") is ConversationStatus.BOT
         assert [m.text for m in await store.history("old")] == ["user", "bot"]
         long_id = "z" * 128  # over 0001's 64 characters

@@ -23,6 +23,7 @@ from bot.generation.base import Generator
 from bot.generation.batching import BatchingGenerator, as_batching
 from bot.generation.ranking import checker_for
 from bot.intents import Intents
+from bot.learning import UseLearning
 from bot.safety.layer import SafetyLayer
 from bot.settings import DialogueSettings, GenerationSettings, PersonaSettings, RetrievalSettings
 from bot.storage import ConversationStore, Message
@@ -66,6 +67,8 @@ class DialogueManager:
         # Brings in FAQ additions operators made (on any worker) before a turn searches;
         # open_runtime sets it (bot/operators/faq.py), None leaves the index as it is.
         self.faq_sync: Callable[[], Awaitable[object]] | None = None
+        # What customers' picks and ratings teach the index (bot/learning/); the runtime sets it.
+        self.learning: UseLearning | None = None
         self.intents = Intents(dialogue.handoff_keywords)
         # Shared with candidate ranking: FAQ sentences are embedded once per embedder.
         self.checker = checker_for(index.embedder)
@@ -219,15 +222,23 @@ class DialogueManager:
                 for m, rating in await self.store.transcript(conversation_id)]
 
     async def feedback(self, conversation_id: str, message_id: int, rating: str,
-                       comment: str | None = None) -> bool:
+                       comment: str | None = None, *, source: str | None = None,
+                       channel: str = "web") -> bool:
         """Store a customer's rating of a bot message; False if it is not one of this
         conversation's bot messages. InputError for a rating other than up / down. The comment
-        is redacted like the turns (one too long is the store's error to give)."""
+        is redacted like the turns (one too long is the store's error to give). A rating of a
+        direct FAQ answer is a learning signal of `source` (who rated: bot/learning/)."""
         safety = self.safety
         if (comment is not None and len(comment) <= COMMENT_LENGTH and safety is not None
                 and safety.settings.redact_stored):
             comment = (await asyncio.to_thread(safety.redact, comment))[:COMMENT_LENGTH]
-        return await self.store.record_feedback(conversation_id, message_id, rating, comment)
+        stored = await self.store.record_feedback(conversation_id, message_id, rating, comment)
+        if stored and self.learning is not None:
+            rated = await self.store.bot_message(conversation_id, message_id)
+            if rated is not None:
+                await self.learning.rated(conversation_id, rated, rating,
+                                          source or f"{channel}:unknown", channel)
+        return stored
 
     async def status(self, conversation_id: str) -> ConversationStatus:
         """Who answers the conversation now (bot, or a human after a handoff)."""

@@ -36,7 +36,7 @@ async def decide(dm: DialogueManager, message: UserMessage, turn: Turn) -> Async
     text = screened
     plain = simple(text)
     early = (await held_or_waiting(dm, conversation) or intent_reply(dm, conversation, text, plain)
-             or await answer_to_last(dm, conversation, plain))
+             or await answer_to_last(dm, message, plain))
     if early is not None:
         yield early
         return
@@ -117,18 +117,25 @@ def intent_reply(dm: DialogueManager, conversation: str, text: str,
     return None
 
 
-async def answer_to_last(dm: DialogueManager, conversation: str,
+async def answer_to_last(dm: DialogueManager, message: UserMessage,
                          plain: str) -> BotReply | None:
     """A reply to the bot's last question: a pick or 'no' after 'Did you mean', 'yes' to the
-    fallback's offer of a human."""
+    fallback's offer of a human. A pick or 'none of these' is also a learning signal."""
+    conversation = message.conversation_id
     last = await dm.store.last_bot_message(conversation)
     if last is not None and last.decision == Decision.CLARIFY.value:
         by_id = dm.index.by_id
         picked = pick(plain, [by_id[i] for i in last.faq_ids if i in by_id])
         if picked is not None:
+            if dm.learning is not None:
+                await dm.learning.after_clarify(conversation, last, picked.id, message.sender,
+                                                message.channel)
             score = dict(zip(last.faq_ids, last.scores, strict=False)).get(picked.id, 0.0)
             return replies.answer(conversation, FaqHit(picked, score, picked.question))
         if plain in NEGATIVE:
+            if dm.learning is not None:
+                await dm.learning.after_clarify(conversation, last, None, message.sender,
+                                                message.channel)
             return replies.fallback(dm.persona, conversation, 1.0)
     if last is not None and last.decision == Decision.FALLBACK.value and plain in AFFIRMATIVE:
         return replies.handoff(dm.persona, conversation)
@@ -152,6 +159,9 @@ async def searched(dm: DialogueManager, conversation: str, text: str,
                                     for h in hits]})
     reply: BotReply
     band = replies.band(dm.retrieval, hits, dm.index.calibration).band
+    if band is Band.ANSWER and await doubted(dm, found.query, hits[0], turn):
+        band = Band.SUGGEST  # customers agreed this wording does not mean that entry
+        turn.meta["doubted"] = hits[0].entry.id
     if band is Band.ANSWER:
         reply = replies.answer(conversation, hits[0])
     elif band is Band.SUGGEST:
@@ -175,6 +185,18 @@ async def searched(dm: DialogueManager, conversation: str, text: str,
     else:
         reply = replies.fallback(dm.persona, conversation, top)
     yield replace(reply, meta={**turn.meta, **reply.meta})
+
+
+async def doubted(dm: DialogueManager, query: str, hit: FaqHit, turn: Turn) -> bool:
+    """Whether learning doubts `hit` for this query (bot/learning/trust.py)."""
+    learning = dm.learning
+    if learning is None or not learning.doubts(hit.entry.id):
+        return False
+    known = (turn.vectors or {}).get(query)
+    if known is None:
+        loop = asyncio.get_running_loop()
+        known = (await loop.run_in_executor(dm.executor, dm.index.embedder.embed, [query]))[0]
+    return learning.doubted(hit.entry.id, known)
 
 
 async def middle_generated(dm: DialogueManager, conversation: str, text: str,

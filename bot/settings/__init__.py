@@ -11,6 +11,7 @@ from bot.settings.environment import (
     env_values,
 )
 from bot.settings.example import EXAMPLE_HEADER, example_yaml
+from bot.settings.learning import LearningSettings
 from bot.settings.loading import DEFAULT_CONFIG, load_settings, settings_to_yaml
 from bot.settings.model import (
     BUNDLED_EMBEDDER,
@@ -38,7 +39,8 @@ __all__ = [
     "BUNDLED_EMBEDDER", "BUNDLED_GENERATOR", "CONFIG_ENV", "DEFAULT_CONFIG", "ENV_DELIMITER",
     "ENV_PREFIX", "EXAMPLE_HEADER", "INPUT_GUARDS", "OUTPUT_GUARDS", "PII_ENTITIES", "PLACEHOLDERS",
     "TELEGRAM_TEXTS", "WORKER_ENV", "DialogueSettings", "GenerationSettings", "InputGuard",
-    "ModelSettings", "OpenAISettings", "OperatorSettings", "OutputGuard", "PersonaSettings",
+    "LearningSettings", "ModelSettings", "OpenAISettings", "OperatorSettings", "OutputGuard",
+    "PersonaSettings",
     "RetrievalSettings", "SafetySettings", "Settings", "StorageSettings", "TelegramSettings",
     "WebSettings", "check_networks", "env_name", "env_values", "example_yaml", "hide_password",
     "load_settings", "settings_to_yaml",

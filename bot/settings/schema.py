@@ -10,6 +10,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.settings.environment import ENV_DELIMITER, ENV_PREFIX, env_values
+from bot.settings.learning import LearningSettings
 from bot.settings.model import ModelSettings
 from bot.settings.persona import PersonaSettings
 from bot.settings.retrieval import DialogueSettings, RetrievalSettings
@@ -33,6 +34,7 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     operators: OperatorSettings = Field(default_factory=OperatorSettings)
+    learning: LearningSettings = Field(default_factory=LearningSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -219,6 +219,24 @@ class ConversationStore(TurnLocking, Migrating, FeedbackStore, Privacy):
                                .order_by(Message.id.desc()).limit(1))
         return rows[0] if rows else None
 
+    async def bot_message(self, conversation_id: str, message_id: int) -> Message | None:
+        """One bot message of a conversation, if it is one."""
+        conversation_id = checked_id(conversation_id)
+        rows = await self._all(select(Message).where(Message.conversation_id == conversation_id,
+                                                     Message.id == message_id,
+                                                     Message.role == "bot"))
+        return rows[0] if rows else None
+
+    async def user_message_before(self, conversation_id: str,
+                                  message_id: int) -> Message | None:
+        """The customer's message just before message `message_id`: what that reply answered."""
+        conversation_id = checked_id(conversation_id)
+        rows = await self._all(select(Message).where(Message.conversation_id == conversation_id,
+                                                     Message.role == "user",
+                                                     Message.id < message_id)
+                               .order_by(Message.id.desc()).limit(1))
+        return rows[0] if rows else None
+
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         """A conversation's row, if it exists."""
         conversation_id = checked_id(conversation_id)

@@ -17,6 +17,7 @@ CLIENT_ID_LENGTH = 64
 COMMENT_LENGTH = 1000
 OPERATOR_NAME_LENGTH = 64
 FAQ_ID_LENGTH = 128
+SOURCE_LENGTH = 64  # a learning signal's source: a digest, never an address
 
 
 def utcnow() -> datetime:
@@ -174,3 +175,40 @@ class LoginFailure(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer)
     last_at: Mapped[float] = mapped_column(Float)  # wall-clock seconds of the latest failure
+
+
+class LearningSignal(Base):
+    """One thing a customer or an operator did that says which entry a wording means, or does
+    not mean (bot/learning/): a 'Did you mean' pick (`pick`), 'none of these' (`none`, one row
+    per entry offered), a thumbs up or down on a direct answer (`up`, `down`), an operator's
+    answer from an entry (`operator`). `wording` is the customer's message as stored (PII
+    redacted; one that carried PII is never recorded); `source` is a digest of who gave it (a
+    client address, a Telegram user), never the address itself."""
+
+    __tablename__ = "learning_signals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    entry_id: Mapped[str] = mapped_column(String(FAQ_ID_LENGTH))
+    wording: Mapped[str] = mapped_column(Text)
+    conversation_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    message_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source: Mapped[str] = mapped_column(String(SOURCE_LENGTH), index=True)
+    channel: Mapped[str] = mapped_column(String(CHANNEL_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 index=True)
+
+
+class LearningReview(Base):
+    """An operator's word on a learnt (or candidate) phrasing: `approved` makes it count at
+    once, `removed` keeps it out whatever customers say; the latest review of a (wording,
+    entry) pair is the one that holds."""
+
+    __tablename__ = "learning_reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entry_id: Mapped[str] = mapped_column(String(FAQ_ID_LENGTH))
+    wording: Mapped[str] = mapped_column(Text)
+    decision: Mapped[str] = mapped_column(String(16))
+    operator: Mapped[str] = mapped_column(String(OPERATOR_NAME_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
