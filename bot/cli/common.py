@@ -83,7 +83,8 @@ def print_report(report: dict[str, Any], as_json: bool,
 
 
 @contextmanager
-def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+def progress(description: str, total: int | None,
+             unit: str = "phrasings") -> Iterator[Callable[[int], None]]:
     """A rich progress bar on stderr that appears only once work is reported."""
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]}"),
@@ -98,7 +99,7 @@ def progress(description: str, total: int | None) -> Iterator[Callable[[int], No
             bar.start()
         done += n
         rate = done / max(time.perf_counter() - started, 1e-9)
-        bar.update(task, advance=n, rate=f"{rate:,.0f} phrasings/s")
+        bar.update(task, advance=n, rate=f"{rate:,.1f} {unit}/s")
 
     try:
         yield advance

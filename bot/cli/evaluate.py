@@ -216,3 +216,89 @@ def _per_query(total: int) -> Iterator[Callable[[DialogueRow], None]]:
         yield done
     finally:
         bar.stop()
+
+
+@eval_app.command("learning")
+def eval_learning(ctx: typer.Context,
+                  queries: Annotated[Path, typer.Option(help="CSV or JSONL with query and faq_id "
+                                                        "(empty: out of scope), replayed in "
+                                                        "order as new customers.")],
+                  faq: Annotated[Path | None, typer.Option(
+                      help="FAQ file (default: retrieval.faq_path); indexed afresh in memory, "
+                      "the saved index is left alone.")] = None,
+                  window: Annotated[int, typer.Option(min=10, help="Queries per window.")] = 500,
+                  adversarial: Annotated[float, typer.Option(
+                      min=0.0, max=1.0, help="Share of customers who pick a wrong option when "
+                      "offered and rate wrong answers up.")] = 0.0,
+                  operator_rate: Annotated[float, typer.Option(
+                      min=0.0, max=1.0, help="Share of fallbacks an operator labels.")] = 0.0,
+                  down_rate: Annotated[float, typer.Option(
+                      min=0.0, max=1.0, help="Share of wrong direct answers rated down.")] = 0.5,
+                  up_rate: Annotated[float, typer.Option(
+                      min=0.0, max=1.0, help="Share of right direct answers rated up.")] = 0.1,
+                  seed: Annotated[int, typer.Option(help="Seed of the customers' draws.")] = 0,
+                  shuffle: Annotated[bool, typer.Option(
+                      "--shuffle", help="Replay the queries in a seeded random order (files "
+                      "grouped by entry, like the Banking77 one, are not a day's traffic).")
+                  ] = False,
+                  limit: Annotated[int | None, typer.Option(
+                      min=1, help="Only the first N queries (a quick run).")] = None,
+                  as_json: JsonFlag = False,
+                  out_dir: Annotated[Path | None, typer.Option(
+                      "--out", help="Also write report.json, report.md and learning.png here.")
+                  ] = None) -> None:
+    """Replay the queries as customers of a fresh bot that learns from their picks, ratings and
+    operators' labels: per window, the answered share, answer precision, 'Did you mean' and
+    fallback shares, and the phrasings learnt so far."""
+    with user_errors():
+        settings = settings_of(ctx)
+        from bot.eval_learning import Customers, learning_markdown, report, write_report
+        from retrieval.corpus import load_faq
+        from retrieval.offline.queries import read_queries
+
+        faq_path = faq or settings.retrieval.faq_path
+        entries = load_faq(faq_path)
+        labelled = read_queries(queries, {e.id for e in entries})
+        if shuffle:
+            import random
+
+            random.Random(seed).shuffle(labelled)
+        labelled = labelled[:limit]
+        settings.learning.enabled = True
+        settings.dialogue.middle = "clarify"  # the learning loop, not generation, is measured
+        customers = Customers(down_rate, up_rate, operator_rate, adversarial, seed)
+        built = memory_index(settings, entries)
+        used = {"window": window, "adversarial": adversarial, "operator_rate": operator_rate,
+                "down_rate": down_rate, "up_rate": up_rate, "seed": seed, "shuffle": shuffle,
+                "confirmations": settings.learning.confirmations,
+                "similarity": settings.learning.similarity,
+                "embedder": settings.retrieval.embedder, "scoring": settings.retrieval.scoring}
+        with tempfile.TemporaryDirectory(prefix="supportbot-eval-") as tmp:
+            settings.storage.database_url = f"sqlite+aiosqlite:///{Path(tmp) / 'eval.db'}"
+            windows = asyncio.run(_replay(settings, built, labelled, customers, window))
+        data = report(windows, used, {"queries": str(queries), "faq": str(faq_path)})
+        if out_dir is not None:
+            for path in write_report(data, out_dir):
+                err.print(f"wrote {escape(str(path))}")
+    print_report(data, as_json, learning_markdown)
+
+
+async def _replay(settings: Settings, built: FaqIndex, labelled: list[LabelledQuery],
+                  customers: Any, window: int) -> list[Any]:
+    """The replay on a runtime over the throwaway database, with a progress bar."""
+    from datetime import datetime, timezone
+
+    from bot.eval_learning import Clock, replay
+    from bot.runtime import open_runtime
+
+    settings.operators.faq_sync_seconds = 0
+    runtime = await open_runtime(settings, built, model_loader(settings))
+    clock = Clock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert runtime.use is not None
+    runtime.use.signals.clock = clock
+    try:
+        with progress("customers", len(labelled), "customers") as advance:
+            return await replay(runtime, labelled, customers, window,
+                                progress=lambda _right: advance(1), clock=clock)
+    finally:
+        await runtime.close()
