@@ -68,10 +68,11 @@ def _signal(settings: Settings, wording: str, entry_id: str, source: str = "clie
     asyncio.run(record())
 
 
-def _taught_by_reply(client: TestClient, ws: Any, index: FaqIndex, answer: str) -> dict[str, Any]:
-    """The customer asks ODD (not answered), asks for a human; anna claims and replies."""
+def _taught_by_reply(client: TestClient, ws: Any, index: FaqIndex, answer: str,
+                     question: str = ODD) -> dict[str, Any]:
+    """The customer asks `question` (not answered), asks for a human; anna claims, replies."""
     conversation_id = ws.receive_json()["conversation_id"]
-    assert turn(ws, ODD)["decision"] in ("fallback", "clarify")
+    assert turn(ws, question)["decision"] in ("fallback", "clarify")
     assert turn(ws, "human please")["decision"] == "handoff"
     assert login(client).status_code == 200
     assert client.post(f"/operator/api/conversations/{conversation_id}/claim").status_code == 200
@@ -131,6 +132,17 @@ def test_a_reply_that_is_no_faq_answer_teaches_nothing(client: TestClient,
         assert sent["learnt"] is None
         assert turn(ws, ODD)["decision"] in ("fallback", "clarify")
     assert all(i["wording"] != ODD for i in client.get("/operator/api/learning").json()["items"])
+
+
+def test_a_question_with_personal_data_is_never_learnt_from_an_answer(
+        client: TestClient, settings: Settings, index: FaqIndex) -> None:
+    question = ODD + ", write to jane.doe@example.com"
+    with client.websocket_connect("/ws") as ws:
+        sent = _taught_by_reply(client, ws, index, index.by_id[ENTRY].answer, question)
+    assert sent["learnt"] is None
+    assert rows(settings, "SELECT count(*) FROM learning_signals")[0][0] == 0
+    assert all("jane" not in i["wording"]
+               for i in client.get("/operator/api/learning").json()["items"])
 
 
 def test_approving_a_candidate_makes_the_bot_answer_it_at_once(

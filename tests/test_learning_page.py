@@ -19,6 +19,7 @@ import pytest
 from tests.browser_support import (  # skips this module without a browser
     WAIT_MS,
     LiveServer,
+    Shots,
     expect,
     launch,
     new_page,
@@ -65,7 +66,7 @@ def _ask(server: LiveServer) -> dict[str, Any]:
 
 
 def test_removing_a_learnt_phrasing_on_the_page_stops_the_bot_answering_it(
-        server: LiveServer) -> None:
+        server: LiveServer, tmp_path: Path) -> None:
     before = _ask(server)
     assert before["decision"] == "answer" and before["sources"][0]["id"] == ENTRY, before
     with sync_playwright() as playwright:
@@ -79,6 +80,7 @@ def test_removing_a_learnt_phrasing_on_the_page_stops_the_bot_answering_it(
             expect(item).to_have_attribute("data-state", "learnt", timeout=WAIT_MS)
             expect(item.get_by_test_id("learnt-by")).to_contain_text("answered by operator ben")
             expect(page.get_by_test_id("learnt-count")).to_have_text("1")
+            Shots(tmp_path).take(page, "operator-learnt-panel")
             item.get_by_test_id("learnt-remove").click()
             expect(page.get_by_test_id("learnt-status")).to_contain_text("Removed")
             expect(item).to_have_attribute("data-state", "removed")

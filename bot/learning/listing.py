@@ -41,7 +41,7 @@ def learnt_item(use: UseLearning, item: Learnt) -> dict[str, Any]:
 def taught_by(item: Learnt, confirmations: int) -> str:
     """Who or what taught it (or took it back), when, and how many confirmations."""
     when = f" (last signal {item.last:%Y-%m-%d %H:%M} UTC)" if item.last else ""
-    voices = f"{item.sources} customers for, {item.against} against"
+    voices = f"{item.sources} for, {item.against} against"  # distinct customers (or operators)
     if item.state == "removed":
         return f"removed by {item.reviewed_by}; {voices}{when}"
     if item.state == "learnt" and item.kinds.get("operator") and item.reviewed_by:
@@ -49,7 +49,8 @@ def taught_by(item: Learnt, confirmations: int) -> str:
     if item.state == "learnt" and item.reviewed_by:
         return f"approved by {item.reviewed_by}; {voices}{when}"
     if item.state == "learnt":
-        return f"confirmed by {voices} (needs {confirmations}){when}"
+        return (f"confirmed by {item.sources} customers, {item.against} against (needs "
+                f"{confirmations}){when}")
     if item.state == "doubt":
         return f"doubted: {voices}{when}"
     return f"not yet trusted: {voices}, needs {confirmations}{when}"
