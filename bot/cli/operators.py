@@ -12,16 +12,18 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timezone
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
 
-from bot.cli.common import out, settings_of, user_errors
+from bot.cli.common import err, out, settings_of, user_errors
 from bot.errors import SupportbotError
 
 if TYPE_CHECKING:
+    from bot.learning import Learnt, UseLearning
     from bot.operators.store import OperatorStore
+    from bot.settings import Settings
 
 operator_app = typer.Typer(help="Operator accounts for the inbox (/operator/api/), and the "
                            "FAQ additions they made there.",
@@ -119,6 +121,111 @@ def operator_faq(ctx: typer.Context,
         if outside:
             print(f"# {outside} questions marked out of scope: supportbot operator faq "
                   "--out-of-scope", file=sys.stderr)
+
+
+learnt_app = typer.Typer(help="What the bot learnt from use (docs/learning.md): list the learnt "
+                         "phrasings, candidates and doubts; approve or remove one.")
+operator_app.add_typer(learnt_app, name="learnt")
+_ENTRY = Annotated[str, typer.Option("--entry", help="The FAQ entry's id.")]
+_WORDING = Annotated[str, typer.Argument(help="The customers' wording, as listed.")]
+_BY = Annotated[str, typer.Option("--by", help="Who reviews it (stored with the review).")]
+
+
+def _learning(settings: Settings, work: Callable[[UseLearning], Awaitable[T]]) -> T:
+    """Run `work` on the learning of the configured database and index (opened, or rebuilt,
+    as the other commands do; the inbox's FAQ additions applied, so their entries count)."""
+    from bot.cli.common import faq_index
+    from bot.learning import UseLearning
+    from bot.operators.faq import FaqLearning
+    from bot.storage import ConversationStore
+
+    index = faq_index(settings)
+
+    async def run() -> T:
+        store = ConversationStore(settings.storage.database_url)
+        try:
+            await store.init()
+            await FaqLearning(store, index).sync(force=True)
+            use = UseLearning(store, index, settings.learning)
+            await use.sync(force=True)
+            return await work(use)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+@learnt_app.callback(invoke_without_command=True)
+def operator_learnt(ctx: typer.Context,
+                    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on "
+                                                          "stdout.")] = False) -> None:
+    """List what the bot learnt: learnt phrasings, doubts, removed ones, candidates."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    from bot.learning.listing import listed
+
+    async def listing(use: UseLearning) -> dict[str, Any]:
+        return listed(use)
+
+    with user_errors():
+        settings = settings_of(ctx)
+        found = _learning(settings, listing)
+    if as_json:
+        print(json.dumps(found, ensure_ascii=False))
+        return
+    if not found["enabled"]:
+        err.print("[yellow]learning.enabled is false[/]: nothing is learnt")
+    if not found["items"]:
+        out.print("nothing learnt yet, and no candidates")
+        return
+    from rich.table import Table
+
+    table = Table("state", "wording", "entry", "net", "for", "against", "taught by",
+                  title=f"What the bot learnt ({found['total']}, at most {found['limit']} shown)")
+    for item in found["items"]:
+        table.add_row(item["state"], escape(item["wording"]), escape(item["entry_id"]),
+                      f"{item['net']:g}", str(item["sources"]), str(item["against"]),
+                      escape(item["reviewed_by"]))
+    out.print(table)
+
+
+def _review(ctx: typer.Context, wording: str, entry: str, decision: str, by: str) -> None:
+    from bot.learning.listing import reviewed
+
+    async def review(use: UseLearning) -> Learnt:
+        try:
+            return await reviewed(use, wording, entry, decision, by)
+        except KeyError:
+            raise SupportbotError(f"nothing learnt or signalled for {wording!r} as entry "
+                                  f"{entry!r}: see `supportbot operator learnt`") from None
+        except ValueError as exc:
+            raise SupportbotError(str(exc)) from None
+
+    with user_errors():
+        settings = settings_of(ctx)
+        item = _learning(settings, review)
+    out.print(f"'{escape(item.wording)}' as entry {escape(item.entry_id)}: {item.state} "
+              "(this process; the running bot picks it up at its next sync)")
+
+
+@learnt_app.command("approve")
+def operator_learnt_approve(ctx: typer.Context, wording: _WORDING, entry: _ENTRY,
+                            by: _BY = "cli") -> None:
+    """Approve a wording: the bot answers it from the entry."""
+    from bot.learning.trust import APPROVED
+
+    _review(ctx, wording, entry, APPROVED, by)
+
+
+@learnt_app.command("remove")
+def operator_learnt_remove(ctx: typer.Context, wording: _WORDING, entry: _ENTRY,
+                           by: _BY = "cli") -> None:
+    """Remove a wording: the bot stops answering from it."""
+    from bot.learning.trust import REMOVED
+
+    _review(ctx, wording, entry, REMOVED, by)
 
 
 def report(ctx: typer.Context,

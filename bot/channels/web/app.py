@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot.channels.web import learning as learning_api
 from bot.channels.web import operators as operator_api
 from bot.channels.web import rest
 from bot.channels.web.metrics import CONTENT_TYPE, Metrics
@@ -29,6 +30,7 @@ from bot.dialogue import DialogueManager, Event
 from bot.dialogue.replies import thresholds
 from bot.errors import StorageError
 from bot.generation.base import Generator
+from bot.learning.answers import OperatorAnswers
 from bot.operators.auth import LoginThrottle, SessionSigner
 from bot.operators.delivery import ChatDelivery
 from bot.operators.notices import wait_notices
@@ -111,7 +113,8 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
         app.state.operators = operator_api.OperatorContext(
             inbox, signer,
             LoginThrottle.from_settings(operators), state,
-            runtime.learning, delivery)
+            runtime.learning, delivery, runtime.use,
+            None if runtime.use is None else OperatorAnswers(runtime.use, manager.intents))
         if manager.store.backend == "postgresql":  # other workers may hold the sockets
             state.customers.relay = PostgresRelay(settings.storage.database_url,
                                                   state.customers.push_here,
@@ -160,6 +163,7 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
                        exempt=tuple(channel.path for channel in shared))
     app.include_router(rest.router)
     app.include_router(operator_api.router, include_in_schema=False)
+    app.include_router(learning_api.router, include_in_schema=False)
     for channel in shared:
         app.add_route(channel.path, channel.endpoint, methods=["POST"], include_in_schema=False)
     app.add_api_websocket_route("/ws", chat_socket)

@@ -27,6 +27,8 @@ from bot.channels.web.security import foreign_request
 from bot.channels.web.state import WebState, client_ip
 from bot.channels.web.unavailable import Unavailable, unavailable
 from bot.errors import InputError, StorageError
+from bot.learning import UseLearning
+from bot.learning.answers import OperatorAnswers
 from bot.operators.accounts import MAX_PASSWORD, verify_password
 from bot.operators.auth import COOKIE, COOKIE_PATH, LoginThrottle, SessionSigner
 from bot.operators.delivery import ChatDelivery, to_customer, typing_to_customer
@@ -78,6 +80,8 @@ class OperatorContext:
     web: WebState
     learning: FaqLearning  # FAQ additions
     telegram: ChatDelivery | None = None  # replies to Telegram customers
+    use: UseLearning | None = None  # learning from use (bot/channels/web/learning.py)
+    answers: OperatorAnswers | None = None  # operators' replies that are FAQ answers teach
 
 
 class LoginRequest(BaseModel):
@@ -245,7 +249,24 @@ async def reply(conversation_id: str, body: ReplyRequest, request: Request,
     delivered = await to_customer(
         context.web, context.telegram, conversation_id,
         operator_frame(message.text, operator, message.id, created), f"{operator}: {message.text}")
-    return {"message_id": message.id, "created_at": created, **delivered}
+    return {"message_id": message.id, "created_at": created, **delivered,
+            "learnt": await _learn_from(context, conversation_id, operator, message)}
+
+
+async def _learn_from(context: OperatorContext, conversation_id: str, operator: str,
+                      message: Message) -> dict[str, str] | None:
+    """A reply that is an FAQ entry's answer teaches the customer's unanswered question
+    (bot/learning/answers.py); after the delivery, so the customer never waits for it."""
+    if context.answers is None:
+        return None
+    taught = await context.answers.taught(conversation_id, operator, message.text, message.id)
+    if taught is None:
+        return None
+    try:
+        await context.store.log(operator, "learn_answer", conversation_id)
+    except StorageError as exc:
+        log.warning("operator action learn_answer not logged: %s", exc)
+    return {"entry_id": taught[0], "wording": taught[1]}
 
 
 @router.post("/conversations/{conversation_id}/typing",
