@@ -14,9 +14,11 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -173,6 +175,31 @@ async def test_one_customer_in_many_conversations_is_one_voice_within_an_hourly_
     assert len({s.conversation_id for s in found}) == 3
 
 
+async def test_rest_and_the_socket_from_one_address_are_one_customer(
+        tmp_path: Path, sample_index: FaqIndex) -> None:
+    settings = learning_settings(tmp_path, confirmations=2)
+    headers = {"X-Forwarded-For": "203.0.113.90"}
+    with server(settings, sample_index) as address:
+        await pick(address, "203.0.113.90")  # on the socket
+        async with httpx.AsyncClient(base_url=f"http://{address}", headers=headers,
+                                     timeout=WAIT) as rest:
+            first = (await rest.post("/v1/chat", json={"text": WRONG_COLOUR})).json()
+            assert first["reply"]["decision"] == "clarify", first
+            ids = {"conversation_id": first["conversation_id"], "token": first["token"]}
+            answer = (await rest.post("/v1/chat", json={"text": "1", **ids})).json()
+            assert direct(answer["reply"]), answer
+            rated = await rest.post("/v1/feedback", json={
+                **ids, "message_id": answer["reply"]["message_id"], "rating": "up"})
+            assert rated.status_code == 200, rated.text
+        assert (await ask(address, "192.0.2.30"))["decision"] == "clarify"  # one voice
+    found = signals(settings)
+    assert [(s.kind, s.channel) for s in found] == [("pick", "web"), ("pick", "rest")]
+    assert len({s.source for s in found}) == 1
+    # the rating was of the answer to a pick, not to a search: stored, but it would teach
+    # the wording "1" (the pick) for the entry
+    assert rows(settings, "SELECT rating FROM feedback")[0].rating == "up"
+
+
 async def test_as_many_honest_picks_cancel_a_wrong_one(tmp_path: Path,
                                                        sample_index: FaqIndex) -> None:
     settings = learning_settings(tmp_path, confirmations=2)
@@ -237,6 +264,11 @@ async def test_customers_thumbs_down_turn_a_direct_answer_into_did_you_mean(
 # --- Telegram ----------------------------------------------------------------------------------
 
 
+def shown(api: FakeBotApi, chat: int, count: int) -> bool:
+    """Whether the bot has sent `count` messages to `chat`."""
+    return len(api.texts(chat)) >= count
+
+
 async def test_telegram_picks_teach_the_same_way(tmp_path: Path,
                                                  sample_index: FaqIndex) -> None:
     users = [2001, 2002, 2003]
@@ -247,19 +279,25 @@ async def test_telegram_picks_teach_the_same_way(tmp_path: Path,
         async with telegram_bot(settings, sample_index):
             for user in users[:2]:
                 api.send(user, user, WRONG_COLOUR)
-                await api.wait_for(lambda u=user: api.texts(u), what="'Did you mean'")
+                await api.wait_for(partial(shown, api, user, 1), what="'Did you mean'")
                 [clarify] = api.bot_messages(user)
                 buttons = [b for row in clarify["reply_markup"]["inline_keyboard"] for b in row]
                 assert buttons[0]["text"].endswith("Can I change my order after placing it?")
                 api.press(user, user, clarify["message_id"], buttons[0]["callback_data"])
-                await api.wait_for(lambda u=user: len(api.texts(u)) == 2, what="the answer")
+                await api.wait_for(partial(shown, api, user, 2), what="the answer")
             api.send(users[2], users[2], WRONG_COLOUR)
-            await api.wait_for(lambda: api.texts(users[2]), what="the answer")
+            await api.wait_for(partial(shown, api, users[2], 1), what="the answer")
             [answer] = api.bot_messages(users[2])
+            up = answer["reply_markup"]["inline_keyboard"][-1][0]
+            api.press(users[2], users[2], answer["message_id"], up["callback_data"])
+            await api.wait_for(lambda: bool(api.of("answerCallbackQuery")) and bool(
+                rows(settings, "SELECT id FROM learning_signals WHERE kind = 'up'")),
+                what="the rating")
     assert not answer["text"].startswith("I'm not quite sure"), answer["text"]
     assert "Did you mean" not in answer["text"]
     assert [(s.kind, s.entry_id, s.source, s.channel) for s in signals(settings)] == \
-        [("pick", RIGHT, f"telegram:{u}", "telegram") for u in users[:2]]
+        [("pick", RIGHT, f"telegram:{u}", "telegram") for u in users[:2]] + \
+        [("up", RIGHT, f"telegram:{users[2]}", "telegram")]  # the rater, not "unknown"
 
 
 # --- two servers on PostgreSQL, and a restart ----------------------------------------------------
@@ -307,3 +345,27 @@ async def test_a_new_runtime_on_the_same_database_answers_at_once(
     finally:
         await again.close()
     assert reply.decision is Decision.ANSWER and reply.sources[0].id == RIGHT
+
+
+async def test_erasing_a_teacher_takes_back_what_no_longer_has_enough_customers(
+        tmp_path: Path, sample_index_shared: FaqIndex) -> None:
+    settings = learning_settings(tmp_path, confirmations=2)
+    runtime = await open_runtime(settings, sample_index_shared.copy())
+    try:
+        for n in range(2):
+            await runtime.manager.handle(UserMessage(WRONG_COLOUR, f"c{n}", channel="web",
+                                                     user_id="web", source=f"web:{n}"))
+            await runtime.manager.handle(UserMessage("1", f"c{n}", channel="web",
+                                                     user_id="web", source=f"web:{n}"))
+        taught = await runtime.manager.handle(UserMessage(WRONG_COLOUR, "c8", channel="web",
+                                                          user_id="web", source="web:8"))
+        assert taught.decision is Decision.ANSWER
+        counts = await runtime.store.forget(["c0"])  # what `supportbot db purge` calls
+        assert counts["learning_signals"] == 1
+        again = await runtime.manager.handle(UserMessage(WRONG_COLOUR, "c9", channel="web",
+                                                         user_id="web", source="web:9"))
+        assert runtime.use is not None and runtime.use.learnt == []
+    finally:
+        await runtime.close()
+    assert again.decision is Decision.CLARIFY
+    assert [s.conversation_id for s in signals(settings)] == ["c1"]
