@@ -145,6 +145,8 @@ REDACTED_COLUMNS = {
     "messages.meta": "may quote the message (errors, candidates): redact_data",
     "messages.verdicts": "guards' reasons may quote the message: redact_data",
     "feedback.comment": "the customer's comment (DialogueManager.feedback)",
+    # stored only when the redactor changes nothing in it (bot/learning/learner.py _learnable)
+    "learning_signals.wording": "a customer's question, from the redacted message, PII-free",
 }
 NOT_FREE_TEXT = {
     "conversations.id": "an id the server makes",
@@ -173,6 +175,16 @@ NOT_FREE_TEXT = {
     "faq_additions.answer": "the company's FAQ text, written by staff",
     "originals.conversation_id": "an id the server makes",
     "login_failures.key": "a digest of an operator name and an address",
+    "learning_signals.kind": "an enum",
+    "learning_signals.entry_id": "an FAQ entry id",
+    "learning_signals.conversation_id": "an id the server makes",
+    "learning_signals.source": "a keyed digest of a client address, or a Telegram user number",
+    "learning_signals.channel": "a channel's name, set by code",
+    "learning_reviews.entry_id": "an FAQ entry id",
+    "learning_reviews.decision": "an enum",
+    "learning_reviews.operator": "an operator account name",
+    # a signal's (PII-free) wording an operator approved or removed: the company's FAQ text
+    "learning_reviews.wording": "a reviewed phrasing, copied from learning_signals.wording",
 }
 # Unredacted on purpose, and bounded: read by the operator holding the conversation only, deleted
 # after storage.original_text_hours (tests/test_hostile_privacy.py, docs/privacy.md).

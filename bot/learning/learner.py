@@ -81,6 +81,8 @@ class UseLearning:
             return 0
         if (message.meta or {}).get("intent"):
             return 0
+        if not isinstance((message.meta or {}).get("retrieval_query"), str):
+            return 0  # not the answer to a search (to a pick after "Did you mean": "2")
         wording = await self._wording(conversation_id, message)
         if wording is None:
             return 0

@@ -13,6 +13,7 @@ from bot.storage.models import (
     Conversation,
     FaqAddition,
     Feedback,
+    LearningSignal,
     Message,
     OperatorAction,
     Original,
@@ -63,7 +64,8 @@ class Privacy(Database):
 
     async def forget(self, conversation_ids: list[str]) -> dict[str, int]:
         """Delete conversations and everything stored of them (a customer's erasure request):
-        texts as written, ratings, messages, operators' actions on them; FAQ phrasings
+        texts as written, ratings, messages, operators' actions on them, the learning signals
+        they gave (their wordings are the customer's words); FAQ phrasings
         operators learnt from them stay (they are the company's FAQ now, and were stored
         redacted) but lose the link. How many rows of each kind went."""
         ids = [checked_id(i) for i in conversation_ids]
@@ -73,6 +75,7 @@ class Privacy(Database):
                 for name, table, column in (
                         ("originals", Original, Original.conversation_id),
                         ("feedback", Feedback, Feedback.conversation_id),
+                        ("learning_signals", LearningSignal, LearningSignal.conversation_id),
                         ("messages", Message, Message.conversation_id),
                         ("operator_actions", OperatorAction, OperatorAction.conversation_id),
                         ("conversations", Conversation, Conversation.id)):

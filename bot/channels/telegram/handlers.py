@@ -145,7 +145,10 @@ class TelegramChannel:
     async def _rate(self, chat_id: int, rating: Rating) -> str:
         conversation = conversation_id(chat_id, rating.user_id, rating.epoch)
         try:
-            stored = await self.manager.feedback(conversation, rating.message_id, rating.rating)
+            # the rater is the learning source, as for their messages (UserMessage.sender)
+            stored = await self.manager.feedback(conversation, rating.message_id, rating.rating,
+                                                 source=f"{CHANNEL}:{rating.user_id}",
+                                                 channel=CHANNEL)
         except (InputError, StorageError) as exc:
             log.error("rating not stored in conversation %s: %s", conversation, exc)
             return self.persona.render(self.persona.error_text)

@@ -103,6 +103,12 @@ def _limit(state: WebState, request: Request) -> None:
     _refuse_after(state.limit(client_ip(request), None))
 
 
+def _source(state: WebState, request: Request) -> str:
+    """Who the customer is for learning: the digest of the address the rate limit counts, so
+    that the socket and REST give one customer one voice (bot/channels/web/security.py)."""
+    return state.tokens.client_digest(client_ip(request))
+
+
 def _limit_conversation(state: WebState, conversation_id: str) -> None:
     """Spend one message of the conversation's budget (429 when spent)."""
     _refuse_after(state.limit_conversation(conversation_id))
@@ -138,7 +144,7 @@ async def chat(body: ChatRequest, request: Request) -> Any:
         state.metrics.errors.labels(exc.code).inc()
         raise HTTPException(422, f"text: {exc.message}") from None
     message = UserMessage(text, conversation_id, channel="rest", user_id="rest",
-                          client_id=body.client_id)
+                          client_id=body.client_id, source=_source(state, request))
     if body.stream:
         return StreamingResponse(_events(state, message, token), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store",
@@ -196,7 +202,8 @@ async def feedback(body: FeedbackRequest, request: Request) -> Any:
     _open(state, body.conversation_id, body.token)
     try:
         stored = await state.manager.feedback(body.conversation_id, body.message_id,
-                                              body.rating, body.comment)
+                                              body.rating, body.comment,
+                                              source=_source(state, request), channel="rest")
     except StorageError as exc:
         raise unavailable("feedback cannot be stored right now", exc, log) from None
     if not stored:

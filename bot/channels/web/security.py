@@ -20,6 +20,7 @@ _SECRET_BYTES = 32
 # What a browser's Sec-Fetch-Site says of a request the bot's own page (or the user) made.
 _OWN_FETCH_SITES = ("same-origin", "none")
 _PREFIX = "web-"
+_SOURCE_HEX = 24  # 96 bits of a client's digest: distinct clients never share a source
 
 
 class ConversationTokens:
@@ -45,6 +46,14 @@ class ConversationTokens:
         """A key for another signature (operator sessions), derived from the server's key so
         that nothing signed for one purpose verifies for another."""
         return hmac.new(self._key, b"derive:" + purpose.encode(), hashlib.sha256).digest()
+
+    def client_digest(self, address: str) -> str:
+        """Who a web customer is for learning's per-customer shares (bot/learning/): the client
+        address under a key derived from the server's, so that one address always gives the
+        same source (on every worker) and the address itself is never stored."""
+        digest = hmac.new(self.derived_key("learning-sources"), address.encode(),
+                          hashlib.sha256).hexdigest()
+        return f"web:{digest[:_SOURCE_HEX]}"
 
     def new(self) -> tuple[str, str]:
         """A new conversation id and its token."""

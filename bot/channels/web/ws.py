@@ -65,6 +65,7 @@ class ChatConnection:
         self.state = state
         self.conversation_id = conversation_id
         self.ip = client_ip(socket)
+        self.source = state.tokens.client_digest(self.ip)  # the customer, for learning
         self.queue: asyncio.Queue[ChatFrame] = asyncio.Queue(_MAX_QUEUED)
         self._send_lock = asyncio.Lock()
         self._heard = asyncio.Event()  # any frame from the client since the last ping
@@ -239,8 +240,9 @@ class ChatConnection:
 
     async def _feedback(self, frame: FeedbackFrame) -> None:
         try:
-            stored = await self.state.manager.feedback(self.conversation_id, frame.message_id,
-                                                       frame.rating, frame.comment)
+            stored = await self.state.manager.feedback(
+                self.conversation_id, frame.message_id, frame.rating, frame.comment,
+                source=self.source, channel="web")
         except InputError as exc:
             raise FrameError("bad_frame", str(exc)) from None
         except StorageError as exc:  # the detail (a database URL, a driver error) to the log
@@ -259,7 +261,8 @@ class ChatConnection:
         while True:
             frame = await self.queue.get()
             message = UserMessage(frame.text, self.conversation_id, channel="web",
-                                  user_id="web", client_id=frame.client_id)
+                                  user_id="web", client_id=frame.client_id,
+                                  source=self.source)
             try:
                 # Closed at once when the worker is cancelled (the customer left): generation
                 # stops and what was shown is stored as an interrupted reply.
