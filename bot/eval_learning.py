@@ -20,11 +20,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.learning.trust import wording_key
 from bot.types import BotReply, Decision, UserMessage
 from retrieval.errors import ReportWriteError
 from retrieval.offline.queries import LabelledQuery
@@ -64,14 +65,16 @@ class Window:
     labels: int = 0
     adversarial: int = 0
     learnt: int = 0
+    learnt_wrong: int = 0  # learnt phrasings (of queries replayed) added to an entry not theirs
     threshold: float | None = None  # the answer threshold in force at the window's end
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.pop("extra")
-        share = (lambda n: round(n / self.queries, 4) if self.queries else None)
+
+        def share(n: int) -> float | None:
+            return round(n / self.queries, 4) if self.queries else None
+
         data.update(answered_share=share(self.answered), clarify_share=share(self.clarify),
                     fallback_share=share(self.fallback),
                     precision=round(self.right / self.answered, 4) if self.answered else None,
@@ -99,10 +102,11 @@ async def replay(runtime: Runtime, queries: Sequence[LabelledQuery], customers: 
     manager = runtime.manager
     windows: list[Window] = []
     started = time.perf_counter()
+    gold_of = {wording_key(q.text): q.faq_id for q in queries}
     for n, query in enumerate(queries):
         if n % window == 0:
             if windows:
-                _close(windows[-1], runtime, started)
+                _close(windows[-1], runtime, started, gold_of)
                 started = time.perf_counter()
             windows.append(Window(start=n))
         current = windows[-1]
@@ -153,16 +157,21 @@ async def replay(runtime: Runtime, queries: Sequence[LabelledQuery], customers: 
             progress(right)
     if windows:
         await use.sync(force=True)
-        _close(windows[-1], runtime, started)
+        _close(windows[-1], runtime, started, gold_of)
     return windows
 
 
-def _close(window: Window, runtime: Runtime, started: float) -> None:
-    """What was learnt by the window's end, the threshold then, and the time it took."""
+def _close(window: Window, runtime: Runtime, started: float,
+           gold_of: dict[str, str | None]) -> None:
+    """What was learnt by the window's end (and how much of it wrongly), the threshold then,
+    and the time it took."""
     from bot.dialogue.replies import thresholds
 
     assert runtime.use is not None
-    window.learnt = len(runtime.use.learnt)
+    learnt = runtime.use.learnt
+    window.learnt = len(learnt)
+    window.learnt_wrong = sum(1 for item in learnt if wording_key(item.wording) in gold_of
+                              and gold_of[wording_key(item.wording)] != item.entry_id)
     window.threshold = round(thresholds(runtime.manager.retrieval,
                                         runtime.index.calibration).answer_threshold, 4)
     window.seconds = round(time.perf_counter() - started, 2)
@@ -206,12 +215,14 @@ def learning_markdown(data: dict[str, Any]) -> str:
     """The report as a Markdown table, one row per window."""
     lines = [f"# Learning from use: {data.get('faq', '')} with {data.get('queries', '')}", "",
              "| queries | answered | precision | did you mean | fallback | picks | none | "
-             "down | up | operator | learnt |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "down | up | operator | learnt (wrong) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for w in data["windows"]:
         lines.append(f"| {w['start'] + 1}-{w['end']} | {_pct(w['answered_share'])} | "
                      f"{_pct(w['precision'])} | {_pct(w['clarify_share'])} | "
                      f"{_pct(w['fallback_share'])} | {w['picks']} | {w['nones']} | "
-                     f"{w['downs']} | {w['ups']} | {w['labels']} | {w['learnt']} |")
+                     f"{w['downs']} | {w['ups']} | {w['labels']} | {w['learnt']} "
+                     f"({w['learnt_wrong']}) |")
     settings = data.get("settings", {})
     lines += ["", "Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items())]
     return "\n".join(lines) + "\n"
@@ -228,7 +239,7 @@ def write_report(data: dict[str, Any], out_dir: Path) -> list[Path]:
         paths[1].write_text(learning_markdown(data), encoding="utf-8")
         _plot(data, paths[2])
     except OSError as exc:
-        raise ReportWriteError(f"cannot write the report to {out_dir}: {exc.strerror}") from exc
+        raise ReportWriteError(out_dir, exc) from exc
     return paths
 
 

@@ -14,11 +14,11 @@ class LearningSettings(Section):
     enabled: bool = Field(True, description="Record customers' 'Did you mean' picks, 'none "
                           "of these', thumbs up and down, and operators' FAQ answers, and add "
                           "a customer's wording to an entry once it is trusted.")
-    confirmations: int = Field(3, ge=1, le=100, description="Distinct customers (client "
+    confirmations: int = Field(2, ge=1, le=100, description="Distinct customers (client "
                                "addresses or Telegram users, in distinct conversations) whose "
                                "signals must agree, net of the ones that disagree, before a "
                                "wording changes retrieval; an operator's word is enough alone.")
-    similarity: float = Field(0.8, ge=0.5, le=1.0, description="Cosine similarity at which two "
+    similarity: float = Field(0.75, ge=0.5, le=1.0, description="Cosine similarity at which two "
                               "customers' wordings count as the same question (for "
                               "confirmations and conflicts); 1.0: only the same words.")
     per_conversation: int = Field(3, ge=1, le=100, description="Signals one conversation may "
