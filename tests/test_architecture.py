@@ -66,7 +66,8 @@ RULES = (
          importers=("bot.dialogue", "bot.runtime"), forbidden=("bot.channels", "bot.cli")),
     Rule("the parts under the dialogue core import neither it, nor a channel, nor the cli",
          importers=("retrieval", "bot.generation", "bot.safety", "bot.storage",
-                    "bot.operators", "bot.learning"), exempt=("bot.operators.cli",),  # a command: to bot.cli
+                    "bot.operators", "bot.learning"),
+         exempt=("bot.operators.cli",),  # a command: to bot.cli
          forbidden=("bot.dialogue", "bot.runtime", "bot.channels", "bot.cli")),
 )
 
