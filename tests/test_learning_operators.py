@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner, Result
 
@@ -151,7 +152,7 @@ def test_approving_a_candidate_makes_the_bot_answer_it_at_once(
     assert login(client).status_code == 200
     item = _item(client, ODDER)
     assert (item["state"], item["sources"], item["net"]) == ("candidate", 1, 1.0)
-    assert "needs 3" in item["reviewed_by"]
+    assert "needs 2" in item["reviewed_by"]
     with client.websocket_connect("/ws") as ws:
         ws.receive_json()
         assert turn(ws, ODDER)["decision"] != "answer"
@@ -244,9 +245,12 @@ def test_operator_learnt_lists_approves_and_removes(settings: Settings, tmp_path
     table = _cli(settings, tmp_path)
     assert table.exit_code == 0 and "candidate" in table.stdout and ENTRY in table.stdout
 
+    assert _cli(settings, tmp_path, "--yaml").stdout == ""  # a candidate is not learnt yet
     approved = _cli(settings, tmp_path, "approve", "--entry", ENTRY, ODDER, "--by", "ben")
     assert approved.exit_code == 0, approved.output
     assert "learnt" in approved.stdout
+    merged = yaml.safe_load(_cli(settings, tmp_path, "--yaml").stdout)
+    assert [(e["id"], e["questions"]) for e in merged] == [(ENTRY, [ODDER])]
     removed = _cli(settings, tmp_path, "remove", "--entry", ENTRY, ODDER)
     assert removed.exit_code == 0 and "removed" in removed.stdout
     assert [tuple(r) for r in rows(settings, "SELECT decision, operator FROM learning_reviews "

@@ -158,20 +158,29 @@ def _learning(settings: Settings, work: Callable[[UseLearning], Awaitable[T]]) -
 @learnt_app.callback(invoke_without_command=True)
 def operator_learnt(ctx: typer.Context,
                     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on "
-                                                          "stdout.")] = False) -> None:
+                                                          "stdout.")] = False,
+                    as_yaml: Annotated[bool, typer.Option(
+                        "--yaml", help="Only the learnt phrasings, as FAQ YAML to merge into "
+                        "the FAQ file (grouped under their entry's id).")] = False) -> None:
     """List what the bot learnt: learnt phrasings, doubts, removed ones, candidates."""
     if ctx.invoked_subcommand is not None:
         return
     import json
 
-    from bot.learning.listing import listed
+    from bot.learning.listing import learnt_yaml, listed
 
     async def listing(use: UseLearning) -> dict[str, Any]:
-        return listed(use)
+        return listed(use) | {"yaml": learnt_yaml(use.learnt)}
 
     with user_errors():
         settings = settings_of(ctx)
         found = _learning(settings, listing)
+    if as_yaml:
+        if not found["yaml"]:
+            print("# nothing learnt yet", file=sys.stderr)
+        sys.stdout.write(found["yaml"])
+        return
+    found.pop("yaml")
     if as_json:
         print(json.dumps(found, ensure_ascii=False))
         return

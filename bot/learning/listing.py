@@ -3,6 +3,7 @@ learnt`): each candidate with its state, the signals' figures, and who or what t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from bot.learning.learner import UseLearning
@@ -68,3 +69,19 @@ async def reviewed(use: UseLearning, wording: str, entry_id: str, decision: str,
     if entry_id not in use.index.by_id and all(i.entry_id != entry_id for i in use.items):
         raise ValueError(f"entry_id: no FAQ entry {entry_id[:128]!r}")
     return await use.review(wording, entry_id, decision, operator)
+
+
+def learnt_yaml(learnt: Sequence[Learnt]) -> str:
+    """The learnt phrasings as FAQ YAML, grouped under their entry's id, to copy into that
+    entry of the FAQ file (then they no longer depend on the signals); '' when none."""
+    if not learnt:
+        return ""
+    import yaml
+
+    grouped: dict[str, list[str]] = {}
+    for item in sorted(learnt, key=lambda i: (i.entry_id, i.wording)):
+        grouped.setdefault(item.entry_id, []).append(item.wording)
+    return yaml.safe_dump([{"id": entry_id, "questions": questions,
+                            "note": "phrasings learnt from customers (supportbot operator learnt)"}
+                           for entry_id, questions in grouped.items()],
+                          allow_unicode=True, sort_keys=False, width=96)
