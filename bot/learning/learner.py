@@ -163,9 +163,8 @@ class UseLearning:
         self._doubts = {e: np.stack(v) for e, v in doubts.items()}
         wanted = {item.key: item.wording for item in items if item.state == "learnt"
                   and item.entry_id in self.index.by_id}
-        gone = [(key[1], wording) for key, wording in self._applied.items() if key not in wanted]
-        for key, _ in [(k, w) for k, w in self._applied.items() if k not in wanted]:
-            del self._applied[key]
+        dropped = [key for key in self._applied if key not in wanted]
+        gone = [(key[1], self._applied.pop(key)) for key in dropped]
         owners = self._owners()
         adding = []
         for key, wording in wanted.items():

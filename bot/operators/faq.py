@@ -18,7 +18,6 @@ import asyncio
 import logging
 import re
 import time
-import unicodedata
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +27,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.errors import StorageError
+from bot.learning.trust import wording_key as question_key
 from bot.operators.store import ConflictError, NotFoundError
 from bot.safety.layer import SafetyLayer
 from bot.storage import ConversationStore
@@ -38,6 +38,8 @@ from retrieval.errors import RetrievalError
 from retrieval.index import FaqIndex
 
 log = logging.getLogger(__name__)
+# question_key: how two phrasings are compared for 'the same question' (case, width, spaces,
+# end marks), the same key learning from use compares customers' wordings by.
 MAX_QUESTION_CHARS = 500
 MAX_ANSWER_CHARS = 4000
 _SLUG = re.compile(r"[^a-z0-9]+")
@@ -66,11 +68,6 @@ class Addition:
         if self.entry_id == OUT_OF_SCOPE:
             return "out_of_scope"
         return "entry" if self.answer is not None else "phrasing"
-
-
-def question_key(text: str) -> str:
-    """How two phrasings are compared for 'the same question': case, accents of width, spaces."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split()).rstrip("?!. ")
 
 
 def entry_id_for(question: str, taken: Container[str]) -> str:
