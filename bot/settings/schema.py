@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bot.settings.actions import ActionsSettings
 from bot.settings.environment import ENV_DELIMITER, ENV_PREFIX, env_values
 from bot.settings.learning import LearningSettings
 from bot.settings.model import ModelSettings
@@ -35,6 +36,7 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     operators: OperatorSettings = Field(default_factory=OperatorSettings)
     learning: LearningSettings = Field(default_factory=LearningSettings)
+    actions: ActionsSettings = Field(default_factory=ActionsSettings)
 
     @classmethod
     def settings_customise_sources(
