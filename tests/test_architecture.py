@@ -69,6 +69,10 @@ RULES = (
                     "bot.operators", "bot.learning"),
          exempt=("bot.operators.cli",),  # a command: to bot.cli
          forbidden=("bot.dialogue", "bot.runtime", "bot.channels", "bot.cli")),
+    Rule("actions are a library the dialogue core uses: they import neither it, nor a "
+         "channel, nor the cli, nor storage",
+         importers=("bot.actions",),
+         forbidden=("bot.dialogue", "bot.runtime", "bot.channels", "bot.cli", "bot.storage")),
 )
 
 

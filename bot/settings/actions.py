@@ -35,4 +35,4 @@ class ActionsSettings(Section):
                                    "calls fail fast after breaker_failures failures, before "
                                    "one trial call.")
     demo_shop: bool = Field(False, description="Serve the demo shop API (sample data for the "
-                            "sample FAQ's actions) under /demo-shop on `supportbot serve`.")
+                            "sample FAQ's actions) alongside `supportbot serve`.")
