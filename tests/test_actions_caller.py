@@ -4,6 +4,7 @@ path it is asked for."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import tracemalloc
@@ -153,6 +154,22 @@ async def test_the_breaker_opens_fails_fast_and_half_opens(hostile: tuple) -> No
     await made.aclose()
 
 
+async def test_a_cancelled_trial_call_does_not_hold_the_breaker_open(hostile: tuple) -> None:
+    host, hits, _, _ = hostile
+    now = [0.0]
+    made = caller(host, breaker_failures=1, breaker_seconds=10, clock=lambda: now[0])
+    assert (await made.call(action(f"http://{host}/fail"), VALUES)).error == "http_status"
+    now[0] = 11
+    trial = asyncio.ensure_future(made.call(action(f"http://{host}/slow"), VALUES))
+    await asyncio.sleep(0.2)
+    trial.cancel()  # the customer went away during the trial
+    with pytest.raises(asyncio.CancelledError):
+        await trial
+    hits.fail_status = 200
+    assert (await made.call(action(f"http://{host}/fail"), VALUES)).ok
+    await made.aclose()
+
+
 async def test_a_4xx_does_not_open_the_breaker(shop: str) -> None:
     made = caller(shop, breaker_failures=2, environ={"T": TOKEN})
     missing = action(f"http://{shop}/orders/{{order_id}}",
@@ -211,10 +228,15 @@ async def test_an_injected_slot_value_never_reaches_another_path(hostile: tuple)
     attack = "KO-123456/../../admin"
     assert ORDER.find(attack) is None and ORDER.find(f"my order {attack} please") is None
     made = caller(host)
-    result = await made.call(action(f"http://{host}/orders/{{order_id}}"),
-                             {"order_id": attack})  # even if a value got through
-    assert result.ok and result.data["path"] == attack  # one segment, decoded by the server
-    assert hits.paths == ["/orders/KO-123456%2F..%2F..%2Fadmin"]
+    for value in (attack, "KO-1\r\nX-Evil: 1", "a b"):  # even if a value got through
+        header = action(f"http://{host}/orders/x", headers=(("X-Order", "{order_id}"),))
+        for tried in (action(f"http://{host}/orders/{{order_id}}"), header):
+            result = await made.call(tried, {"order_id": value})
+            assert result.error == "bad_url" and "order_id" in (result.detail or "")
+    assert hits.paths == []
+    assert ORDER.find("KO-123456?admin") == "KO-123456"  # `?` ends a candidate
+    ok = await made.call(action(f"http://{host}/orders/{{order_id}}"), {"order_id": "KO-1"})
+    assert ok.data["path"] == "KO-1" and hits.paths == ["/orders/KO-1"]
     await made.aclose()
 
 

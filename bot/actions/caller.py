@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bot.actions.model import Action
+from bot.actions.model import Action, unsafe_value
 from bot.actions.templates import MissingEnv, render_body, render_plain, render_url
 
 logger = logging.getLogger(__name__)
@@ -118,9 +118,11 @@ class ActionCaller:
         started = time.monotonic()
         method, host = action.call.method, "-"
         breaker = self._breakers.setdefault(action.id, _Breaker())
+        admitted = False
         try:
             if not self._admit(breaker):
                 raise _Failure("breaker_open", detail="too many recent failures")
+            admitted = True
             request = self._request(action, values)
             host = request.url.netloc.decode("ascii", "replace")
             status, data = await self._within_deadline(action, request, started)
@@ -128,6 +130,10 @@ class ActionCaller:
         except _Failure as failure:
             result = CallResult(False, failure.status, _ms(started), None, failure.error,
                                 failure.detail)
+        except BaseException:  # cancelled (the customer left): a trial must not stay taken
+            if admitted:
+                breaker.trial = False
+            raise
         self._settle(breaker, result)
         self._record(CallRecord(action.id, method, host, result.status,
                                 result.error or "ok", result.duration_ms))
@@ -172,6 +178,9 @@ class ActionCaller:
     def _request(self, action: Action, values: Mapping[str, str]) -> httpx.Request:
         environ = os.environ if self._environ is None else self._environ
         call = action.call
+        for name, value in values.items():
+            if unsafe_value(value):  # Slot.find never yields these; a caller might
+                raise _Failure("bad_url", detail=f"the value of {name} is not sent as given")
         try:
             url_text = render_url(call.url, values, environ)
             headers = [(name, render_plain(text, values, environ))
