@@ -98,6 +98,19 @@ async def test_the_demo_shop_s_fixtures_fail_and_stall_within_the_deadline(shop:
     await made.aclose()
 
 
+async def test_the_demo_shop_s_slow_order_stops_when_the_client_goes_away() -> None:
+    with running(create_app(TOKEN), timeout_graceful_shutdown=20) as (host, server):
+        made = caller(host, environ={"T": TOKEN})
+        slow = action(f"http://{host}/orders/{{order_id}}", timeout_s=0.3,
+                      headers=(("Authorization", "Bearer ${T}"),))
+        assert (await made.call(slow, {"order_id": "KO-000504"})).error == "timeout"
+        await made.aclose()
+        deadline = time.monotonic() + 3
+        while server.server_state.tasks and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not server.server_state.tasks  # not still waiting out its 10 s
+
+
 async def test_a_slow_api_is_abandoned_at_the_action_s_timeout(hostile: tuple) -> None:
     host, hits, _, _ = hostile
     made = caller(host, max_timeout_s=0.4)  # caps the action's 3 s

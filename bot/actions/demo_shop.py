@@ -13,7 +13,7 @@ import copy
 import secrets
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 SLOW_SECONDS = 10.0
@@ -46,17 +46,17 @@ def _not_found(order_id: str) -> JSONResponse:
 
 def create_app(token: str | None = None) -> FastAPI:
     """The demo shop; with `token`, every request needs `Authorization: Bearer <token>`."""
-    app = FastAPI(title="Demo shop (sample data)", docs_url=None, redoc_url=None,
-                  openapi_url=None)
-    orders = copy.deepcopy(ORDERS)  # each app its own copy: cancelling changes it
-
-    @app.middleware("http")
-    async def bearer(request: Request, call_next: Any) -> Any:
+    def bearer(request: Request) -> None:
+        # A dependency, not a middleware: an endpoint behind an http middleware does not see
+        # its client go away, and KO-000504 must stop when it does.
         if token is not None:
             given = request.headers.get("authorization", "")
             if not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return JSONResponse({"error": "unauthorized"}, status_code=401)
-        return await call_next(request)
+                raise HTTPException(401, "unauthorized")
+
+    app = FastAPI(title="Demo shop (sample data)", docs_url=None, redoc_url=None,
+                  openapi_url=None, dependencies=[Depends(bearer)])
+    orders = copy.deepcopy(ORDERS)  # each app its own copy: cancelling changes it
 
     async def fixtures(order_id: str, request: Request) -> None:
         if order_id == "KO-000500":
