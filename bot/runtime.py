@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.actions.book import declared_entries, load_book
 from bot.dialogue import DialogueManager
 from bot.errors import StorageError
 from bot.generation.base import Generator
@@ -58,6 +59,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.sweeper
         self.manager.close()
+        if self.manager.actions is not None:
+            await self.manager.actions.aclose()
         await self.store.close()
 
 
@@ -118,7 +121,9 @@ def open_index(settings: Settings, embedder: Embedder | None = None,
     embedder = embedder or SentenceTransformerEmbedder(settings.retrieval.embedder)
     index, why = FaqIndex.open(settings.retrieval.faq_path, settings.retrieval.index_dir,
                                embedder, rebuild=settings.retrieval.auto_rebuild,
-                               progress=progress, index_type=settings.retrieval.index_type)
+                               progress=progress, index_type=settings.retrieval.index_type,
+                               extra=declared_entries(settings.actions,
+                                                      settings.retrieval.faq_path))
     configure_index(index, settings)
     if index.scoring == "classifier":
         index.classifier_head()  # fitted now, not during the first customer's message
@@ -215,6 +220,9 @@ async def open_runtime(settings: Settings, index: FaqIndex,
 
     manager.faq_sync = sync
     manager.learning = use if settings.learning.enabled else None
+    # The declared actions (and the demo shop, for the sample FAQ): a thread to start
+    manager.actions = await asyncio.to_thread(load_book, settings.actions,
+                                              settings.retrieval.faq_path)
     return Runtime(manager, store, index, learning, use,
                    asyncio.create_task(sweep_originals(store)))
 

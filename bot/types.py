@@ -26,6 +26,8 @@ class Decision(str, Enum):
     HELD = "held"
     # Not a reply: the bot told a customer waiting for a human how long the wait is.
     NOTICE = "notice"
+    ASK = "ask"  # an action needs something: the bot asks for a slot or a confirmation
+    ACTION = "action"  # an answer from the company's own system (an action's call)
 
 
 class ConversationStatus(str, Enum):
@@ -61,6 +63,15 @@ class UserMessage:
 class TextEvent:
     """Verified text for the customer, in order; a turn's pieces add up to its reply's text."""
 
+    text: str
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """What the turn is doing while the customer waits ("looking_up": an action's call runs).
+    Not part of the reply: a channel may show it until the reply comes, or ignore it."""
+
+    kind: str
     text: str
 
 
@@ -113,6 +124,26 @@ class Correction(TypedDict):
     at: str  # ISO time
 
 
+class CallRecordMeta(TypedDict):
+    """An action's HTTP call as recorded: never the response body, headers or secrets."""
+
+    status: int | None  # the HTTP status, None when no answer came
+    outcome: str  # "ok", or why not: "timeout", "http_status", "breaker_open", ...
+    ms: float  # how long the call took, retries included
+
+
+class ActionRecord(TypedDict):
+    """An action's state in a bot reply: the dialogue reads it back from the last bot message
+    to go on (which slot it asked for, what it has), so every worker continues it alike."""
+
+    id: str
+    slots: dict[str, str]  # the values given so far (redacted in storage where PII)
+    asking: NotRequired[str]  # the slot asked for, or "confirm"
+    tries: NotRequired[int]  # wrong answers to this question so far
+    call: NotRequired[CallRecordMeta]
+    ended: NotRequired[str]  # "answered", "cancelled", "failed", "gave_up"
+
+
 class ReplyMeta(TypedDict, total=False):
     """What a turn records beside its reply: the protocol between the dialogue core, storage
     and every channel. Every key is optional; it goes over the wire and into storage as JSON."""
@@ -135,6 +166,8 @@ class ReplyMeta(TypedDict, total=False):
     retrieval_query: str  # what was searched (the message, or joined with the previous one)
     retrieved: list[RetrievedHit]  # what the search found, best first
     doubted: str  # an entry customers agreed this wording does not mean: "Did you mean" instead
+    # Actions (bot/dialogue/actions.py)
+    action: ActionRecord  # the action in progress or done, and its call
     # Generation (the middle band with dialogue.middle: generate)
     model: str  # the generator's name
     prompt_tokens: int  # tokens in the prompt

@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from bot.cli.common import JsonFlag, err, faq_index, model_loader, out, settings_of, user_errors
 from bot.settings import Settings
-from bot.types import BotReply, TextEvent, UserMessage
+from bot.types import BotReply, StatusEvent, TextEvent, UserMessage
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -96,6 +96,8 @@ async def _chat(settings: Settings, user_id: str) -> None:
                         started = True
                     out.file.write(event.text)
                     out.file.flush()
+                elif isinstance(event, StatusEvent):  # an action's call runs
+                    out.print(f"[dim]{escape(event.text)}[/]")
                 else:
                     reply = event
             out.print()

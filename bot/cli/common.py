@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -120,6 +121,16 @@ def faq_index(settings: Settings) -> FaqIndex:
         err.print(f"[yellow]rebuilt the FAQ index[/] in {escape(str(why.index_dir))}: "
                   f"{escape('; '.join(why.reasons))}")
     return built
+
+
+def faq_entries(settings: Settings, faq_path: Path) -> list[FaqEntry]:
+    """The FAQ file's entries and then its actions' (found by retrieval like entries), as the
+    bot indexes them."""
+    from bot.actions.book import declared_entries
+    from retrieval.corpus import load_faq
+    from retrieval.index.opening import with_extra
+
+    return with_extra(load_faq(faq_path), declared_entries(settings.actions, faq_path), faq_path)
 
 
 def memory_index(settings: Settings, entries: list[FaqEntry]) -> FaqIndex:

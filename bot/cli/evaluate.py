@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bot.cli.common import (
     JsonFlag,
     err,
+    faq_entries,
     faq_index,
     memory_index,
     model_loader,
@@ -82,14 +83,13 @@ def eval_retrieval(ctx: typer.Context,
     the configured thresholds, with a threshold sweep and query latency."""
     with user_errors():
         settings = settings_of(ctx)
-        from retrieval.corpus import load_faq
         from retrieval.offline.evaluate import evaluate_retrieval, retrieval_markdown, write_report
         from retrieval.offline.metrics import Policy
         from retrieval.offline.queries import read_queries
 
         r = settings.retrieval
         faq_path = faq or r.faq_path
-        entries = load_faq(faq_path)
+        entries = faq_entries(settings, faq_path)
         labelled = read_queries(queries, {e.id for e in entries})
         built = memory_index(settings, entries)
         from bot.dialogue.replies import thresholds
@@ -150,12 +150,12 @@ def eval_dialogue(ctx: typer.Context,
     with user_errors():
         settings = settings_of(ctx)
         from bot.eval_dialogue import write_report
-        from retrieval.corpus import load_faq
         from retrieval.offline.queries import read_queries
 
         configured = settings.retrieval.faq_path
         faq_path = faq or configured
-        entries = load_faq(faq_path)  # the queries' faq_ids are checked before any model loads
+        # the queries' faq_ids (an action's id too) are checked before any model loads
+        entries = faq_entries(settings, faq_path)
         labelled = read_queries(queries, {e.id for e in entries})[:limit]
         settings.retrieval.faq_path = faq_path
         same = faq is None or faq.resolve() == configured.resolve()
@@ -253,11 +253,10 @@ def eval_learning(ctx: typer.Context,
     with user_errors():
         settings = settings_of(ctx)
         from bot.eval_learning import Customers, learning_markdown, report, write_report
-        from retrieval.corpus import load_faq
         from retrieval.offline.queries import read_queries
 
         faq_path = faq or settings.retrieval.faq_path
-        entries = load_faq(faq_path)
+        entries = faq_entries(settings, faq_path)
         labelled = read_queries(queries, {e.id for e in entries})
         if shuffle:
             import random

@@ -18,22 +18,26 @@ def index(ctx: typer.Context, faq: Annotated[Path | None, typer.Option(
         settings = settings_of(ctx)
         if faq is not None:
             settings.retrieval.faq_path = faq
+        from bot.actions.book import declared_entries
         from bot.dialogue.replies import thresholds
         from bot.runtime import calibrate_index, configure_index
         from retrieval.calibration import describe
-        from retrieval.corpus import faq_file_hash, load_faq
+        from retrieval.corpus import load_faq
         from retrieval.embedder import SentenceTransformerEmbedder
         from retrieval.index import FaqIndex
+        from retrieval.index.opening import file_digest, with_extra
 
         started = time.perf_counter()
-        entries = load_faq(settings.retrieval.faq_path)
+        faq_path = settings.retrieval.faq_path
+        actions = declared_entries(settings.actions, faq_path)  # found like entries
+        entries = with_extra(load_faq(faq_path), actions, faq_path)
         embedder = SentenceTransformerEmbedder(settings.retrieval.embedder)
         total = sum(len(e.questions) for e in entries)
         with progress("embedding phrasings", total) as advance:
             built = FaqIndex.build(entries, embedder, progress=advance,
                                    index_type=settings.retrieval.index_type)
         # The file's hash lets the next start skip parsing an unchanged FAQ.
-        built.faq_sha256 = faq_file_hash(settings.retrieval.faq_path)
+        built.faq_sha256 = file_digest(faq_path, actions)
         # Calibrated now and saved with it, so that the next start need not (the head is
         # fitted for it, with the scoring and out-of-scope class the bot will serve with).
         configure_index(built, settings)

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+from bot.actions.book import ActionBook
 from bot.dialogue.persistence import store_turn, stored_id, stored_reply
 from bot.dialogue.policy import decide
 from bot.dialogue.turn import Event, TokenSink, Turn
@@ -69,6 +70,8 @@ class DialogueManager:
         self.faq_sync: Callable[[], Awaitable[object]] | None = None
         # What customers' picks and ratings teach the index (bot/learning/); the runtime sets it.
         self.learning: UseLearning | None = None
+        # The declared actions and their caller (bot/actions/); the runtime sets it.
+        self.actions: ActionBook | None = None
         self.intents = Intents(dialogue.handoff_keywords)
         # Shared with candidate ranking: FAQ sentences are embedded once per embedder.
         self.checker = checker_for(index.embedder)
@@ -125,7 +128,7 @@ class DialogueManager:
                 if isinstance(event, TextEvent):
                     if on_token is not None:
                         on_token(event.text)
-                else:
+                elif isinstance(event, BotReply):
                     reply = event
         assert reply is not None
         return reply
@@ -162,8 +165,10 @@ class DialogueManager:
                     if isinstance(event, TextEvent):
                         turn.shown.append(event.text)
                         yield event
-                    else:
+                    elif isinstance(event, BotReply):
                         reply = event
+                    else:  # what the turn is doing (an action's call): not part of the reply
+                        yield event
             except ConversationBusyError as exc:  # its previous turn still runs: not this one
                 log.warning("turn refused: %s", exc)
                 text = self.persona.render(self.persona.busy_text)

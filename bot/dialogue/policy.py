@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from bot.dialogue import replies
+from bot.dialogue import actions, replies
 from bot.dialogue.generated import generate
 from bot.dialogue.search import retrieve
 from bot.dialogue.turn import Event, Turn, normalise
@@ -35,12 +35,19 @@ async def decide(dm: DialogueManager, message: UserMessage, turn: Turn) -> Async
         return
     text = screened
     plain = simple(text)
-    early = (await held_or_waiting(dm, conversation) or intent_reply(dm, conversation, text, plain)
-             or await answer_to_last(dm, message, plain))
+    early = (await held_or_waiting(dm, conversation)
+             or intent_reply(dm, conversation, text, plain))
     if early is not None:
         yield early
         return
-    async for event in searched(dm, conversation, text, turn):
+    last = await dm.store.last_bot_message(conversation)
+    steps = await answer_to_last(dm, message, text, plain, last)
+    if isinstance(steps, BotReply):
+        yield steps
+        return
+    if steps is None:
+        steps = searched(dm, conversation, text, turn)
+    async for event in steps:
         yield event
 
 
@@ -117,12 +124,17 @@ def intent_reply(dm: DialogueManager, conversation: str, text: str,
     return None
 
 
-async def answer_to_last(dm: DialogueManager, message: UserMessage,
-                         plain: str) -> BotReply | None:
-    """A reply to the bot's last question: a pick or 'no' after 'Did you mean', 'yes' to the
-    fallback's offer of a human. A pick or 'none of these' is also a learning signal."""
+async def answer_to_last(dm: DialogueManager, message: UserMessage, text: str, plain: str,
+                         last: Message | None) -> BotReply | AsyncIterator[Event] | None:
+    """A reply to the bot's last question: the next step of an action it asked for, a pick or
+    'no' after 'Did you mean', 'yes' to the fallback's offer of a human. A pick or 'none of
+    these' is also a learning signal."""
     conversation = message.conversation_id
-    last = await dm.store.last_bot_message(conversation)
+    pending = actions.record_of(last, dm.actions)
+    if pending is not None and dm.actions is not None:
+        steps = actions.resume(dm.actions, dm.persona, message, text, plain, *pending)
+        if steps is not None:
+            return steps
     if last is not None and last.decision == Decision.CLARIFY.value:
         by_id = dm.index.by_id
         picked = pick(plain, [by_id[i] for i in last.faq_ids if i in by_id])
@@ -130,6 +142,10 @@ async def answer_to_last(dm: DialogueManager, message: UserMessage,
             if dm.learning is not None:
                 await dm.learning.after_clarify(conversation, last, picked.id, message.sender,
                                                 message.channel)
+            action = dm.actions.get(picked.id) if dm.actions is not None else None
+            if action is not None and dm.actions is not None:
+                asked = str((last.meta or {}).get("retrieval_query") or "")
+                return actions.start(dm.actions, dm.persona, conversation, action, asked)
             score = dict(zip(last.faq_ids, last.scores, strict=False)).get(picked.id, 0.0)
             return replies.answer(conversation, FaqHit(picked, score, picked.question))
         if plain in NEGATIVE:
@@ -162,12 +178,19 @@ async def searched(dm: DialogueManager, conversation: str, text: str,
     if band is Band.ANSWER and await doubted(dm, found.query, hits[0], turn):
         band = Band.SUGGEST  # customers agreed this wording does not mean that entry
         turn.meta["doubted"] = hits[0].entry.id
+    action = dm.actions.get(hits[0].entry.id) if dm.actions is not None and hits else None
+    if band is Band.ANSWER and action is not None and dm.actions is not None:
+        async for event in actions.start(dm.actions, dm.persona, conversation, action,
+                                         found.query):
+            yield (replace(event, meta={**turn.meta, **event.meta})
+                   if isinstance(event, BotReply) else event)
+        return
     if band is Band.ANSWER:
         reply = replies.answer(conversation, hits[0])
     elif band is Band.SUGGEST:
         middle = dm.dialogue.middle
-        if middle == "generate" and not dm.can_generate:
-            middle = "clarify"
+        if middle == "generate" and (not dm.can_generate or action is not None):
+            middle = "clarify"  # the model cannot look anything up: "Did you mean" instead
         if middle == "generate":
             generated: BotReply | None = None
             async for event in middle_generated(dm, conversation, text, hits, history, turn):
@@ -205,7 +228,8 @@ async def middle_generated(dm: DialogueManager, conversation: str, text: str,
     """The generated band; a generation that fails before showing anything offers 'Did you
     mean' instead, its cause kept in the reply's meta."""
     try:
-        async for event in generate(dm, conversation, text, hits, history, turn):
+        grounds = [h for h in hits if dm.actions is None or dm.actions.get(h.entry.id) is None]
+        async for event in generate(dm, conversation, text, grounds, history, turn):
             yield event
     except (ModelError, GenerationError) as exc:
         if turn.shown:

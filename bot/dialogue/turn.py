@@ -6,10 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.types import BotReply, Decision, ReplyMeta, Source, TextEvent
+from bot.types import BotReply, Decision, ReplyMeta, Source, StatusEvent, TextEvent
 
-# What DialogueManager.stream yields: verified text, then exactly one final reply.
-Event = TextEvent | BotReply
+# What DialogueManager.stream yields: verified text (and what the turn is doing, while an
+# action's call runs), then exactly one final reply.
+Event = TextEvent | StatusEvent | BotReply
 TokenSink = Callable[[str], None]  # receives verified text pieces, on the event loop
 Verdicts = tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None]  # input, output
 

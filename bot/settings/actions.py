@@ -34,5 +34,7 @@ class ActionsSettings(Section):
     breaker_seconds: float = Field(30.0, gt=0, le=3600, description="How long an action's "
                                    "calls fail fast after breaker_failures failures, before "
                                    "one trial call.")
-    demo_shop: bool = Field(False, description="Serve the demo shop API (sample data for the "
-                            "sample FAQ's actions) alongside `supportbot serve`.")
+    demo_shop: bool | None = Field(None, description="Start the demo shop API (sample data) "
+                                   "on loopback for the actions to call. Unset: only with the "
+                                   "bundled sample FAQ (data/faq.yaml) while SHOP_API_URL is "
+                                   "unset; never set it true in production.")

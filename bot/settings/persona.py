@@ -17,7 +17,8 @@ PLACEHOLDERS: dict[str, frozenset[str]] = {
     "stay_text": _NAMES,
     "blocked_text": _NAMES, "abuse_text": _NAMES, "harmful_text": _NAMES,
     "self_harm_text": _NAMES, "rate_text": _NAMES, "cooldown_text": _NAMES | {"minutes"},
-    "busy_text": _NAMES,
+    "busy_text": _NAMES, "looking_up_text": _NAMES, "action_cancelled_text": _NAMES,
+    "action_gave_up_text": _NAMES, "action_offer_text": _NAMES,
 }
 
 
@@ -99,6 +100,21 @@ class PersonaSettings(_Section):
         "Let's take a short break. I'll be able to reply again in about {minutes} minutes.",
         min_length=1, description="Reply during a cool-down after repeated blocked messages "
         "({minutes} is filled in).")
+    looking_up_text: str = Field(
+        "One moment, I'm looking that up...", min_length=1,
+        description="Shown while an action's call runs (the web page shows it until the "
+        "reply; it is not part of the stored reply).")
+    action_cancelled_text: str = Field(
+        "All right, I've stopped there. What else can I help you with?", min_length=1,
+        description="Reply when the customer cancels an action the bot was asking for.")
+    action_gave_up_text: str = Field(
+        "Sorry, I still couldn't read that. Would you like me to pass you to a human "
+        "colleague? Type 'human' and I'll connect you.", min_length=1,
+        description="Reply after repeated answers that hold no valid value for an action.")
+    action_offer_text: str = Field(
+        "Would you like me to pass you to a human colleague? Type 'human' and I'll connect "
+        "you.", min_length=1,
+        description="Said after an action's on_error when its call failed.")
 
     @field_validator(*PLACEHOLDERS)
     @classmethod

@@ -326,8 +326,9 @@ class FaqIndex:
     @classmethod
     def open(cls, faq_path: Path | str, index_dir: Path | str, embedder: Embedder,
              rebuild: bool = True, progress: ProgressCallback | None = None,
-             index_type: str = "flat") -> Opened:
+             index_type: str = "flat", extra: Sequence[FaqEntry] = ()) -> Opened:
         """Open the saved index of a FAQ file; (re)build it when missing or stale and `rebuild`.
+        `extra` entries (an action's questions) are indexed after the file's.
 
         When the file's bytes are the ones the index was built from, the entries come from the
         index's own metadata and the file is not parsed again. Returns the index and why it was
@@ -335,4 +336,4 @@ class FaqIndex:
         same folder (retrieval.head_cache), and the next start on the same inputs loads it.
         """
         return opening.open_index(cls, Path(faq_path), Path(index_dir), embedder, rebuild,
-                                  progress, index_type)
+                                  progress, index_type, extra)

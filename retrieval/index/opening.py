@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from retrieval.corpus import FaqEntry, faq_file_hash, load_faq
+from retrieval.corpus import FaqEntry, corpus_hash, faq_file_hash, load_faq
 from retrieval.embedder import Embedder, ProgressCallback
-from retrieval.errors import IndexMissingError, IndexStaleError, IndexWriteError
+from retrieval.errors import CorpusError, IndexMissingError, IndexStaleError, IndexWriteError
 from retrieval.head_cache import HEAD_FILE
 from retrieval.index import store
 
@@ -46,18 +47,39 @@ def load_or_build(cls: type[FaqIndex], index_dir: Path, entries: Sequence[FaqEnt
     return index, why
 
 
+def file_digest(faq_path: Path, extra: Sequence[FaqEntry] = ()) -> str:
+    """The FAQ file's bytes' hash, with the extra entries' when there are any: an index built
+    from both is the same again only when both are."""
+    digest = faq_file_hash(faq_path)
+    if not extra:
+        return digest
+    return hashlib.sha256(f"{digest}+{corpus_hash(extra)}".encode()).hexdigest()
+
+
+def with_extra(entries: Sequence[FaqEntry], extra: Sequence[FaqEntry], faq_path: Path
+               ) -> list[FaqEntry]:
+    """The file's entries and then the extra ones; CorpusError when an id is both."""
+    taken = {entry.id for entry in entries}
+    clash = [entry.id for entry in extra if entry.id in taken]
+    if clash:
+        raise CorpusError.single(faq_path, f"'{clash[0]}' is an FAQ entry's id and an "
+                                 "action's: give the action another id")
+    return [*entries, *extra]
+
+
 def open_index(cls: type[FaqIndex], faq_path: Path, index_dir: Path, embedder: Embedder,
                rebuild: bool = True, progress: ProgressCallback | None = None,
-               index_type: str = "flat") -> Opened:
-    """FaqIndex.open: the saved index of a FAQ file, (re)built when missing or stale."""
-    digest = faq_file_hash(faq_path)
+               index_type: str = "flat", extra: Sequence[FaqEntry] = ()) -> Opened:
+    """FaqIndex.open: the saved index of a FAQ file (and `extra` entries after the file's:
+    the actions'), (re)built when missing or stale."""
+    digest = file_digest(faq_path, extra)
     try:
         index = _load_unchanged(cls, index_dir, digest, embedder, index_type)
         index.head_file = index_dir / HEAD_FILE
         return index, None
     except (IndexMissingError, IndexStaleError):
         pass  # parse the file: load_or_build finds (and reports) why the index is stale
-    entries = load_faq(faq_path)
+    entries = with_extra(load_faq(faq_path), extra, faq_path)
     index, why = load_or_build(cls, index_dir, entries, embedder, rebuild, progress, digest,
                                index_type)
     index.head_file = index_dir / HEAD_FILE

@@ -54,8 +54,9 @@ class TurnRenderer:
                 if isinstance(event, TextEvent):
                     self.text += event.text
                     self._dirty.set()
-                else:
+                elif isinstance(event, BotReply):
                     reply = event
+                # a StatusEvent (an action's call runs): the chat shows "typing" meanwhile
         finally:
             for task in (flusher, typing):
                 if task is not None:

@@ -29,7 +29,7 @@ from bot.channels.web.state import WebState, client_ip
 from bot.channels.web.unavailable import unavailable
 from bot.errors import StorageError
 from bot.storage.models import CLIENT_ID_LENGTH, COMMENT_LENGTH
-from bot.types import BotReply, TextEvent, UserMessage
+from bot.types import BotReply, StatusEvent, TextEvent, UserMessage
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,8 @@ async def _events(state: WebState, message: UserMessage, token: str) -> AsyncIte
             async for event in events:
                 if isinstance(event, TextEvent):
                     yield _sse("token", {"text": event.text})
+                elif isinstance(event, StatusEvent):  # an action's call runs
+                    yield _sse("working", {"kind": event.kind, "text": event.text})
                 elif isinstance(event, BotReply):
                     yield _sse("reply", {"client_id": message.client_id,
                                          **reply_fields(event)})

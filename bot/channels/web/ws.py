@@ -26,7 +26,7 @@ from bot.channels.web.service import ShuttingDownError
 from bot.channels.web.state import WebState, client_ip
 from bot.channels.web.unavailable import unavailable
 from bot.errors import InputError, StorageError
-from bot.types import BotReply, ConversationStatus, TextEvent, UserMessage
+from bot.types import BotReply, ConversationStatus, StatusEvent, TextEvent, UserMessage
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,10 @@ class ChatConnection:
                     async for event in events:
                         if isinstance(event, TextEvent):
                             await self.send({"type": "token", "text": event.text,
+                                             "client_id": frame.client_id})
+                        elif isinstance(event, StatusEvent):  # an action's call runs
+                            await self.send({"type": "working", "kind": event.kind,
+                                             "text": event.text,
                                              "client_id": frame.client_id})
                         elif isinstance(event, BotReply):
                             await self.send(reply_frame(event, frame.client_id))

@@ -615,6 +615,7 @@
     switch (frame.type) {
       case "hello": onHello(frame); break;
       case "token": onToken(frame); break;
+      case "working": onWorking(frame); break;
       case "reply": onReply(frame); break;
       case "feedback": showFeedback(frame.message_id, frame.rating); break;
       case "error": onError(frame, resuming); break;
@@ -709,6 +710,24 @@
     changeLog(function () {
       var wrap = state.pending.get(frame.client_id) || addPendingBot(frame.client_id || null);
       streamInto(wrap, frame.text);
+    });
+  }
+
+  // An action's call runs ("One moment, I'm looking that up..."): said in the pending bubble,
+  // next to its dots, until the reply replaces it.
+  function onWorking(frame) {
+    if (typeof frame.text !== "string") return;
+    changeLog(function () {
+      var wrap = state.pending.get(frame.client_id) || addPendingBot(frame.client_id || null);
+      if (!wrap.classList.contains("typing")) return;
+      var bubble = wrap.querySelector(".bubble");
+      var note = bubble.querySelector(".working");
+      if (!note) {
+        note = el("span", "working");
+        note.setAttribute("data-testid", "bot-working");
+        bubble.appendChild(note);
+      }
+      note.textContent = frame.text.slice(0, 200);
     });
   }
 
