@@ -107,6 +107,8 @@ def create_app(settings: Settings, *, index: FaqIndex | None = None,
         runtime: Runtime = await open_runtime(settings, opened, generator)
         manager = runtime.manager
         metrics = Metrics(lambda: manager.tokens_generated)
+        if manager.actions is not None:
+            manager.actions.listeners.append(metrics.action_call)
         state = WebState(settings, manager, ChatService(manager, metrics), metrics, tokens)
         app.state.web = state
         inbox = OperatorStore(manager.store)

@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from bot.actions.caller import CallRecord
 from bot.types import BotReply, Decision
 
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -67,6 +68,13 @@ class Metrics:
                                     "limit.", ["scope"], registry=r)
         self.feedback = Counter("supportbot_feedback", "Ratings of bot messages.", ["rating"],
                                 registry=r)
+        self.action_calls = Counter("supportbot_action_calls", "Actions' calls to the "
+                                    "company's API, by action and outcome ('ok', 'timeout', "
+                                    "'http_status', 'breaker_open', ...).",
+                                    ["action", "outcome"], registry=r)
+        self.action_seconds = Histogram("supportbot_action_call_seconds", "Duration of "
+                                        "actions' calls, retries included.", ["action"],
+                                        buckets=_SECONDS, registry=r)
         self._read_tokens = tokens_generated
         self._tokens_counted = 0
         self.worker_turns: Gauge | None = None
@@ -95,6 +103,11 @@ class Metrics:
             self.errors.labels("turn").inc()
         if "storage_error" in reply.meta:
             self.errors.labels("storage").inc()
+
+    def action_call(self, record: CallRecord) -> None:
+        """Count an action's call (an ActionBook listener)."""
+        self.action_calls.labels(record.action, record.outcome).inc()
+        self.action_seconds.labels(record.action).observe(record.duration_ms / 1000)
 
     def render(self) -> bytes:
         """The text exposition format (under several workers: the sum over all of them)."""
