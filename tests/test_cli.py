@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from bot.actions.spec import load_actions
 from bot.cli import app
 from bot.storage import ConversationStore
 from retrieval.corpus import load_faq
@@ -110,9 +111,11 @@ def test_index_then_ask_json(config_file: Path) -> None:
     code, _, stderr = run(config_file, "index")
     assert code == 0, stderr
     entries = load_faq(SAMPLE_FAQ)
-    phrasings = sum(len(e.questions) for e in entries)
+    actions = load_actions(SAMPLE_FAQ)  # found by their questions like entries
+    phrasings = sum(len(e.questions) for e in entries) + sum(len(a.questions) for a in actions)
     message = " ".join(stderr.split())
-    assert (f"indexed {len(entries)} entries ({phrasings} phrasings, dimension 384, embedder "
+    assert (f"indexed {len(entries)} entries and {len(actions)} actions ({phrasings} "
+            f"phrasings, dimension 384, embedder "
             f"all-MiniLM-L6-v2) into {config_file.parent / 'index'} in ") in message
     assert (config_file.parent / "index" / "meta.json").is_file()
     code, stdout, stderr = run(config_file, "ask", "--json", "How can I track my order?")

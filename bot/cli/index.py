@@ -43,7 +43,8 @@ def index(ctx: typer.Context, faq: Annotated[Path | None, typer.Option(
         configure_index(built, settings)
         calibrate_index(built)
         built.save(settings.retrieval.index_dir)
-        err.print(f"indexed {len(entries)} entries ({built.size} phrasings, "
+        also = f" and {len(actions)} actions" if actions else ""
+        err.print(f"indexed {len(entries) - len(actions)} entries{also} ({built.size} phrasings, "
                   f"dimension {embedder.dimension}, embedder {embedder.name}) "
                   f"into {settings.retrieval.index_dir} in {time.perf_counter() - started:.1f} s")
         err.print("thresholds: " + describe(thresholds(settings.retrieval, built.calibration)))
