@@ -69,6 +69,21 @@ EXTRA_ACTIONS = """
     on_status: {404: "I found no orders for {email}."}
     on_error: "Sorry, I can't reach our order system right now."
 
+  - id: erase-email
+    questions: [erase my email address from your order records]
+    slots:
+      email:
+        pattern: '[a-z0-9._+-]+@[a-z0-9-]+(\\.[a-z0-9-]+)+'
+        ask: "Which email address should I erase?"
+    call:
+      method: POST
+      url: "${SHOP_API_URL}/orders/{email}/cancel"
+      headers: {Authorization: "Bearer ${SHOP_API_TOKEN}"}
+    confirm: "Erase {email} from our order records? (yes / no)"
+    reply: "Done: {status}."
+    on_status: {404: "There are no order records for {email}."}
+    on_error: "Sorry, I can't reach our order system right now."
+
   - id: parcel-weight
     questions: [how heavy is the parcel of my order, what does my parcel weigh]
     slots:

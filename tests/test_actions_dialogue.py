@@ -341,3 +341,16 @@ async def test_two_workers_on_one_postgresql_continue_an_action(
         await second.close()
     assert answered.decision is Decision.ACTION and answered.text == SHIPPED
     assert shop.paths() == ["/orders/KO-123456"]
+
+
+async def test_a_confirmed_change_whose_value_was_redacted_is_not_called_without_it(
+        runtime: Runtime, shop: Shop) -> None:
+    chat = Chat(runtime)
+    confirm = await chat.say(f"erase my email address {EMAIL} from your order records")
+    assert confirm.decision is Decision.ASK and action_of(confirm)["asking"] == "confirm"
+    assert confirm.text == f"Erase {EMAIL} from our order records? (yes / no)"
+    done = await chat.say("yes")  # the stored state holds <EMAIL_ADDRESS>, not the address
+    assert done.decision is Decision.FALLBACK and action_of(done)["ended"] == "lost_slot"
+    assert "call" not in action_of(done) and shop.paths() == []
+    handed = await chat.say("yes")
+    assert handed.decision is Decision.HANDOFF
