@@ -216,8 +216,10 @@ async def test_api_down_gives_on_error_and_a_human(settings: Settings, actions_i
 
 async def test_a_slow_api_gives_on_error_within_the_timeout(runtime: Runtime,
                                                             shop: Shop) -> None:
+    chat = Chat(runtime)
+    await chat.say("where is my order")
     started = time.monotonic()
-    reply = await Chat(runtime).lookup("KO-000504")
+    reply = await chat.say("KO-000504")
     took = time.monotonic() - started
     assert reply.decision is Decision.FALLBACK and reply.text.startswith(ORDER_ERROR)
     assert action_of(reply)["call"]["outcome"] == "timeout"  # type: ignore[index]
@@ -257,21 +259,25 @@ async def test_a_missing_field_in_the_reply_gives_on_error(runtime: Runtime,
 # --- a change confirmed first ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("answer", "status"), [("yes", "cancelled"), ("no", "processing")])
-async def test_a_change_waits_for_a_yes(runtime: Runtime, shop: Shop, answer: str,
-                                        status: str) -> None:
+@pytest.mark.parametrize(("order", "answer", "said", "status"), [
+    ("KO-111111", "yes", "Order KO-111111 is cancelled.", "cancelled"),
+    ("KO-111111", "no", None, "processing"),
+    ("KO-222222", "yes", "Order KO-222222 can no longer be cancelled.", "cancelled"),  # 409
+])
+async def test_a_change_waits_for_a_yes(runtime: Runtime, shop: Shop, order: str, answer: str,
+                                        said: str | None, status: str) -> None:
     chat = Chat(runtime)
-    confirm = await chat.say("please cancel order KO-111111 now")
-    assert confirm.decision is Decision.ASK and confirm.text == "Cancel order KO-111111? (yes / no)"
+    confirm = await chat.say(f"please cancel order {order} now")
+    assert confirm.decision is Decision.ASK and confirm.text == f"Cancel order {order}? (yes / no)"
     assert shop.paths() == []
     done = await chat.say(answer)
     if answer == "yes":
-        assert done.decision is Decision.ACTION and done.text == "Order KO-111111 is cancelled."
-        assert shop.paths() == ["/orders/KO-111111/cancel"] and shop.hits.methods == ["POST"]
+        assert done.decision is Decision.ACTION and done.text == said
+        assert shop.paths() == [f"/orders/{order}/cancel"] and shop.hits.methods == ["POST"]
     else:
         assert done.decision is Decision.ANSWER and action_of(done)["ended"] == "cancelled"
         assert shop.paths() == []
-    assert shop.order("KO-111111")["status"] == status
+    assert shop.order(order)["status"] == status
 
 
 # --- hostile input -----------------------------------------------------------------------------
