@@ -4,7 +4,9 @@ something asks for a yes first; then the call runs and its answer is the reply.
 
 The action's state lives in the bot's reply (`meta["action"]`, bot/types.py ActionRecord), so
 the next turn reads it back from the last bot message, on whichever worker it lands. A slot
-value the redactor took out of the stored state is asked for again rather than guessed.
+value the redactor took out of the stored state is asked for again rather than guessed; after
+the confirmation question (whose state would be redacted again) the action ends with the offer
+of a human instead of a call without it.
 
 While the bot asks: "cancel" / "never mind" leaves the action; a message that holds no value
 and reads as a question of its own leaves it too and is searched as usual; a short answer with
@@ -92,6 +94,13 @@ def resume(book: ActionBook, persona: PersonaSettings, message: UserMessage, tex
                               persona.render(persona.action_cancelled_text)))
     if record.get("asking") == CONFIRM:
         if plain in AFFIRMATIVE:
+            if any(slot.name not in record["slots"] for slot in action.slots):
+                # The redactor took a value out of the stored state after the question: asking
+                # again would only store it redacted again, and calling without it would fail.
+                log.warning("action %s: a slot value was redacted before the yes", action.id)
+                return _single(_ended(persona, conversation, action, record, "lost_slot",
+                                      persona.render(persona.action_offer_text),
+                                      Decision.FALLBACK))
             return perform(book, persona, conversation, action, record["slots"])
         return None
     asking = record.get("asking", "")
