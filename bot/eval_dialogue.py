@@ -7,17 +7,20 @@ Outcome rules (the report and README use these words):
 - in scope (the query has a gold entry):
   - answered_right: decision `answer` whose first source is the gold entry, or `generate`
     whose sources (the FAQ entries in the prompt the answer was grounded on and checked
-    against) include the gold entry;
-  - answered_wrong: any other `answer` or `generate` (an answer without sources, such as the
-    identity or "no human" replies, is wrong too: the row's `intent` names them);
+    against) include the gold entry, or `ask` / `action` whose first source is the gold id:
+    the right action started (asking for its slots, or called with a value the message held;
+    a call that failed is a `fallback` turn, counted below);
+  - answered_wrong: any other `answer`, `generate`, `ask` or `action` (an answer without
+    sources, such as the identity or "no human" replies, is wrong too: the row's `intent`
+    names them; another action started is wrong too);
   - suggested_right: `clarify` ("Did you mean") offering the gold entry among its suggestions;
   - suggested_wrong: `clarify` not offering it (a generation rejected by the grounding check
     turns into `clarify`, so it lands here or in suggested_right);
   - fallback: every other decision: fallback, handoff, invalid, waiting, error, blocked.
-- out of scope (no gold entry): answered (`answer` or `generate`, from any entry or none),
-  suggested (`clarify`), fallback (every other decision).
-- answer precision: answered_right / all direct answers (answer + generate), an answered
-  out-of-scope query counting as a wrong answer; None without direct answers.
+- out of scope (no gold entry): answered (`answer`, `generate`, `ask` or `action`, from any
+  entry or action or none), suggested (`clarify`), fallback (every other decision).
+- answer precision: answered_right / all direct answers (answer, generate, ask, action), an
+  answered out-of-scope query counting as a wrong answer; None without direct answers.
 - latency: wall-clock milliseconds of the whole turn (storage included), one query at a time.
 """
 
@@ -45,6 +48,8 @@ IN_SCOPE = ("answered_right", "answered_wrong", "suggested_right", "suggested_wr
             "fallback")
 OUT_OF_SCOPE = ("answered", "suggested", "fallback")
 DIRECT = (Decision.ANSWER, Decision.GENERATE)
+# An action started: asking for its slots (or a yes), or answered from its call.
+STARTED = (Decision.ASK, Decision.ACTION)
 # What a generated turn keeps in its reply's meta about grounding (bot/dialogue/generated.py).
 GroundingKey = Literal["generated", "checks", "rejected", "held_back", "cut_off",
                        "generation_error"]
@@ -78,10 +83,10 @@ class DialogueRow:
 def classify(reply: BotReply, faq_id: str | None) -> str:
     """The outcome of one reply to a query whose gold entry is `faq_id` (None: out of scope)."""
     if faq_id is None:
-        if reply.decision in DIRECT:
+        if reply.decision in DIRECT or reply.decision in STARTED:
             return "answered"
         return "suggested" if reply.decision is Decision.CLARIFY else "fallback"
-    if reply.decision is Decision.ANSWER:
+    if reply.decision is Decision.ANSWER or reply.decision in STARTED:
         right = bool(reply.sources) and reply.sources[0].id == faq_id
         return "answered_right" if right else "answered_wrong"
     if reply.decision is Decision.GENERATE:
@@ -226,8 +231,9 @@ def dialogue_markdown(report: dict[str, Any]) -> str:
         *mix_table(r["mix"], n_in, n_oos), "",
         "Decisions: " + (", ".join(f"{k} {v}" for k, v in r["decisions"].items()) or "none")
         + ".", "",
-        "Definitions: answered right = `answer` from the right entry, or `generate` with the "
-        "right entry among the entries it was grounded on; fallback = fallback, handoff, "
+        "Definitions: answered right = `answer` from the right entry, `generate` with the "
+        "right entry among the entries it was grounded on, or `ask` / `action` of the right "
+        "action (it started); fallback = fallback, handoff, "
         "invalid, waiting, error or blocked; answer precision counts an answered out-of-scope "
         "query as wrong; latency is the whole turn, one query at a time."]
     return "\n".join(lines) + "\n"

@@ -41,7 +41,8 @@ class Rule:
 # core (bot.dialogue, bot.runtime) -> retrieval / generation / safety / storage / operators ->
 # settings -> bot.shared. Training and the offline tools sit beside: they may import the
 # core's formats and the retrieval core, and only the cli (the composition root) imports them.
-OFFLINE = ("retrieval.offline", "bot.eval_dialogue", "bot.eval_learning")
+OFFLINE = ("retrieval.offline", "bot.eval_dialogue", "bot.eval_learning", "bot.eval_scripts",
+           "bot.eval_script_run")
 RULES = (
     Rule("bot.shared is the leaf both sides use: it imports nothing else of the project",
          importers=("bot.shared",), forbidden=("bot", "retrieval", "training"),

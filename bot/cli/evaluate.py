@@ -35,6 +35,8 @@ from bot.settings import Settings
 
 if TYPE_CHECKING:
     from bot.eval_dialogue import DialogueEvaluation, DialogueRow
+    from bot.eval_script_run import ScriptsEvaluation
+    from bot.eval_scripts import Script
     from retrieval.index import FaqIndex
     from retrieval.offline.queries import LabelledQuery
 
@@ -131,22 +133,35 @@ def _measure(ctx: typer.Context, as_json: bool, measure: Callable[[Settings], Me
 
 @eval_app.command("dialogue")
 def eval_dialogue(ctx: typer.Context,
-                  queries: Annotated[Path, typer.Option(help="CSV or JSONL with query and "
-                                                        "faq_id (empty: out of scope), or a "
-                                                        "held-out YAML like "
-                                                        "data/faq_eval.yaml.")],
+                  queries: Annotated[Path | None, typer.Option(
+                      help="CSV or JSONL with query and faq_id (empty: out of scope), or a "
+                      "held-out YAML like data/faq_eval.yaml.")] = None,
+                  scripts: Annotated[Path | None, typer.Option(
+                      help="Dialogue scripts (YAML like data/dialogue_scripts.yaml): "
+                      "multi-turn conversations with what each reply must show, instead of "
+                      "--queries.")] = None,
                   faq: Annotated[Path | None, typer.Option(
                       help="FAQ file (default: retrieval.faq_path; another one is indexed in "
                       "memory, the saved index is left alone).")] = None,
                   as_json: JsonFlag = False,
                   out_dir: Annotated[Path | None, typer.Option(
-                      "--out", help="Also write rows.jsonl, report.json and report.md here.")
-                  ] = None,
+                      "--out", help="Also write rows.jsonl (turns.jsonl with --scripts), "
+                      "report.json and report.md here.")] = None,
                   limit: Annotated[int | None, typer.Option(
-                      min=1, help="Only the first N queries (a quick run).")] = None) -> None:
-    """Each query as a new conversation through the whole bot (guards, policy, generation):
-    answered from the right entry or a wrong one, 'Did you mean' offering it or not, fallback;
-    out-of-scope queries answered at all; answer precision and turn latency."""
+                      min=1, help="Only the first N queries or scripts (a quick run).")
+                  ] = None) -> None:
+    """Each query as a new conversation through the whole bot (guards, policy, generation,
+    actions): answered from the right entry or a wrong one, 'Did you mean' offering it or not,
+    fallback; out-of-scope queries answered at all; answer precision and turn latency. With
+    --scripts: each script's conversation, pass or fail per script, API calls per conversation
+    and action-turn latency."""
+    if (queries is None) == (scripts is None):
+        err.print("[bold red]error[/]: give either --queries or --scripts")
+        raise typer.Exit(2)
+    if scripts is not None:
+        _eval_scripts(ctx, scripts, faq, as_json, out_dir, limit)
+        return
+    assert queries is not None
     with user_errors():
         settings = settings_of(ctx)
         from bot.eval_dialogue import write_report
@@ -171,6 +186,53 @@ def eval_dialogue(ctx: typer.Context,
     from bot.eval_dialogue import dialogue_markdown
 
     print_report(evaluation.report, as_json, dialogue_markdown)
+
+
+def _eval_scripts(ctx: typer.Context, path: Path, faq: Path | None, as_json: bool,
+                  out_dir: Path | None, limit: int | None) -> None:
+    """`eval dialogue --scripts`: the scripts checked before any model loads, then run in a
+    throwaway database; the report printed (and written with --out)."""
+    with user_errors():
+        settings = settings_of(ctx)
+        from bot.actions.book import ACTION_TAG
+        from bot.eval_script_run import write_report
+        from bot.eval_scripts import read_scripts
+
+        configured = settings.retrieval.faq_path
+        faq_path = faq or configured
+        entries = faq_entries(settings, faq_path)
+        actions = {e.id for e in entries if ACTION_TAG in e.tags}
+        scripts = read_scripts(path, {e.id for e in entries}, actions)[:limit]
+        settings.retrieval.faq_path = faq_path
+        same = faq is None or faq.resolve() == configured.resolve()
+        built = faq_index(settings) if same else memory_index(settings, entries)
+        sources = {"scripts_file": str(path), "faq": str(faq_path)}
+        with tempfile.TemporaryDirectory(prefix="supportbot-eval-") as tmp:
+            settings.storage.database_url = f"sqlite+aiosqlite:///{Path(tmp) / 'eval.db'}"
+            evaluation = asyncio.run(_run_scripts(settings, built, scripts, sources))
+        if out_dir is not None:
+            for path_written in write_report(evaluation, out_dir):
+                err.print(f"wrote {escape(str(path_written))}")
+    from bot.eval_script_run import scripts_markdown
+
+    print_report(evaluation.report, as_json, scripts_markdown)
+
+
+async def _run_scripts(settings: Settings, built: FaqIndex, scripts: list[Script],
+                       sources: dict[str, str]) -> ScriptsEvaluation:
+    """Every script through a runtime on the throwaway database, with a progress bar."""
+    from bot.eval_script_run import evaluate_scripts
+    from bot.runtime import open_runtime
+
+    runtime = await open_runtime(settings, built, model_loader(settings))
+    try:
+        if settings.dialogue.middle == "generate":
+            await asyncio.to_thread(lambda: runtime.manager.generator)
+        with progress("scripts", len(scripts), "scripts") as advance:
+            return await evaluate_scripts(runtime.manager, scripts, sources,
+                                          progress=lambda _rows: advance(1))
+    finally:
+        await runtime.close()
 
 
 async def _run(settings: Settings, built: FaqIndex, labelled: list[LabelledQuery],

@@ -131,9 +131,14 @@ def fill(action: Action, text: str, known: Mapping[str, str]) -> dict[str, str]:
 
 
 def start(book: ActionBook, persona: PersonaSettings, conversation: str, action: Action,
-          text: str) -> AsyncIterator[Event]:
-    """A search found the action: take what the message holds and go on."""
-    return proceed(book, persona, conversation, action, fill(action, text, {}))
+          text: str, context: str = "") -> AsyncIterator[Event]:
+    """A search found the action: take what the message holds, then what `context` (the
+    previous question a follow-up was searched with) holds for slots still missing, and go
+    on. The message comes first: in "has KO-222222 shipped?" then "and KO-123456?" the second
+    turn is about KO-123456."""
+    slots = fill(action, text, {})
+    slots.update(fill(action, context, slots))
+    return proceed(book, persona, conversation, action, slots)
 
 
 def proceed(book: ActionBook, persona: PersonaSettings, conversation: str, action: Action,

@@ -180,7 +180,7 @@ async def searched(dm: DialogueManager, conversation: str, text: str,
         turn.meta["doubted"] = hits[0].entry.id
     action = dm.actions.get(hits[0].entry.id) if dm.actions is not None and hits else None
     if band is Band.ANSWER and action is not None and dm.actions is not None:
-        async for event in actions.start(dm.actions, dm.persona, conversation, action,
+        async for event in actions.start(dm.actions, dm.persona, conversation, action, text,
                                          found.query):
             yield (replace(event, meta={**turn.meta, **event.meta})
                    if isinstance(event, BotReply) else event)
