@@ -148,7 +148,7 @@ async def test_three_wrong_values_offer_a_human(runtime: Runtime, shop: Shop) ->
     assert handed.decision is Decision.HANDOFF
 
 
-@pytest.mark.parametrize("leave", ["cancel", "never mind"])
+@pytest.mark.parametrize("leave", ["cancel", "never mind", "no"])
 async def test_cancel_leaves_the_action(runtime: Runtime, shop: Shop, leave: str) -> None:
     chat = Chat(runtime)
     await chat.say("where is my order")
@@ -278,6 +278,18 @@ async def test_a_change_waits_for_a_yes(runtime: Runtime, shop: Shop, order: str
         assert done.decision is Decision.ANSWER and action_of(done)["ended"] == "cancelled"
         assert shop.paths() == []
     assert shop.order(order)["status"] == status
+
+
+async def test_an_unclear_answer_to_the_yes_asks_again_and_a_question_leaves(
+        runtime: Runtime, shop: Shop) -> None:
+    chat = Chat(runtime)
+    await chat.say("please cancel order KO-111111 now")
+    again = await chat.say("maybe")  # neither yes nor no: the same question, once more
+    assert again.decision is Decision.ASK and again.text == "Cancel order KO-111111? (yes / no)"
+    assert action_of(again)["tries"] == 1
+    other = await chat.say("how do I pay with paypal")  # a question of its own leaves it
+    assert "action" not in other.meta and shop.paths() == []
+    assert shop.order("KO-111111")["status"] == "processing"
 
 
 # --- hostile input -----------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def resume(book: ActionBook, persona: PersonaSettings, message: UserMessage, tex
     """The next step of the action the bot asked for, or None when the message leaves it for a
     search of its own (a new question)."""
     conversation = message.conversation_id
-    if plain in CANCEL or (record.get("asking") == CONFIRM and plain in NEGATIVE):
+    if plain in CANCEL or plain in NEGATIVE:  # "no" to a question or to "Cancel it?"
         return _single(_ended(persona, conversation, action, record, "cancelled",
                               persona.render(persona.action_cancelled_text)))
     if record.get("asking") == CONFIRM:
@@ -102,21 +102,31 @@ def resume(book: ActionBook, persona: PersonaSettings, message: UserMessage, tex
                                       persona.render(persona.action_offer_text),
                                       Decision.FALLBACK))
             return perform(book, persona, conversation, action, record["slots"])
-        return None
+        if not attempt(plain):
+            return None  # a question of its own
+        return _again(persona, conversation, action, record, CONFIRM,
+                      render_confirm(action, record["slots"]) or "")
     asking = record.get("asking", "")
     slots = dict(record["slots"])
     found = fill(action, text, slots)
     if asking and asking not in found:
         if not attempt(plain):
             return None
-        tries = record.get("tries", 0) + 1
-        if tries > MAX_TRIES:
-            return _single(_ended(persona, conversation, action, record, "gave_up",
-                                  persona.render(persona.action_gave_up_text),
-                                  Decision.FALLBACK))
-        return _single(ask(conversation, action, {**slots, **found}, asking, tries,
-                           action.slot(asking).invalid_text))
+        return _again(persona, conversation, action, ActionRecord(
+            id=action.id, slots={**slots, **found}, tries=record.get("tries", 0)), asking,
+            action.slot(asking).invalid_text)
     return proceed(book, persona, conversation, action, {**slots, **found})
+
+
+def _again(persona: PersonaSettings, conversation: str, action: Action, record: ActionRecord,
+           asking: str, text: str) -> AsyncIterator[Event]:
+    """The question again after an answer that was not one (`MAX_TRIES` times, then the offer
+    of a human)."""
+    tries = record.get("tries", 0) + 1
+    if tries > MAX_TRIES:
+        return _single(_ended(persona, conversation, action, record, "gave_up",
+                              persona.render(persona.action_gave_up_text), Decision.FALLBACK))
+    return _single(ask(conversation, action, dict(record["slots"]), asking, tries, text))
 
 
 def fill(action: Action, text: str, known: Mapping[str, str]) -> dict[str, str]:
