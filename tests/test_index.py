@@ -18,9 +18,9 @@ from tests.retrieval_support import FAQ
 
 
 def test_search_returns_entries_with_best_phrasing(sample_index: FaqIndex) -> None:
-    hits = sample_index.search("Where is my package?", top_k=5)
+    hits = sample_index.search("Is there a tracking number for my shipment?", top_k=5)
     assert hits[0].entry.id == "track-order"
-    assert hits[0].matched_question == "Where is my package?"
+    assert hits[0].matched_question == "Is there a tracking number for my shipment?"
     assert hits[0].score == pytest.approx(1.0, abs=1e-3)
     assert len(hits) == 5
     assert len({h.entry.id for h in hits}) == 5, "entries, not phrasings"
