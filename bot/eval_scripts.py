@@ -29,10 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bot.types import Decision
-from retrieval.corpus import _LineLoader, _PureLineLoader, open_text_file
+from retrieval.corpus import YamlSyntax, open_text_file, yaml_with_lines
 from retrieval.errors import CorpusError, CorpusProblem
 
 SCRIPT_KEYS = ("name", "api", "turns")
@@ -167,16 +165,9 @@ def read_scripts(path: Path | str, known_ids: Collection[str] | None = None,
 def _items(checker: _Checker, text: str) -> list[Any]:
     """The raw `scripts:` list (problems noted)."""
     try:
-        doc = yaml.load(text, Loader=_LineLoader)
-    except yaml.YAMLError as fast_error:
-        error = fast_error
-        try:
-            yaml.load(text, Loader=_PureLineLoader)
-        except yaml.YAMLError as pure_error:
-            error = pure_error
-        mark = getattr(error, "problem_mark", None)
-        reason = getattr(error, "problem", None) or str(error)
-        checker.problem(f"invalid YAML: {reason}", mark.line + 1 if mark else None, None)
+        doc = yaml_with_lines(text)
+    except YamlSyntax as bad:
+        checker.problem(f"invalid YAML: {bad.reason}", bad.line, None)
         return []
     if not isinstance(doc, dict) or not isinstance(doc.get("scripts"), list):
         line = doc["__lines__"].get("scripts") if isinstance(doc, dict) else None

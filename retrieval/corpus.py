@@ -119,9 +119,20 @@ for _loader in (_LineLoader, _PureLineLoader):
     _loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _read_yaml(path: Path, text: str, problems: list[CorpusProblem]) -> list[_RawRow]:
+class YamlSyntax(ValueError):
+    """A text that is not YAML: the reason and the line (1-based) where it was found."""
+
+    def __init__(self, reason: str, line: int | None) -> None:
+        super().__init__(reason)
+        self.reason, self.line = reason, line
+
+
+def yaml_with_lines(text: str) -> Any:
+    """The YAML document, every mapping with `__line__` (its own) and `__lines__` (its keys');
+    YamlSyntax when it is not YAML, worded by the pure-Python loader where libyaml's is less
+    clear. The FAQ, actions and dialogue-script files are read with it."""
     try:
-        doc = yaml.load(text, Loader=_LineLoader)
+        return yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as fast_error:
         error = fast_error
         try:
@@ -129,9 +140,15 @@ def _read_yaml(path: Path, text: str, problems: list[CorpusProblem]) -> list[_Ra
         except yaml.YAMLError as pure_error:
             error = pure_error
         mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
         reason = getattr(error, "problem", None) or str(error)
-        problems.append(CorpusProblem(path, f"invalid YAML: {reason}", line))
+        raise YamlSyntax(reason, mark.line + 1 if mark is not None else None) from None
+
+
+def _read_yaml(path: Path, text: str, problems: list[CorpusProblem]) -> list[_RawRow]:
+    try:
+        doc = yaml_with_lines(text)
+    except YamlSyntax as bad:
+        problems.append(CorpusProblem(path, f"invalid YAML: {bad.reason}", bad.line))
         return []
     if isinstance(doc, dict):
         items = doc.get("entries")

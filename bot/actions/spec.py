@@ -15,11 +15,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from bot.actions.model import METHODS, Action, Call, Reply, Slot
 from bot.actions.templates import ENV_NAME, FIELD_NAME, TemplateSyntaxError, names, parse
-from retrieval.corpus import _LineLoader, _PureLineLoader, open_text_file
+from retrieval.corpus import YamlSyntax, open_text_file, yaml_with_lines
 from retrieval.errors import CorpusError, CorpusProblem
 
 __all__ = ["Action", "ActionFileError", "Call", "Reply", "Slot", "load_actions"]
@@ -141,16 +139,9 @@ def load_actions(path: Path | str, *, max_timeout_s: float = DEFAULT_MAX_TIMEOUT
 def _read(checker: _Checker, text: str) -> list[Any]:
     """The raw `actions:` list of the file (problems noted)."""
     try:
-        doc = yaml.load(text, Loader=_LineLoader)
-    except yaml.YAMLError as fast_error:
-        error = fast_error
-        try:
-            yaml.load(text, Loader=_PureLineLoader)
-        except yaml.YAMLError as pure_error:
-            error = pure_error
-        mark = getattr(error, "problem_mark", None)
-        reason = getattr(error, "problem", None) or str(error)
-        checker.problem(f"invalid YAML: {reason}", mark.line + 1 if mark else None, None)
+        doc = yaml_with_lines(text)
+    except YamlSyntax as bad:
+        checker.problem(f"invalid YAML: {bad.reason}", bad.line, None)
         return []
     if not isinstance(doc, dict) or doc.get("actions") is None:
         return []
