@@ -195,13 +195,21 @@ async def evaluate_dialogue(manager: DialogueManager, queries: Sequence[Labelled
 
 def write_report(evaluation: DialogueEvaluation, out_dir: Path) -> list[Path]:
     """rows.jsonl (one row per query), report.json and report.md."""
-    written = [out_dir / "rows.jsonl", out_dir / "report.json", out_dir / "report.md"]
+    return write_rows_report(out_dir, "rows.jsonl", evaluation.rows, evaluation.report,
+                             dialogue_markdown(evaluation.report))
+
+
+def write_rows_report(out_dir: Path, rows_name: str, rows: Sequence[Any],
+                      report: dict[str, Any], markdown: str) -> list[Path]:
+    """`rows_name` (one JSON line per row, by its to_dict()), report.json and report.md in
+    `out_dir`; ReportWriteError when they cannot be written."""
+    written = [out_dir / rows_name, out_dir / "report.json", out_dir / "report.md"]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         written[0].write_text("".join(json.dumps(row.to_dict(), ensure_ascii=False) + "\n"
-                                      for row in evaluation.rows), encoding="utf-8")
-        written[1].write_text(json.dumps(evaluation.report, indent=1) + "\n", encoding="utf-8")
-        written[2].write_text(dialogue_markdown(evaluation.report), encoding="utf-8")
+                                      for row in rows), encoding="utf-8")
+        written[1].write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        written[2].write_text(markdown, encoding="utf-8")
     except OSError as exc:
         raise ReportWriteError(out_dir, exc) from exc
     return written

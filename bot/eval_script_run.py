@@ -21,7 +21,6 @@ one turn at a time.
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import statistics
@@ -36,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 from bot.actions.book import ActionBook
 from bot.actions.caller import ActionCaller
 from bot.actions.templates import names
+from bot.eval_dialogue import write_rows_report
 from bot.eval_scripts import Expect, Script
 from bot.types import BotReply, Decision, UserMessage
-from retrieval.errors import ReportWriteError
 from retrieval.offline.evaluate import percentile
 
 if TYPE_CHECKING:
@@ -215,16 +214,8 @@ def summarise(scripts: Sequence[Script], rows: Sequence[TurnRow]) -> dict[str, A
 
 def write_report(evaluation: ScriptsEvaluation, out_dir: Path) -> list[Path]:
     """turns.jsonl (one row per scripted turn), report.json and report.md."""
-    written = [out_dir / "turns.jsonl", out_dir / "report.json", out_dir / "report.md"]
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        written[0].write_text("".join(json.dumps(row.to_dict(), ensure_ascii=False) + "\n"
-                                      for row in evaluation.rows), encoding="utf-8")
-        written[1].write_text(json.dumps(evaluation.report, indent=1) + "\n", encoding="utf-8")
-        written[2].write_text(scripts_markdown(evaluation.report), encoding="utf-8")
-    except OSError as exc:
-        raise ReportWriteError(out_dir, exc) from exc
-    return written
+    return write_rows_report(out_dir, "turns.jsonl", evaluation.rows, evaluation.report,
+                             scripts_markdown(evaluation.report))
 
 
 def _cell(text: str) -> str:
