@@ -107,6 +107,17 @@ def test_bad_faq_names_file_and_line(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
 
 
+def test_missing_faq_is_named_as_the_faq_not_as_actions(tmp_path: Path) -> None:
+    """The FAQ file also declares the actions, and is read for them first: a missing one is
+    still reported as the missing FAQ."""
+    config = tmp_path / "supportbot.yaml"
+    config.write_text("retrieval:\n  faq_path: nowhere/faq.yaml\n")
+    code, _, stderr = run(config, "ask", "how do I reset my password")
+    assert code == 1
+    assert "FAQ file not found" in stderr and "actions" not in stderr
+    assert "Traceback" not in stderr
+
+
 def test_index_then_ask_json(config_file: Path) -> None:
     code, _, stderr = run(config_file, "index")
     assert code == 0, stderr

@@ -68,8 +68,15 @@ def declared_entries(settings: ActionsSettings, faq_path: Path) -> list[FaqEntry
     declared); ActionFileError names every problem in the file."""
     if not settings.enabled:
         return []
-    actions = load_actions(settings.path or faq_path, max_timeout_s=settings.max_timeout_s)
+    actions = _declared(settings, faq_path)
     return [action_entry(a) for a in actions]
+
+
+def _declared(settings: ActionsSettings, faq_path: Path) -> list[Action]:
+    """The actions of `actions.path`, else of the FAQ file (named so when it is missing)."""
+    if settings.path is not None:
+        return load_actions(settings.path, max_timeout_s=settings.max_timeout_s)
+    return load_actions(faq_path, max_timeout_s=settings.max_timeout_s, what="FAQ")
 
 
 def uses_demo_shop(settings: ActionsSettings, faq_path: Path,
@@ -91,7 +98,7 @@ def load_book(settings: ActionsSettings, faq_path: Path,
     are off or none are declared. ActionFileError names every problem in the file."""
     if not settings.enabled:
         return None
-    actions = load_actions(settings.path or faq_path, max_timeout_s=settings.max_timeout_s)
+    actions = _declared(settings, faq_path)
     if not actions:
         return None
     env: Mapping[str, str] = os.environ if environ is None else environ

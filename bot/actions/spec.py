@@ -103,16 +103,17 @@ class _Checker:
                              "items.0.name)", line, field)
 
 
-def load_actions(path: Path | str, *, max_timeout_s: float = DEFAULT_MAX_TIMEOUT_S
-                 ) -> list[Action]:
+def load_actions(path: Path | str, *, max_timeout_s: float = DEFAULT_MAX_TIMEOUT_S,
+                 what: str = "actions") -> list[Action]:
     """The actions declared in a YAML file: the FAQ file (a mapping with `entries:` and
     `actions:`) or a file of its own (`actions:` only). A FAQ in .jsonl or .csv, a YAML list
-    or a mapping without `actions:` declares none: []. ActionFileError lists every problem."""
+    or a mapping without `actions:` declares none: []. ActionFileError lists every problem;
+    `what` names the file when it is missing ("FAQ" when the actions are the FAQ file's)."""
     path = Path(path)
     if path.suffix.lower() in (".jsonl", ".csv"):
         return []
     readers: Mapping[str, Callable[[str], str]] = {".yaml": str, ".yml": str}
-    _, text = open_text_file(path, "actions", readers, ".yaml or .yml", ActionFileError)
+    _, text = open_text_file(path, what, readers, ".yaml or .yml", ActionFileError)
     checker = _Checker(path, max_timeout_s)
     items = _read(checker, text)
     actions = []
