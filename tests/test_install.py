@@ -89,9 +89,10 @@ def _make(folder: Path, target: str) -> str:
 
 
 def _installs(commands: str) -> list[str]:
-    """The pip installs among make's commands, as the part after `pip install --quiet`."""
-    return [line.split("pip install --quiet", 1)[1].strip() for line in commands.splitlines()
-            if "pip install --quiet" in line]
+    """The pip installs among make's commands, as the part after `pip install --quiet` (and
+    `--no-compile`)."""
+    return [line.split("pip install --quiet", 1)[1].replace("--no-compile", "").strip()
+            for line in commands.splitlines() if "pip install --quiet" in line]
 
 
 def _stamp(path: Path, at: float) -> None:
