@@ -109,11 +109,13 @@ async def _chat(settings: Settings, user_id: str) -> None:
 
 
 async def _open(settings: Settings) -> Runtime:
-    """Open the index (rebuilding it with a progress bar if needed) and the runtime."""
+    """Open the index (rebuilding it with a progress bar if needed) and the runtime; a model
+    backend that is not installed is refused first."""
     from bot.runtime import open_runtime
 
+    loader = model_loader(settings)
     built = faq_index(settings)
-    return await open_runtime(settings, built, model_loader(settings))
+    return await open_runtime(settings, built, loader)
 
 
 def _show_reply(settings: Settings, reply: BotReply) -> None:

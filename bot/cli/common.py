@@ -151,9 +151,20 @@ def memory_index(settings: Settings, entries: list[FaqEntry]) -> FaqIndex:
     return built
 
 
+def check_backend(settings: Settings) -> None:
+    """Refuse, before anything slow, a model.backend whose package this install left out."""
+    if settings.model.backend == "llama_cpp":
+        from bot.generation.llama_cpp_generator import check_installed
+
+        check_installed()
+
+
 def model_loader(settings: Settings) -> Callable[[], Generator]:
-    """The configured model's loader, saying on stderr when it loads (and converts)."""
+    """The configured model's loader, saying on stderr when it loads (and converts); refuses a
+    backend that is not installed at once, not at the first turn."""
     from bot.runtime import generator_factory
+
+    check_backend(settings)
 
     def loading(name: str) -> None:
         from bot.generation.bundled import needs_conversion

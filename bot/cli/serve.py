@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bot.cli.common import err, faq_index, model_loader, settings_of, user_errors
+from bot.cli.common import check_backend, err, faq_index, model_loader, settings_of, user_errors
 from bot.errors import SettingsError
 from bot.settings import Settings, check_networks
 
@@ -50,6 +50,7 @@ def serve(ctx: typer.Context,
 
             check_database(settings)
         check_address(web.host, web.port)
+        check_backend(settings)
         if web.workers > 1:
             _index_apart(settings)  # built and saved once: the workers load the saved one
             err.print(f"[green]serving[/] http://{web.host}:{web.port} with {web.workers} "

@@ -7,6 +7,7 @@ backend's speed for one stream on this project's reference machine (bench/README
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 from collections.abc import Sequence
@@ -22,6 +23,18 @@ from bot.shared.artifacts import ADAPTER_GGUF  # where `supportbot export-gguf` 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
+# The serve-only install (`make serve`) leaves llama-cpp-python out: it compiles llama.cpp.
+INSTALL_HINT = ("model.backend llama_cpp needs llama-cpp-python, which is not installed: run "
+                "`make llama` in the project's folder, or pip install 'supportbot[llama]' "
+                "(either compiles llama.cpp: 3-9 min)")
+
+
+def check_installed() -> None:
+    """Refuse the backend in one line when llama-cpp-python is missing: called at start-up,
+    before the index is built or a customer is served, and without importing it (that loads
+    the llama.cpp library)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise ModelError(INSTALL_HINT)
 
 
 def gguf_path(base_model: str) -> Path:
@@ -87,9 +100,7 @@ class LlamaCppGenerator:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
-            raise ModelError("model.backend llama_cpp needs llama-cpp-python: "
-                             "pip install 'supportbot[llama]' (compiles llama.cpp, ~3 min)"
-                             ) from exc
+            raise ModelError(INSTALL_HINT) from exc
         path = gguf_path(base_model)
         lora = adapter_gguf(adapter) if adapter is not None else None
         threads = threads or default_threads()
