@@ -45,18 +45,20 @@ def test_missing_llama_cpp_is_one_line_naming_the_install(no_llama_cpp: None) ->
         LlamaCppGenerator.load("SmolLM2-135M-Instruct")
 
 
-@pytest.mark.parametrize("command", [["serve", "--port", "1"], ["ask", "how do I reset"]])
+@pytest.mark.parametrize("command", [["serve", "--port", "1"], ["ask", "how do I reset"],
+                                     ["telegram"]])
 def test_commands_refuse_a_missing_backend_before_anything_slow(
         command: list[str], config_file: Path, no_llama_cpp: None,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPPORTBOT_MODEL__BACKEND", "llama_cpp")
+    monkeypatch.setenv("SUPPORTBOT_TELEGRAM__TOKEN", "123456:" + "t" * 35)
     # serve checks before it builds the index (and before it would serve on the port).
     started = time.perf_counter()
     result = runner.invoke(app, ["--config", str(config_file), *command])
     assert result.exit_code == 1, result.output
     assert result.stderr.strip() == f"error: {INSTALL_HINT}"
     assert "Traceback" not in result.output
-    if command[0] == "serve":
+    if command[0] in ("serve", "telegram"):
         assert not (config_file.parent / "index").exists()
         assert time.perf_counter() - started < 10
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from bot.cli.common import err, faq_index, model_loader, settings_of, user_errors
+from bot.cli.common import check_backend, err, faq_index, model_loader, settings_of, user_errors
 from bot.errors import SupportbotError
 
 
@@ -41,6 +41,7 @@ def telegram(ctx: typer.Context,
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
+        check_backend(settings)  # before the index: refused at once, not after building it
         built = faq_index(settings)
         tg = settings.telegram
 
