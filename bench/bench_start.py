@@ -215,7 +215,6 @@ class Server:
 
 async def _database(server_url: str, name: str, drop: bool) -> None:
     import asyncpg  # type: ignore[import-untyped]
-
     from sqlalchemy.engine import make_url
 
     url = make_url(server_url)
@@ -307,7 +306,8 @@ def show(workers: int, figures: dict[str, Any]) -> None:
           f"{figures['warm_first_turn_ms']:.0f} ms, customers 1-10 p50 "
           f"{figures['warm_first10_p50_ms']:.0f} ms, 11-50 p50 "
           f"{figures['warm_later_p50_ms']:.0f} ms")
-    print(f"  peak RSS MB {figures['warm_hwm_mb']}; PSS MB {figures['warm_pss_mb']}")
+    print(f"  peak RSS MB {figures['warm_hwm_mb']}; PSS MB {figures['warm_pss_mb']}",
+          flush=True)
 
 
 def main() -> None:
@@ -336,9 +336,9 @@ def main() -> None:
         results[f"workers_{workers}"] = {"summary": summary(runs),
                                          "runs": [asdict(r) for r in runs]}
         show(workers, results[f"workers_{workers}"]["summary"])
-    out = ROOT / "bench" / "results" / f"start_{args.label}.json"
-    out.write_text(json.dumps(results, indent=1))
-    print(f"written {out.relative_to(ROOT)}")
+        out = ROOT / "bench" / "results" / f"start_{args.label}.json"
+        out.write_text(json.dumps(results, indent=1))  # after each: a long run may be stopped
+        print(f"written {out.relative_to(ROOT)}", flush=True)
 
 
 if __name__ == "__main__":
