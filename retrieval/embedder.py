@@ -1,11 +1,18 @@
-"""Sentence embedders: the Embedder protocol and the sentence-transformers implementation."""
+"""Sentence embedders: the Embedder protocol and the sentence-transformers implementation.
+
+A sentence-transformers folder that is only a transformer, mean pooling and normalisation (the
+bundled MiniLM, and what `supportbot tune-retriever` writes from it) runs on transformers alone
+(`MeanPooled`): the same vectors (to float rounding), without importing sentence-transformers,
+which brings scikit-learn, pandas, datasets and peft along: ~3-4 s of every start and ~100 MB
+of every web worker (bench/README.md, bench_start.py). Any other folder loads as before.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -106,13 +113,84 @@ def tuned_fingerprint(folder: str | Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _load(name: str, device: str) -> SentenceTransformer:
-    from sentence_transformers import SentenceTransformer
+# The modules of a sentence-transformers folder that MeanPooled reproduces, in this order.
+_MEAN_POOLED = ["sentence_transformers.models.Transformer",
+                "sentence_transformers.models.Pooling",
+                "sentence_transformers.models.Normalize"]
+
+
+class MeanPooled:
+    """A sentence-transformers folder of a transformer, mean pooling and normalisation, run with
+    transformers alone; `encode` and the dimension as SentenceTransformer's (what the embedder
+    uses of it). Texts are stripped (and lower-cased with do_lower_case) and cut at
+    max_seq_length tokens, as sentence-transformers does."""
+
+    def __init__(self, folder: Path, device: str, config: dict[str, Any]) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.max_length = int(config.get("max_seq_length") or 512)
+        self.lower = bool(config.get("do_lower_case", False))
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self.model = AutoModel.from_pretrained(str(folder)).to(device).eval()
+        self.device = device
+
+    @classmethod
+    def fits(cls, path: str) -> dict[str, Any] | None:
+        """The folder's sentence_bert_config when MeanPooled computes what sentence-transformers
+        would (these three modules, mean pooling only, no prompts nor extra arguments); None
+        for anything else (a hub id, another pooling, a Dense layer)."""
+        folder = Path(path)
+        try:
+            modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+            config = json.loads((folder / "sentence_bert_config.json").read_text(
+                encoding="utf-8"))
+            pooling_dir = next(m["path"] for m in modules if m["type"] == _MEAN_POOLED[1])
+            pooling = json.loads((folder / pooling_dir / "config.json").read_text(
+                encoding="utf-8"))
+            extras = json.loads((folder / "config_sentence_transformers.json").read_text(
+                encoding="utf-8")) if (folder / "config_sentence_transformers.json").exists() \
+                else {}
+        except (OSError, ValueError, KeyError, TypeError, StopIteration):
+            return None
+        modes = {k: v for k, v in pooling.items() if k.startswith("pooling_mode_") and v}
+        plain = (not extras.get("prompts") and not extras.get("default_prompt_name")
+                 and not config.get("model_args") and not config.get("tokenizer_args")
+                 and not config.get("config_args"))
+        if ([m.get("type") for m in modules] != _MEAN_POOLED or modules[0].get("path")
+                or modes != {"pooling_mode_mean_tokens": True} or not plain):
+            return None
+        return dict(config)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """The transformer's hidden size: mean pooling keeps it."""
+        return int(self.model.config.hidden_size)
+
+    def encode(self, texts: list[str], **_: Any) -> np.ndarray:
+        """Unit-length mean-pooled vectors of `texts` (one batch)."""
+        import torch
+
+        texts = [t.strip().lower() if self.lower else t.strip() for t in texts]
+        batch = self.tokenizer(texts, padding=True, truncation="longest_first",
+                               max_length=self.max_length, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            tokens = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+            pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return vectors.float().cpu().numpy()
+
+
+def _load(name: str, device: str) -> SentenceTransformer | MeanPooled:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the weight-loading bar is noise on a CLI's stderr
     path = resolve_embedder_path(name)
     try:
+        config = MeanPooled.fits(path)
+        if config is not None:
+            return MeanPooled(Path(path), device, config)
+        from sentence_transformers import SentenceTransformer
+
         return SentenceTransformer(path, device=device)
     except Exception as exc:  # loaders raise many types: OSError, ValueError, HF errors
         raise EmbedderError(

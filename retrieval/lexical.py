@@ -12,10 +12,13 @@ long (bench/README.md).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
+
+if TYPE_CHECKING:
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
 # The n-gram block's scale next to the unit-length embedding (each TF-IDF block has unit length
 # too): measured on Banking77 (0.3, 0.5 and 1.0; 0.5 best), then fixed; the head's weight decay,
@@ -31,12 +34,16 @@ class Lexicon:
     """TF-IDF word 1-2-grams and character 2-5-grams, fitted on the texts given."""
 
     def __init__(self, texts: Sequence[str]) -> None:
+        # Imported here: scikit-learn brings scipy.stats and pandas (~2 s, ~60 MB), which a
+        # server whose head has no words (most FAQs: retrieval.lexical auto) never needs.
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         texts = list(texts)
-        self._word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True,
-                                     max_features=MAX_WORDS, dtype=np.float32)
-        self._char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True,
-                                     min_df=2 if len(texts) > 50 else 1,
-                                     max_features=MAX_CHARS, dtype=np.float32)
+        self._word: TfidfVectorizer = TfidfVectorizer(
+            ngram_range=(1, 2), sublinear_tf=True, max_features=MAX_WORDS, dtype=np.float32)
+        self._char: TfidfVectorizer = TfidfVectorizer(
+            analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True,
+            min_df=2 if len(texts) > 50 else 1, max_features=MAX_CHARS, dtype=np.float32)
         self._word.fit(texts)
         self._char.fit(texts)
         self.size = len(self._word.vocabulary_) + len(self._char.vocabulary_)
