@@ -46,9 +46,9 @@ class TrainConfig(CheckedConfig):
                                   "over epochs when set.")
     batch_size: int = Field(
         1, ge=1, description="Rows per forward pass on each process (a micro-batch). 1 with "
-        "grad_accum 8 keeps a CPU run of 512-token rows near 3 GB at the speed of 8 rows at "
-        "once (docs/training.md#memory); on a GPU with memory to spare, 8 with grad_accum 1 "
-        "uses it better.")
+        "grad_accum 8 keeps a CPU run of 512-token rows near 3.3 GB where 8 rows at once take "
+        "14-17 GB (docs/training.md#memory); with memory to spare (a GPU, a big machine), 8 "
+        "with grad_accum 1 does the same step in fewer, larger operations.")
     grad_accum: int = Field(
         8, ge=1, description="Micro-batches per optimizer step; the loss is averaged over all "
         "label tokens of the window, so this is exactly a batch grad_accum times bigger.")
