@@ -32,7 +32,7 @@ PAIRS = [
 ]
 # Fast, deterministic settings for the tiny model; each test changes what it is about.
 QUICK = {"learning_rate": 1e-2, "warmup_steps": 0, "threads": 1, "eval_every": 0,
-         "save_every": 0}
+         "save_every": 0, "grad_accum": 1}
 # Equivalence checks (two ways of computing the same step) run in float64: float32 sums taken
 # in another order, as other CPUs' kernels (AVX-512, AMX) take them, differ by ~1e-7 relative,
 # and Adam turns that into ~1e-5 moves of weights whose gradients are near zero.

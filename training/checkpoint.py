@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 # Settings a resumed run may change; any other change would make the continuation a different run.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "eval_every", "save_every", "log_every", "device",
-                     "threads", "gradient_checkpointing"}
+                     "threads", "gradient_checkpointing",
+                     "memory_check"}
 KEEP_CHECKPOINTS = 2
 
 

@@ -44,10 +44,13 @@ class TrainConfig(CheckedConfig):
                         "max_steps is set.")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps to train for; wins "
                                   "over epochs when set.")
-    batch_size: int = Field(8, ge=1, description="Rows per forward pass on each process (a "
-                            "micro-batch).")
+    batch_size: int = Field(
+        1, ge=1, description="Rows per forward pass on each process (a micro-batch). 1 with "
+        "grad_accum 8 keeps a CPU run of 512-token rows near 3.3 GB where 8 rows at once take "
+        "14-17 GB (docs/training.md#memory); with memory to spare (a GPU, a big machine), 8 "
+        "with grad_accum 1 does the same step in fewer, larger operations.")
     grad_accum: int = Field(
-        1, ge=1, description="Micro-batches per optimizer step; the loss is averaged over all "
+        8, ge=1, description="Micro-batches per optimizer step; the loss is averaged over all "
         "label tokens of the window, so this is exactly a batch grad_accum times bigger.")
     max_length: int = Field(512, ge=2, description="Longest row in tokens (examples are cut or "
                             "packed to fit; one token would predict nothing).")
@@ -77,9 +80,15 @@ class TrainConfig(CheckedConfig):
         "float32 elsewhere), 'float32', 'bfloat16' or 'float64' (slow; for exactness checks "
         "whose tolerances must hold on any CPU).")
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's default.")
-    gradient_checkpointing: bool = Field(
-        False, description="Recompute each layer's activations in the backward pass instead of "
-        "keeping them: far less memory for more compute (the forward pass runs twice).")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description="Recompute each layer's activations in the backward pass instead of "
+        "keeping them: far less memory (~3.5 -> ~0.6 MB per token of a micro-batch on the CPU) "
+        "for ~30% more compute. 'auto' (the default) turns it on exactly when the memory "
+        "estimate without it exceeds 80% of the memory available (GPU memory on CUDA), since "
+        "where the activations fit, recomputing them only costs time; true or false force it.")
+    memory_check: bool = Field(
+        True, description="Refuse to start when the memory estimate printed before training "
+        "exceeds the memory available; false trains anyway.")
 
     @field_validator("target_modules", mode="before")
     @classmethod

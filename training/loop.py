@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
-from training import checkpoint
+from training import checkpoint, memory
 from training.config import TrainConfig
 from training.errors import ConfigError, TrainingError
 from training.examples import collate
@@ -98,7 +98,11 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
     # The same seed on every rank gives every rank the same LoRA initialisation (DDP would
     # broadcast rank 0's anyway, but a single process must not depend on that).
     _seed_everything(config.seed)
-    tokenizer, model = _load(config, base_model, device)
+    # "auto" checkpointing is decided on the memory there is before the model takes its share.
+    checkpointing = memory.resolve_checkpointing(
+        config, memory.read_model_config(base_model), device.type,
+        memory.available_bytes(str(device)), memory.label_share(train_rows))
+    tokenizer, model = _load(config, base_model, device, checkpointing)
     if pad_id is None:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
             else tokenizer.eos_token_id
@@ -133,6 +137,7 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
                                "summed over ranks, per second of the step",
         "train": [], "eval": [], "base_eval_loss": None, "base_eval_perplexity": None,
         "wall_time_s": 0.0,
+        "gradient_checkpointing": checkpointing,
     }
     step, earlier_time = 0, 0.0
     if resume:
@@ -266,10 +271,9 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def _load(config: TrainConfig, base_model: Path, device: torch.device) -> tuple[Any, nn.Module]:
+def _load(config: TrainConfig, base_model: Path, device: torch.device,
+          checkpointing: bool) -> tuple[Any, nn.Module]:
     """The tokenizer and the base model wrapped with fresh LoRA layers (in `config.dtype`)."""
-    if not (base_model / "config.json").is_file():
-        raise TrainingError(f"base model folder {base_model} has no config.json")
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -278,7 +282,7 @@ def _load(config: TrainConfig, base_model: Path, device: torch.device) -> tuple[
         if config.dtype == "auto" else getattr(torch, config.dtype)
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     model.to(device)  # type: ignore[arg-type]  # transformers' stubs miss this overload
-    if config.gradient_checkpointing:
+    if checkpointing:
         # Non-reentrant checkpointing works with frozen inputs (LoRA trains adapters only).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(task_type="CAUSAL_LM", r=config.rank, lora_alpha=config.alpha,

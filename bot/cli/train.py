@@ -103,7 +103,9 @@ def train(ctx: typer.Context,
           max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (wins over "
                                                         "--epochs).")] = None,
           epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
-          batch_size: Annotated[int | None, typer.Option(help="Rows per step.")] = None,
+          batch_size: Annotated[int | None, typer.Option(
+              help="Rows per micro-batch (default 1; --set grad_accum=N of them, default 8, "
+                   "make a step).")] = None,
           learning_rate: Annotated[float | None, typer.Option(
               "--lr", help="Peak learning rate.")] = None,
           rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
@@ -144,19 +146,24 @@ def train(ctx: typer.Context,
         prepared = prepare(inputs or [], base, config, fmt, on_error, extra_conversations=extra,
                            system=persona.render(persona.system_prompt),
                            redactor=redactor_for(settings.safety))
+        from training import memory
         from training.loop import dist_env
         from training.loop import train as run
 
         # Under torchrun every process prepares the same data (it is deterministic); only the
         # first one writes and prints.
         main = dist_env().main
+        needed, available = memory.plan(config, base, prepared.train_rows)
         if main:
             err.print(prepared.report.table())
             output.mkdir(parents=True, exist_ok=True)
             prepared.report.write(output / "data_report.json")
+            err.print(escape(needed.line(available)))
         if dry_run:
             out.print(f"data report: {output / 'data_report.json'} (dry run: not trained)")
             return
+        if config.memory_check:
+            memory.check(needed, available)  # before the model is loaded, not after swapping
         metrics = run(config, base, prepared.train_rows, prepared.eval_rows, output,
                       resume=resume, pad_id=prepared.pad_id)
         if not main:
