@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from bot.actions.book import declared_entries, load_book
 from bot.dialogue import DialogueManager
+from bot.dialogue.search import retrieve
 from bot.errors import StorageError
 from bot.generation.base import Generator
 from bot.learning import UseLearning
@@ -234,18 +235,23 @@ async def open_runtime(settings: Settings, index: FaqIndex,
 
 
 async def warm_up(manager: DialogueManager, threads: int) -> None:
-    """Do once, before the bot is ready, what a first turn would otherwise do first: start
-    each retrieval thread (its torch thread pool) with a search, redact once on the default
-    pool's thread, and compile the database's reads. Measured on the sample FAQ, the first
-    turn took 2-5x a later one without this (bench/README.md, bench_start.py); nothing is
-    stored and no guard counts it."""
+    """Do once, before the bot is ready, what a first turn would otherwise do first: run the
+    input guards and a search on each retrieval thread (its torch thread pool starts), redact
+    once on the default pool's thread, and compile the database's reads and a turn's writes (a
+    rolled-back transaction). Measured on the sample FAQ, the first turn took 2-5x a later
+    one without this (bench/README.md, bench_start.py); nothing is stored and no guard
+    counts it."""
     loop = asyncio.get_running_loop()
     together = threading.Barrier(threads)  # each task on its own thread: all of them start
 
     def search() -> None:
         with contextlib.suppress(threading.BrokenBarrierError):
             together.wait(timeout=10)
-        manager.index.search(WARM_UP_TEXT, manager.retrieval.top_k)
+        vectors = None
+        if manager.safety is not None:  # as a turn: the input guards embed, retrieval reuses
+            vectors = manager.safety.check_input(WARM_UP_TEXT, "warm-up", "warm-up",
+                                                 "warm-up").context.vectors
+        retrieve(manager.index, manager.retrieval.top_k, WARM_UP_TEXT, [], vectors)
 
     await asyncio.gather(*(loop.run_in_executor(manager.executor, search)
                            for _ in range(threads)))
@@ -253,6 +259,7 @@ async def warm_up(manager: DialogueManager, threads: int) -> None:
         await asyncio.to_thread(manager.safety.redact, WARM_UP_TEXT)
     with contextlib.suppress(StorageError):
         await manager.store.history("warm-up", limit=1)
+        await manager.store.warm_up()
 
 
 def safety_layer(settings: Settings, index: FaqIndex) -> SafetyLayer | None:

@@ -269,3 +269,13 @@ def test_one_masking_hides_a_database_urls_password(url: str, shown: str) -> Non
 
     assert mask_url is hide_password  # settings, errors and logs mask alike
     assert mask_url(url) == shown
+
+
+async def test_warm_up_rehearses_a_turn_and_stores_nothing(store: ConversationStore) -> None:
+    await store.warm_up()
+    counts = await store.counts()
+    assert counts["conversations"] == 0 and counts["messages"] == 0, counts
+    assert await store.get_conversation("warm-up") is None
+    message = UserMessage("hi", conversation_id="c1", channel="cli", user_id="u1")
+    assert await store.record_turn(message, BotReply("Hello.", Decision.ANSWER, "c1")) > 0
+    assert [m.text for m in await store.history("c1")] == ["hi", "Hello."]

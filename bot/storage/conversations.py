@@ -24,7 +24,13 @@ from bot.storage.models import (
 from bot.storage.privacy import Privacy
 from bot.storage.schema import Migrating
 from bot.storage.values import checked, checked_id, clean
-from bot.types import BotReply, ConversationStatus, ReplyMeta, UserMessage
+from bot.types import BotReply, ConversationStatus, Decision, ReplyMeta, UserMessage
+
+WARM_UP = "warm-up"  # the rehearsed turn's ids and texts (never stored)
+
+
+class _Rehearsed(Exception):
+    """Rolls a rehearsed turn's transaction back (record_turn's `rehearse`)."""
 
 
 class ConversationStore(TurnLocking, Migrating, FeedbackStore, Privacy):
@@ -44,13 +50,14 @@ class ConversationStore(TurnLocking, Migrating, FeedbackStore, Privacy):
                           status: ConversationStatus | None = None,
                           verdicts: tuple[list[dict[str, Any]] | None,
                                           list[dict[str, Any]] | None] = (None, None),
-                          original: str | None = None) -> int:
+                          original: str | None = None, *, rehearse: bool = False) -> int:
         """Store the user's message and the bot's reply in one transaction (both or neither);
         returns the bot message's id. `verdicts`: the safety verdicts of each; `original`: the
         customer's text before redaction, kept for `original_ttl` (not at all when None).
 
         The first turn of a new conversation creates it, also when two such turns race;
-        with `status`, the conversation's status changes in the same transaction.
+        with `status`, the conversation's status changes in the same transaction. `rehearse`
+        rolls the transaction back (see warm_up): nothing is stored.
         """
         self.check_ids(message)
         conversation_id = checked_id(message.conversation_id)
@@ -83,10 +90,22 @@ class ConversationStore(TurnLocking, Migrating, FeedbackStore, Privacy):
                 await self._keep_original(conn, asked_id, conversation_id, original, now)
                 bot_id = await conn.scalar(insert(Message).values(answered)
                                            .returning(Message.id))
+                if rehearse:
+                    raise _Rehearsed
+        except _Rehearsed:
+            return 0
         except SQLAlchemyError as exc:
             raise self.error("store the turn", exc) from exc
         assert bot_id is not None
         return int(bot_id)
+
+    async def warm_up(self) -> None:
+        """Write a turn in a transaction that is rolled back: the statements are compiled (and
+        cached) and the connection has written once before the first customer's turn, which
+        took ~2x a later turn's storage time without it (bench/README.md, bench_start.py)."""
+        await self.record_turn(UserMessage(WARM_UP, conversation_id=WARM_UP, channel=WARM_UP,
+                                           user_id=WARM_UP),
+                               BotReply(WARM_UP, Decision.ANSWER, WARM_UP), rehearse=True)
 
     async def record_held(self, message: UserMessage, meta: dict[str, Any],
                           verdicts: list[dict[str, Any]] | None = None,
