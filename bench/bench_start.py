@@ -214,7 +214,7 @@ class Server:
 
 
 async def _database(server_url: str, name: str, drop: bool) -> None:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
     from sqlalchemy.engine import make_url
 
     url = make_url(server_url)

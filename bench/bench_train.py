@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -111,16 +112,17 @@ def run_trl(data: Path, model_dir: Path, steps: int, packing: bool, work: Path) 
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_supportbot(data: Path, model_dir: Path, steps: int, name: str, settings: dict[str, str],
-                   work: Path) -> dict[str, Any]:
+def run_supportbot(data: Path, model_dir: Path, steps: int, name: str,
+                   settings: Mapping[str, object], work: Path) -> dict[str, Any]:
     """`supportbot train` as a user runs it, with `settings` over the defaults; figures from its
     metrics.json (peak RSS: the process's own ru_maxrss)."""
     out = work / name
     exe = shutil.which("supportbot", path=str(Path(sys.executable).parent)) or "supportbot"
-    settings = {**LORA, "eval_fraction": 0.0, "eval_every": 0, "save_every": steps, **settings}
+    merged: dict[str, object] = {**LORA, "eval_fraction": 0.0, "eval_every": 0,
+                                 "save_every": steps, **settings}
     cmd = [exe, "train", str(data), "--format", "messages", "--out", str(out), "--base-model",
            str(model_dir), "--max-steps", str(steps), "--samples", "0",
-           *(f"--set={k}={v}" for k, v in settings.items())]
+           *(f"--set={k}={v}" for k, v in merged.items())]
     subprocess.run(cmd, check=True, env=ENV, cwd=work, stdout=subprocess.DEVNULL)
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     done = metrics["train"]
@@ -154,7 +156,8 @@ def main() -> None:
     if args.worker == "trl":
         print(json.dumps(run_trl(args.data, model_dir, args.steps, args.trl_packing, args.work)))
         return
-    rows = {"supportbot, default": {}, "supportbot, old default (batch 8)": OLD_DEFAULT}
+    rows: dict[str, Mapping[str, object]] = {"supportbot, default": {},
+                                             "supportbot, old default (batch 8)": OLD_DEFAULT}
     if args.fast:
         rows[f"supportbot, {args.fast}"] = parse_settings(args.fast)
     load_before = os.getloadavg()
