@@ -85,6 +85,10 @@ def test_check_refuses_in_one_line_naming_the_settings() -> None:
                     "memory_check=false"):
         assert setting in message
     assert "\n" not in message
+    on = memory.estimate(TrainConfig(), SMOL, checkpointing=True)
+    with pytest.raises(ConfigError) as refused:
+        memory.check(on, on.bytes - 1)
+    assert "gradient_checkpointing" not in str(refused.value)  # already on: no use naming it
 
 
 def test_available_memory_is_known_here() -> None:

@@ -234,8 +234,8 @@ def check(found: MemoryEstimate, available: int | None) -> None:
     """ConfigError, in one line naming the settings to change, when the estimate does not fit."""
     if available is None or found.bytes <= available:
         return
+    checkpointing = "" if found.checkpointing else ", or --set gradient_checkpointing=true"
     raise ConfigError(
         f"training needs ~{found.bytes / GB:.1f} GB but {available / GB:.1f} GB is available: "
         "lower --batch-size (raise --set grad_accum=N to keep the effective batch) or "
-        "--max-length, or --set gradient_checkpointing=true; --set memory_check=false trains "
-        "anyway")
+        f"--max-length{checkpointing}; --set memory_check=false trains anyway")
