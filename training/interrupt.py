@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 # (128 + its number), so scripts and schedulers read it as they would have anyway.
 EXIT_STATUS = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A SIGINT this soon after the first is the same Ctrl+C: under torchrun each rank gets the
+# terminal's SIGINT and then the one torchrun forwards, within milliseconds.
+SAME_PRESS_S = 1.0
 
 
 @dataclass
@@ -37,16 +40,18 @@ class StopFlag:
 
     signal_name: str | None = None
     installed: bool = False
+    first_at: float = 0.0
 
     def raise_for(self, signum: int) -> None:
-        """What the handler does: remember the first signal; a second Ctrl+C exits at once
-        (os._exit: no save, no cleanup), a repeated SIGTERM is ignored so the save finishes."""
+        """What the handler does: remember the first signal; a second Ctrl+C (a second or more
+        after the first) exits at once (os._exit: no save, no cleanup); a repeated SIGTERM is
+        ignored so that the save finishes."""
         name = signal.Signals(signum).name
         if self.signal_name is not None:
-            if name == "SIGINT":
+            if name == "SIGINT" and time.monotonic() - self.first_at >= SAME_PRESS_S:
                 os._exit(EXIT_STATUS["SIGINT"])
             return
-        self.signal_name = name
+        self.signal_name, self.first_at = name, time.monotonic()
 
 
 @contextmanager
