@@ -116,8 +116,9 @@ def train(ctx: typer.Context,
               help="Seeds the split, LoRA init and order.")] = None,
           settings_pairs: Annotated[list[str] | None, typer.Option(
               "--set", help="Any other TrainConfig field, KEY=VALUE (docs/training.md).")] = None,
-          resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in "
-                                               "--out.")] = False,
+          resume: Annotated[bool, typer.Option(
+              help="Continue from the newest complete checkpoint in --out (after a stop "
+                   "signal, a time limit or a crash), with the same settings.")] = False,
           dry_run: Annotated[bool, typer.Option(help="Prepare the data and print its report; "
                                                 "do not train.")] = False,
           samples: Annotated[int, typer.Option(min=0, help="Held-out conversations to answer "
