@@ -15,7 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.test_training_loop import EXACT, PAIRS, ROOT, _env, encode, free_port, make_row
+from tests.conftest import ROOT
+from tests.train_interrupt_support import EXACT, child_env, free_port, signal_after_step, tiny_rows
 from training import checkpoint, interrupt
 from training.config import TrainConfig
 from training.errors import TrainingInterrupted
@@ -24,15 +25,12 @@ from training.types import Row
 
 # Six rows in batches of 2: step 4 starts the second epoch; dropout stays on, so the data
 # position and the RNG state both have to come back on resume.
-RUN = {**EXACT, "max_steps": 6, "batch_size": 2, "eval_every": 2, "save_every": 2}
+RUN: dict[str, Any] = {**EXACT, "max_steps": 6, "batch_size": 2, "eval_every": 2, "save_every": 2}
 
 
 @pytest.fixture(scope="module")
 def rows(tiny_model_dir: Path) -> list[Row]:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    return [make_row(encode(tokenizer, q, a)) for q, a in PAIRS]
+    return tiny_rows(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -49,19 +47,6 @@ def same_adapter(a: Path, b: Path) -> None:
     assert first.keys() == second.keys()
     for name, tensor in first.items():
         torch.testing.assert_close(second[name], tensor, atol=1e-10, rtol=0)
-
-
-def signal_after_step(monkeypatch: pytest.MonkeyPatch, step: int, signum: int) -> None:
-    """Deliver a real `signum` to this process right after optimizer step `step`."""
-    agree, calls = interrupt.agree, [0]
-
-    def agree_after_signal(*args: Any) -> interrupt.Decision:
-        calls[0] += 1
-        if calls[0] == step:
-            signal.raise_signal(signum)
-        return agree(*args)
-
-    monkeypatch.setattr(interrupt, "agree", agree_after_signal)
 
 
 def test_sigterm_mid_run_saves_a_partial_adapter_and_resume_ends_as_an_unbroken_run(
@@ -149,7 +134,7 @@ def test_a_second_ctrl_c_exits_at_once(first: str, second: str, pause: float, st
                                        printed: str) -> None:
     code = CHILD.format(first=first, second=second, pause=pause)
     done = subprocess.run([sys.executable, "-c", code],
-                          cwd=ROOT, env={**_env(), "PYTHONPATH": str(ROOT)},
+                          cwd=ROOT, env={**child_env(), "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout) == (status, printed), done.stderr[-2000:]
 
@@ -189,7 +174,7 @@ def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one_to_resume_from
     out.mkdir()
     child = subprocess.Popen(
         [sys.executable, str(script), str(tiny_model_dir), str(rows_file), str(out),
-         json.dumps(RUN)], cwd=ROOT, env={**_env(), "PYTHONPATH": str(ROOT),
+         json.dumps(RUN)], cwd=ROOT, env={**child_env(), "PYTHONPATH": str(ROOT),
                                           "OMP_NUM_THREADS": "1"},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -262,7 +247,7 @@ def test_two_ranks_on_gloo_stop_together_save_and_resume_to_the_same_adapter(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
              "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script),
              str(tiny_model_dir), str(rows_file), str(tmp_path), json.dumps(settings), mode],
-            cwd=ROOT, env={**_env(), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+            cwd=ROOT, env={**child_env(), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
             capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, done.stderr[-3000:]
         if mode == "fresh":  # both ranks stopped after step 2; rank 0 wrote for both

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train_interrupt import signal_after_step
-from tests.test_training_cli import SAMPLE, train
+from tests.conftest import SAMPLE_TRANSCRIPTS
+from tests.train_interrupt_support import run_train_cli, signal_after_step
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -18,11 +18,11 @@ pytestmark = pytest.mark.timeout(300)
 def test_sigterm_prints_how_to_resume_and_exits_143(tmp_path: Path, tiny_model_dir: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "adapter"
-    args = [str(SAMPLE), "--out", str(out), "--base-model", str(tiny_model_dir),
+    args = [str(SAMPLE_TRANSCRIPTS), "--out", str(out), "--base-model", str(tiny_model_dir),
             "--max-steps", "3", "--batch-size", "2", "--max-length", "1024", "--samples", "0",
             "--set", "grad_accum=1"]
     signal_after_step(monkeypatch, 1, signal.SIGTERM)
-    code, output = train(tmp_path, *args)
+    code, output = run_train_cli(tmp_path, *args)
     monkeypatch.undo()
     assert code == 143, output
     assert "stopped at step 1 of 3 (SIGTERM): checkpoint and partial adapter saved; " \
@@ -31,7 +31,7 @@ def test_sigterm_prints_how_to_resume_and_exits_143(tmp_path: Path, tiny_model_d
     assert json.loads((out / "metrics.json").read_text())["partial"] is True
     assert (out / "adapter_model.safetensors").is_file()
 
-    code, output = train(tmp_path, *args, "--resume")
+    code, output = run_train_cli(tmp_path, *args, "--resume")
     assert code == 0, output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["partial"] is False and [e["step"] for e in metrics["train"]] == [1, 2, 3]
