@@ -95,7 +95,8 @@ def logits(model: Any, ids: list[int]) -> torch.Tensor:
     ("warmup_ratio", 1.5), ("warmup_steps", -1), ("schedule", "step"), ("epochs", 0),
     ("max_steps", 0), ("batch_size", 0), ("grad_accum", 0), ("max_length", 1),
     ("max_grad_norm", 0), ("weight_decay", -1), ("seed", -1), ("eval_every", -5),
-    ("save_every", -1), ("pack", "yes"), ("gradient_checkpointing", 1), ("eval_fraction", 1),
+    ("save_every", -1), ("save_every_minutes", -0.5),
+    ("pack", "yes"), ("gradient_checkpointing", 1), ("eval_fraction", 1),
     ("device", "gpu"),
     ("threads", -1), ("log_every", 0),
 ])

@@ -4,6 +4,7 @@ settings, metrics and loss curve."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -20,17 +21,37 @@ if TYPE_CHECKING:
     from training.loop import Dist
 
 # Settings a resumed run may change; any other change would make the continuation a different run.
-RESUMABLE_CHANGES = {"epochs", "max_steps", "eval_every", "save_every", "log_every", "device",
-                     "threads", "gradient_checkpointing",
+RESUMABLE_CHANGES = {"epochs", "max_steps", "eval_every", "save_every", "save_every_minutes",
+                     "log_every", "device", "threads", "gradient_checkpointing",
                      "memory_check"}
 KEEP_CHECKPOINTS = 2
 
 
 def complete(root: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (a folder gets its final name only once written)."""
+    """Complete checkpoints, oldest first (a folder gets its final name only once written;
+    `.step-N.partial` folders, a write that was killed, are never among them)."""
     found = [p for p in root.glob("step-*") if (p / "trainer_state.pt").is_file()
              and p.name.removeprefix("step-").isdigit()]
     return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
+
+
+def remove_unfinished(root: Path) -> list[Path]:
+    """Delete the temporary folders of checkpoint writes that were killed; returns them."""
+    left = sorted(root.glob(".step-*.partial"))
+    for path in left:
+        shutil.rmtree(path, ignore_errors=True)
+    return left
+
+
+def _sync(folder: Path, files: bool = True) -> None:
+    """Flush the folder's files (when `files`) and the folder itself to disk, so a rename never
+    points at data still in the page cache when the machine goes down."""
+    for path in [*(folder.iterdir() if files else ()), folder]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -57,9 +78,12 @@ def save(root: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": rng, "config": config.to_dict()}, partial / "trainer_state.pt")
     (partial / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    # Renamed only when complete, so a run killed mid-save never leaves a checkpoint to trust.
+    _sync(partial)
+    # Renamed only when complete, so a run killed mid-save never leaves a checkpoint to trust:
+    # the older ones stay until this one has its name.
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
+    _sync(root, files=False)
     for old in complete(root)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old)
 
@@ -68,6 +92,8 @@ def resume(root: Path, config: TrainConfig, model: nn.Module, optimizer: torch.o
             scheduler: Any, dist: Dist, device: torch.device
             ) -> tuple[int, dict[str, Any], float]:
     """Load the newest checkpoint into the fresh objects: (step, metrics, seconds so far)."""
+    if dist.main:
+        remove_unfinished(root)
     found = complete(root)
     if not found:
         raise TrainingError(f"nothing to resume: no checkpoint in {root}")

@@ -64,6 +64,10 @@ class TrainConfig(CheckedConfig):
                             "measurements; 0 = only before and after.")
     save_every: int = Field(100, ge=0, description="Optimizer steps between checkpoints; 0 = "
                             "only at the end.")
+    save_every_minutes: float = Field(
+        10.0, ge=0, description="Minutes between checkpoints, whatever the step count (rank "
+        "0's clock decides for every rank), so a slow CPU run loses at most this much to a "
+        "kill -9 or a power cut; 0 = by steps only.")
     log_every: int = Field(
         1, ge=1, description="Optimizer steps between log lines printed above the progress bar "
         "(every step is recorded in metrics.json regardless).")

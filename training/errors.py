@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class TrainingError(Exception):
@@ -22,3 +23,15 @@ class DataError(TrainingError):
 
 class ConfigError(TrainingError):
     """A training setting is out of range or inconsistent; names the setting."""
+
+
+class TrainingInterrupted(Exception):
+    """A stop signal ended the run early, after saving: not an error of the user's, so not a
+    TrainingError. Carries what the CLI prints and the exit status it uses (128 + signal)."""
+
+    def __init__(self, signal_name: str, step: int, total_steps: int, exit_status: int,
+                 metrics: dict[str, Any]) -> None:
+        self.signal_name, self.step, self.total_steps = signal_name, step, total_steps
+        self.exit_status, self.metrics = exit_status, metrics
+        super().__init__(f"stopped at step {step} of {total_steps} ({signal_name}): "
+                         "checkpoint and partial adapter saved")

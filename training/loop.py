@@ -24,9 +24,9 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
-from training import checkpoint, memory
+from training import checkpoint, interrupt, memory
 from training.config import TrainConfig
-from training.errors import ConfigError, TrainingError
+from training.errors import ConfigError, TrainingError, TrainingInterrupted
 from training.examples import collate
 from training.types import IGNORE, Row
 
@@ -60,6 +60,10 @@ def train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_row
 
     Under torchrun (WORLD_SIZE > 1) every rank calls this with the same rows; each trains on its
     own shard, and only rank 0 writes files and shows progress.
+
+    A SIGTERM or Ctrl+C while training ends the run after the current optimizer step, with a
+    checkpoint and the adapter so far (metrics.json "partial": true), by raising
+    TrainingInterrupted; every rank stops at the same step.
     """
     dist = dist_env()
     _check_rows(train_rows, eval_rows, config.max_length)
@@ -71,13 +75,22 @@ def train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_row
         torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                       rank=dist.rank, world_size=dist.world_size)
     try:
-        metrics = _train(config, Path(base_model), train_rows, eval_rows, Path(out_dir), resume,
-                         pad_id, progress and dist.main, dist, device)
+        stopped: TrainingInterrupted | None = None
+        # Caught from loading to the last file written: a signal before the first step stops
+        # the run after it; a second Ctrl+C exits at once.
+        try:
+            with interrupt.catching_stops() as flag:
+                metrics = _train(config, Path(base_model), train_rows, eval_rows, Path(out_dir),
+                                 resume, pad_id, progress and dist.main, dist, device, flag)
+        except TrainingInterrupted as e:  # every rank raises it at the same step
+            stopped = e
         if own_group:
             # Every rank done with its collectives before any tears the group down: a rank that
             # destroyed it while the other's gloo work was in flight aborted ("terminate called
             # without an active exception") once in CI.
             torch_dist.barrier()
+        if stopped is not None:
+            raise stopped
         return metrics
     finally:
         if own_group:
@@ -86,7 +99,7 @@ def train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_row
 
 def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_rows: list[Row],
            out_dir: Path, resume: bool, pad_id: int | None, show: bool, dist: Dist,
-           device: torch.device) -> dict[str, Any]:
+           device: torch.device, flag: interrupt.StopFlag) -> dict[str, Any]:
     started = time.perf_counter()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -161,6 +174,8 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                       else None)
 
+    stopped_by: str | None = None
+    clock = interrupt.SaveClock(config.save_every_minutes)
     with _progress_bar(show, total_steps, step) as bar:
         epoch_batches: tuple[int, list[list[int]]] = (-1, [])
         while step < total_steps:
@@ -223,10 +238,19 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
                 point = _evaluate(model, eval_rows, config.batch_size, pad_id, device, dist)
                 if point is not None:
                     metrics["eval"].append({"step": step, **point})
-            if (config.save_every and step % config.save_every == 0) or step == total_steps:
+            # A signal that came during this step stops the run here, on every rank at once;
+            # one that came during the last step changes nothing.
+            decision = interrupt.agree(flag, clock, dist, device)
+            stopped_by = decision.stop if step < total_steps else None
+            if ((config.save_every and step % config.save_every == 0) or step == total_steps
+                    or decision.save_due or stopped_by):
                 metrics["wall_time_s"] = earlier_time + time.perf_counter() - started
                 checkpoint.save(checkpoints, model, optimizer, scheduler, step, epoch, window,
                                  metrics, config, dist)
+                clock.saved()
+            if stopped_by:
+                bar.log(f"{stopped_by}: stopping at step {step} of {total_steps}")
+                break
 
     last_eval = metrics["eval"][-1] if metrics["eval"] else {}
     metrics["final_train_loss"] = metrics["train"][-1]["loss"] if metrics["train"] else None
@@ -236,8 +260,15 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
         metrics["rank_weight_max_diff"] = _rank_divergence(trainable)
     metrics["peak_memory_mb"] = _peak_memory_mb(device)
     metrics["wall_time_s"] = earlier_time + time.perf_counter() - started
+    # A stopped run's adapter is usable but unfinished; its eval loss is the last one measured.
+    metrics["partial"] = stopped_by is not None
+    if stopped_by:
+        metrics.update(stopped_by=stopped_by, stopped_at_step=step)
     if dist.main:
         checkpoint.write_outputs(out_dir, model, tokenizer, config, metrics)
+    if stopped_by:
+        raise TrainingInterrupted(stopped_by, step, total_steps,
+                                  interrupt.EXIT_STATUS[stopped_by], metrics)
     return metrics
 
 

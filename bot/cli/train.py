@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -114,8 +116,9 @@ def train(ctx: typer.Context,
               help="Seeds the split, LoRA init and order.")] = None,
           settings_pairs: Annotated[list[str] | None, typer.Option(
               "--set", help="Any other TrainConfig field, KEY=VALUE (docs/training.md).")] = None,
-          resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in "
-                                               "--out.")] = False,
+          resume: Annotated[bool, typer.Option(
+              help="Continue from the newest complete checkpoint in --out (after a stop "
+                   "signal, a time limit or a crash), with the same settings.")] = False,
           dry_run: Annotated[bool, typer.Option(help="Prepare the data and print its report; "
                                                 "do not train.")] = False,
           samples: Annotated[int, typer.Option(min=0, help="Held-out conversations to answer "
@@ -164,8 +167,15 @@ def train(ctx: typer.Context,
             return
         if config.memory_check:
             memory.check(needed, available)  # before the model is loaded, not after swapping
-        metrics = run(config, base, prepared.train_rows, prepared.eval_rows, output,
-                      resume=resume, pad_id=prepared.pad_id)
+        from training.errors import TrainingInterrupted
+
+        try:
+            metrics = run(config, base, prepared.train_rows, prepared.eval_rows, output,
+                          resume=resume, pad_id=prepared.pad_id)
+        except TrainingInterrupted as stopped:
+            if main:
+                err.print(escape(f"{stopped}; continue with: {_resume_command()}"))
+            raise typer.Exit(stopped.exit_status) from None
         if not main:
             return
         _show_metrics(metrics, output)
@@ -187,6 +197,17 @@ def train(ctx: typer.Context,
                           f"  [dim]agent:[/]   {escape(sample['reference'])}\n"
                           f"  [dim]base:[/]    {escape(sample['base'])}\n"
                           f"  [dim]adapter:[/] {escape(sample['adapter'])}")
+
+
+def _resume_command() -> str:
+    """The command line that was run, with --resume (under torchrun: its own command line)."""
+    args = sys.argv[1:]
+    command = shlex.join(["supportbot", *args, *([] if "--resume" in args else ["--resume"])])
+    from training.loop import dist_env
+
+    if dist_env().world_size > 1:
+        return f"the same torchrun command with --resume ({command})"
+    return command
 
 
 def _show_metrics(metrics: dict[str, Any], output: Path) -> None:
