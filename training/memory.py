@@ -196,7 +196,7 @@ def resolve_checkpointing(config: TrainConfig, model_config: Mapping[str, Any], 
 
 def available_bytes(device: str = "cpu") -> int | None:
     """Memory free for a new process: the GPU's free memory on CUDA; else MemAvailable from
-    /proc/meminfo on Linux, os.sysconf's available pages, or psutil; None when none says."""
+    /proc/meminfo on Linux, os.sysconf's available pages, or psutil (macOS, Windows)."""
     if device.startswith("cuda"):
         import torch
 
@@ -214,12 +214,9 @@ def available_bytes(device: str = "cpu") -> int | None:
             return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
         except (AttributeError, OSError, ValueError):
             pass
-    try:
-        import psutil
+    import psutil  # a dependency, asked last: /proc/meminfo or sysconf answer on Linux
 
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        return None
+    return int(psutil.virtual_memory().available)
 
 
 def local_ranks() -> int:
