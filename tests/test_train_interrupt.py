@@ -84,6 +84,82 @@ def test_sigterm_mid_run_saves_a_partial_adapter_and_resume_ends_as_an_unbroken_
     same_adapter(tmp_path, out)
 
 
+ACCUMULATING: dict[str, Any] = {**EXACT, "max_steps": 4, "batch_size": 1, "grad_accum": 2}
+
+
+def test_a_signal_between_micro_batches_abandons_the_step_and_resume_redoes_it(
+        tiny_model_dir: Path, rows: list[Row], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With grad_accum 2, a SIGTERM during step 3's first micro-batch stops before its second
+    (a stop waits for one micro-batch, not a whole step): step 2 is saved with the generators as
+    they were before step 3 drew its dropout, and the resumed run ends as an unbroken one."""
+    from training import loop
+
+    config = TrainConfig(**ACCUMULATING)
+    unbroken = train(config, tiny_model_dir, rows[:6], [], tmp_path / "unbroken",
+                     progress=False)
+    loss_sum, calls = loop._loss_sum, [0]
+
+    def signalled_in_fifth(*args: Any) -> torch.Tensor:
+        calls[0] += 1
+        if calls[0] == 5:  # step 3's first micro-batch (no eval rows: no other calls)
+            signal.raise_signal(signal.SIGTERM)
+        return loss_sum(*args)
+
+    monkeypatch.setattr(loop, "_loss_sum", signalled_in_fifth)
+    out = tmp_path / "stopped"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(config, tiny_model_dir, rows[:6], [], out, progress=False)
+    monkeypatch.undo()
+    assert calls[0] == 5 and stopped.value.step == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["partial"] is True and [e["step"] for e in metrics["train"]] == [1, 2]
+    assert [p.name for p in checkpoint.complete(out / "checkpoints")] == ["step-2"]
+    same_adapter(out, out / "checkpoints" / "step-2")
+
+    resumed = train(config, tiny_model_dir, rows[:6], [], out, resume=True,
+                    progress=False)
+    assert [e["step"] for e in resumed["train"]] == [1, 2, 3, 4]
+    assert resumed["final_train_loss"] == pytest.approx(unbroken["final_train_loss"], abs=1e-10)
+    same_adapter(out, tmp_path / "unbroken")
+
+
+def test_a_signal_during_the_base_evaluation_saves_step_0_and_resume_starts_from_it(
+        tiny_model_dir: Path, rows: list[Row], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop while the base evaluation runs drops it after the batch in flight (an eval set can
+    be large): nothing trained, but the printed `--resume` works, measures the base loss then
+    and ends as an unbroken run."""
+    from training import loop
+
+    config = TrainConfig(**{**ACCUMULATING, "max_steps": 2})
+    unbroken = train(config, tiny_model_dir, rows[:6], rows[6:], tmp_path / "unbroken",
+                     progress=False)
+    loss_sum, calls = loop._loss_sum, [0]
+
+    def signalled_in_first(*args: Any) -> torch.Tensor:
+        calls[0] += 1
+        if calls[0] == 1:  # the first of the base evaluation's two batches
+            signal.raise_signal(signal.SIGINT)
+        return loss_sum(*args)
+
+    monkeypatch.setattr(loop, "_loss_sum", signalled_in_first)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(config, tiny_model_dir, rows[:6], rows[6:], out, progress=False)
+    monkeypatch.undo()
+    assert calls[0] == 1 and (stopped.value.step, stopped.value.exit_status) == (0, 130)
+    assert [p.name for p in checkpoint.complete(out / "checkpoints")] == ["step-0"]
+    assert json.loads((out / "metrics.json").read_text())["base_eval_loss"] is None
+
+    resumed = train(config, tiny_model_dir, rows[:6], rows[6:], out, resume=True,
+                    progress=False)
+    assert [e["step"] for e in resumed["train"]] == [1, 2] and resumed["partial"] is False
+    for key in ("base_eval_loss", "final_eval_loss", "final_train_loss"):
+        assert resumed[key] == pytest.approx(unbroken[key], abs=1e-10), key
+    same_adapter(out, tmp_path / "unbroken")
+
+
 def test_a_signal_during_the_last_step_lets_the_run_finish(
         tiny_model_dir: Path, rows: list[Row], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,9 +313,12 @@ except TrainingInterrupted as e:
 
 def test_two_ranks_on_gloo_save_and_stop_together_and_resume_to_the_same_adapter(
         tiny_model_dir: Path, rows: list[Row], tmp_path: Path) -> None:
-    """2 ranks x batch 2 without dropout = 1 process x batch 4 (test_training_loop): so the
-    stopped-then-resumed two-rank run must end with the single process's adapter."""
-    settings = {**EXACT, "max_steps": 4, "batch_size": 2, "dropout": 0.0}
+    """2 ranks x 2 micro-batches of 1 without dropout = 1 process x batch 4 (test_training_loop):
+    so the stopped-then-resumed two-rank run must end with the single process's adapter. The 3
+    eval rows split 2 + 1: the ranks check for a stop before each eval batch of the longer
+    shard, so a shorter shard must not leave one rank waiting in a collective."""
+    settings = {**EXACT, "max_steps": 4, "batch_size": 1, "grad_accum": 2, "dropout": 0.0,
+                "eval_every": 1}
     script, rows_file = tmp_path / "ddp_stop.py", tmp_path / "rows.json"
     script.write_text(DDP_STOP)
     rows_file.write_text(json.dumps([vars(r) for r in rows]))
@@ -262,7 +341,7 @@ def test_two_ranks_on_gloo_save_and_stop_together_and_resume_to_the_same_adapter
     ends = [json.loads((tmp_path / f"rank-{r}-resume.json").read_text()) for r in (0, 1)]
     assert ends[0]["finished"] == ends[1]["finished"] == 4
 
-    single = train(TrainConfig(**{**settings, "batch_size": 4}), tiny_model_dir, rows, rows[:3],
-                   tmp_path / "single", progress=False)
+    single = train(TrainConfig(**{**settings, "batch_size": 4, "grad_accum": 1}),
+                   tiny_model_dir, rows, rows[:3], tmp_path / "single", progress=False)
     assert ends[0]["loss"] == pytest.approx(single["final_train_loss"], abs=1e-10)
     same_adapter(run, tmp_path / "single")

@@ -54,7 +54,8 @@ def _sync(folder: Path, files: bool = True) -> None:
             os.close(fd)
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """This process's random number generators (what dropout draws next)."""
     state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -63,12 +64,17 @@ def _rng_state() -> dict[str, Any]:
 
 def save(root: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                      scheduler: Any, step: int, epoch: int, window: int,
-                     metrics: dict[str, Any], config: TrainConfig, dist: Dist) -> None:
-    """Adapter, optimizer, scheduler, data position, every rank's RNG and the metrics so far."""
-    rng: list[Any] = [_rng_state()]
+                     metrics: dict[str, Any], config: TrainConfig, dist: Dist,
+                     rng_at_step: dict[str, Any] | None = None) -> None:
+    """Adapter, optimizer, scheduler, data position, every rank's RNG and the metrics so far.
+
+    `rng_at_step`: this rank's generators as they were right after `step` (taken before an
+    optimizer step that was then abandoned), instead of as they are now."""
+    own = rng_at_step if rng_at_step is not None else rng_state()
+    rng: list[Any] = [own]
     if dist.world_size > 1:  # each rank's dropout stream is its own
         rng = [None] * dist.world_size
-        torch_dist.all_gather_object(rng, _rng_state())
+        torch_dist.all_gather_object(rng, own)
     if not dist.main:
         return
     final, partial = root / f"step-{step}", root / f".step-{step}.partial"

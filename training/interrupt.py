@@ -101,15 +101,28 @@ _CODES = {None: 0.0, "SIGINT": 1.0, "SIGTERM": 2.0}
 
 
 def agree(flag: StopFlag, clock: SaveClock, dist: Dist, device: torch.device) -> Decision:
-    """The same decision on every rank: stop if any rank was signalled (SIGTERM wins over
-    SIGINT), save by time if rank 0's clock says so. One all_reduce of two numbers per step."""
+    """The same decision on every rank after an optimizer step: stop if any rank was signalled
+    (SIGTERM wins over SIGINT), save by time if rank 0's clock says so. One all_reduce of two
+    numbers per step."""
     due = clock.due() if dist.main else False
+    stop, due = _reduce(flag, due, dist, device)
+    return Decision(stop, due)
+
+
+def agree_stop(flag: StopFlag, dist: Dist, device: torch.device) -> str | None:
+    """Before each micro-batch: has any rank been signalled? So a stop is answered within one
+    micro-batch's time, not a whole optimizer step's (with grad_accum 8 on a CPU, minutes: more
+    than a scheduler's grace period)."""
+    return _reduce(flag, False, dist, device)[0]
+
+
+def _reduce(flag: StopFlag, due: bool, dist: Dist, device: torch.device) -> tuple[str | None, bool]:
     if dist.world_size == 1:
-        return Decision(flag.signal_name, due)
+        return flag.signal_name, due
     both = torch.tensor([_CODES[flag.signal_name], float(due)], device=device)
     torch_dist.all_reduce(both, op=torch_dist.ReduceOp.MAX)
     code = int(both[0])
     stop = next(name for name, c in _CODES.items() if c == code)
     if stop is not None and flag.signal_name is None:
         flag.signal_name = stop  # a rank that was not signalled stops for the same reason
-    return Decision(stop, bool(both[1]))
+    return stop, bool(both[1])

@@ -157,15 +157,16 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
         step, metrics, earlier_time = checkpoint.resume(checkpoints, config, model, optimizer,
                                                         scheduler, dist, device)
     else:
+        # Ranks draw different dropout masks; the seed still fixes each rank's stream.
+        torch.manual_seed(config.seed + dist.rank)
+    if step == 0 and metrics["base_eval_loss"] is None:  # also a resume whose stop dropped it
         # The eval loss before any update: LoRA's B starts at zero, so this is the base model,
-        # and the eval points after it show what training bought.
-        base = _evaluate(model, eval_rows, config.batch_size, pad_id, device, dist)
+        # and the eval points after it show what training bought. (No dropout: no RNG drawn.)
+        base = _evaluate(model, eval_rows, config.batch_size, pad_id, device, dist, flag)
         if base is not None:
             metrics["eval"].append({"step": 0, **base})
             metrics["base_eval_loss"], metrics["base_eval_perplexity"] = base["loss"], \
                 base["perplexity"]
-        # Ranks draw different dropout masks; the seed still fixes each rank's stream.
-        torch.manual_seed(config.seed + dist.rank)
 
     net: nn.Module = model
     if dist.world_size > 1:
@@ -176,6 +177,7 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
 
     stopped_by: str | None = None
     clock = interrupt.SaveClock(config.save_every_minutes)
+    saved_step = step if resume else -1  # the newest checkpoint's step
     with _progress_bar(show, total_steps, step) as bar:
         epoch_batches: tuple[int, list[list[int]]] = (-1, [])
         while step < total_steps:
@@ -188,6 +190,9 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
             window_batches = epoch_batches[1][window * config.grad_accum:
                                               (window + 1) * config.grad_accum]
             tick = time.perf_counter()
+            # The generators as they are after `step`: what a checkpoint needs if this window
+            # is abandoned half-way (dropout has drawn from them by then).
+            rng_at_step = checkpoint.rng_state()
             batches = [collate([train_rows[i] for i in b], pad_id) for b in window_batches]
             targets = [_targets(b) for b in batches]
 
@@ -200,6 +205,11 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
             model.train()
             loss_sum = torch.zeros((), device=device)
             for i, (batch, target) in enumerate(zip(batches, targets, strict=True)):
+                # A stop signal abandons the window between micro-batches: model, optimizer
+                # and scheduler are still those after `step`, and a resume redoes the window.
+                stopped_by = interrupt.agree_stop(flag, dist, device)
+                if stopped_by:
+                    break
                 # Gradients are exchanged once per window, on its last micro-batch.
                 last = i == len(batches) - 1
                 sync = nullcontext() if last or dist.world_size == 1 else net.no_sync()  # type: ignore[operator]
@@ -208,6 +218,15 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
                     # DDP averages gradients over ranks; times world_size makes that a sum.
                     (loss * dist.world_size / denominator).backward()
                 loss_sum += loss.detach()
+            if stopped_by:
+                optimizer.zero_grad(set_to_none=True)
+                if saved_step != step:
+                    metrics["wall_time_s"] = earlier_time + time.perf_counter() - started
+                    checkpoint.save(checkpoints, model, optimizer, scheduler, step, epoch,
+                                    window, metrics, config, dist, rng_at_step=rng_at_step)
+                bar.log(f"{stopped_by}: stopping at step {step} of {total_steps} (the "
+                        "unfinished step is redone on resume)")
+                break
 
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
             lr = optimizer.param_groups[0]["lr"]
@@ -229,7 +248,8 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
                 bar.log(f"step {step}/{total_steps}  {info}")
 
             if config.eval_every and step % config.eval_every == 0 and step < total_steps:
-                point = _evaluate(model, eval_rows, config.batch_size, pad_id, device, dist)
+                point = _evaluate(model, eval_rows, config.batch_size, pad_id, device, dist,
+                                  flag)
                 if point is not None:
                     metrics["eval"].append({"step": step, **point})
                     bar.log(f"step {step}  eval loss {point['loss']:.4f}  "
@@ -248,6 +268,7 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
                 checkpoint.save(checkpoints, model, optimizer, scheduler, step, epoch, window,
                                  metrics, config, dist)
                 clock.saved()
+                saved_step = step
             if stopped_by:
                 bar.log(f"{stopped_by}: stopping at step {step} of {total_steps}")
                 break
@@ -380,17 +401,28 @@ def _all_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _evaluate(model: nn.Module, rows: list[Row], batch_size: int, pad_id: int,
-              device: torch.device, dist: Dist) -> dict[str, float] | None:
-    """Token-weighted mean loss and perplexity over all eval rows (each rank a shard)."""
+              device: torch.device, dist: Dist, flag: interrupt.StopFlag | None = None
+              ) -> dict[str, float] | None:
+    """Token-weighted mean loss and perplexity over all eval rows (each rank a shard).
+
+    With `flag`, a stop signal drops the evaluation between batches (None, as for no rows): a
+    large eval set must not hold a stop past a scheduler's grace period. Every rank checks
+    before each batch of the largest shard, so all of them drop it at the same batch."""
     if not rows:
         return None
     model.eval()  # no dropout
     shard = rows[dist.rank::dist.world_size]
+    batches = math.ceil(math.ceil(len(rows) / dist.world_size) / batch_size)  # rank 0's
     # float64: a float32 sum loses the last digits over many batches, and counts tokens exactly
     # only up to 2**24; MPS has no float64, and its eval sets are small enough for float32.
     totals = torch.zeros(2, device=device,
                          dtype=torch.float32 if device.type == "mps" else torch.float64)
-    for start in range(0, len(shard), batch_size):
+    for start in range(0, batches * batch_size, batch_size):
+        if flag is not None and interrupt.agree_stop(flag, dist, device):
+            model.train()
+            return None
+        if start >= len(shard):
+            continue  # a shorter shard: only the check above, for the other ranks
         batch = collate(shard[start:start + batch_size], pad_id)
         targets = _targets(batch)
         totals[0] += _loss_sum(model, batch, targets, device)
