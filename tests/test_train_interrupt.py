@@ -172,12 +172,21 @@ def test_a_signal_during_the_last_step_lets_the_run_finish(
 def test_checkpoints_by_time_are_saved_between_step_saves(
         tiny_model_dir: Path, rows: list[Row], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A clock that says "due" at every step saves every step though save_every is 0."""
-    monkeypatch.setattr(interrupt.SaveClock, "due", lambda self: True)
-    config = TrainConfig(**{**RUN, "max_steps": 3, "save_every": 0})
-    train(config, tiny_model_dir, rows[:6], [], tmp_path, progress=False)
-    assert [p.name for p in checkpoint.complete(tmp_path / "checkpoints")] == ["step-2",
-                                                                                "step-3"]
+    """The real clock with a period shorter than a step (6 ms) saves after every step though
+    save_every is 0; one that is never due saves only at the end."""
+    saved: list[int] = []
+    save = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save",
+                        lambda *a, **k: (saved.append(a[4]), save(*a, **k))[1])
+    config = TrainConfig(**{**RUN, "max_steps": 3, "save_every": 0, "save_every_minutes": 1e-4})
+    train(config, tiny_model_dir, rows[:6], [], tmp_path / "timed", progress=False)
+    assert saved == [1, 2, 3]
+    assert [p.name for p in checkpoint.complete(tmp_path / "timed" / "checkpoints")] == [
+        "step-2", "step-3"]  # the last two kept
+    saved.clear()
+    config = TrainConfig(**{**RUN, "max_steps": 3, "save_every": 0, "save_every_minutes": 60})
+    train(config, tiny_model_dir, rows[:6], [], tmp_path / "hourly", progress=False)
+    assert saved == [3]
     monkeypatch.undo()
     clock = interrupt.SaveClock(0.0)
     assert not clock.due()  # 0 = never by time
