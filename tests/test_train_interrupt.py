@@ -19,7 +19,7 @@ from tests.conftest import ROOT
 from tests.train_interrupt_support import EXACT, child_env, free_port, signal_after_step, tiny_rows
 from training import checkpoint, interrupt
 from training.config import TrainConfig
-from training.errors import TrainingInterrupted
+from training.errors import TrainingError, TrainingInterrupted
 from training.loop import train
 from training.types import Row
 
@@ -158,6 +158,24 @@ def test_a_signal_during_the_base_evaluation_saves_step_0_and_resume_starts_from
     for key in ("base_eval_loss", "final_eval_loss", "final_train_loss"):
         assert resumed[key] == pytest.approx(unbroken[key], abs=1e-10), key
     same_adapter(out, tmp_path / "unbroken")
+
+
+def test_resume_on_other_data_is_refused_naming_it(
+        tiny_model_dir: Path, rows: list[Row], tmp_path: Path) -> None:
+    """Transcripts that changed between the stop and the resume would change the data order
+    silently: refused, the checkpoint left as it was; the same data resumes."""
+    config = TrainConfig(**{**ACCUMULATING, "max_steps": 1})
+    train(config, tiny_model_dir, rows[:6], rows[6:], tmp_path, progress=False)
+    longer = TrainConfig(**{**ACCUMULATING, "max_steps": 2})  # max_steps may change on resume
+    with pytest.raises(TrainingError, match=r"the training rows differ from step-1's \(5 now, "
+                                            r"6 then\)"):
+        train(longer, tiny_model_dir, rows[:5], rows[6:], tmp_path, resume=True, progress=False)
+    with pytest.raises(TrainingError, match="the eval rows differ"):
+        train(longer, tiny_model_dir, rows[:6], rows[5:], tmp_path, resume=True, progress=False)
+    assert [p.name for p in checkpoint.complete(tmp_path / "checkpoints")] == ["step-1"]
+    done = train(longer, tiny_model_dir, rows[:6], rows[6:], tmp_path, resume=True,
+                 progress=False)
+    assert [e["step"] for e in done["train"]] == [1, 2]
 
 
 def test_a_signal_during_the_last_step_lets_the_run_finish(

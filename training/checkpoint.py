@@ -3,10 +3,12 @@ settings, metrics and loss curve."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
+from array import array
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,7 @@ from training.errors import ConfigError, TrainingError
 
 if TYPE_CHECKING:
     from training.loop import Dist
+    from training.types import Row
 
 # Settings a resumed run may change; any other change would make the continuation a different run.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "eval_every", "save_every", "save_every_minutes",
@@ -33,6 +36,19 @@ def complete(root: Path) -> list[Path]:
     found = [p for p in root.glob("step-*") if (p / "trainer_state.pt").is_file()
              and p.name.removeprefix("step-").isdigit()]
     return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
+
+
+def rows_digest(rows: list[Row]) -> str:
+    """A short SHA-256 of the token rows (ids, labels, positions, in order): a resume on other
+    data (a transcript file that changed, other cleaning settings) is refused by it, since the
+    data order, and so the result, would silently differ."""
+    digest = hashlib.sha256()
+    for row in rows:
+        for values in (row.input_ids, row.labels, row.position_ids):
+            digest.update(array("q", values).tobytes())
+            digest.update(b"|")
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
 
 
 def remove_unfinished(root: Path) -> list[Path]:
@@ -95,8 +111,8 @@ def save(root: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def resume(root: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: Any, dist: Dist, device: torch.device
-            ) -> tuple[int, dict[str, Any], float]:
+            scheduler: Any, dist: Dist, device: torch.device, train_rows: list[Row],
+            eval_rows: list[Row]) -> tuple[int, dict[str, Any], float]:
     """Load the newest checkpoint into the fresh objects: (step, metrics, seconds so far)."""
     if dist.main:
         remove_unfinished(root)
@@ -113,6 +129,14 @@ def resume(root: Path, config: TrainConfig, model: nn.Module, optimizer: torch.o
     if changed:
         raise ConfigError(f"resume: these settings differ from the checkpoint's: "
                           f"{', '.join(changed)}")
+    metrics = json.loads((path / "metrics.json").read_text())
+    for name, key, rows in (("training", "train", train_rows), ("eval", "eval", eval_rows)):
+        then = metrics.get("data_digest", {}).get(key)  # older checkpoints have none
+        if then is not None and then != rows_digest(rows):
+            raise TrainingError(
+                f"resume: the {name} rows differ from {path.name}'s ({len(rows)} now, "
+                f"{metrics.get(f'{key}_rows', '?')} then): the transcripts or the data "
+                "settings changed since; resume with the same data, or train into a new --out")
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -125,7 +149,6 @@ def resume(root: Path, config: TrainConfig, model: nn.Module, optimizer: torch.o
     torch.set_rng_state(rng["torch"].cpu())
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-    metrics = json.loads((path / "metrics.json").read_text())
     return int(state["step"]), metrics, float(metrics.get("wall_time_s", 0.0))
 
 

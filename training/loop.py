@@ -143,6 +143,8 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
         "base_model": str(base_model), "device": str(device), "world_size": dist.world_size,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "train_rows": len(train_rows), "eval_rows": len(eval_rows),
+        "data_digest": {"train": checkpoint.rows_digest(train_rows),
+                        "eval": checkpoint.rows_digest(eval_rows)},
         "trainable_params": sum(p.numel() for p in trainable),
         "total_params": sum(p.numel() for p in model.parameters()),
         "steps": total_steps, "steps_per_epoch": steps_per_epoch, "warmup_steps": warmup,
@@ -155,7 +157,8 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
     step, earlier_time = 0, 0.0
     if resume:
         step, metrics, earlier_time = checkpoint.resume(checkpoints, config, model, optimizer,
-                                                        scheduler, dist, device)
+                                                        scheduler, dist, device, train_rows,
+                                                        eval_rows)
     else:
         # Ranks draw different dropout masks; the seed still fixes each rank's stream.
         torch.manual_seed(config.seed + dist.rank)
