@@ -39,9 +39,8 @@ def complete(root: Path) -> list[Path]:
 
 
 def rows_digest(rows: list[Row]) -> str:
-    """A short SHA-256 of the token rows (ids, labels, positions, in order): a resume on other
-    data (a transcript file that changed, other cleaning settings) is refused by it, since the
-    data order, and so the result, would silently differ."""
+    """A short SHA-256 of the token rows (ids, labels, positions, in order): what a resume
+    compares to say the data changed since the checkpoint."""
     digest = hashlib.sha256()
     for row in rows:
         for values in (row.input_ids, row.labels, row.position_ids):
@@ -130,13 +129,22 @@ def resume(root: Path, config: TrainConfig, model: nn.Module, optimizer: torch.o
         raise ConfigError(f"resume: these settings differ from the checkpoint's: "
                           f"{', '.join(changed)}")
     metrics = json.loads((path / "metrics.json").read_text())
+    # Another row count changes the data order and the schedule: refused. The same count with
+    # other tokens (an edited transcript; retrieval for grounded rows on another CPU ranking a
+    # near tie the other way) keeps the order: continued, and recorded.
+    changed = []
     for name, key, rows in (("training", "train", train_rows), ("eval", "eval", eval_rows)):
+        if key == "train" and len(rows) != metrics.get("train_rows", len(rows)):
+            raise TrainingError(
+                f"resume: {len(rows)} training rows now, {metrics['train_rows']} in "
+                f"{path.name}: the transcripts or the data settings changed since, and with "
+                "them the data order; resume with the same data, or train into a new --out")
         then = metrics.get("data_digest", {}).get(key)  # older checkpoints have none
         if then is not None and then != rows_digest(rows):
-            raise TrainingError(
-                f"resume: the {name} rows differ from {path.name}'s ({len(rows)} now, "
-                f"{metrics.get(f'{key}_rows', '?')} then): the transcripts or the data "
-                "settings changed since; resume with the same data, or train into a new --out")
+            changed.append(name)
+    if changed:
+        metrics.setdefault("data_changed_on_resume", []).append(
+            {"step": int(state["step"]), "rows": changed})
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 

@@ -182,6 +182,11 @@ def _train(config: TrainConfig, base_model: Path, train_rows: list[Row], eval_ro
     clock = interrupt.SaveClock(config.save_every_minutes)
     saved_step = step if resume else -1  # the newest checkpoint's step
     with _progress_bar(show, total_steps, step) as bar:
+        changed = metrics.get("data_changed_on_resume", [{}])[-1]
+        if show and resume and changed.get("step") == step:
+            bar.log(f"warning: the {' and '.join(changed['rows'])} rows are not those of the "
+                    f"checkpoint (as many, other tokens): continuing in the same order; "
+                    "metrics.json records it (data_changed_on_resume)")
         epoch_batches: tuple[int, list[list[int]]] = (-1, [])
         while step < total_steps:
             # The data position follows from the step alone (the order is a pure function of
