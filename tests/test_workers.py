@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -269,6 +270,15 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def established(address: str) -> str:
+    """The server's established TCP connections with the process holding each (`ss`)."""
+    if shutil.which("ss") is None:
+        return "(ss not installed)"
+    port = address.rsplit(":", 1)[1]
+    return subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+                          capture_output=True, text=True, timeout=10).stdout
+
+
 async def scrape(http: httpx.AsyncClient) -> tuple[dict[int, float], float]:
     """Turns by live worker pid, and all turns counted (dead workers' too), from /metrics."""
     text = (await http.get("/metrics")).text
@@ -381,13 +391,16 @@ async def test_two_workers_lose_nothing_when_one_is_killed(
         assert per_worker[restarted] - before[restarted] == LATE_CLIENTS * MESSAGES
         assert workers_of(process.pid) == workers  # the paused one was not taken for hung
 
+        open_connections = established(address)  # to say which one held a slow stop up
         process.send_signal(signal.SIGTERM)
         stopping = time.monotonic()
         code = await asyncio.to_thread(process.wait, 2 * DRAIN + 15)
         stopped_s = time.monotonic() - stopping
     stderr = log.read_text()
     assert code == 0, stderr[-3000:]
-    assert stopped_s < DRAIN + 5, f"stopping took {stopped_s:.1f} s"
+    assert stopped_s < DRAIN + 5, (
+        f"stopping took {stopped_s:.1f} s; survivor {survivor}, replacement {restarted}; "
+        f"connections open at SIGTERM:\n{open_connections}\n{stderr[-2500:]}")
     assert "Traceback" not in stderr, stderr[-3000:]
     assert f"Child process [{victim}] died" in stderr
     assert not any(alive(pid) for pid in first | workers), "a worker outlived the server"
