@@ -4,8 +4,9 @@ takes, in the same run: a scheduler's grace period must cover the stop.
 Run: HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_stop.py [--package /work/main] [--runs 2]
      [--label after] [--set batch_size=1 ...]
 
-`supportbot train` runs as a user runs it (the bundled SmolLM2-135M, the bundled Taskmaster-4
-sample, the default settings: batch 1 x grad_accum 8, max length 512) in a child process whose
+`supportbot train` runs as a user runs it (the bundled SmolLM2-135M, 256 Taskmaster-4 coffee-order
+dialogues read as bench_train.py reads them, the default settings: batch 1 x grad_accum 8, max length
+512) in a child process whose
 `bot` and `training` packages are `--package`'s (by PYTHONPATH: so one script measures two
 checkouts). Once step 2 is logged, the step time is the gap between the step-1 and step-2 log
 lines; the SIGTERM goes out half a step later, in the middle of step 3. Figures: the step time,
@@ -27,9 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_train import SAMPLE, SHARED, messages_file
 from common import ENV, ROOT
 
-SAMPLE = ROOT / "data" / "transcripts" / "taskmaster4_sample.json"
 WAIT_S = 900.0
 
 
@@ -40,7 +41,10 @@ def _logged(log: Path, text: str) -> bool:
 def one_run(package: Path, work: Path, settings: list[str]) -> dict[str, Any]:
     """One stopped run: (step seconds, stop seconds, exit status)."""
     out, log_path = work / "out", work / "train.log"
-    cmd = [sys.executable, "-m", "bot", "train", str(SAMPLE), "--out", str(out),
+    data = work / "dialogues.jsonl"  # enough rows for full 8-row windows in steps 1-3
+    messages_file(SHARED if SHARED.is_file() else SAMPLE, 256, data)
+    cmd = [sys.executable, "-m", "bot", "train", str(data), "--format", "messages", "--out",
+           str(out),
            "--max-steps", "8", "--samples", "0", "--set", "save_every=0",
            "--set", "save_every_minutes=0", *(f"--set={s}" for s in settings)]
     with log_path.open("w") as log:
