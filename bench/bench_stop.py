@@ -4,12 +4,12 @@ takes, in the same run: a scheduler's grace period must cover the stop.
 Run: HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_stop.py [--package /work/main] [--runs 2]
      [--label after] [--set batch_size=1 ...]
 
-`supportbot train` runs as a user runs it (the bundled SmolLM2-135M, 256 Taskmaster-4 coffee-order
-dialogues read as bench_train.py reads them, the default settings: batch 1 x grad_accum 8, max length
-512) in a child process whose
-`bot` and `training` packages are `--package`'s (by PYTHONPATH: so one script measures two
-checkouts). Once step 2 is logged, the step time is the gap between the step-1 and step-2 log
-lines; the SIGTERM goes out half a step later, in the middle of step 3. Figures: the step time,
+`supportbot train` runs as a user runs it (the bundled SmolLM2-135M, 256 Taskmaster-4
+coffee-order dialogues read as bench_train.py reads them, the default settings: batch 1 x
+grad_accum 8, max length 512) in a child process whose `bot` and `training` packages are
+`--package`'s (by PYTHONPATH: so one script measures two checkouts). Once step 2 is logged,
+the step time is the gap between the step-1 and step-2 log lines; the SIGTERM goes out half a
+step later, in the middle of step 3. Figures: the step time,
 the seconds from the signal to the process's exit (the stop, the checkpoint and the partial
 adapter), their ratio, when the log said it was stopping (the rest is saving and exiting),
 and the exit status (143 expected).
